@@ -1,0 +1,180 @@
+// CPU kernels of depthmetric::multi_range_contrastive. Work is split over image rows; within a row the
+// loops run channel by channel over contiguous runs of pixels, so NCHW input streams through the cache.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <vector>
+
+#include "common/tensor_views.h"
+#include "multi_range_contrastive/multi_range_contrastive.h"
+#include "multi_range_contrastive/pair_math.h"
+
+namespace depthmetric {
+namespace mrc {
+namespace {
+
+struct Shift {
+  int64_t b, h, w;
+};
+
+std::vector<Shift> host_shifts(const at::Tensor& reduced) {
+  std::vector<Shift> out(reduced.size(0));
+  const int64_t* s = reduced.data_ptr<int64_t>();
+  for (size_t n = 0; n < out.size(); ++n) out[n] = {s[3 * n], s[3 * n + 1], s[3 * n + 2]};
+  return out;
+}
+
+template <typename scalar_t>
+void forward_rows(const at::Tensor& features, const at::Tensor& depth, const std::vector<Shift>& shifts,
+                  const Rule<acc_type<scalar_t>>& rule, ForwardOutputs& out) {
+  using acc_t = acc_type<scalar_t>;
+  const auto f = strided_view4<const scalar_t>(features);
+  const int64_t B = features.size(0), C = features.size(1), H = features.size(2), W = features.size(3);
+  const int64_t N = static_cast<int64_t>(shifts.size()), total = B * H * W;
+  const acc_t* d = depth.data_ptr<acc_t>();
+  acc_t* loss = out.loss.data_ptr<acc_t>();
+  int32_t* count = out.count.data_ptr<int32_t>();
+  acc_t* coef = out.coef.data_ptr<acc_t>();
+
+  at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
+    std::vector<int> cls(N * W);
+    std::vector<acc_t> dist_sq(N * W);
+    std::vector<int64_t> src_b(N), src_h(N);
+    std::vector<char> active(N);
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t b = row / H, h = row % H;
+      for (int64_t n = 0; n < N; ++n) {
+        src_b[n] = roll_back(b, shifts[n].b, B);
+        src_h[n] = roll_back(h, shifts[n].h, H);
+        const acc_t* sample_depth = d + (src_b[n] * H + src_h[n]) * W;
+        active[n] = 0;
+        for (int64_t w = 0; w < W; ++w) {
+          const int c = rule.classify(d[row * W + w], sample_depth[roll_back(w, shifts[n].w, W)]);
+          cls[n * W + w] = c;
+          dist_sq[n * W + w] = acc_t(0);
+          active[n] |= c != kIgnored;
+        }
+      }
+      for (int64_t c = 0; c < C; ++c) {
+        const int64_t anchor = f.offset(b, c, h, 0);
+        for (int64_t n = 0; n < N; ++n) {
+          if (!active[n]) continue;
+          const int64_t sample = f.offset(src_b[n], c, src_h[n], 0);
+          acc_t* acc = &dist_sq[n * W];
+          for (int64_t w = 0; w < W; ++w) {
+            const acc_t diff = static_cast<acc_t>(f.data[anchor + w * f.s3]) -
+                               static_cast<acc_t>(f.data[sample + roll_back(w, shifts[n].w, W) * f.s3]);
+            acc[w] += diff * diff;
+          }
+        }
+      }
+      for (int64_t w = 0; w < W; ++w) {
+        acc_t loss_sum = 0;
+        int32_t counted = 0;
+        for (int64_t n = 0; n < N; ++n) {
+          PairTerm<acc_t> term{0, 0};
+          if (cls[n * W + w] != kIgnored) {
+            term = pair_term(cls[n * W + w], dist_sq[n * W + w], rule);
+            loss_sum += term.loss;
+            ++counted;
+          }
+          coef[n * total + row * W + w] = term.coef;
+        }
+        loss[row * W + w] = loss_sum;
+        count[row * W + w] = counted;
+      }
+    }
+  });
+}
+
+// The gradient at pixel x gathers its pairs as anchor (x, x - s) and as sample (x + s, x), so each output
+// element is written once by one thread: deterministic, no atomics.
+template <typename scalar_t>
+void backward_rows(const at::Tensor& grad_loss, const at::Tensor& features, const std::vector<Shift>& shifts,
+                   const at::Tensor& coef_t, at::Tensor& grad) {
+  using acc_t = acc_type<scalar_t>;
+  const auto f = strided_view4<const scalar_t>(features);
+  const auto g_out = strided_view4<scalar_t>(grad);
+  const int64_t B = features.size(0), C = features.size(1), H = features.size(2), W = features.size(3);
+  const int64_t N = static_cast<int64_t>(shifts.size()), total = B * H * W;
+  const acc_t* g = grad_loss.data_ptr<acc_t>();
+  const acc_t* coef = coef_t.data_ptr<acc_t>();
+
+  at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> w_anchor(N * W), w_sample(N * W), w_sum(W), acc(W);
+    std::vector<int64_t> b_q(N), h_q(N), b_p(N), h_p(N);
+    std::vector<char> active(N);
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t b = row / H, h = row % H;
+      std::fill(w_sum.begin(), w_sum.end(), acc_t(0));
+      for (int64_t n = 0; n < N; ++n) {
+        b_q[n] = roll_back(b, shifts[n].b, B);
+        h_q[n] = roll_back(h, shifts[n].h, H);
+        b_p[n] = roll_forward(b, shifts[n].b, B);
+        h_p[n] = roll_forward(h, shifts[n].h, H);
+        const int64_t p_row = b_p[n] * H + h_p[n];
+        active[n] = 0;
+        for (int64_t w = 0; w < W; ++w) {
+          const int64_t x = row * W + w, p = p_row * W + roll_forward(w, shifts[n].w, W);
+          const acc_t wa = g[x] * coef[n * total + x];
+          const acc_t wb = g[p] * coef[n * total + p];
+          w_anchor[n * W + w] = wa;
+          w_sample[n * W + w] = wb;
+          w_sum[w] += wa + wb;
+          active[n] |= (wa != acc_t(0)) | (wb != acc_t(0));
+        }
+      }
+      for (int64_t c = 0; c < C; ++c) {
+        const int64_t self = f.offset(b, c, h, 0);
+        for (int64_t w = 0; w < W; ++w) acc[w] = w_sum[w] * static_cast<acc_t>(f.data[self + w * f.s3]);
+        for (int64_t n = 0; n < N; ++n) {
+          if (!active[n]) continue;
+          const int64_t q = f.offset(b_q[n], c, h_q[n], 0), p = f.offset(b_p[n], c, h_p[n], 0);
+          for (int64_t w = 0; w < W; ++w) {
+            acc[w] -= w_anchor[n * W + w] * static_cast<acc_t>(f.data[q + roll_back(w, shifts[n].w, W) * f.s3]) +
+                      w_sample[n * W + w] * static_cast<acc_t>(f.data[p + roll_forward(w, shifts[n].w, W) * f.s3]);
+          }
+        }
+        for (int64_t w = 0; w < W; ++w) g_out(b, c, h, w) = static_cast<scalar_t>(acc[w]);
+      }
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cpu(const at::Tensor& features, const at::Tensor& depth_in,
+                                                           const at::Tensor& shifts, double r_p,
+                                                           at::ArrayRef<double> range_lo,
+                                                           at::ArrayRef<double> range_hi,
+                                                           at::ArrayRef<double> margins) {
+  check_forward(features, depth_in);
+  const auto host = host_shifts(reduced_shifts(features, shifts));
+  const auto depth = depth_in.contiguous();
+  auto out = allocate_forward(features, static_cast<int64_t>(host.size()));
+  DM_DISPATCH_FLOATING_TYPES(features.scalar_type(), "multi_range_contrastive_cpu", [&] {
+    const auto rule = make_rule<acc_type<scalar_t>>(r_p, range_lo, range_hi, margins);
+    forward_rows<scalar_t>(features, depth, host, rule, out);
+  });
+  return {out.loss, out.count, out.coef};
+}
+
+at::Tensor backward_cpu(const at::Tensor& grad_loss, const at::Tensor& features, const at::Tensor& shifts,
+                        const at::Tensor& coef) {
+  check_backward(grad_loss, features, shifts, coef);
+  const auto host = host_shifts(reduced_shifts(features, shifts));
+  auto grad = at::empty_like(features);
+  DM_DISPATCH_FLOATING_TYPES(features.scalar_type(), "multi_range_contrastive_backward_cpu", [&] {
+    backward_rows<scalar_t>(grad_loss.contiguous(), features, host, coef.contiguous(), grad);
+  });
+  return grad;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(depthmetric, CPU, m) {
+  m.impl("multi_range_contrastive", &forward_cpu);
+  m.impl("_multi_range_contrastive_backward", &backward_cpu);
+}
+
+}  // namespace mrc
+}  // namespace depthmetric

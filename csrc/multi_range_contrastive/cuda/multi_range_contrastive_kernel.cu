@@ -1,0 +1,189 @@
+// CUDA kernels of depthmetric::multi_range_contrastive: one thread per pixel. The shifts are uniform over
+// the image, so neighbouring threads read neighbouring shifted pixels and every load stays coalesced. No
+// rolled copy is made: a sample feature is read at its shifted index.
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include "common/cuda_launch.cuh"
+#include "common/tensor_views.h"
+#include "multi_range_contrastive/multi_range_contrastive.h"
+#include "multi_range_contrastive/pair_math.h"
+
+namespace depthmetric {
+namespace mrc {
+namespace {
+
+// Shifts handled per pass over the channels; their offsets and sums live in registers.
+constexpr int kChunk = 16;
+
+template <typename scalar_t, typename acc_t>
+__global__ void forward_kernel(StridedView4<const scalar_t> f, const acc_t* __restrict__ depth,
+                               const int64_t* __restrict__ shifts, int64_t n_shifts, int64_t B, int64_t C,
+                               int64_t H, int64_t W, Rule<acc_t> rule, acc_t* __restrict__ loss,
+                               int32_t* __restrict__ count, acc_t* __restrict__ coef) {
+  const int64_t total = B * H * W;
+  for (int64_t x = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; x < total;
+       x += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t w = x % W, h = (x / W) % H, b = x / (H * W);
+    const acc_t anchor_depth = depth[x];
+    const int64_t anchor = f.offset(b, 0, h, w);
+    acc_t loss_sum = 0;
+    int32_t counted = 0;
+    for (int64_t n0 = 0; n0 < n_shifts; n0 += kChunk) {
+      int64_t sample[kChunk];
+      int cls[kChunk];
+      acc_t dist_sq[kChunk];
+      bool any = false;
+#pragma unroll
+      for (int k = 0; k < kChunk; ++k) {
+        const int64_t n = n0 + k;
+        cls[k] = kIgnored;
+        dist_sq[k] = acc_t(0);
+        sample[k] = anchor;
+        if (n < n_shifts) {
+          const int64_t bs = roll_back(b, shifts[3 * n], B), hs = roll_back(h, shifts[3 * n + 1], H),
+                        ws = roll_back(w, shifts[3 * n + 2], W);
+          sample[k] = f.offset(bs, 0, hs, ws);
+          cls[k] = rule.classify(anchor_depth, depth[(bs * H + hs) * W + ws]);
+          any |= cls[k] != kIgnored;
+        }
+      }
+      if (any) {
+        for (int64_t c = 0; c < C; ++c) {
+          const acc_t a = static_cast<acc_t>(f.data[anchor + c * f.s1]);
+#pragma unroll
+          for (int k = 0; k < kChunk; ++k) {
+            if (cls[k] != kIgnored) {
+              const acc_t diff = a - static_cast<acc_t>(f.data[sample[k] + c * f.s1]);
+              dist_sq[k] += diff * diff;
+            }
+          }
+        }
+      }
+#pragma unroll
+      for (int k = 0; k < kChunk; ++k) {
+        const int64_t n = n0 + k;
+        if (n < n_shifts) {
+          PairTerm<acc_t> term{0, 0};
+          if (cls[k] != kIgnored) {
+            term = pair_term(cls[k], dist_sq[k], rule);
+            loss_sum += term.loss;
+            ++counted;
+          }
+          coef[n * total + x] = term.coef;
+        }
+      }
+    }
+    loss[x] = loss_sum;
+    count[x] = counted;
+  }
+}
+
+// Gathers, for pixel x, its pairs as anchor (x, x - s) and as sample (x + s, x): each output element is
+// written by one thread only, so the gradient is deterministic. With more than kChunk shifts the partial
+// sums of later chunks are added to the output by the same thread (out_t is float32 then for 16-bit input).
+template <typename scalar_t, typename acc_t, typename out_t>
+__global__ void backward_kernel(const acc_t* __restrict__ grad_loss, StridedView4<const scalar_t> f,
+                                const int64_t* __restrict__ shifts, int64_t n_shifts, int64_t B, int64_t C,
+                                int64_t H, int64_t W, const acc_t* __restrict__ coef, StridedView4<out_t> grad) {
+  const int64_t total = B * H * W;
+  for (int64_t x = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; x < total;
+       x += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t w = x % W, h = (x / W) % H, b = x / (H * W);
+    const int64_t self = f.offset(b, 0, h, w), out = grad.offset(b, 0, h, w);
+    const acc_t g = grad_loss[x];
+    for (int64_t n0 = 0; n0 < n_shifts; n0 += kChunk) {
+      int64_t q_off[kChunk], p_off[kChunk];
+      acc_t w_anchor[kChunk], w_sample[kChunk];
+      acc_t w_sum = 0;
+#pragma unroll
+      for (int k = 0; k < kChunk; ++k) {
+        const int64_t n = n0 + k;
+        w_anchor[k] = w_sample[k] = acc_t(0);
+        q_off[k] = p_off[k] = self;
+        if (n < n_shifts) {
+          const int64_t sb = shifts[3 * n], sh = shifts[3 * n + 1], sw = shifts[3 * n + 2];
+          q_off[k] = f.offset(roll_back(b, sb, B), 0, roll_back(h, sh, H), roll_back(w, sw, W));
+          const int64_t bp = roll_forward(b, sb, B), hp = roll_forward(h, sh, H), wp = roll_forward(w, sw, W);
+          const int64_t p = (bp * H + hp) * W + wp;
+          p_off[k] = f.offset(bp, 0, hp, wp);
+          w_anchor[k] = g * coef[n * total + x];
+          w_sample[k] = grad_loss[p] * coef[n * total + p];
+          w_sum += w_anchor[k] + w_sample[k];
+        }
+      }
+      for (int64_t c = 0; c < C; ++c) {
+        acc_t acc = w_sum * static_cast<acc_t>(f.data[self + c * f.s1]);
+#pragma unroll
+        for (int k = 0; k < kChunk; ++k) {
+          if (w_anchor[k] != acc_t(0)) acc -= w_anchor[k] * static_cast<acc_t>(f.data[q_off[k] + c * f.s1]);
+          if (w_sample[k] != acc_t(0)) acc -= w_sample[k] * static_cast<acc_t>(f.data[p_off[k] + c * f.s1]);
+        }
+        out_t& dst = grad.data[out + c * grad.s1];
+        dst = n0 == 0 ? static_cast<out_t>(acc) : static_cast<out_t>(static_cast<acc_t>(dst) + acc);
+      }
+    }
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cuda(const at::Tensor& features, const at::Tensor& depth_in,
+                                                            const at::Tensor& shifts_in, double r_p,
+                                                            at::ArrayRef<double> range_lo,
+                                                            at::ArrayRef<double> range_hi,
+                                                            at::ArrayRef<double> margins) {
+  check_forward(features, depth_in);
+  const c10::cuda::CUDAGuard guard(features.device());
+  const auto shifts = reduced_shifts(features, shifts_in);
+  const auto depth = depth_in.contiguous();
+  auto out = allocate_forward(features, shifts.size(0));
+  const int64_t B = features.size(0), C = features.size(1), H = features.size(2), W = features.size(3);
+  if (out.loss.numel() == 0) return {out.loss, out.count, out.coef};
+  DM_DISPATCH_FLOATING_TYPES(features.scalar_type(), "multi_range_contrastive_cuda", [&] {
+    using acc_t = acc_type<scalar_t>;
+    DM_LAUNCH((forward_kernel<scalar_t, acc_t>), grid_for(out.loss.numel()), kThreadsPerBlock,
+              strided_view4<const scalar_t>(features), depth.data_ptr<acc_t>(), shifts.data_ptr<int64_t>(),
+              shifts.size(0), B, C, H, W, make_rule<acc_t>(r_p, range_lo, range_hi, margins),
+              out.loss.data_ptr<acc_t>(), out.count.data_ptr<int32_t>(), out.coef.data_ptr<acc_t>());
+  });
+  return {out.loss, out.count, out.coef};
+}
+
+at::Tensor backward_cuda(const at::Tensor& grad_loss_in, const at::Tensor& features, const at::Tensor& shifts_in,
+                         const at::Tensor& coef_in) {
+  check_backward(grad_loss_in, features, shifts_in, coef_in);
+  const c10::cuda::CUDAGuard guard(features.device());
+  const auto shifts = reduced_shifts(features, shifts_in);
+  const auto grad_loss = grad_loss_in.contiguous();
+  const auto coef = coef_in.contiguous();
+  const int64_t B = features.size(0), C = features.size(1), H = features.size(2), W = features.size(3);
+  auto grad = at::empty_like(features);
+  if (grad.numel() == 0) return grad;
+  if (shifts.size(0) == 0) return grad.zero_();
+  DM_DISPATCH_FLOATING_TYPES(features.scalar_type(), "multi_range_contrastive_backward_cuda", [&] {
+    using acc_t = acc_type<scalar_t>;
+    const auto launch = [&](auto out_tag, at::Tensor& dst) {
+      using out_t = decltype(out_tag);
+      DM_LAUNCH((backward_kernel<scalar_t, acc_t, out_t>), grid_for(B * H * W), kThreadsPerBlock,
+                grad_loss.data_ptr<acc_t>(), strided_view4<const scalar_t>(features), shifts.data_ptr<int64_t>(),
+                shifts.size(0), B, C, H, W, coef.data_ptr<acc_t>(), strided_view4<out_t>(dst));
+    };
+    if (shifts.size(0) > kChunk && sizeof(scalar_t) < sizeof(acc_t)) {
+      auto wide = at::empty_like(features, features.options().dtype(grad_loss.scalar_type()));
+      launch(acc_t{}, wide);
+      grad.copy_(wide);
+    } else {
+      launch(scalar_t{}, grad);
+    }
+  });
+  return grad;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(depthmetric, CUDA, m) {
+  m.impl("multi_range_contrastive", &forward_cuda);
+  m.impl("_multi_range_contrastive_backward", &backward_cuda);
+}
+
+}  // namespace mrc
+}  // namespace depthmetric

@@ -1,0 +1,65 @@
+// Schema and shared input handling of depthmetric::multi_range_contrastive.
+#include "multi_range_contrastive/multi_range_contrastive.h"
+
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include "common/tensor_views.h"
+
+namespace depthmetric {
+namespace mrc {
+
+at::Tensor reduced_shifts(const at::Tensor& features, const at::Tensor& shifts) {
+  check_same_device(features, shifts, "features", "shifts");
+  TORCH_CHECK(shifts.scalar_type() == at::kLong && shifts.dim() == 2 && shifts.size(1) == 3,
+              "shifts must be an int64 tensor of shape N,3 (batch, row, column shifts), got ",
+              shifts.scalar_type(), " ", shifts.sizes());
+  const auto sizes = at::tensor({features.size(0), features.size(2), features.size(3)}, shifts.options());
+  return shifts.remainder(sizes).contiguous();
+}
+
+void check_forward(const at::Tensor& features, const at::Tensor& depth) {
+  check_floating(features, "features");
+  check_dim(features, 4, "features (B,C,H,W)");
+  check_dim(depth, 3, "depth (B,H,W)");
+  const auto B = features.size(0), H = features.size(2), W = features.size(3);
+  TORCH_CHECK(depth.size(0) == B && depth.size(1) == H && depth.size(2) == W, "depth must be B,H,W = ", B,
+              ",", H, ",", W, " to match features, got ", depth.sizes());
+  TORCH_CHECK(depth.scalar_type() == at::toOpMathType(features.scalar_type()),
+              "depth must have the accumulation dtype of features (", at::toOpMathType(features.scalar_type()),
+              "), got ", depth.scalar_type());
+  check_same_device(features, depth, "features", "depth");
+}
+
+ForwardOutputs allocate_forward(const at::Tensor& features, int64_t n_shifts) {
+  const auto B = features.size(0), H = features.size(2), W = features.size(3);
+  const auto acc = features.options().dtype(at::toOpMathType(features.scalar_type()));
+  return {at::empty({B, H, W}, acc), at::empty({B, H, W}, features.options().dtype(at::kInt)),
+          at::empty({n_shifts, B, H, W}, acc)};
+}
+
+void check_backward(const at::Tensor& grad_loss, const at::Tensor& features, const at::Tensor& shifts,
+                    const at::Tensor& coef) {
+  check_dim(features, 4, "features (B,C,H,W)");
+  const auto B = features.size(0), H = features.size(2), W = features.size(3);
+  TORCH_CHECK(grad_loss.dim() == 3 && grad_loss.size(0) == B && grad_loss.size(1) == H && grad_loss.size(2) == W,
+              "grad_loss must be B,H,W, got ", grad_loss.sizes());
+  TORCH_CHECK(coef.dim() == 4 && coef.size(0) == shifts.size(0) && coef.size(1) == B && coef.size(2) == H &&
+                  coef.size(3) == W,
+              "coef must be N,B,H,W, got ", coef.sizes());
+  TORCH_CHECK(grad_loss.scalar_type() == coef.scalar_type(), "grad_loss and coef must share a dtype");
+  check_same_device(features, grad_loss, "features", "grad_loss");
+  check_same_device(features, coef, "features", "coef");
+}
+
+}  // namespace mrc
+}  // namespace depthmetric
+
+TORCH_LIBRARY_FRAGMENT(depthmetric, m) {
+  m.def(
+      "multi_range_contrastive(Tensor features, Tensor depth, Tensor shifts, float r_p, float[] range_lo, "
+      "float[] range_hi, float[] margins) -> (Tensor loss, Tensor count, Tensor coef)");
+  m.def(
+      "_multi_range_contrastive_backward(Tensor grad_loss, Tensor features, Tensor shifts, Tensor coef) "
+      "-> Tensor");
+}

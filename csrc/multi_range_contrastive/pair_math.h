@@ -1,0 +1,74 @@
+// Per-pair math of the multi-range contrastive loss (SPEC section 1, MetricDepth Eq. 12), shared by the
+// CPU and CUDA kernels.
+#pragma once
+
+#include <c10/util/ArrayRef.h>
+#include <c10/util/Exception.h>
+
+#include "common/macros.h"
+
+namespace depthmetric {
+namespace mrc {
+
+constexpr int kMaxRanges = 8;
+constexpr int kIgnored = -1;
+constexpr int kPositive = kMaxRanges;  // past every subgroup index
+
+// Identification of a pair by its depth differential (Sec. III-B/C). Passed to kernels by value.
+template <typename acc_t>
+struct Rule {
+  acc_t r_p;
+  int n_ranges;
+  acc_t lo[kMaxRanges];
+  acc_t hi[kMaxRanges];
+  acc_t margin[kMaxRanges];
+
+  // kPositive, the negative subgroup j, or kIgnored (an invalid depth, or a differential in no range).
+  DM_HOST_DEVICE int classify(acc_t anchor_depth, acc_t sample_depth) const {
+    if (!is_valid_depth(anchor_depth) || !is_valid_depth(sample_depth)) return kIgnored;
+    const acc_t dr = anchor_depth > sample_depth ? anchor_depth - sample_depth : sample_depth - anchor_depth;
+    if (dr < r_p) return kPositive;
+    for (int j = 0; j < n_ranges; ++j) {
+      if (dr > lo[j] && dr <= hi[j]) return j;
+    }
+    return kIgnored;
+  }
+};
+
+template <typename acc_t>
+struct PairTerm {
+  acc_t loss;
+  acc_t coef;  // d loss / d l divided by l: the factor of (F_anchor - F_sample) in the anchor's gradient
+};
+
+// l for a positive pair, max(0, m_j - l) for a negative of subgroup j, with l the L2 feature distance.
+// The coefficient is 0 at l == 0, so a zero distance gives a zero gradient, never NaN.
+template <typename acc_t>
+DM_HOST_DEVICE PairTerm<acc_t> pair_term(int cls, acc_t dist_sq, const Rule<acc_t>& rule) {
+  const acc_t l = dm_sqrt(dist_sq);
+  const acc_t inv_l = l > acc_t(0) ? acc_t(1) / l : acc_t(0);
+  if (cls == kPositive) return {l, inv_l};
+  const acc_t gap = rule.margin[cls] - l;
+  return gap > acc_t(0) ? PairTerm<acc_t>{gap, -inv_l} : PairTerm<acc_t>{acc_t(0), acc_t(0)};
+}
+
+template <typename acc_t>
+Rule<acc_t> make_rule(double r_p, c10::ArrayRef<double> lo, c10::ArrayRef<double> hi,
+                      c10::ArrayRef<double> margins) {
+  TORCH_CHECK(lo.size() == hi.size() && lo.size() == margins.size(),
+              "range_lo, range_hi and margins must have the same length");
+  TORCH_CHECK(static_cast<int>(lo.size()) <= kMaxRanges, "at most ", kMaxRanges, " negative ranges, got ",
+              lo.size());
+  Rule<acc_t> rule{};
+  rule.r_p = static_cast<acc_t>(r_p);
+  rule.n_ranges = static_cast<int>(lo.size());
+  for (size_t j = 0; j < lo.size(); ++j) {
+    rule.lo[j] = static_cast<acc_t>(lo[j]);
+    rule.hi[j] = static_cast<acc_t>(hi[j]);
+    rule.margin[j] = static_cast<acc_t>(margins[j]);
+  }
+  return rule;
+}
+
+}  // namespace mrc
+}  // namespace depthmetric

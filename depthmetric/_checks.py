@@ -1,0 +1,93 @@
+"""Input validation shared by every public op: each check names the offending argument."""
+from __future__ import annotations
+
+import torch
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+_finite_checks = True
+
+
+def set_finite_checks(enabled: bool) -> None:
+    """Turn the NaN/Inf checks on network outputs on or off (on by default).
+
+    Each check is one reduction and, on CUDA, one host synchronisation per call; they are skipped
+    inside ``torch.compile`` graphs.
+    """
+    global _finite_checks
+    _finite_checks = bool(enabled)
+
+
+def tensor(name: str, x) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    return x
+
+
+def floating(name: str, x) -> torch.Tensor:
+    tensor(name, x)
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float16, bfloat16, float32 or float64, got {x.dtype}")
+    return x
+
+
+def ndim(name: str, x: torch.Tensor, dims: int, layout: str) -> torch.Tensor:
+    if x.dim() != dims:
+        raise ValueError(f"{name} must be {layout}, got shape {tuple(x.shape)}")
+    return x
+
+
+def same_device(**tensors: torch.Tensor) -> torch.device:
+    items = [(k, v) for k, v in tensors.items() if v is not None]
+    first_name, first = items[0]
+    for name, t in items[1:]:
+        if t.device != first.device:
+            raise ValueError(f"{name} is on {t.device} but {first_name} is on {first.device}")
+    return first.device
+
+
+def finite(name: str, x: torch.Tensor) -> torch.Tensor:
+    """Raise if ``x`` holds NaN or Inf (a diverged network); see :func:`set_finite_checks`."""
+    if _finite_checks and not torch.compiler.is_compiling() and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or Inf values")
+    return x
+
+
+def depth_map(name: str, depth, batch: int | None = None) -> torch.Tensor:
+    """Accept ``B,1,H,W`` or ``B,H,W`` depth and return ``B,1,H,W``; NaN/Inf/<=0 stay, they mean invalid."""
+    tensor(name, depth)
+    if depth.dtype == torch.bool or not (depth.is_floating_point()):
+        raise TypeError(f"{name} must be a floating-point depth map in metres, got {depth.dtype}")
+    if depth.dim() == 3:
+        depth = depth.unsqueeze(1)
+    if depth.dim() != 4 or depth.shape[1] != 1:
+        raise ValueError(f"{name} must be B,1,H,W or B,H,W (one channel), got shape {tuple(depth.shape)}")
+    if batch is not None and depth.shape[0] != batch:
+        raise ValueError(f"{name} has batch size {depth.shape[0]} but the prediction/features have {batch}")
+    return depth
+
+
+def mask_map(name: str, mask, like: torch.Tensor) -> torch.Tensor | None:
+    """An optional boolean mask shaped like the depth map ``like`` (``B,1,H,W``; ``B,H,W`` accepted)."""
+    if mask is None:
+        return None
+    tensor(name, mask)
+    if mask.dtype != torch.bool:
+        raise TypeError(f"{name} must be a bool tensor, got {mask.dtype}")
+    if mask.dim() == 3:
+        mask = mask.unsqueeze(1)
+    if tuple(mask.shape) != tuple(like.shape):
+        raise ValueError(f"{name} must have the depth map's shape {tuple(like.shape)}, got {tuple(mask.shape)}")
+    if mask.device != like.device:
+        raise ValueError(f"{name} is on {mask.device} but the depth map is on {like.device}")
+    return mask
+
+
+def valid_depth(depth: torch.Tensor) -> torch.Tensor:
+    """The spec's validity: a depth is valid when it is finite and > 0."""
+    return torch.isfinite(depth) & (depth > 0)
+
+
+def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float64 stays float64; every other float type accumulates (and returns losses) in float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32

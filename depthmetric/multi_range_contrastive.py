@@ -1,0 +1,247 @@
+"""MetricDepth's multi-range contrastive loss (SPEC section 1; seed 000, Sec. III), fused on CPU and CUDA.
+
+The loss regularises a feature map with pairs (anchor pixel, sample pixel): samples come from the same map
+rolled by random (row, column) shifts ("within") and from other images of the batch ("across"). A pair is
+positive when the depth differential is below ``r_p``, a negative of subgroup ``j`` when it falls in
+``ranges[j]``, ignored otherwise or when either depth is invalid. The compiled kernel reads each sample
+feature at its shifted index instead of materialising ``N`` rolled copies of the feature map.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import _checks, _ext
+from .reference import multi_range_contrastive as _reference
+
+__all__ = [
+    "MultiRangeContrastiveLoss",
+    "multi_range_contrastive_loss",
+    "sample_shifts",
+    "PRESETS",
+]
+
+# (r_p, ranges, margins) of the paper's tables: Table I (NYU), Table II (KITTI), Table VII (uniform, best row).
+PRESETS: dict[str, dict] = {
+    "nyu-lt": dict(r_p=0.1, ranges=[(0.5, 1.0), (1.0, 1.5), (1.5, 2.0)], margins=[3.0, 6.0, 8.0]),
+    "nyu-bts": dict(r_p=0.1, ranges=[(0.5, 1.0), (1.0, 1.5), (1.5, 2.0)], margins=[2.0, 4.0, 6.0]),
+    "nyu-newcrfs": dict(r_p=0.1, ranges=[(0.5, 1.0), (1.0, 1.5)], margins=[5.0, 9.0]),
+    "kitti-lt": dict(r_p=0.1, ranges=[(1.0, 5.0), (5.0, 10.0), (10.0, 15.0)], margins=[2.0, 3.0, 3.5]),
+    "kitti-bts": dict(r_p=0.1, ranges=[(1.0, 5.0), (5.0, 10.0)], margins=[1.0, 1.5]),
+    "kitti-newcrfs": dict(r_p=0.1, ranges=[(1.0, 5.0), (5.0, 10.0)], margins=[4.0, 7.0]),
+    "uniform": dict(r_p=0.1, ranges=[(0.5, math.inf)], margins=[4.0]),
+}
+
+MAX_RANGES = 8  # csrc/multi_range_contrastive/pair_math.h kMaxRanges
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def sample_shifts(
+    batch: int,
+    height: int,
+    width: int,
+    n_within: int = 10,
+    n_across: int = 4,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Draw the paper's sample shifts as an ``N,3`` int64 tensor of (batch, row, column) shifts.
+
+    ``n_within`` shifts draw ``s_h`` from ``[1, H-1]`` and ``s_w`` from ``[1, W-1]`` (an axis of size 1 is not
+    shifted; with ``H == W == 1`` there are none); ``n_across`` draw ``s_k`` from ``[1, B-1]`` (none when
+    ``B == 1``). The tensor lives on the generator's device (CPU by default).
+    """
+    device = generator.device if generator is not None else torch.device("cpu")
+
+    def draw(size: int, n: int) -> torch.Tensor:
+        if size <= 1:
+            return torch.zeros(n, dtype=torch.long, device=device)
+        return torch.randint(1, size, (n,), generator=generator, device=device)
+
+    n_within = n_within if (height > 1 or width > 1) else 0
+    n_across = n_across if batch > 1 else 0
+    zeros_w = torch.zeros(n_within, dtype=torch.long, device=device)
+    zeros_a = torch.zeros(n_across, dtype=torch.long, device=device)
+    within = torch.stack([zeros_w, draw(height, n_within), draw(width, n_within)], dim=1)
+    across = torch.stack([draw(batch, n_across), zeros_a, zeros_a], dim=1)
+    return torch.cat([within, across])
+
+
+def _check_config(r_p, ranges, margins, n_within, n_across, reduction):
+    if not (isinstance(r_p, (int, float)) and r_p > 0 and math.isfinite(r_p)):
+        raise ValueError(f"r_p must be a positive finite number, got {r_p!r}")
+    ranges = [tuple(float(v) for v in r) for r in ranges]
+    if any(len(r) != 2 for r in ranges):
+        raise ValueError(f"ranges must be (lo, hi) pairs, got {ranges!r}")
+    margins = [float(m) for m in margins]
+    if len(margins) != len(ranges):
+        raise ValueError(f"len(margins) ({len(margins)}) must equal len(ranges) ({len(ranges)})")
+    if len(ranges) > MAX_RANGES:
+        raise ValueError(f"ranges supports at most {MAX_RANGES} subgroups, got {len(ranges)}")
+    for j, (lo, hi) in enumerate(ranges):
+        if not lo < hi:
+            raise ValueError(f"ranges[{j}] = {(lo, hi)} must have lo < hi")
+        if lo < r_p:
+            raise ValueError(f"ranges[{j}] starts at {lo}, below r_p = {r_p}: positives and negatives would overlap")
+        if j and lo < ranges[j - 1][1]:
+            raise ValueError(f"ranges must be sorted and non-overlapping, but ranges[{j}] = {(lo, hi)} "
+                             f"starts before ranges[{j - 1}] ends")
+    for j, m in enumerate(margins):
+        if not (m >= 0 and math.isfinite(m)):
+            raise ValueError(f"margins[{j}] must be a finite number >= 0, got {m}")
+    for name, value in (("n_within", n_within), ("n_across", n_across)):
+        if not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    return float(r_p), ranges, margins
+
+
+def _prepare_depth(depth, mask, features) -> torch.Tensor:
+    """``B,H,W`` depth at the feature resolution (nearest), masked pixels set invalid, in the accumulation dtype."""
+    B, _, H, W = features.shape
+    depth = _checks.depth_map("depth", depth, batch=B)
+    mask = _checks.mask_map("mask", mask, depth)
+    _checks.same_device(features=features, depth=depth)
+    acc = _checks.accumulate_dtype(features.dtype)
+    depth = depth.to(acc)
+    if mask is not None:
+        depth = depth.masked_fill(~mask, 0.0)
+    if depth.shape[-2:] != (H, W):
+        depth = F.interpolate(depth, size=(H, W), mode="nearest")  # never averages valid with invalid depth
+    return depth[:, 0].contiguous()
+
+
+def multi_range_contrastive_loss(
+    features: torch.Tensor,
+    depth: torch.Tensor,
+    *,
+    r_p: float = 0.1,
+    ranges: Sequence[tuple[float, float]] = PRESETS["nyu-lt"]["ranges"],
+    margins: Sequence[float] = PRESETS["nyu-lt"]["margins"],
+    n_within: int = 10,
+    n_across: int = 4,
+    shifts: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    mask: torch.Tensor | None = None,
+    reduction: str = "mean",
+    backend: str = "auto",
+) -> torch.Tensor:
+    """MetricDepth's multi-range contrastive loss of ``features`` (``B,C,H,W``) under ground truth ``depth``.
+
+    ``depth`` (``B,1,H,W`` or ``B,H,W``, metres; ``<= 0``/NaN/Inf or ``mask == False`` is invalid) is resized
+    to the feature resolution with nearest-neighbour sampling. ``shifts`` (``N,3`` int64 of (batch, row,
+    column) roll shifts) makes a call reproducible; otherwise they are drawn by :func:`sample_shifts` from
+    ``generator``. ``reduction="mean"`` divides the summed pair losses by the number of counted pairs (0 when
+    none is counted), ``"sum"`` is Eq. 13 and ``"none"`` returns the per-pixel sum over samples (``B,1,H,W``).
+    The loss is float32 (float64 for float64 features).
+    """
+    _checks.floating("features", features)
+    _checks.ndim("features", features, 4, "B,C,H,W")
+    r_p, ranges, margins = _check_config(r_p, ranges, margins, n_within, n_across, reduction)
+    depth = _prepare_depth(depth, mask, features)
+    _checks.finite("features", features)
+    B, _, H, W = features.shape
+    if shifts is None:
+        shifts = sample_shifts(B, H, W, n_within, n_across, generator)
+    elif not (isinstance(shifts, torch.Tensor) and shifts.dtype == torch.long and shifts.dim() == 2
+              and shifts.shape[1] == 3):
+        raise ValueError("shifts must be an int64 tensor of shape N,3 (batch, row, column shifts)")
+
+    if _ext.use_kernel(backend, features.device):
+        lo, hi = [r[0] for r in ranges], [r[1] for r in ranges]
+        loss, count, _ = torch.ops.depthmetric.multi_range_contrastive(
+            features, depth, shifts.to(features.device), r_p, lo, hi, margins
+        )
+    else:
+        loss, count = _reference.multi_range_contrastive(features, depth, shifts.cpu(), r_p, ranges, margins)
+
+    if reduction == "none":
+        return loss.unsqueeze(1)
+    if reduction == "sum":
+        return loss.sum()
+    return loss.sum() / count.sum().clamp(min=1).to(loss.dtype)
+
+
+class MultiRangeContrastiveLoss(nn.Module):
+    """Drop-in module for MetricDepth's regularising loss ``L_re`` (Eq. 13), applied to the feature map
+    before the prediction layer. Training loss (Eq. 14): ``L = L_depth + weight * L_re``.
+
+    >>> loss_fn = MultiRangeContrastiveLoss.preset("nyu-lt")
+    >>> loss = loss_fn(features, depth)          # features B,C,H,W; depth B,1,H,W in metres
+    """
+
+    def __init__(
+        self,
+        r_p: float = 0.1,
+        ranges: Sequence[tuple[float, float]] = PRESETS["nyu-lt"]["ranges"],
+        margins: Sequence[float] = PRESETS["nyu-lt"]["margins"],
+        n_within: int = 10,
+        n_across: int = 4,
+        reduction: str = "mean",
+        backend: str = "auto",
+    ):
+        super().__init__()
+        self.r_p, self.ranges, self.margins = _check_config(r_p, ranges, margins, n_within, n_across, reduction)
+        self.n_within, self.n_across, self.reduction = n_within, n_across, reduction
+        if backend not in _ext.BACKENDS:
+            raise ValueError(f"backend must be one of {_ext.BACKENDS}, got {backend!r}")
+        self.backend = backend
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> "MultiRangeContrastiveLoss":
+        """The paper's settings: ``nyu-lt``, ``nyu-bts``, ``nyu-newcrfs``, ``kitti-lt``, ``kitti-bts``,
+        ``kitti-newcrfs`` (Tables I, II) or ``uniform`` (Table VII's best: one range ``(0.5, inf)``, margin 4)."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+    def forward(self, features, depth, generator=None, mask=None, shifts=None):
+        return multi_range_contrastive_loss(
+            features, depth, r_p=self.r_p, ranges=self.ranges, margins=self.margins, n_within=self.n_within,
+            n_across=self.n_across, shifts=shifts, generator=generator, mask=mask, reduction=self.reduction,
+            backend=self.backend,
+        )
+
+    def extra_repr(self) -> str:
+        return (f"r_p={self.r_p}, ranges={self.ranges}, margins={self.margins}, n_within={self.n_within}, "
+                f"n_across={self.n_across}, reduction={self.reduction!r}, backend={self.backend!r}")
+
+
+def _register_kernels() -> None:
+    """Fake kernels (for torch.compile / meta tensors) and autograd of the compiled op."""
+
+    @torch.library.register_fake("depthmetric::multi_range_contrastive")
+    def _(features, depth, shifts, r_p, range_lo, range_hi, margins):
+        B, _, H, W = features.shape
+        return (
+            depth.new_empty((B, H, W)),
+            depth.new_empty((B, H, W), dtype=torch.int32),
+            depth.new_empty((shifts.shape[0], B, H, W)),
+        )
+
+    @torch.library.register_fake("depthmetric::_multi_range_contrastive_backward")
+    def _(grad_loss, features, shifts, coef):
+        return torch.empty_like(features)
+
+    def setup_context(ctx, inputs, output):
+        features, _, shifts, *_ = inputs
+        ctx.save_for_backward(features, shifts, output[2])
+
+    def backward(ctx, grad_loss, grad_count, grad_coef):
+        features, shifts, coef = ctx.saved_tensors
+        grad = None
+        if ctx.needs_input_grad[0]:
+            grad = torch.ops.depthmetric._multi_range_contrastive_backward(grad_loss, features, shifts, coef)
+        return grad, None, None, None, None, None, None
+
+    torch.library.register_autograd(
+        "depthmetric::multi_range_contrastive", backward, setup_context=setup_context
+    )
+
+
+if _ext.extension_loaded():
+    _register_kernels()

@@ -1,0 +1,46 @@
+"""Reference twin of ``depthmetric::multi_range_contrastive``: MetricDepth's loss with materialised rolls."""
+from __future__ import annotations
+
+import torch
+
+
+def safe_norm(diff: torch.Tensor, dim: int) -> torch.Tensor:
+    """L2 norm over ``dim`` whose gradient is 0 (not NaN) where the norm is 0."""
+    sq = diff.pow(2).sum(dim)
+    nonzero = sq > 0
+    return torch.where(nonzero, sq, torch.ones_like(sq)).sqrt() * nonzero
+
+
+def multi_range_contrastive(
+    features: torch.Tensor,
+    depth: torch.Tensor,
+    shifts: torch.Tensor,
+    r_p: float,
+    ranges: list[tuple[float, float]],
+    margins: list[float],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-pixel loss summed over samples (``B,H,W``, accumulation dtype) and counted pairs (``B,H,W`` int32).
+
+    ``features`` is ``B,C,H,W``; ``depth`` is ``B,H,W`` in the accumulation dtype with invalid pixels
+    ``<= 0``/NaN/Inf; ``shifts`` is ``N,3`` int64 of (batch, row, column) shifts, each applied as
+    ``torch.roll`` to both features and depth.
+    """
+    acc = depth.dtype
+    f = features.to(acc)
+    valid = torch.isfinite(depth) & (depth > 0)
+    loss = torch.zeros_like(depth)
+    count = torch.zeros(depth.shape, dtype=torch.int32, device=depth.device)
+    for sb, sh, sw in shifts.tolist():
+        f_s = torch.roll(f, (sb, sh, sw), dims=(0, 2, 3))
+        d_s = torch.roll(depth, (sb, sh, sw), dims=(0, 1, 2))
+        pair_valid = valid & torch.roll(valid, (sb, sh, sw), dims=(0, 1, 2))
+        dist = safe_norm(f - f_s, dim=1)
+        dr = (depth - d_s).abs()
+        positive = pair_valid & (dr < r_p)
+        loss = loss + torch.where(positive, dist, 0.0)
+        count += positive
+        for (lo, hi), margin in zip(ranges, margins):
+            negative = pair_valid & (dr > lo) & (dr <= hi)
+            loss = loss + torch.where(negative, torch.relu(margin - dist), 0.0)
+            count += negative
+    return loss, count

@@ -1,0 +1,26 @@
+import os
+import pathlib
+
+import pytest
+import torch
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+# Real RGB-D samples live beside the checkout (../shared/data); DEPTHMETRIC_SHARED_DATA overrides.
+SHARED_DATA = pathlib.Path(os.environ.get("DEPTHMETRIC_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+CUDA = torch.cuda.is_available()
+DEVICES = ["cpu"] + (["cuda"] if CUDA else [])
+
+
+def pytest_collection_modifyitems(config, items):
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "cuda" in item.keywords and not CUDA:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def shared_data():
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    return SHARED_DATA
