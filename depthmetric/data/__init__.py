@@ -1,0 +1,1 @@
+"""Readers, embedded samples, synthetic scenes and augmentations."""

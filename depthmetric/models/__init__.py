@@ -1,0 +1,1 @@
+"""Reference depth models."""
