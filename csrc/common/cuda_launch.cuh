@@ -18,6 +18,16 @@ inline dim3 grid_for(int64_t n, int threads = kThreadsPerBlock) {
   return dim3(static_cast<unsigned>(std::max<int64_t>(1, std::min(blocks, cap))));
 }
 
+// Runs body(index_t{}) with int32 index math when the sizes allow it, int64 otherwise.
+template <typename Body>
+void with_index_type(bool use_int32, Body&& body) {
+  if (use_int32) {
+    body(int32_t{});
+  } else {
+    body(int64_t{});
+  }
+}
+
 }  // namespace depthmetric
 
 // Launch on the current stream and check the launch, the same way for every kernel.

@@ -21,25 +21,28 @@ template <typename scalar_t>
 using acc_type = at::opmath_type<scalar_t>;
 
 // Roll indexing with a shift already reduced to [0, n): one compare instead of an integer modulo.
-DM_HOST_DEVICE int64_t roll_back(int64_t i, int64_t shift, int64_t n) {  // index of torch.roll's source
-  const int64_t j = i - shift;
+template <typename index_t>
+DM_HOST_DEVICE index_t roll_back(index_t i, index_t shift, index_t n) {  // index of torch.roll's source
+  const index_t j = i - shift;
   return j < 0 ? j + n : j;
 }
-DM_HOST_DEVICE int64_t roll_forward(int64_t i, int64_t shift, int64_t n) {  // inverse of roll_back
-  const int64_t j = i + shift;
+template <typename index_t>
+DM_HOST_DEVICE index_t roll_forward(index_t i, index_t shift, index_t n) {  // inverse of roll_back
+  const index_t j = i + shift;
   return j >= n ? j - n : j;
 }
 
 // A view of a 4-d tensor through its strides, so contiguous, channels_last and sliced inputs are read
-// in place without a copy. Offsets are int64: feature maps can pass 2^31 elements.
-template <typename T>
+// in place without a copy. index_t is int64 where a tensor can pass 2^31 elements; CUDA kernels use int32
+// below that (half the registers per offset).
+template <typename T, typename index_t = int64_t>
 struct StridedView4 {
   T* data;
-  int64_t s0, s1, s2, s3;
-  DM_HOST_DEVICE int64_t offset(int64_t i0, int64_t i1, int64_t i2, int64_t i3) const {
+  index_t s0, s1, s2, s3;
+  DM_HOST_DEVICE index_t offset(index_t i0, index_t i1, index_t i2, index_t i3) const {
     return i0 * s0 + i1 * s1 + i2 * s2 + i3 * s3;
   }
-  DM_HOST_DEVICE T& operator()(int64_t i0, int64_t i1, int64_t i2, int64_t i3) const {
+  DM_HOST_DEVICE T& operator()(index_t i0, index_t i1, index_t i2, index_t i3) const {
     return data[offset(i0, i1, i2, i3)];
   }
 };

@@ -5,12 +5,30 @@
 
 #include "common/macros.h"
 
+#include <initializer_list>
+
 namespace depthmetric {
 
-template <typename T>
-StridedView4<T> strided_view4(const at::Tensor& t) {
+template <typename T, typename index_t = int64_t>
+StridedView4<T, index_t> strided_view4(const at::Tensor& t) {
   TORCH_INTERNAL_ASSERT(t.dim() == 4);
-  return {t.data_ptr<std::remove_const_t<T>>(), t.stride(0), t.stride(1), t.stride(2), t.stride(3)};
+  return {t.data_ptr<std::remove_const_t<T>>(), static_cast<index_t>(t.stride(0)),
+          static_cast<index_t>(t.stride(1)), static_cast<index_t>(t.stride(2)), static_cast<index_t>(t.stride(3))};
+}
+
+// One past the largest element offset a strided tensor can address.
+inline int64_t storage_extent(const at::Tensor& t) {
+  int64_t extent = 1;
+  for (int64_t d = 0; d < t.dim(); ++d) extent += (t.size(d) - 1) * t.stride(d);
+  return t.numel() == 0 ? 0 : extent;
+}
+
+// int32 index math is safe when every extent, plus a grid stride, stays below 2^31.
+inline bool fits_int32(std::initializer_list<int64_t> extents) {
+  for (int64_t e : extents) {
+    if (e > (int64_t{1} << 30)) return false;
+  }
+  return true;
 }
 
 // Checks shared by every op's CPU and CUDA entry points; the Python layer gives users friendlier errors

@@ -11,10 +11,17 @@ namespace depthmetric {
 namespace mrc {
 
 constexpr int kMaxRanges = 8;
-constexpr int kIgnored = -1;
-constexpr int kPositive = kMaxRanges;  // past every subgroup index
 
-// Identification of a pair by its depth differential (Sec. III-B/C). Passed to kernels by value.
+// A pair's class as one number, so kernels keep one register per pair: kIgnored, kPositive, or the margin
+// (>= 0) of the negative subgroup the pair falls in.
+template <typename acc_t>
+struct PairCode {
+  static constexpr acc_t kIgnored = acc_t(-2);
+  static constexpr acc_t kPositive = acc_t(-1);
+};
+
+// Identification of a pair by its depth differential (Sec. III-B/C). Passed to kernels by value; the loops
+// over subgroups are unrolled so the arrays stay in registers/constant memory, never copied to local memory.
 template <typename acc_t>
 struct Rule {
   acc_t r_p;
@@ -23,17 +30,26 @@ struct Rule {
   acc_t hi[kMaxRanges];
   acc_t margin[kMaxRanges];
 
-  // kPositive, the negative subgroup j, or kIgnored (an invalid depth, or a differential in no range).
-  DM_HOST_DEVICE int classify(acc_t anchor_depth, acc_t sample_depth) const {
-    if (!is_valid_depth(anchor_depth) || !is_valid_depth(sample_depth)) return kIgnored;
+  // An invalid depth, or a differential in no range, gives kIgnored.
+  DM_HOST_DEVICE acc_t classify(acc_t anchor_depth, acc_t sample_depth) const {
+    if (!is_valid_depth(anchor_depth) || !is_valid_depth(sample_depth)) return PairCode<acc_t>::kIgnored;
     const acc_t dr = anchor_depth > sample_depth ? anchor_depth - sample_depth : sample_depth - anchor_depth;
-    if (dr < r_p) return kPositive;
-    for (int j = 0; j < n_ranges; ++j) {
-      if (dr > lo[j] && dr <= hi[j]) return j;
+    if (dr < r_p) return PairCode<acc_t>::kPositive;
+    acc_t code = PairCode<acc_t>::kIgnored;
+#if defined(__CUDACC__)
+#pragma unroll
+#endif
+    for (int j = 0; j < kMaxRanges; ++j) {
+      if (j < n_ranges && dr > lo[j] && dr <= hi[j]) code = margin[j];
     }
-    return kIgnored;
+    return code;
   }
 };
+
+template <typename acc_t>
+DM_HOST_DEVICE bool is_counted(acc_t code) {
+  return code != PairCode<acc_t>::kIgnored;
+}
 
 template <typename acc_t>
 struct PairTerm {
@@ -44,11 +60,11 @@ struct PairTerm {
 // l for a positive pair, max(0, m_j - l) for a negative of subgroup j, with l the L2 feature distance.
 // The coefficient is 0 at l == 0, so a zero distance gives a zero gradient, never NaN.
 template <typename acc_t>
-DM_HOST_DEVICE PairTerm<acc_t> pair_term(int cls, acc_t dist_sq, const Rule<acc_t>& rule) {
+DM_HOST_DEVICE PairTerm<acc_t> pair_term(acc_t code, acc_t dist_sq) {
   const acc_t l = dm_sqrt(dist_sq);
   const acc_t inv_l = l > acc_t(0) ? acc_t(1) / l : acc_t(0);
-  if (cls == kPositive) return {l, inv_l};
-  const acc_t gap = rule.margin[cls] - l;
+  if (code == PairCode<acc_t>::kPositive) return {l, inv_l};
+  const acc_t gap = code - l;
   return gap > acc_t(0) ? PairTerm<acc_t>{gap, -inv_l} : PairTerm<acc_t>{acc_t(0), acc_t(0)};
 }
 

@@ -38,7 +38,7 @@ void forward_rows(const at::Tensor& features, const at::Tensor& depth, const std
   acc_t* coef = out.coef.data_ptr<acc_t>();
 
   at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
-    std::vector<int> cls(N * W);
+    std::vector<acc_t> code(N * W);
     std::vector<acc_t> dist_sq(N * W);
     std::vector<int64_t> src_b(N), src_h(N);
     std::vector<char> active(N);
@@ -50,10 +50,10 @@ void forward_rows(const at::Tensor& features, const at::Tensor& depth, const std
         const acc_t* sample_depth = d + (src_b[n] * H + src_h[n]) * W;
         active[n] = 0;
         for (int64_t w = 0; w < W; ++w) {
-          const int c = rule.classify(d[row * W + w], sample_depth[roll_back(w, shifts[n].w, W)]);
-          cls[n * W + w] = c;
+          const acc_t pair = rule.classify(d[row * W + w], sample_depth[roll_back(w, shifts[n].w, W)]);
+          code[n * W + w] = pair;
           dist_sq[n * W + w] = acc_t(0);
-          active[n] |= c != kIgnored;
+          active[n] |= is_counted(pair);
         }
       }
       for (int64_t c = 0; c < C; ++c) {
@@ -74,8 +74,8 @@ void forward_rows(const at::Tensor& features, const at::Tensor& depth, const std
         int32_t counted = 0;
         for (int64_t n = 0; n < N; ++n) {
           PairTerm<acc_t> term{0, 0};
-          if (cls[n * W + w] != kIgnored) {
-            term = pair_term(cls[n * W + w], dist_sq[n * W + w], rule);
+          if (is_counted(code[n * W + w])) {
+            term = pair_term(code[n * W + w], dist_sq[n * W + w]);
             loss_sum += term.loss;
             ++counted;
           }

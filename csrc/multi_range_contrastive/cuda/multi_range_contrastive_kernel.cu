@@ -15,45 +15,47 @@ namespace {
 
 // Shifts handled per pass over the channels; their offsets and sums live in registers.
 constexpr int kChunk = 16;
+// The loops are latency-bound: capping registers for 4 (forward) and 3 (backward) resident blocks per SM
+// took forward+backward from 2.25 to 1.69 ms on an H100 (benchmarks/results/NOTES_multi_range_contrastive.md).
+constexpr int kForwardMinBlocks = 4;
+constexpr int kBackwardMinBlocks = 3;
 
-template <typename scalar_t, typename acc_t>
-__global__ void forward_kernel(StridedView4<const scalar_t> f, const acc_t* __restrict__ depth,
-                               const int64_t* __restrict__ shifts, int64_t n_shifts, int64_t B, int64_t C,
-                               int64_t H, int64_t W, Rule<acc_t> rule, acc_t* __restrict__ loss,
+template <typename scalar_t, typename acc_t, typename index_t>
+__global__ void __launch_bounds__(kThreadsPerBlock, kForwardMinBlocks) forward_kernel(StridedView4<const scalar_t, index_t> f, const acc_t* __restrict__ depth,
+                               const int64_t* __restrict__ shifts, index_t n_shifts, index_t B, index_t C,
+                               index_t H, index_t W, Rule<acc_t> rule, acc_t* __restrict__ loss,
                                int32_t* __restrict__ count, acc_t* __restrict__ coef) {
-  const int64_t total = B * H * W;
-  for (int64_t x = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; x < total;
-       x += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t w = x % W, h = (x / W) % H, b = x / (H * W);
+  const index_t total = B * H * W;
+  for (index_t x = blockIdx.x * blockDim.x + threadIdx.x; x < total; x += gridDim.x * blockDim.x) {
+    const index_t w = x % W, h = (x / W) % H, b = x / (H * W);
     const acc_t anchor_depth = depth[x];
-    const int64_t anchor = f.offset(b, 0, h, w);
+    const index_t anchor = f.offset(b, 0, h, w);
     acc_t loss_sum = 0;
     int32_t counted = 0;
-    for (int64_t n0 = 0; n0 < n_shifts; n0 += kChunk) {
-      int64_t sample[kChunk];
-      int cls[kChunk];
-      acc_t dist_sq[kChunk];
+    for (index_t n0 = 0; n0 < n_shifts; n0 += kChunk) {
+      index_t sample[kChunk];
+      acc_t code[kChunk], dist_sq[kChunk];
       bool any = false;
 #pragma unroll
       for (int k = 0; k < kChunk; ++k) {
-        const int64_t n = n0 + k;
-        cls[k] = kIgnored;
+        const index_t n = n0 + k;
+        code[k] = PairCode<acc_t>::kIgnored;
         dist_sq[k] = acc_t(0);
         sample[k] = anchor;
         if (n < n_shifts) {
-          const int64_t bs = roll_back(b, shifts[3 * n], B), hs = roll_back(h, shifts[3 * n + 1], H),
-                        ws = roll_back(w, shifts[3 * n + 2], W);
+          const index_t bs = roll_back<index_t>(b, shifts[3 * n], B), hs = roll_back<index_t>(h, shifts[3 * n + 1], H),
+                        ws = roll_back<index_t>(w, shifts[3 * n + 2], W);
           sample[k] = f.offset(bs, 0, hs, ws);
-          cls[k] = rule.classify(anchor_depth, depth[(bs * H + hs) * W + ws]);
-          any |= cls[k] != kIgnored;
+          code[k] = rule.classify(anchor_depth, depth[(bs * H + hs) * W + ws]);
+          any |= is_counted(code[k]);
         }
       }
       if (any) {
-        for (int64_t c = 0; c < C; ++c) {
+        for (index_t c = 0; c < C; ++c) {
           const acc_t a = static_cast<acc_t>(f.data[anchor + c * f.s1]);
 #pragma unroll
           for (int k = 0; k < kChunk; ++k) {
-            if (cls[k] != kIgnored) {
+            if (is_counted(code[k])) {
               const acc_t diff = a - static_cast<acc_t>(f.data[sample[k] + c * f.s1]);
               dist_sq[k] += diff * diff;
             }
@@ -62,11 +64,11 @@ __global__ void forward_kernel(StridedView4<const scalar_t> f, const acc_t* __re
       }
 #pragma unroll
       for (int k = 0; k < kChunk; ++k) {
-        const int64_t n = n0 + k;
+        const index_t n = n0 + k;
         if (n < n_shifts) {
           PairTerm<acc_t> term{0, 0};
-          if (cls[k] != kIgnored) {
-            term = pair_term(cls[k], dist_sq[k], rule);
+          if (is_counted(code[k])) {
+            term = pair_term(code[k], dist_sq[k]);
             loss_sum += term.loss;
             ++counted;
           }
@@ -82,37 +84,37 @@ __global__ void forward_kernel(StridedView4<const scalar_t> f, const acc_t* __re
 // Gathers, for pixel x, its pairs as anchor (x, x - s) and as sample (x + s, x): each output element is
 // written by one thread only, so the gradient is deterministic. With more than kChunk shifts the partial
 // sums of later chunks are added to the output by the same thread (out_t is float32 then for 16-bit input).
-template <typename scalar_t, typename acc_t, typename out_t>
-__global__ void backward_kernel(const acc_t* __restrict__ grad_loss, StridedView4<const scalar_t> f,
-                                const int64_t* __restrict__ shifts, int64_t n_shifts, int64_t B, int64_t C,
-                                int64_t H, int64_t W, const acc_t* __restrict__ coef, StridedView4<out_t> grad) {
-  const int64_t total = B * H * W;
-  for (int64_t x = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; x < total;
-       x += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t w = x % W, h = (x / W) % H, b = x / (H * W);
-    const int64_t self = f.offset(b, 0, h, w), out = grad.offset(b, 0, h, w);
+template <typename scalar_t, typename acc_t, typename out_t, typename index_t>
+__global__ void __launch_bounds__(kThreadsPerBlock, kBackwardMinBlocks) backward_kernel(const acc_t* __restrict__ grad_loss, StridedView4<const scalar_t, index_t> f,
+                                const int64_t* __restrict__ shifts, index_t n_shifts, index_t B, index_t C,
+                                index_t H, index_t W, const acc_t* __restrict__ coef,
+                                StridedView4<out_t, index_t> grad) {
+  const index_t total = B * H * W;
+  for (index_t x = blockIdx.x * blockDim.x + threadIdx.x; x < total; x += gridDim.x * blockDim.x) {
+    const index_t w = x % W, h = (x / W) % H, b = x / (H * W);
+    const index_t self = f.offset(b, 0, h, w), out = grad.offset(b, 0, h, w);
     const acc_t g = grad_loss[x];
-    for (int64_t n0 = 0; n0 < n_shifts; n0 += kChunk) {
-      int64_t q_off[kChunk], p_off[kChunk];
+    for (index_t n0 = 0; n0 < n_shifts; n0 += kChunk) {
+      index_t q_off[kChunk], p_off[kChunk];
       acc_t w_anchor[kChunk], w_sample[kChunk];
       acc_t w_sum = 0;
 #pragma unroll
       for (int k = 0; k < kChunk; ++k) {
-        const int64_t n = n0 + k;
+        const index_t n = n0 + k;
         w_anchor[k] = w_sample[k] = acc_t(0);
         q_off[k] = p_off[k] = self;
         if (n < n_shifts) {
-          const int64_t sb = shifts[3 * n], sh = shifts[3 * n + 1], sw = shifts[3 * n + 2];
+          const index_t sb = shifts[3 * n], sh = shifts[3 * n + 1], sw = shifts[3 * n + 2];
           q_off[k] = f.offset(roll_back(b, sb, B), 0, roll_back(h, sh, H), roll_back(w, sw, W));
-          const int64_t bp = roll_forward(b, sb, B), hp = roll_forward(h, sh, H), wp = roll_forward(w, sw, W);
-          const int64_t p = (bp * H + hp) * W + wp;
+          const index_t bp = roll_forward(b, sb, B), hp = roll_forward(h, sh, H), wp = roll_forward(w, sw, W);
+          const index_t p = (bp * H + hp) * W + wp;
           p_off[k] = f.offset(bp, 0, hp, wp);
           w_anchor[k] = g * coef[n * total + x];
           w_sample[k] = grad_loss[p] * coef[n * total + p];
           w_sum += w_anchor[k] + w_sample[k];
         }
       }
-      for (int64_t c = 0; c < C; ++c) {
+      for (index_t c = 0; c < C; ++c) {
         acc_t acc = w_sum * static_cast<acc_t>(f.data[self + c * f.s1]);
 #pragma unroll
         for (int k = 0; k < kChunk; ++k) {
@@ -138,12 +140,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cuda(const at::Tensor& fe
   auto out = allocate_forward(features, shifts.size(0));
   const int64_t B = features.size(0), C = features.size(1), H = features.size(2), W = features.size(3);
   if (out.loss.numel() == 0) return {out.loss, out.count, out.coef};
+  const bool int32 = fits_int32({storage_extent(features), out.coef.numel()});
   DM_DISPATCH_FLOATING_TYPES(features.scalar_type(), "multi_range_contrastive_cuda", [&] {
     using acc_t = acc_type<scalar_t>;
-    DM_LAUNCH((forward_kernel<scalar_t, acc_t>), grid_for(out.loss.numel()), kThreadsPerBlock,
-              strided_view4<const scalar_t>(features), depth.data_ptr<acc_t>(), shifts.data_ptr<int64_t>(),
-              shifts.size(0), B, C, H, W, make_rule<acc_t>(r_p, range_lo, range_hi, margins),
-              out.loss.data_ptr<acc_t>(), out.count.data_ptr<int32_t>(), out.coef.data_ptr<acc_t>());
+    with_index_type(int32, [&](auto index_tag) {
+      using index_t = decltype(index_tag);
+      DM_LAUNCH((forward_kernel<scalar_t, acc_t, index_t>), grid_for(out.loss.numel()), kThreadsPerBlock,
+                strided_view4<const scalar_t, index_t>(features), depth.data_ptr<acc_t>(),
+                shifts.data_ptr<int64_t>(), static_cast<index_t>(shifts.size(0)), static_cast<index_t>(B),
+                static_cast<index_t>(C), static_cast<index_t>(H), static_cast<index_t>(W),
+                make_rule<acc_t>(r_p, range_lo, range_hi, margins), out.loss.data_ptr<acc_t>(),
+                out.count.data_ptr<int32_t>(), out.coef.data_ptr<acc_t>());
+    });
   });
   return {out.loss, out.count, out.coef};
 }
@@ -163,9 +171,14 @@ at::Tensor backward_cuda(const at::Tensor& grad_loss_in, const at::Tensor& featu
     using acc_t = acc_type<scalar_t>;
     const auto launch = [&](auto out_tag, at::Tensor& dst) {
       using out_t = decltype(out_tag);
-      DM_LAUNCH((backward_kernel<scalar_t, acc_t, out_t>), grid_for(B * H * W), kThreadsPerBlock,
-                grad_loss.data_ptr<acc_t>(), strided_view4<const scalar_t>(features), shifts.data_ptr<int64_t>(),
-                shifts.size(0), B, C, H, W, coef.data_ptr<acc_t>(), strided_view4<out_t>(dst));
+      with_index_type(fits_int32({storage_extent(features), storage_extent(dst), coef.numel()}), [&](auto index_tag) {
+        using index_t = decltype(index_tag);
+        DM_LAUNCH((backward_kernel<scalar_t, acc_t, out_t, index_t>), grid_for(B * H * W), kThreadsPerBlock,
+                  grad_loss.data_ptr<acc_t>(), strided_view4<const scalar_t, index_t>(features),
+                  shifts.data_ptr<int64_t>(), static_cast<index_t>(shifts.size(0)), static_cast<index_t>(B),
+                  static_cast<index_t>(C), static_cast<index_t>(H), static_cast<index_t>(W),
+                  coef.data_ptr<acc_t>(), strided_view4<out_t, index_t>(dst));
+      });
     };
     if (shifts.size(0) > kChunk && sizeof(scalar_t) < sizeof(acc_t)) {
       auto wide = at::empty_like(features, features.options().dtype(grad_loss.scalar_type()));

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Sets up depthmetric from nothing: a virtual environment in .venv with torch (the CUDA 13.0 build, so the
+# CUDA kernels compile even without a GPU), the test tools, and the package built in place (CPU kernels
+# always; CUDA kernels when nvcc is found). Safe to run again: it only rebuilds what changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+TORCH_SPEC=${DEPTHMETRIC_TORCH:-torch==2.14.1}
+
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip setuptools wheel
+.venv/bin/python -m pip install -q "$TORCH_SPEC" -r requirements-dev.txt
+
+if [ -z "${CUDA_HOME:-}" ] && [ -x /usr/local/cuda/bin/nvcc ]; then
+  export CUDA_HOME=/usr/local/cuda
+fi
+# Hopper (H100/H200) by default; add architectures you run on, e.g. "8.0;8.6;9.0".
+export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
+export MAX_JOBS=${MAX_JOBS:-2}
+
+# Editable install: the compiled depthmetric/_C lands beside the sources, and `depthmetric` is on PATH.
+.venv/bin/python -m pip install -q --no-build-isolation --no-deps -e .
+.venv/bin/python -c "import depthmetric, json; print('depthmetric build:', json.dumps(depthmetric.build_info()))"
