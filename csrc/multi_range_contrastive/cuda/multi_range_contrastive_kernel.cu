@@ -21,7 +21,8 @@ constexpr int kForwardMinBlocks = 4;
 constexpr int kBackwardMinBlocks = 3;
 
 template <typename scalar_t, typename acc_t, typename index_t>
-__global__ void __launch_bounds__(kThreadsPerBlock, kForwardMinBlocks) forward_kernel(StridedView4<const scalar_t, index_t> f, const acc_t* __restrict__ depth,
+__global__ void __launch_bounds__(kThreadsPerBlock, kForwardMinBlocks)
+    forward_kernel(StridedView4<const scalar_t, index_t> f, const acc_t* __restrict__ depth,
                                const int64_t* __restrict__ shifts, index_t n_shifts, index_t B, index_t C,
                                index_t H, index_t W, Rule<acc_t> rule, acc_t* __restrict__ loss,
                                int32_t* __restrict__ count, acc_t* __restrict__ coef) {
@@ -85,7 +86,8 @@ __global__ void __launch_bounds__(kThreadsPerBlock, kForwardMinBlocks) forward_k
 // written by one thread only, so the gradient is deterministic. With more than kChunk shifts the partial
 // sums of later chunks are added to the output by the same thread (out_t is float32 then for 16-bit input).
 template <typename scalar_t, typename acc_t, typename out_t, typename index_t>
-__global__ void __launch_bounds__(kThreadsPerBlock, kBackwardMinBlocks) backward_kernel(const acc_t* __restrict__ grad_loss, StridedView4<const scalar_t, index_t> f,
+__global__ void __launch_bounds__(kThreadsPerBlock, kBackwardMinBlocks)
+    backward_kernel(const acc_t* __restrict__ grad_loss, StridedView4<const scalar_t, index_t> f,
                                 const int64_t* __restrict__ shifts, index_t n_shifts, index_t B, index_t C,
                                 index_t H, index_t W, const acc_t* __restrict__ coef,
                                 StridedView4<out_t, index_t> grad) {
