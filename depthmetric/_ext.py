@@ -32,7 +32,11 @@ def build_info() -> dict:
     """What the compiled extension contains: CPU kernels, CUDA kernels and their architectures, ops."""
     if _C is None:
         return {"compiled": False, "error": str(_IMPORT_ERROR), "hint": BUILD_HINT}
-    ops = sorted(name for name in dir(torch.ops.depthmetric) if not name.startswith("_") and name != "name")
+    # torch.ops.depthmetric lists only the ops already looked up; the dispatcher's registry lists them all.
+    ops = sorted(
+        {name.split("::")[1].split(".")[0] for name in torch._C._dispatch_get_all_op_names()
+         if name.startswith("depthmetric::") and not name.startswith("depthmetric::_")}
+    )
     return {
         "compiled": True,
         "cpu": True,
