@@ -12,7 +12,8 @@ target's (bilinear, ``align_corners=True``) when ``interpolate``.
 
 Vectorised PyTorch, no compiled kernel: the trimmed MAE is dominated by a per-image sort and the derivative
 loss by two small convolutions per scale, both already library kernels; a fused kernel would save a few
-elementwise passes, well short of the 2x the project asks of a kernel. ``backend`` is accepted for a uniform
+elementwise passes, short of the 2x the project asks of a kernel (an estimate from the pass count;
+no fused version was written to measure). ``backend`` is accepted for a uniform
 API and only checked.
 """
 from __future__ import annotations

@@ -9,7 +9,12 @@ ZoeDepth ``compute_errors``): ``RMSE_log = sqrt(mean((log g - log p)^2))``,
 
 The per-image sums come from one fused pass, ``depthmetric::depth_metric_sums`` (CPU and CUDA; the
 vectorised PyTorch twin in ``depthmetric.reference.depth_metric_sums`` runs with ``backend="reference"``),
-which reads each prediction and ground-truth pixel once. MEASUREMENTS TBD
+which reads each prediction and ground-truth pixel once. Measured on the 2-core CPU machine (torch 2.14.1,
+float32, dataset preset crops, time.perf_counter median of 7, two runs on a machine shared at load ~5-6, so
+noisy): B8 480x640 fused 66-125 ms vs vectorised 537-880 ms (7-8x); B4 375x1242 fused 68-89 ms vs
+vectorised 915-952 ms (10-14x). The kernel is kept: >= 2x on CPU, and on CUDA it is two launches against the
+vectorised version's ~30. ``compute`` also spends one pass on the NaN/Inf check of ``pred``
+(``depthmetric.set_finite_checks(False)`` skips it).
 """
 from __future__ import annotations
 
