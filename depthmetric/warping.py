@@ -14,8 +14,10 @@ These follow Monodepth2's ``BackprojectDepth`` / ``Project3D`` and its ``grid_sa
 4x4 matrix ``[[K, 0], [0, 1]]``, which is what Monodepth2's 4x4 intrinsics are. The geometry is computed
 in float32 at least (float64 stays float64), because 16-bit floats cannot hold pixel coordinates of a
 640-pixel-wide image to sub-pixel precision; for the same reason a 16-bit image is sampled in float32
-(as ``grid_sample`` runs under autocast anyway) and the result cast back to its dtype. These are plain differentiable PyTorch ops (matmuls and one ``grid_sample``): there is
-nothing here that a fused kernel would speed up materially.
+(as ``grid_sample`` runs under autocast anyway) and the result cast back to its dtype.
+
+These are plain differentiable PyTorch ops (small matmuls and one ``grid_sample``): nothing here that a
+fused kernel would speed up materially.
 """
 from __future__ import annotations
 

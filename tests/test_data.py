@@ -68,7 +68,8 @@ def test_pgm_is_read_big_endian(tmp_path, shared_data):
         assert 0.5 < _valid(depth).median().item() < 5.0
     assert seq["poses"].shape == (5, 4, 4)
     R = seq["poses"][:, :3, :3].double()
-    torch.testing.assert_close(R @ R.transpose(1, 2), torch.eye(3, dtype=torch.float64).expand(5, 3, 3), atol=1e-6, rtol=0)
+    identity = torch.eye(3, dtype=torch.float64).expand(5, 3, 3)
+    torch.testing.assert_close(R @ R.transpose(1, 2), identity, atol=1e-6, rtol=0)
     torch.testing.assert_close(seq["poses"][0, :3, 3], torch.tensor([-0.228993, 0.00645704, 0.0287837]))
 
 
