@@ -246,6 +246,8 @@ def test_synthetic_scenes_samples_and_exact_geometry():
     assert all(torch.equal(item[k], again[k]) for k in item)
     assert not torch.equal(item["image"], dd.SyntheticScenes(3, height=48, width=64, seed=8)[1]["image"])
     assert "sources" not in dd.SyntheticScenes(1, height=8, width=8, sources=0)[0]
+    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=2)))
+    assert batch["sources"].shape == (2, 2, 3, 48, 64) and batch["poses"].shape == (2, 2, 4, 4)
     with pytest.raises(IndexError):
         ds[3]
 
