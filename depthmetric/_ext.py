@@ -48,14 +48,19 @@ def build_info() -> dict:
     }
 
 
-def use_kernel(backend: str, device: torch.device) -> bool:
-    """True to run the compiled kernel, False for the reference twin; raises when ``backend`` can't be honoured."""
+def check_backend(backend: str, device: torch.device) -> None:
+    """``backend`` is one of BACKENDS, and a named device ("cpu"/"cuda") is the inputs' device."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend in ("cpu", "cuda") and device.type != backend:
+        raise ValueError(f"backend={backend!r} was asked for but the inputs are on {device}")
+
+
+def use_kernel(backend: str, device: torch.device) -> bool:
+    """True to run the compiled kernel, False for the reference twin; raises when ``backend`` can't be honoured."""
+    check_backend(backend, device)
     if backend == "reference":
         return False
-    if backend != "auto" and device.type != backend:
-        raise ValueError(f"backend={backend!r} was asked for but the inputs are on {device}")
     if device.type not in ("cpu", "cuda"):
         raise ValueError(f"no compiled kernel for device {device}; pass backend='reference'")
     if _C is None:

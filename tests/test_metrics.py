@@ -11,7 +11,7 @@ from depthmetric import _ext
 from depthmetric.metrics import METRICS, DepthMetrics, boundary_f1, compute, crop_window
 from depthmetric.reference.depth_metric_sums import depth_metric_sums as reference_sums
 
-from conftest import DEVICES
+from .conftest import DEVICES
 
 KERNEL = _ext.extension_loaded()
 needs_kernel = pytest.mark.skipif(not KERNEL, reason="depthmetric._C not built")
