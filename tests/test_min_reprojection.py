@@ -71,6 +71,22 @@ def test_kernel_matches_reference(automask, reduce_sources, n_sources, shape, dt
 
 @needs_ext
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("reduce_sources", ["min", "mean"])
+def test_many_tiles_and_row_blocks(reduce_sources, device):
+    """Sizes spanning several CUDA tiles (32 x 8) and CPU row blocks (32 rows), with ragged edges."""
+    target, warped, sources, _ = scene((2, 3, 37, 70), 2, torch.float64, device, seed=2)
+    kw = dict(reduce_sources=reduce_sources, generator=torch.Generator().manual_seed(3))
+    got = run(target, warped, sources, backend_of(device), **kw)
+    kw["generator"] = torch.Generator().manual_seed(3)
+    ref = run(target, warped, sources, "reference", **kw)
+    assert torch.equal(got[2], ref[2])
+    torch.testing.assert_close(got[0], ref[0], rtol=1e-10, atol=1e-10)
+    for a, b in zip(got[3], ref[3]):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+@needs_ext
+@pytest.mark.parametrize("device", DEVICES)
 def test_stacked_tensor_equals_list(device):
     target, warped, sources, _ = scene((2, 3, 8, 11), 2, torch.float32, device, seed=5)
     noise = dm.draw_identity_noise(2, target, torch.Generator().manual_seed(0))

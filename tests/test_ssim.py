@@ -68,6 +68,19 @@ def test_kernel_matches_reference(window, padding, shape, dtype, device):
 @needs_ext
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("window,padding", CONFIGS)
+def test_many_tiles_and_row_blocks(window, padding, device):
+    """Sizes spanning several CUDA tiles (32 x 16) and CPU row blocks (32 rows), with ragged edges."""
+    x, y = images((1, 2, 37, 70), torch.float64, device, seed=3)
+    weights = torch.randn(dm.ssim(x, y, window, padding).shape, dtype=torch.float64, device=device)
+    got = ssim_and_grads(x, y, weights, window=window, padding=padding, backend=backend_of(device))
+    ref = ssim_and_grads(x, y, weights, window=window, padding=padding, backend="reference")
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+@needs_ext
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("window,padding", CONFIGS)
 def test_strided_inputs(window, padding, device):
     """channels_last and sliced views are read in place and give the contiguous result."""
     x, y = images((2, 3, 14, 31), torch.float32, device, seed=5)
