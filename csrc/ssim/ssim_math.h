@@ -55,11 +55,13 @@ struct Axis {
   int64_t n, n_out, offset;
   bool reflect;
 
-  // Input index read by tap position t (= p + offset + d), or -1 for a zero-padded tap.
+  // Input index read by tap position t (= p + offset + d), or -1 for a zero-padded tap (and for positions
+  // beyond one reflection, which no output reads but a tile's halo may cover).
   DM_HOST_DEVICE int64_t source(int64_t t) const {
     if (t >= 0 && t < n) return t;
     if (!reflect) return -1;
-    return t < 0 ? -t : 2 * (n - 1) - t;
+    const int64_t m = t < 0 ? -t : 2 * (n - 1) - t;
+    return m >= 0 && m < n ? m : -1;
   }
 
   // Total weight with which output p's window reads input q: the direct tap plus, under reflection, the

@@ -1,0 +1,195 @@
+// CUDA kernels of depthmetric::ssim. One block per tile of one B,C plane: the tile and its window halo go
+// to shared memory once, the separable window runs as a horizontal then a vertical pass there, and the
+// forward writes only the SSIM and four partials per pixel. The backward is the same in transpose: each
+// thread gathers the coefficients (grad x partial) of every output whose window covers its input pixel,
+// with the per-axis weights of ssim::Axis (reflection folded back exactly), so no atomics are needed.
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include "common/cuda_launch.cuh"
+#include "common/tensor_views.h"
+#include "ssim/ssim.h"
+
+namespace depthmetric {
+namespace ssim {
+namespace {
+
+constexpr int kTileW = 32;
+// Tile height: 16 rows for float32 accumulation, 8 for float64 (keeps static shared memory under 48 KB).
+template <typename acc_t>
+constexpr int tile_h() {
+  return sizeof(acc_t) == 8 ? 8 : 16;
+}
+
+template <typename scalar_t, typename acc_t, int R>
+__global__ void forward_kernel(StridedView4<const scalar_t> x, StridedView4<const scalar_t> y, int64_t C,
+                               Axis ah, Axis aw, Window<acc_t> win, acc_t* __restrict__ out,
+                               acc_t* __restrict__ partials, int64_t plane) {
+  constexpr int TH = tile_h<acc_t>(), IH = TH + 2 * R, IW = kTileW + 2 * R;
+  __shared__ acc_t sx[IH][IW], sy[IH][IW];
+  __shared__ acc_t hs[5][IH][kTileW];
+  const int64_t bc = blockIdx.z, b = bc / C, c = bc % C;
+  const int64_t p_h0 = static_cast<int64_t>(blockIdx.y) * TH, p_w0 = static_cast<int64_t>(blockIdx.x) * kTileW;
+  const int tid = threadIdx.y * kTileW + threadIdx.x, nthreads = kTileW * TH;
+
+  // Tap positions of the tile: output p reads p + offset + d, d in [-R, R].
+  for (int i = tid; i < IH * IW; i += nthreads) {
+    const int r = i / IW, col = i % IW;
+    const int64_t sh = ah.source(p_h0 + ah.offset - R + r), sw = aw.source(p_w0 + aw.offset - R + col);
+    const bool in = sh >= 0 && sw >= 0;
+    sx[r][col] = in ? static_cast<acc_t>(x(b, c, sh, sw)) : acc_t(0);
+    sy[r][col] = in ? static_cast<acc_t>(y(b, c, sh, sw)) : acc_t(0);
+  }
+  __syncthreads();
+  for (int i = tid; i < IH * kTileW; i += nthreads) {
+    const int r = i / kTileW, col = i % kTileW;
+    acc_t m[5] = {0, 0, 0, 0, 0};
+#pragma unroll
+    for (int k = 0; k <= 2 * R; ++k) {
+      const acc_t w = win.w[k], vx = sx[r][col + k], vy = sy[r][col + k];
+      m[0] += w * vx;
+      m[1] += w * vy;
+      m[2] += w * vx * vx;
+      m[3] += w * vy * vy;
+      m[4] += w * vx * vy;
+    }
+#pragma unroll
+    for (int f = 0; f < 5; ++f) hs[f][r][col] = m[f];
+  }
+  __syncthreads();
+  const int64_t p_h = p_h0 + threadIdx.y, p_w = p_w0 + threadIdx.x;
+  if (p_h >= ah.n_out || p_w >= aw.n_out) return;
+  acc_t m[5] = {0, 0, 0, 0, 0};
+#pragma unroll
+  for (int k = 0; k <= 2 * R; ++k) {
+#pragma unroll
+    for (int f = 0; f < 5; ++f) m[f] += win.w[k] * hs[f][threadIdx.y + k][threadIdx.x];
+  }
+  const auto t = ssim_terms(Moments<acc_t>{m[0], m[1], m[2], m[3], m[4]});
+  const int64_t at = (bc * ah.n_out + p_h) * aw.n_out + p_w;
+  out[at] = t.ssim;
+  partials[at] = t.d_mx;
+  partials[plane + at] = t.d_my;
+  partials[2 * plane + at] = t.d_sq;
+  partials[3 * plane + at] = t.d_xy;
+}
+
+template <typename scalar_t, typename acc_t, int R>
+__global__ void backward_kernel(const acc_t* __restrict__ grad, const acc_t* __restrict__ partials, int64_t plane,
+                                StridedView4<const scalar_t> x, StridedView4<const scalar_t> y, int64_t C, Axis ah,
+                                Axis aw, Window<acc_t> win, StridedView4<scalar_t> grad_x,
+                                StridedView4<scalar_t> grad_y) {
+  constexpr int TH = tile_h<acc_t>(), IH = TH + 2 * R, IW = kTileW + 2 * R;
+  __shared__ acc_t sg[kPartials][IH][IW];
+  __shared__ acc_t hs[kPartials][IH][kTileW];
+  const int64_t bc = blockIdx.z, b = bc / C, c = bc % C;
+  const int64_t q_h0 = static_cast<int64_t>(blockIdx.y) * TH, q_w0 = static_cast<int64_t>(blockIdx.x) * kTileW;
+  // Outputs that can read the tile: [q - offset - R, q - offset + R] on each axis.
+  const int64_t p_h0 = q_h0 - ah.offset - R, p_w0 = q_w0 - aw.offset - R;
+  const int tid = threadIdx.y * kTileW + threadIdx.x, nthreads = kTileW * TH;
+
+  for (int i = tid; i < IH * IW; i += nthreads) {
+    const int64_t p_h = p_h0 + i / IW, p_w = p_w0 + i % IW;
+    const bool in = p_h >= 0 && p_h < ah.n_out && p_w >= 0 && p_w < aw.n_out;
+    const int64_t at = (bc * ah.n_out + p_h) * aw.n_out + p_w;
+    const acc_t g = in ? grad[at] : acc_t(0);
+#pragma unroll
+    for (int f = 0; f < kPartials; ++f) sg[f][i / IW][i % IW] = in ? g * partials[f * plane + at] : acc_t(0);
+  }
+  __syncthreads();
+  for (int i = tid; i < IH * kTileW; i += nthreads) {
+    const int r = i / kTileW, col = i % kTileW;
+    const int64_t q_w = q_w0 + col;
+    acc_t s[kPartials] = {0, 0, 0, 0};
+#pragma unroll
+    for (int k = 0; k <= 2 * R; ++k) {
+      const acc_t w = aw.weight(win, p_w0 + col + k, q_w);
+#pragma unroll
+      for (int f = 0; f < kPartials; ++f) s[f] += w * sg[f][r][col + k];
+    }
+#pragma unroll
+    for (int f = 0; f < kPartials; ++f) hs[f][r][col] = s[f];
+  }
+  __syncthreads();
+  const int64_t q_h = q_h0 + threadIdx.y, q_w = q_w0 + threadIdx.x;
+  if (q_h >= ah.n || q_w >= aw.n) return;
+  acc_t s[kPartials] = {0, 0, 0, 0};
+#pragma unroll
+  for (int k = 0; k <= 2 * R; ++k) {
+    const acc_t w = ah.weight(win, p_h0 + threadIdx.y + k, q_h);
+#pragma unroll
+    for (int f = 0; f < kPartials; ++f) s[f] += w * hs[f][threadIdx.y + k][threadIdx.x];
+  }
+  const acc_t xq = static_cast<acc_t>(x(b, c, q_h, q_w)), yq = static_cast<acc_t>(y(b, c, q_h, q_w));
+  grad_x(b, c, q_h, q_w) = static_cast<scalar_t>(s[0] + acc_t(2) * s[2] * xq + s[3] * yq);
+  grad_y(b, c, q_h, q_w) = static_cast<scalar_t>(s[1] + acc_t(2) * s[2] * yq + s[3] * xq);
+}
+
+// Calls f(std::integral_constant<int, R>) for the window's radius.
+template <typename F>
+void with_radius(int radius, F&& f) {
+  if (radius == 1) {
+    f(std::integral_constant<int, 1>{});
+  } else {
+    f(std::integral_constant<int, kMaxRadius>{});
+  }
+}
+
+dim3 tiles(int64_t h, int64_t w, int64_t planes, int th) {
+  TORCH_CHECK(planes <= 65535, "ssim on CUDA supports at most 65535 B*C planes, got ", planes);
+  return dim3(static_cast<unsigned>((w + kTileW - 1) / kTileW), static_cast<unsigned>((h + th - 1) / th),
+              static_cast<unsigned>(planes));
+}
+
+std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& x, const at::Tensor& y, int64_t window,
+                                                int64_t padding) {
+  const auto geo = check_forward(x, y, window, padding);
+  const c10::cuda::CUDAGuard guard(x.device());
+  auto [out, partials] = allocate_forward(x, geo);
+  if (out.numel() == 0) return {out, partials};
+  DM_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ssim_cuda", [&] {
+    using acc_t = acc_type<scalar_t>;
+    constexpr int TH = tile_h<acc_t>();
+    with_radius(geo.radius, [&](auto r) {
+      constexpr int R = decltype(r)::value;
+      DM_LAUNCH((forward_kernel<scalar_t, acc_t, R>), tiles(geo.h.n_out, geo.w.n_out, x.size(0) * x.size(1), TH),
+                dim3(kTileW, TH), strided_view4<const scalar_t>(x), strided_view4<const scalar_t>(y), x.size(1),
+                geo.h, geo.w, make_window<acc_t>(window), out.data_ptr<acc_t>(), partials.data_ptr<acc_t>(),
+                out.numel());
+    });
+  });
+  return {out, partials};
+}
+
+std::tuple<at::Tensor, at::Tensor> backward_cuda(const at::Tensor& grad_in, const at::Tensor& x, const at::Tensor& y,
+                                                 const at::Tensor& partials_in, int64_t window, int64_t padding) {
+  const auto geo = check_forward(x, y, window, padding);
+  check_backward(grad_in, x, y, partials_in, geo);
+  const c10::cuda::CUDAGuard guard(x.device());
+  const auto grad = grad_in.contiguous();
+  const auto partials = partials_in.contiguous();
+  auto grad_x = at::empty_like(x), grad_y = at::empty_like(y);
+  if (x.numel() == 0) return {grad_x, grad_y};
+  DM_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ssim_backward_cuda", [&] {
+    using acc_t = acc_type<scalar_t>;
+    constexpr int TH = tile_h<acc_t>();
+    with_radius(geo.radius, [&](auto r) {
+      constexpr int R = decltype(r)::value;
+      DM_LAUNCH((backward_kernel<scalar_t, acc_t, R>), tiles(geo.h.n, geo.w.n, x.size(0) * x.size(1), TH),
+                dim3(kTileW, TH), grad.data_ptr<acc_t>(), partials.data_ptr<acc_t>(), grad.numel(),
+                strided_view4<const scalar_t>(x), strided_view4<const scalar_t>(y), x.size(1), geo.h, geo.w,
+                make_window<acc_t>(window), strided_view4<scalar_t>(grad_x), strided_view4<scalar_t>(grad_y));
+    });
+  });
+  return {grad_x, grad_y};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(depthmetric, CUDA, m) {
+  m.impl("ssim", &forward_cuda);
+  m.impl("_ssim_backward", &backward_cuda);
+}
+
+}  // namespace ssim
+}  // namespace depthmetric
