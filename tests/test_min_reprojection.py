@@ -9,10 +9,7 @@ import depthmetric as dm
 from depthmetric import _checks
 from depthmetric.reference.min_reprojection import min_reprojection as reference_op
 
-try:
-    from .conftest import DEVICES
-except ImportError:  # tests/ is not a package in this checkout
-    from conftest import DEVICES
+from .conftest import DEVICES
 
 needs_ext = pytest.mark.skipif(not dm.build_info()["compiled"], reason="extension not built")
 

@@ -10,10 +10,7 @@ import depthmetric as dm
 from depthmetric import _checks
 from depthmetric.reference import ssim as reference
 
-try:
-    from .conftest import DEVICES
-except ImportError:  # tests/ is not a package in this checkout
-    from conftest import DEVICES
+from .conftest import DEVICES
 
 needs_ext = pytest.mark.skipif(not dm.build_info()["compiled"], reason="extension not built")
 
