@@ -91,3 +91,14 @@ def valid_depth(depth: torch.Tensor) -> torch.Tensor:
 def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
     """float64 stays float64; every other float type accumulates (and returns losses) in float32."""
     return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def pytorch_only_backend(backend: str, device: torch.device) -> None:
+    """Validate ``backend`` for an op that has no compiled kernel (it always runs vectorised PyTorch):
+    the value must be one of ``_ext.BACKENDS`` and a named device must match the inputs'."""
+    from ._ext import BACKENDS
+
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend in ("cpu", "cuda") and device.type != backend:
+        raise ValueError(f"backend={backend!r} was asked for but the inputs are on {device}")
