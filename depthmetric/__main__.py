@@ -72,6 +72,7 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="output folder (default: runs/<name or timestamp>)")
     p.add_argument("--name", default=None, help="run name for the default output folder")
     p.add_argument("--resume", default=None, metavar="CHECKPOINT", help="continue a run from its checkpoint.pt")
+    p.add_argument("--no-figure", dest="figure", action="store_false", help="skip the PNG figure")
     p.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
 
 

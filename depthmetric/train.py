@@ -69,6 +69,7 @@ class TrainConfig:
     threads: int | None = None  # torch.set_num_threads; None keeps torch's default (one per core)
     eval_every: int = 100
     eval_images: int = 3  # images shown in the figure
+    figure: bool = True
     augment: bool = True
     synthetic_size: int = 64
     model: dict = field(default_factory=dict)  # overrides of the model's constructor arguments
@@ -506,8 +507,9 @@ def train(config: TrainConfig, resume: str | None = None, datasets=None) -> dict
     title = (f"{config.task} {type(task.model).__name__} on {config.data}, {step} steps, backend={config.backend}: "
              f"AbsRel {metrics_before.get('AbsRel', float('nan')):.3f} -> {metrics_after.get('AbsRel', float('nan')):.3f}")
     curves = {k: v for k, v in history.items() if k != "lr"}
-    figure = os.path.join(out, "figure.png")
-    visualize.training_figure(rows, curves, figure, title=title, eval_history=eval_history)
+    figure = os.path.join(out, "figure.png") if config.figure else None
+    if figure:
+        visualize.training_figure(rows, curves, figure, title=title, eval_history=eval_history)
     results = {
         "config": dataclasses.asdict(config),
         "device": str(device),
@@ -530,7 +532,7 @@ def train(config: TrainConfig, resume: str | None = None, datasets=None) -> dict
     }
     with open(os.path.join(out, "metrics.json"), "w") as f:
         json.dump(results, f, indent=1)
-    _log(config, f"wrote {figure}, {results['files']['metrics']}, {results['files']['checkpoint']}")
+    _log(config, "wrote " + ", ".join(p for p in results["files"].values() if p))
     return results
 
 

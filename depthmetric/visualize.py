@@ -97,10 +97,10 @@ def training_figure(
     fig_w = 4 * panel_w
     curves = bool(history and len(history.get("step", [])) > 0)
     heights = [panel_w * aspect] * n + ([3.2] if curves else [])
-    fig = plt.figure(figsize=(fig_w, sum(heights) + 0.9 + 0.35 * n), dpi=110)
-    grid = gridspec.GridSpec(len(heights), 1, height_ratios=heights, figure=fig, hspace=0.35)
+    fig = plt.figure(figsize=(fig_w, sum(heights) + 0.6 + 0.3 * n), dpi=110, layout="constrained")
+    grid = gridspec.GridSpec(len(heights), 1, height_ratios=heights, figure=fig)
     for r, row in enumerate(rows):
-        cells = gridspec.GridSpecFromSubplotSpec(1, 4, subplot_spec=grid[r], wspace=0.04)
+        cells = gridspec.GridSpecFromSubplotSpec(1, 4, subplot_spec=grid[r], wspace=0.02)
         pred = _numpy_map(row["pred"])
         gt = _numpy_map(row["gt"]) if row.get("gt") is not None else None
         vmin, vmax = depth_range(*(m for m in (gt, pred) if m is not None))
@@ -164,9 +164,9 @@ def training_figure(
             ax2.set_ylabel("eval AbsRel / delta1")
             h2, l2 = ax2.get_legend_handles_labels()
             handles, labels = handles + h2, labels + l2
-        ax.legend(handles, labels, fontsize=8, loc="upper right", ncol=min(4, max(1, len(labels))))
+        ax.legend(handles, labels, fontsize=8, loc="upper right", ncol=min(3, max(1, len(labels))), framealpha=0.85)
     if title:
-        fig.suptitle(title, fontsize=11, y=0.995)
+        fig.suptitle(title, fontsize=11)
     if path:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         fig.savefig(path, bbox_inches="tight")
