@@ -289,3 +289,16 @@ def boundary_f1(
     f1 = torch.where(total > 0, 2 * precision * recall / torch.where(total > 0, total, 1.0), 0.0)
     weights = ratios.to(torch.float64) / ratios.to(torch.float64).sum()
     return (f1 * weights).sum(1)
+
+
+def _register_kernels() -> None:
+    """Fake kernel of the compiled op, for torch.compile and meta tensors (no autograd: metrics are not
+    differentiated)."""
+
+    @torch.library.register_fake("depthmetric::depth_metric_sums")
+    def _(pred, gt, mask, scale, min_depth, max_depth, window):
+        return pred.new_empty((pred.shape[0], len(_reference.SUMS)), dtype=torch.float64)
+
+
+if _ext.extension_loaded():
+    _register_kernels()
