@@ -1,2 +1,47 @@
-"""Placeholder: filled in by the issue that owns it."""
-__all__: list[str] = []
+"""Edge-aware disparity smoothness (SPIdepth Eq. 3; Monodepth2's ``get_smooth_loss``), SPEC section 2.
+
+Plain vectorised PyTorch: a handful of elementwise ops and two means over images that the training loop
+already holds, so a fused kernel would save little; autograd gives the backward.
+"""
+from __future__ import annotations
+
+import torch
+
+from . import _checks
+
+__all__ = ["edge_aware_smoothness"]
+
+# Monodepth2 normalises with ``disp / (disp.mean(2, True).mean(3, True) + 1e-7)``; the 1e-7 keeps an
+# all-zero disparity finite.
+_MEAN_EPS = 1e-7
+
+
+def edge_aware_smoothness(disp: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    """``mean(|dx d*| exp(-mean_c |dx I|)) + mean(|dy d*| exp(-mean_c |dy I|))`` with ``d* = d / mean(d)``.
+
+    ``disp`` is ``B,1,H,W`` (or ``B,H,W``) disparity, ``image`` the ``B,C,H,W`` colour image at the same
+    resolution. The mean of ``d`` is taken per image over ``H,W`` (plus 1e-7, as Monodepth2 does); ``dx``
+    and ``dy`` are forward differences, so the two means run over ``B*H*(W-1)`` and ``B*(H-1)*W`` values.
+    The image only weights the loss (its gradient still flows if it requires grad, as in Monodepth2).
+    Returns a scalar, float32 for 16/32-bit input and float64 for float64 input.
+    """
+    _checks.floating("image", image)
+    _checks.ndim("image", image, 4, "B,C,H,W")
+    _checks.floating("disp", disp)
+    disp = _checks.depth_map("disp", disp, batch=image.shape[0])
+    _checks.same_device(disp=disp, image=image)
+    if disp.shape[2:] != image.shape[2:]:
+        raise ValueError(
+            f"disp is {disp.shape[2]}x{disp.shape[3]} but image is {image.shape[2]}x{image.shape[3]}"
+        )
+    if disp.shape[2] < 2 or disp.shape[3] < 2:
+        raise ValueError(f"disp must be at least 2x2 to have both gradients, got shape {tuple(disp.shape)}")
+    dtype = _checks.accumulate_dtype(torch.promote_types(disp.dtype, image.dtype))
+    d = disp.to(dtype)
+    img = image.to(dtype)
+    d = d / (d.mean(dim=(2, 3), keepdim=True) + _MEAN_EPS)
+    weight_x = torch.exp(-(img[..., :, 1:] - img[..., :, :-1]).abs().mean(1, keepdim=True))
+    weight_y = torch.exp(-(img[..., 1:, :] - img[..., :-1, :]).abs().mean(1, keepdim=True))
+    loss_x = ((d[..., :, 1:] - d[..., :, :-1]).abs() * weight_x).mean()
+    loss_y = ((d[..., 1:, :] - d[..., :-1, :]).abs() * weight_y).mean()
+    return loss_x + loss_y

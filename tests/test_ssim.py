@@ -1,0 +1,256 @@
+"""ssim / photometric_error: kernel vs reference twin, an independent scipy SSIM, gradients, opcheck, compile,
+bad input."""
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import depthmetric as dm
+from depthmetric import _checks
+from depthmetric.reference import ssim as reference
+
+try:
+    from .conftest import DEVICES
+except ImportError:  # tests/ is not a package in this checkout
+    from conftest import DEVICES
+
+needs_ext = pytest.mark.skipif(not dm.build_info()["compiled"], reason="extension not built")
+
+CONFIGS = [("box3", "reflect"), ("gauss11", "same"), ("gauss11", "valid")]
+SHAPES = [(1, 3, 5, 7), (2, 3, 9, 13), (1, 1, 12, 11), (2, 2, 2, 3)]
+TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
+
+
+def backend_of(device):
+    return "cuda" if device == "cuda" else "cpu"
+
+
+def fits(shape, window, padding):
+    smallest = {"reflect": 2, "same": 1, "valid": 11}[padding]
+    return min(shape[2:]) >= smallest
+
+
+def images(shape, dtype, device, seed, n=2):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.rand(shape, generator=g, dtype=torch.float64).to(device, dtype) for _ in range(n)]
+
+
+def ssim_and_grads(x, y, weights, **kw):
+    x = x.detach().clone().requires_grad_(True)
+    y = y.detach().clone().requires_grad_(True)
+    out = dm.ssim(x, y, **kw)
+    (out * weights).sum().backward()
+    return out.detach(), x.grad, y.grad
+
+
+@needs_ext
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("window,padding", CONFIGS)
+def test_kernel_matches_reference(window, padding, shape, dtype, device):
+    if not fits(shape, window, padding):
+        pytest.skip("image smaller than the window")
+    x, y = images(shape, dtype, device, seed=sum(shape))
+    out_r = reference.ssim(x, y, window, padding)
+    weights = torch.randn(out_r.shape, dtype=out_r.dtype, generator=torch.Generator().manual_seed(1)).to(device)
+    kw = dict(window=window, padding=padding)
+    out, gx, gy = ssim_and_grads(x, y, weights, backend=backend_of(device), **kw)
+    out_r, gx_r, gy_r = ssim_and_grads(x, y, weights, backend="reference", **kw)
+    assert out.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+    assert gx.dtype == dtype and gy.dtype == dtype
+    torch.testing.assert_close(out, out_r, rtol=TOL[dtype], atol=TOL[dtype])
+    torch.testing.assert_close(gx, gx_r, rtol=TOL[dtype], atol=TOL[dtype])
+    torch.testing.assert_close(gy, gy_r, rtol=TOL[dtype], atol=TOL[dtype])
+
+
+@needs_ext
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("window,padding", CONFIGS)
+def test_strided_inputs(window, padding, device):
+    """channels_last and sliced views are read in place and give the contiguous result."""
+    x, y = images((2, 3, 14, 31), torch.float32, device, seed=5)
+    x_cl = x.to(memory_format=torch.channels_last)
+    wide = torch.rand(2, 3, 14, 62, device=device)
+    wide[..., ::2] = y
+    y_sl = wide[..., ::2]  # y read through a column stride of 2
+    weights = torch.rand(dm.ssim(x, y, window, padding).shape, device=device)
+    ref = ssim_and_grads(x, y, weights, window=window, padding=padding)
+    got = ssim_and_grads(x_cl, y_sl, weights, window=window, padding=padding)
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+@needs_ext
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("window,padding", CONFIGS)
+def test_half_precision_against_float64_reference(window, padding, dtype, device):
+    x, y = images((2, 3, 13, 17), dtype, device, seed=7)
+    weights = torch.rand(dm.ssim(x, y, window, padding).shape, device=device, dtype=torch.float64)
+    out, gx, gy = ssim_and_grads(x, y, weights.float(), window=window, padding=padding, backend=backend_of(device))
+    out_r, gx_r, gy_r = ssim_and_grads(x.double(), y.double(), weights, window=window, padding=padding,
+                                       backend="reference")
+    assert out.dtype == torch.float32 and gx.dtype == dtype
+    # The inputs are the same rounded values; what differs is float32 arithmetic and the 16-bit gradient.
+    torch.testing.assert_close(out.double(), out_r, rtol=1e-4, atol=1e-4)
+    tol = 1e-2 if dtype == torch.bfloat16 else 2e-3
+    torch.testing.assert_close(gx.double(), gx_r, rtol=tol, atol=tol * gx_r.abs().max().item())
+    torch.testing.assert_close(gy.double(), gy_r, rtol=tol, atol=tol * gy_r.abs().max().item())
+
+
+@needs_ext
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("window,padding,shape", [("box3", "reflect", (1, 2, 4, 5)), ("gauss11", "same", (1, 1, 5, 6)),
+                                                   ("gauss11", "valid", (1, 1, 12, 11))])
+def test_gradcheck(window, padding, shape, device):
+    x, y = (t.requires_grad_(True) for t in images(shape, torch.float64, device, seed=11))
+    fn = lambda a, b: dm.ssim(a, b, window, padding, backend=backend_of(device))  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x, y))
+
+
+@needs_ext
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("window,padding", [("box3", "reflect"), ("gauss11", "valid")])
+def test_opcheck(window, padding, device):
+    x, y = (t.requires_grad_(True) for t in images((2, 2, 12, 13), torch.float32, device, seed=13))
+    args = (x, y, dm.WINDOWS[window], dm.PADDINGS[padding])
+    torch.library.opcheck(torch.ops.depthmetric.ssim.default, args)
+
+
+@needs_ext
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("window", ["box3", "gauss11"])
+def test_backward_is_deterministic(window, device):
+    x, y = images((2, 3, 40, 50), torch.float32, device, seed=17)
+    weights = torch.rand(2, 3, 40, 50, device=device)
+    first = ssim_and_grads(x, y, weights, window=window)
+    second = ssim_and_grads(x, y, weights, window=window)
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
+
+
+@needs_ext
+@pytest.mark.parametrize("device", DEVICES)
+def test_compile_fullgraph_training_step(device):
+    torch._dynamo.reset()
+    x, y = images((2, 3, 12, 16), torch.float32, device, seed=19)
+    conv = torch.nn.Conv2d(3, 3, 3, padding=1).to(device)
+
+    @torch.compile(fullgraph=True)
+    def step(inp, target):
+        pred = torch.sigmoid(conv(inp))
+        return (1 - dm.ssim(pred, target, "gauss11", reduction="mean")) + dm.photometric_error(pred, target).mean()
+
+    loss = step(x, y)
+    loss.backward()
+    grad = conv.weight.grad.clone()
+    conv.weight.grad = None
+    pred = torch.sigmoid(conv(x))
+    eager = (1 - dm.ssim(pred, y, "gauss11", reduction="mean")) + dm.photometric_error(pred, y).mean()
+    eager.backward()
+    torch.testing.assert_close(loss, eager, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad, conv.weight.grad, rtol=1e-4, atol=1e-6)
+
+
+def scipy_ssim(x: np.ndarray, y: np.ndarray, padding: str) -> np.ndarray:
+    """SSIM of one channel, written independently with scipy's Gaussian filter (sigma 1.5, 11 taps)."""
+    from scipy.ndimage import gaussian_filter
+
+    def filt(a):  # truncate * sigma = 5: an 11-tap kernel; zeros outside the image, as "same" pads
+        return gaussian_filter(a, sigma=1.5, truncate=5 / 1.5, mode="constant", cval=0.0)
+
+    mx, my = filt(x), filt(y)
+    vx, vy, cxy = filt(x * x) - mx * mx, filt(y * y) - my * my, filt(x * y) - mx * my
+    c1, c2 = 0.01**2, 0.03**2
+    s = (2 * mx * my + c1) * (2 * cxy + c2) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+    return s[5:-5, 5:-5] if padding == "valid" else s
+
+
+@needs_ext
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_gauss11_matches_scipy(padding):
+    x, y = images((2, 3, 23, 29), torch.float64, "cpu", seed=23)
+    got = dm.ssim(x, y, "gauss11", padding).numpy()
+    for b in range(2):
+        for c in range(3):
+            expected = scipy_ssim(x[b, c].numpy(), y[b, c].numpy(), padding)
+            np.testing.assert_allclose(got[b, c], expected, rtol=0, atol=1e-5)
+    assert got.shape[-2:] == ((13, 19) if padding == "valid" else (23, 29))
+
+
+@needs_ext
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("window", ["box3", "gauss11"])
+def test_photometric_error_matches_reference(window, device):
+    a, b = images((2, 3, 11, 14), torch.float64, device, seed=29)
+    a.requires_grad_(True)
+    pe = dm.photometric_error(a, b, alpha=0.85, window=window, backend=backend_of(device))
+    (ga,) = torch.autograd.grad(pe.sum(), a)
+    pe_r = dm.photometric_error(a, b, alpha=0.85, window=window, backend="reference")
+    (ga_r,) = torch.autograd.grad(pe_r.sum(), a)
+    assert pe.shape == (2, 1, 11, 14)
+    torch.testing.assert_close(pe, pe_r)
+    torch.testing.assert_close(ga, ga_r)
+
+
+def test_photometric_error_hand_check():
+    """Identical images: SSIM 1, error 0; alpha=0 leaves the mean absolute difference."""
+    a, b = images((1, 3, 6, 7), torch.float64, "cpu", seed=31)
+    zero = dm.photometric_error(a, a, backend="reference")
+    torch.testing.assert_close(zero, torch.zeros_like(zero))
+    l1 = dm.photometric_error(a, b, alpha=0.0, backend="reference")
+    torch.testing.assert_close(l1, (a - b).abs().mean(1, keepdim=True))
+
+
+def test_reduction_mean():
+    x, y = images((2, 3, 9, 10), torch.float64, "cpu", seed=37)
+    torch.testing.assert_close(dm.ssim(x, y, reduction="mean", backend="reference"),
+                               dm.ssim(x, y, backend="reference").mean())
+
+
+def test_bad_input():
+    x, y = images((1, 3, 8, 9), torch.float32, "cpu", seed=41)
+    with pytest.raises(ValueError, match="window"):
+        dm.ssim(x, y, window="gauss7", backend="reference")
+    with pytest.raises(ValueError, match="padding='same' does not go with window='box3'"):
+        dm.ssim(x, y, window="box3", padding="same", backend="reference")
+    with pytest.raises(ValueError, match="padding='reflect' does not go with window='gauss11'"):
+        dm.ssim(x, y, window="gauss11", padding="reflect", backend="reference")
+    with pytest.raises(ValueError, match="needs H and W >= 11"):
+        dm.ssim(x, y, window="gauss11", padding="valid", backend="reference")
+    with pytest.raises(ValueError, match="y has shape"):
+        dm.ssim(x, y[:, :2], backend="reference")
+    with pytest.raises(TypeError, match="y is torch.float64"):
+        dm.ssim(x, y.double(), backend="reference")
+    with pytest.raises(TypeError, match="x must be float16"):
+        dm.ssim(x.int(), y, backend="reference")
+    with pytest.raises(ValueError, match="x must be B,C,H,W"):
+        dm.ssim(x[0], y[0], backend="reference")
+    with pytest.raises(ValueError, match="y is on meta"):
+        dm.ssim(x, y.to("meta"), backend="reference")
+    with pytest.raises(ValueError, match="reduction"):
+        dm.ssim(x, y, reduction="sum", backend="reference")
+    with pytest.raises(ValueError, match="alpha"):
+        dm.photometric_error(x, y, alpha=1.5, backend="reference")
+    with pytest.raises(ValueError, match="backend"):
+        dm.ssim(x, y, backend="gpu")
+    nan = x.clone()
+    nan[0, 1, 2, 3] = float("nan")
+    with pytest.raises(ValueError, match="x contains NaN"):
+        dm.ssim(nan, y, backend="reference")
+    with pytest.raises(ValueError, match="b contains NaN"):
+        dm.photometric_error(x, nan, backend="reference")
+
+
+def test_outside_unit_range_warns_once(monkeypatch):
+    monkeypatch.setattr(_checks, "_warned_outside_unit", False)
+    x, y = images((1, 3, 6, 6), torch.float32, "cpu", seed=43)
+    with pytest.warns(UserWarning, match=r"outside \[0, 1\]"):
+        out = dm.ssim(x * 255, y, backend="reference")
+    assert torch.isfinite(out).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dm.ssim(x - 1, y, backend="reference")
+        dm.ssim(x, y, backend="reference")
