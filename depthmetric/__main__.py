@@ -103,7 +103,7 @@ def _cmd_evaluate(args) -> int:
         overrides["data"] = args.data
     if args.data_root:
         overrides["data_root"] = args.data_root
-    task, config, _ = load_checkpoint(args.checkpoint, device=args.device, **overrides)
+    task, config, _ = load_checkpoint(args.checkpoint, **overrides)
     _, eval_set, eval_dataset = load_data(config)
     with torch.no_grad():
         metrics, rows = evaluate(task, eval_set, config, eval_dataset, torch.device(args.device), limit=args.limit,

@@ -343,10 +343,10 @@ def _save_checkpoint(path: str, task, optimizer, scaler, step: int, config: Trai
     os.replace(tmp, path)  # never leave a half-written checkpoint behind
 
 
-def load_checkpoint(path: str, device="cpu", **overrides):
-    """``(task, config, state)`` from a checkpoint written by :func:`train`; ``overrides`` replace config
-    fields (e.g. ``backend``, ``device``, ``data``)."""
-    state = torch.load(path, map_location=device, weights_only=False)
+def load_checkpoint(path: str, **overrides):
+    """``(task, config, state)`` from a checkpoint written by :func:`train`, the models on ``config.device``;
+    ``overrides`` replace config fields (e.g. ``backend``, ``device``, ``data``)."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
     if state.get("format") != "depthmetric-checkpoint-1":
         raise ValueError(f"{path} is not a depthmetric checkpoint")
     config = TrainConfig(**{**state["config"], **overrides})
@@ -355,7 +355,7 @@ def load_checkpoint(path: str, device="cpu", **overrides):
     for name, module in task.modules().items():
         if name in state["models"]:
             module.load_state_dict(state["models"][name]["state"])
-        module.to(device)
+        module.to(config.device)
     return task, config.resolved(), state
 
 
