@@ -37,6 +37,11 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
                         "scenes, or a data set on disk (default: nyu for supervised, kitti for self-supervised)")
     p.add_argument("--data-root", default=None, help="root of a full data set (NYU Depth V2 / KITTI raw as "
                                                      "downloaded) for --data nyu|kitti")
+    p.add_argument("--train-split", default=None, help="with --data-root: BTS-style split file of the training "
+                                                       "images (e.g. nyudepthv2_train_files_with_gt.txt)")
+    p.add_argument("--eval-split", default=None, help="with --data-root: split file of the evaluation images")
+    p.add_argument("--depth-root", default=None, help="folder of the split files' depth paths (default: the "
+                                                      "data root)")
     p.add_argument("--height", type=int, default=None, help="training height (default 120; 96 self-supervised)")
     p.add_argument("--width", type=int, default=None, help="training width (default 160; 128, or 320 on kitti, "
                                                            "self-supervised)")
@@ -101,8 +106,9 @@ def _cmd_evaluate(args) -> int:
     overrides = {"backend": args.backend, "device": args.device}
     if args.data:
         overrides["data"] = args.data
-    if args.data_root:
-        overrides["data_root"] = args.data_root
+    for name in ("data_root", "train_split", "eval_split", "depth_root"):
+        if getattr(args, name, None):
+            overrides[name] = getattr(args, name)
     task, config, _ = load_checkpoint(args.checkpoint, **overrides)
     _, eval_set, eval_dataset = load_data(config)
     with torch.no_grad():
@@ -205,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data", default=None, help="nyu | kitti | synthetic | <path> (default: the checkpoint's)")
     p.add_argument("--data-root", default=None)
+    p.add_argument("--eval-split", default=None, help="with --data-root: split file of the evaluation images")
+    p.add_argument("--depth-root", default=None)
     p.add_argument("--backend", default="auto", choices=("auto", "cuda", "cpu", "reference"))
     p.add_argument("--device", default="cpu")
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
@@ -233,7 +241,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _passive_openmp(argv: list[str] | None) -> None:
+    """Re-run the command with ``OMP_WAIT_POLICY=PASSIVE`` unless the user set it (only from the real command
+    line, ``argv=None``). OpenMP's default spinning workers lose their time slices on a shared machine:
+    on 2 cores shared with other jobs a training step took 6.4 s with spinning and 0.7 s without. The
+    variable must be set before torch loads OpenMP, hence a fresh process."""
+    if argv is not None or "OMP_WAIT_POLICY" in os.environ or os.environ.get("DEPTHMETRIC_NO_REEXEC"):
+        return
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "DEPTHMETRIC_NO_REEXEC": "1"}
+    os.execve(sys.executable, [sys.executable, "-m", "depthmetric", *sys.argv[1:]], env)
+
+
 def main(argv: list[str] | None = None) -> int:
+    _passive_openmp(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "train_args", None) and args.train_args[0] == "--":

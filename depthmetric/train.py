@@ -49,6 +49,9 @@ class TrainConfig:
     task: str = "supervised"
     data: str | None = None  # nyu | kitti | synthetic | <path>; default nyu (supervised) / kitti (self-sup.)
     data_root: str | None = None
+    train_split: str | None = None  # BTS-style split files, with data_root
+    eval_split: str | None = None
+    depth_root: str | None = None
     height: int | None = None  # training resolution; default 120x160 (nyu/synthetic), 96x320 (kitti)
     width: int | None = None
     steps: int = 300
@@ -102,23 +105,84 @@ class TrainConfig:
 
 # ----------------------------------------------------------------------------------------------------- data
 
+def _split_kind(split_file: str) -> str:
+    """``kitti`` when the split file's first image is a KITTI raw frame path, else ``nyu``."""
+    from .data.datasets import _KITTI_FRAME, read_split_file
+
+    entries = read_split_file(split_file)
+    return "kitti" if entries and _KITTI_FRAME.match(entries[0][0]) else "nyu"
+
+
+def _split_dataset(kind: str, root: str, split_file: str, depth_root: str | None, sequence: bool):
+    from .data import KITTIEigen, NYUDepthV2
+
+    if kind == "kitti":
+        return KITTIEigen(root, split_file, depth_root=depth_root, kb_crop=True, sources=(-1, 1) if sequence else ())
+    if sequence:
+        raise ValueError("NYU Depth V2 has no frame sequences here; self-supervised training needs --data kitti")
+    return NYUDepthV2(root, split_file, depth_root=depth_root)
+
+
 def load_data(config: TrainConfig):
-    """``(train_set, eval_set, eval_dataset_name)`` for ``config.data``; eval_dataset_name picks the metric
-    preset (``"nyu"``/``"kitti"``: depth range and crop) or None."""
+    """``(train_set, eval_set, eval_dataset_name)`` for ``config.data``; ``eval_dataset_name`` (``"nyu"``,
+    ``"kitti"`` or None) picks the metric preset (depth range and crop).
+
+    * ``nyu`` / ``kitti`` without ``data_root``: the samples shipped in the package (3 NYU pairs; 5 KITTI
+      frames, or their 3 middle frames with both neighbours for self-supervised training). They are so few
+      that the same images serve for training and evaluation: the main job shows the losses fitting
+      real data, not generalisation.
+    * ``nyu`` / ``kitti`` with ``data_root``: the full data set in its official layout read through BTS-style
+      split files ``train_split`` and ``eval_split`` (``depth_root`` for the depth maps when elsewhere).
+    * ``synthetic``: procedural rooms (exact depth and poses), ``synthetic_size`` for training and 8 others
+      for evaluation.
+    * a folder with a ``split.txt`` (laid out like the shipped samples), or a split file: its images serve for
+      training and evaluation; NYU or KITTI is told from the paths.
+    """
     from . import data
 
-    kind = config.data
+    kind, sequence = config.data, config.task == "self-supervised"
     if kind == "synthetic":
-        sources = 2 if config.task == "self-supervised" else 0
-        train_set = data.synthetic.SyntheticScenes(config.synthetic_size, height=config.height, width=config.width,
-                                                   sources=sources, seed=config.seed)
-        eval_set = data.synthetic.SyntheticScenes(8, height=config.height, width=config.width, sources=sources,
-                                                  seed=config.seed + 10_000)
-        return train_set, eval_set, None
-    train_set = data.load_samples(kind, root=config.data_root, split="train", sequence=config.task != "supervised")
-    eval_set = data.load_samples(kind, root=config.data_root, split="test", sequence=False)
-    dataset = getattr(eval_set, "kind", kind if kind in ("nyu", "kitti") else None)
-    return train_set, eval_set, dataset
+        sources = 2 if sequence else 0
+        make = data.SyntheticScenes
+        return (make(config.synthetic_size, height=config.height, width=config.width, sources=sources,
+                     seed=config.seed),
+                make(8, height=config.height, width=config.width, sources=sources, seed=config.seed + 10_000), None)
+    if kind in ("nyu", "kitti") and config.data_root is None:
+        samples = data.load_samples(kind, sequence=sequence)
+        return samples, data.load_samples(kind) if sequence else samples, kind
+    if kind in ("nyu", "kitti"):
+        if not config.eval_split:
+            raise ValueError(f"--data {kind} --data-root needs --eval-split (and --train-split to train): BTS-style "
+                             "split files")
+        train_set = (_split_dataset(kind, config.data_root, config.train_split, config.depth_root, sequence)
+                     if config.train_split else None)
+        return train_set, _split_dataset(kind, config.data_root, config.eval_split, config.depth_root, False), kind
+    split = os.path.join(kind, "split.txt") if os.path.isdir(kind) else kind
+    if not os.path.isfile(split):
+        raise ValueError(f"--data must be nyu, kitti, synthetic, a folder with split.txt or a split file; got {kind!r}")
+    root, split_kind = os.path.dirname(os.path.abspath(split)), _split_kind(split)
+    train_set = _split_dataset(split_kind, root, split, config.depth_root, sequence)
+    eval_set = _split_dataset(split_kind, root, split, config.depth_root, False) if sequence else train_set
+    return train_set, eval_set, split_kind
+
+
+class _Frames(torch.utils.data.Dataset):
+    """A data set's samples resized to the training frame (cached in memory when small)."""
+
+    def __init__(self, dataset, height: int, width: int, cache_limit: int = 2048):
+        self.dataset, self.height, self.width = dataset, height, width
+        self.cache: dict[int, dict] | None = {} if len(dataset) <= cache_limit else None
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        if self.cache is not None and index in self.cache:
+            return self.cache[index]
+        sample = _resize_sample(self.dataset[index], self.height, self.width)
+        if self.cache is not None:
+            self.cache[index] = sample
+        return sample
 
 
 def _resize_sample(sample: dict, height: int, width: int) -> dict:
@@ -135,9 +199,10 @@ def _resize_sample(sample: dict, height: int, width: int) -> dict:
     if "depth" in sample:
         out["depth"] = F.interpolate(sample["depth"][None], size=(height, width), mode="nearest")[0]
     if "K" in sample:
-        K = sample["K"].clone()
-        K[0] *= width / w
-        K[1] *= height / h
+        K = sample["K"].clone()  # pixel centres at integers: x' = (x + 0.5) * s - 0.5
+        for row, s in ((0, width / w), (1, height / h)):
+            K[row, row] *= s
+            K[row, 2] = (K[row, 2] + 0.5) * s - 0.5
         out["K"] = K
     return out
 
@@ -165,16 +230,31 @@ def _batch_indices(n: int, batch_size: int, step: int, seed: int) -> list[int]:
     return out
 
 
-def _training_batch(dataset, config: TrainConfig, step: int) -> dict:
+def crop_size(config: TrainConfig) -> tuple[int, int]:
+    """The training crop: supervised runs train on random crops of 7/8 of the frame (multiples of 8, as BTS
+    crops 416x544 from 480x640) and evaluate on the whole frame; self-supervised runs use the whole frame
+    (Monodepth2), which DepthNet needs divisible by 32."""
+    if config.task == "self-supervised" or not config.augment:
+        return config.height, config.width
+    return max(8, config.height * 7 // 64 * 8), max(8, config.width * 7 // 64 * 8)
+
+
+def _augmentation(config: TrainConfig):
+    from .data import ColorJitter, Compose, RandomCrop, RandomHorizontalFlip
+
+    steps = [RandomHorizontalFlip(), ColorJitter(p=0.5)]
+    h, w = crop_size(config)
+    if (h, w) != (config.height, config.width):
+        steps.insert(0, RandomCrop(h, w))
+    return Compose(steps)
+
+
+def _training_batch(frames, config: TrainConfig, step: int, augmentation=None) -> dict:
     generator = _step_generator(config.seed, step, 1)
     samples = []
-    for i in _batch_indices(len(dataset), config.batch_size, step, config.seed):
-        sample = dataset[i]
-        if config.augment:
-            from .data import augment as aug
-
-            sample = aug.random_augment(sample, size=(config.height, config.width), generator=generator)
-        samples.append(_resize_sample(sample, config.height, config.width))
+    for i in _batch_indices(len(frames), config.batch_size, step, config.seed):
+        sample = frames[i]
+        samples.append(augmentation(sample, generator) if augmentation is not None else sample)
     return _collate(samples)
 
 
@@ -420,6 +500,10 @@ def train(config: TrainConfig, resume: str | None = None, datasets=None) -> dict
     config = dataclasses.replace(config, out=out)
 
     train_set, eval_set, eval_dataset = datasets if datasets is not None else load_data(config)
+    if train_set is None:
+        raise ValueError("training on --data-root needs --train-split")
+    frames = _Frames(train_set, config.height, config.width)
+    augmentation = _augmentation(config) if config.augment else None
     task = build_task(config, max_depth=start_state["max_depth"] if start_state else None)
     for module in task.modules().values():
         module.to(device).train()
@@ -455,7 +539,7 @@ def train(config: TrainConfig, resume: str | None = None, datasets=None) -> dict
     t_start = time.perf_counter()
     bar = tqdm(total=config.steps, initial=step, disable=not config.progress, dynamic_ncols=True, unit="step")
     while step < config.steps:
-        batch = _to(_training_batch(train_set, config, step), device)
+        batch = _to(_training_batch(frames, config, step, augmentation), device)
         lr = config.lr * _lr_factor(config, step)
         for group in optimizer.param_groups:
             group["lr"] = lr

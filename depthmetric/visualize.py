@@ -164,7 +164,8 @@ def training_figure(
             ax2.set_ylabel("eval AbsRel / delta1")
             h2, l2 = ax2.get_legend_handles_labels()
             handles, labels = handles + h2, labels + l2
-        ax.legend(handles, labels, fontsize=8, loc="upper right", ncol=min(3, max(1, len(labels))), framealpha=0.85)
+        ax.legend(handles, labels, fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=max(1, len(labels)),
+                  frameon=False)
     if title:
         fig.suptitle(title, fontsize=11)
     if path:

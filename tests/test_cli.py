@@ -16,7 +16,9 @@ RUN = ["--data", "synthetic", "--height", "48", "--width", "64", "--batch-size",
 
 
 def test_module_help_exits_zero():
-    done = subprocess.run([sys.executable, "-m", "depthmetric", "train", "--help"], capture_output=True, text=True)
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}  # as the CLI sets it: no re-exec, one torch import
+    done = subprocess.run([sys.executable, "-m", "depthmetric", "train", "--help"], capture_output=True, text=True,
+                          env=env)
     assert done.returncode == 0
     assert "--metric-weight" in done.stdout and "--backend" in done.stdout
 
