@@ -171,12 +171,17 @@ def _cmd_compare(args) -> int:
     kernel, reference = runs["auto"], runs["reference"]
     a, b = np.asarray(kernel["history"]["loss"]), np.asarray(reference["history"]["loss"])
     diff = np.abs(a - b)
+    rel = diff / np.maximum(np.abs(b), 1e-12)
     tk, tr = kernel["timing"], reference["timing"]
     summary = {
         "steps": int(a.size),
         "loss_first": float(a[0]), "loss_last_kernel": float(a[-1]), "loss_last_reference": float(b[-1]),
         "max_abs_loss_diff": float(diff.max()),
-        "max_rel_loss_diff": float((diff / np.maximum(np.abs(b), 1e-12)).max()),
+        "max_rel_loss_diff": float(rel.max()),
+        # Training amplifies float-level differences (summation order) step by step, as between any two
+        # implementations: the curves agree to float precision at first, then drift apart chaotically.
+        "steps_within_rel_1e-4": int(np.argmax(rel > 1e-4)) if (rel > 1e-4).any() else int(a.size),
+        "mean_loss_last_20": {"kernel": float(a[-20:].mean()), "reference": float(b[-20:].mean())},
         "train_seconds": {"kernel": tk["train_seconds"], "reference": tr["train_seconds"]},
         "loss_seconds": {"kernel": tk["loss_seconds"], "reference": tr["loss_seconds"]},
         "peak_rss_mb": {"kernel": tk["peak_rss_mb"], "reference": tr["peak_rss_mb"]},
@@ -187,9 +192,10 @@ def _cmd_compare(args) -> int:
     }
     with open(os.path.join(out, "compare.json"), "w") as f:
         json.dump(summary, f, indent=1)
-    print(f"\nsame seed, {summary['steps']} steps: max |loss_kernel - loss_reference| = "
-          f"{summary['max_abs_loss_diff']:.2e} (relative {summary['max_rel_loss_diff']:.2e}); final loss "
-          f"{summary['loss_last_kernel']:.5f} vs {summary['loss_last_reference']:.5f}")
+    print(f"\nsame seed, {summary['steps']} steps: the first {summary['steps_within_rel_1e-4']} losses agree within "
+          f"1e-4 relative; max |loss_kernel - loss_reference| = {summary['max_abs_loss_diff']:.2e} (relative "
+          f"{summary['max_rel_loss_diff']:.2e}); mean loss of the last 20 steps "
+          f"{summary['mean_loss_last_20']['kernel']:.4f} vs {summary['mean_loss_last_20']['reference']:.4f}")
     print(f"training loop: kernel {tk['train_seconds']:.1f} s, reference {tr['train_seconds']:.1f} s "
           f"({summary['speedup_train']:.2f}x); losses alone (forward+backward): {tk['loss_seconds']:.2f} s vs "
           f"{tr['loss_seconds']:.2f} s ({summary['speedup_loss']:.2f}x); peak RSS {tk['peak_rss_mb']:.0f} MB vs "
