@@ -1,0 +1,85 @@
+"""The command line: help, a 3-step training run writing its outputs, evaluate, predict, resume."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from depthmetric.__main__ import build_parser, main
+
+TINY = '{"width_mult": 0.35, "stages": 3, "blocks_per_stage": 1, "decoder_channels": 16, "features": 8}'
+RUN = ["--data", "synthetic", "--height", "48", "--width", "64", "--batch-size", "2", "--backend", "reference",
+       "--model", TINY, "--threads", "1", "--quiet"]
+
+
+def test_module_help_exits_zero():
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}  # as the CLI sets it: no re-exec, one torch import
+    done = subprocess.run([sys.executable, "-m", "depthmetric", "train", "--help"], capture_output=True, text=True,
+                          env=env)
+    assert done.returncode == 0
+    assert "--metric-weight" in done.stdout and "--backend" in done.stdout
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["predict"], ["compare"]])
+def test_help_of_each_command(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: depthmetric" in capsys.readouterr().out
+
+
+def test_train_defaults_are_the_main_job():
+    args = build_parser().parse_args(["train"])
+    assert args.task == "supervised" and args.data is None and args.metric_loss is True and args.backend == "auto"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    assert main(["train", *RUN, "--steps", "3", "--eval-every", "2", "--out", str(out)]) == 0
+    return out
+
+
+def test_three_step_run_writes_its_outputs(run_dir):
+    for name in ("figure.png", "metrics.json", "checkpoint.pt"):
+        assert (run_dir / name).stat().st_size > 0, name
+    results = json.loads((run_dir / "metrics.json").read_text())
+    assert results["history"]["step"] == [1, 2, 3]
+    assert [e["step"] for e in results["eval_history"]] == [0, 2, 3]
+    assert set(results["metrics_before"]) >= {"AbsRel", "RMSE", "delta1"}
+    with Image.open(run_dir / "figure.png") as figure:
+        assert figure.size[0] > 800 and figure.size[1] > 600
+
+
+def test_resume_from_the_command_line(run_dir, tmp_path):
+    out = tmp_path / "resumed"
+    assert main(["train", *RUN, "--steps", "5", "--out", str(out), "--resume", str(run_dir / "checkpoint.pt")]) == 0
+    results = json.loads((out / "metrics.json").read_text())
+    assert results["history"]["step"] == [1, 2, 3, 4, 5] and results["timing"]["steps_this_run"] == 2
+
+
+def test_evaluate_and_predict(run_dir, tmp_path, capsys):
+    metrics = tmp_path / "eval.json"
+    assert main(["evaluate", "--checkpoint", str(run_dir / "checkpoint.pt"), "--backend", "reference",
+                 "--out", str(metrics)]) == 0
+    assert "AbsRel" in capsys.readouterr().out
+    assert json.loads(metrics.read_text())["metrics"]["images"] > 0
+
+    image = tmp_path / "image.png"
+    Image.fromarray((np.random.default_rng(0).random((50, 70, 3)) * 255).astype(np.uint8)).save(image)
+    depth_png = tmp_path / "depth.png"
+    assert main(["predict", str(image), "--checkpoint", str(run_dir / "checkpoint.pt"), "--out", str(depth_png),
+                 "--npy"]) == 0
+    with Image.open(depth_png) as png:
+        assert png.size == (70, 50) and png.mode == "RGB"
+    depth = np.load(os.path.splitext(depth_png)[0] + ".npy")
+    assert depth.shape == (50, 70) and np.isfinite(depth).all() and depth.min() > 0
+
+
+def test_bad_arguments_exit_nonzero():
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--metric-loss", "maybe"])
+    assert exit_info.value.code == 2

@@ -1,0 +1,133 @@
+"""Training loops on the synthetic scene generator: the loss goes down, kernel and reference backends give the
+same trajectory, runs are reproducible and resume exactly. Tiny models and tiny images (CPU, a few seconds)."""
+import json
+import math
+
+import pytest
+import torch
+
+from depthmetric import _ext
+from depthmetric.train import TrainConfig, _batch_indices, _lr_factor, load_checkpoint, train
+
+needs_kernels = pytest.mark.skipif(not _ext.extension_loaded(), reason="compiled extension not built")
+
+TINY_LT = dict(width_mult=0.35, stages=3, blocks_per_stage=1, decoder_channels=16, features=8)
+TINY_DEPTHNET = dict(width=8, decoder_width=4)
+
+
+def _config(tmp_path, name, **kw):
+    base = dict(task="supervised", data="synthetic", height=48, width=64, batch_size=4, steps=20, lr=3e-3,
+                warmup=2, eval_every=1000, synthetic_size=16, augment=False, figure=False, progress=False,
+                backend="reference", out=str(tmp_path / name), threads=1)
+    base.update(kw)
+    if "model" not in kw:
+        base["model"] = dict(TINY_LT if base["task"] == "supervised" else TINY_DEPTHNET)
+    return TrainConfig(**base)
+
+
+def _mean(values, n=5):
+    return sum(values[:n]) / n, sum(values[-n:]) / n
+
+
+def test_supervised_20_steps_lowers_the_loss(tmp_path):
+    result = train(_config(tmp_path, "sup"))
+    first, last = _mean(result["history"]["loss"])
+    assert last < 0.8 * first, result["history"]["loss"]
+    assert {"silog", "contrastive"} <= set(result["history"])
+    assert math.isfinite(result["metrics_after"]["AbsRel"])
+
+
+def test_self_supervised_20_steps_lowers_the_loss(tmp_path):
+    result = train(_config(tmp_path, "selfsup", task="self-supervised", height=64, width=64, lr=1e-3))
+    first, last = _mean(result["history"]["loss"])
+    assert last < first, result["history"]["loss"]
+    assert {"reprojection", "smoothness"} <= set(result["history"])
+
+
+@needs_kernels
+@pytest.mark.parametrize("task", ["supervised", "self-supervised"])
+def test_kernel_and_reference_give_the_same_trajectory(tmp_path, task):
+    size = dict(height=64, width=64) if task == "self-supervised" else {}
+    # lr 1e-4: Adam's first steps move every weight by about +-lr whatever its gradient's size, so float-level
+    # differences between the backends (flipping a min-reprojection winner, say) grow in proportion to lr.
+    runs = [train(_config(tmp_path, f"{task}-{b}", task=task, steps=5, lr=1e-4, backend=b, **size))["history"]
+            for b in ("auto", "reference")]
+    for name in runs[1]:
+        if name not in ("step", "lr"):
+            torch.testing.assert_close(torch.tensor(runs[0][name]), torch.tensor(runs[1][name]), rtol=1e-4,
+                                       atol=1e-4, msg=lambda m: f"{name}: {m}")
+
+
+def test_seeded_cpu_run_is_reproducible(tmp_path):
+    a = train(_config(tmp_path, "a", steps=4))["history"]["loss"]
+    b = train(_config(tmp_path, "b", steps=4))["history"]["loss"]
+    c = train(_config(tmp_path, "c", steps=4, seed=1))["history"]["loss"]
+    assert a == b
+    assert a != c
+
+
+def test_resume_continues_the_step_count_and_the_run(tmp_path):
+    # constant schedule: the first leg's cosine would depend on its own step count
+    straight = train(_config(tmp_path, "straight", steps=6, schedule="constant"))
+    first = train(_config(tmp_path, "resumed", steps=3, schedule="constant"))
+    assert len(first["history"]["loss"]) == 3
+    ckpt = first["files"]["checkpoint"]
+    assert torch.load(ckpt, weights_only=False)["step"] == 3
+    resumed = train(_config(tmp_path, "resumed", steps=6, schedule="constant"), resume=ckpt)
+    assert resumed["history"]["step"] == [1, 2, 3, 4, 5, 6]
+    assert resumed["timing"]["steps_this_run"] == 3
+    assert torch.load(ckpt, weights_only=False)["step"] == 6
+    torch.testing.assert_close(torch.tensor(resumed["history"]["loss"]), torch.tensor(straight["history"]["loss"]),
+                               rtol=1e-6, atol=1e-6)
+    assert resumed["metrics_before"] == first["metrics_before"]
+
+
+def test_checkpoint_reloads_the_model(tmp_path):
+    result = train(_config(tmp_path, "ckpt", steps=2))
+    task, config, state = load_checkpoint(result["files"]["checkpoint"])
+    assert state["step"] == 2 and config.task == "supervised" and config.height == 48
+    saved = json.load(open(result["files"]["metrics"]))
+    assert saved["history"]["step"] == [1, 2]
+    depth = task.predict(torch.rand(1, 3, 48, 64))
+    assert depth.shape == (1, 1, 48, 64)
+
+
+def test_metric_loss_off_is_the_silog_baseline(tmp_path):
+    result = train(_config(tmp_path, "baseline", steps=2, metric_loss=False))
+    assert "contrastive" not in result["history"]
+    torch.testing.assert_close(torch.tensor(result["history"]["loss"]), torch.tensor(result["history"]["silog"]))
+
+
+def test_batch_order_covers_each_epoch():
+    seen = [i for step in range(4) for i in _batch_indices(10, 5, step, seed=3)]
+    assert sorted(seen[:10]) == list(range(10)) and sorted(seen[10:]) == list(range(10))
+    assert _batch_indices(10, 5, 1, seed=3) == _batch_indices(10, 5, 1, seed=3)
+
+
+def test_lr_schedule_warms_up_and_decays():
+    c = TrainConfig(steps=100, warmup=10)
+    factors = [_lr_factor(c, s) for s in range(100)]
+    assert factors[0] == pytest.approx(0.1) and max(factors) == pytest.approx(1.0, abs=1e-3)
+    assert factors[-1] < 0.1
+    assert _lr_factor(TrainConfig(schedule="constant", warmup=0), 50) == 1.0
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("task", "unsupervised", "task"), ("backend", "gpu", "backend"), ("amp", "fp8", "amp"),
+    ("batch_size", 0, "batch_size"), ("schedule", "step", "schedule"),
+])
+def test_bad_config(field, value, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**{field: value}).resolved()
+
+
+def test_fp16_on_cpu_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="fp16"):
+        train(_config(tmp_path, "fp16", amp="fp16", steps=1))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_cuda_amp_run(tmp_path, amp):
+    result = train(_config(tmp_path, f"cuda-{amp}", device="cuda", amp=amp, backend="auto", steps=10))
+    assert all(math.isfinite(v) for v in result["history"]["loss"])
