@@ -310,6 +310,21 @@ def _free(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
+def mode_calls(fn: Callable, case: Case, sets: list[InputSet]) -> dict[str, Callable[[InputSet], Any]]:
+    """The calls timed per mode: ``fwd`` runs ``fn`` with autograd recording; ``fwd_bwd`` (for an op with
+    a backward and inputs that need a gradient) also takes the gradient of every leaf input."""
+    def forward(inputs: InputSet):
+        return fn(inputs.data)
+
+    def forward_backward(inputs: InputSet):
+        return torch.autograd.grad(fn(inputs.data), inputs.leaves, allow_unused=True)
+
+    calls = {"fwd": forward}
+    if case.backward and sets[0].leaves:
+        calls["fwd_bwd"] = forward_backward
+    return calls
+
+
 def measure_backend(fn: Callable, case: Case, sets: list[InputSet], device: torch.device,
                     settings: Settings, bandwidth: float) -> dict:
     """Both modes of one backend: peak extra memory, timing, bytes moved and bandwidth fraction.
@@ -317,29 +332,39 @@ def measure_backend(fn: Callable, case: Case, sets: list[InputSet], device: torc
     Per mode: ``settings.warmup`` calls, then the memory call (also a warm-up: nothing is timed before it
     has run once), then the timed calls.
     """
-    def forward(inputs: InputSet):
-        return fn(inputs.data)
-
-    def forward_backward(inputs: InputSet):
-        out = fn(inputs.data)
-        return torch.autograd.grad(out, inputs.leaves, allow_unused=True)
-
     in_bytes = nbytes(sets[0].data)
-    modes = [("fwd", forward)]
-    if case.backward and sets[0].leaves:
-        modes.append(("fwd_bwd", forward_backward))
     results = {}
-    for mode, call in modes:
+    for mode, call in mode_calls(fn, case, sets).items():
         for i in range(settings.warmup):
             call(sets[i % len(sets)])
         peak, out_bytes = peak_extra_bytes(call, sets[0], device)
         stats = summarize(time_calls(call, sets, device, settings))
         stats["peak_mib"] = peak / 2**20
-        # fwd_bwd's output is the input gradients; the forward's output (a scalar loss) adds nothing
+        # fwd_bwd's output is the input gradients; add the forward's output (a scalar loss, usually)
         stats["bytes"] = in_bytes + out_bytes + (results["fwd"]["bytes"] - in_bytes if mode == "fwd_bwd" else 0)
         stats["bw_fraction"] = stats["bytes"] / bandwidth / (stats["median_ms"] / 1e3)
         results[mode] = stats
     return results
+
+
+def kernel_unavailable(device: torch.device) -> str | None:
+    """Why the compiled kernels of ``device`` cannot run here (extension not built, built without CUDA)."""
+    from depthmetric import _ext
+
+    try:
+        _ext.use_kernel(device.type, device)
+    except (RuntimeError, ValueError) as error:
+        return f"no compiled kernel: {_first_line(error)}"
+    return None
+
+
+def resolve(module, case: Case, backend: str, device: torch.device):
+    """The bench file's callable for ``backend``, or a string saying why it is skipped."""
+    if backend == "kernel":
+        reason = kernel_unavailable(device)
+        if reason:
+            return reason
+    return module.make_fn(case, backend, device)
 
 
 def run_case(module, case: Case, device: torch.device, settings: Settings, bandwidth: float,
@@ -356,7 +381,7 @@ def run_case(module, case: Case, device: torch.device, settings: Settings, bandw
         row = _row(module, case, device, backend, "ok")
         row["input_sets"] = len(sets)
         try:
-            fn = module.make_fn(case, backend, device)
+            fn = resolve(module, case, backend, device)
             if isinstance(fn, str):
                 row.update(status="skipped", reason=fn)
             else:
