@@ -91,3 +91,24 @@ def valid_depth(depth: torch.Tensor) -> torch.Tensor:
 def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
     """float64 stays float64; every other float type accumulates (and returns losses) in float32."""
     return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+_warned_outside_unit = False
+
+
+def unit_range(name: str, x: torch.Tensor) -> torch.Tensor:
+    """Warn, once per process, when an image leaves [0, 1]: SSIM's constants C1, C2 assume that range.
+
+    Not an error (normalised or HDR images still give a loss); skipped inside ``torch.compile`` graphs.
+    """
+    global _warned_outside_unit
+    if _warned_outside_unit or torch.compiler.is_compiling() or x.numel() == 0:
+        return x
+    lo, hi = torch.aminmax(x.detach())
+    if bool((lo < 0) | (hi > 1)):
+        import warnings
+
+        _warned_outside_unit = True
+        warnings.warn(f"{name} has values outside [0, 1] (min {float(lo):.4g}, max {float(hi):.4g}); "
+                      "SSIM's constants assume images in [0, 1]. This warning is shown once.", stacklevel=3)
+    return x

@@ -1,2 +1,197 @@
-"""Placeholder: filled in by the issue that owns it."""
-__all__: list[str] = []
+"""Monodepth2's minimum reprojection loss with auto-masking (SPEC section 2; SPIdepth Eq. 1), fused on CPU and CUDA.
+
+Per pixel, ``min(min_s pe(I_t, warped_s), min_s pe(I_t, source_s) + eps_s)`` with the photometric error
+``pe`` of :func:`depthmetric.photometric_error` (box3 SSIM with reflection padding, alpha = 0.85). The
+compiled op reads the target and every warped/source image once per pixel, keeps the per-pixel loss and
+the winner's index only, and its backward recomputes the winner's window statistics and gathers the
+gradient of the winning warped image over the 3x3 neighbourhood (deterministic, no atomics).
+
+Only the box3 (Monodepth2) window is supported here; use :func:`depthmetric.photometric_error` with
+``window="gauss11"`` for the other. Gradients flow only into the warped images: the target and the
+unwarped sources are camera frames, not network outputs, so they get none (the reference twin detaches
+them too).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from . import _checks, _ext
+from .reference import min_reprojection as _reference
+from .ssim import check_alpha, check_images
+
+__all__ = ["min_reprojection_loss", "ReprojectionLoss", "draw_identity_noise"]
+
+NOISE_STD = 1e-5  # Monodepth2's tie-breaking noise on the identity errors
+REDUCE_SOURCES = ("min", "mean")
+MAX_SOURCES = 8  # csrc/min_reprojection/min_reprojection.h kMaxSources
+
+
+def _as_list(name: str, images) -> list[torch.Tensor]:
+    """A list of ``B,C,H,W`` tensors, or one ``S,B,C,H,W`` tensor split into views (no copy)."""
+    if isinstance(images, torch.Tensor):
+        if images.dim() != 5:
+            raise ValueError(f"{name} must be a list of B,C,H,W tensors or one S,B,C,H,W tensor, "
+                             f"got shape {tuple(images.shape)}")
+        images = list(images.unbind(0))
+    elif isinstance(images, (list, tuple)):
+        images = list(images)
+    else:
+        raise TypeError(f"{name} must be a list of tensors or one S,B,C,H,W tensor, got {type(images).__name__}")
+    if not images:
+        raise ValueError(f"{name} is empty: give at least one B,C,H,W image")
+    if len(images) > MAX_SOURCES:
+        raise ValueError(f"{name} has {len(images)} images; at most {MAX_SOURCES} are supported")
+    for s, t in enumerate(images):
+        _checks.tensor(f"{name}[{s}]", t)
+    return images
+
+
+def draw_identity_noise(
+    n_sources: int, target: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """The tie-breaking noise of the identity errors: ``S,B,H,W`` i.i.d. normal of std 1e-5, drawn from
+    ``generator`` (on its device; the global RNG of the target's device when ``None``)."""
+    B, _, H, W = target.shape
+    acc = _checks.accumulate_dtype(target.dtype)
+    device = generator.device if generator is not None else target.device
+    noise = torch.randn((n_sources, B, H, W), generator=generator, device=device, dtype=acc)
+    return (noise * NOISE_STD).to(target.device)
+
+
+def _check_noise(noise, n_sources: int, target: torch.Tensor) -> torch.Tensor:
+    _checks.tensor("noise", noise)
+    B, _, H, W = target.shape
+    if noise.dim() == 5 and noise.shape[2] == 1:
+        noise = noise[:, :, 0]
+    if tuple(noise.shape) != (n_sources, B, H, W):
+        raise ValueError(f"noise must be S,B,H,W = {(n_sources, B, H, W)} (or S,B,1,H,W), got {tuple(noise.shape)}")
+    _checks.same_device(target=target, noise=noise)
+    return noise.to(_checks.accumulate_dtype(target.dtype))
+
+
+def min_reprojection_loss(
+    target: torch.Tensor,
+    warped,
+    sources=None,
+    *,
+    alpha: float = 0.85,
+    automask: bool = True,
+    reduce_sources: str = "min",
+    generator: torch.Generator | None = None,
+    noise: torch.Tensor | None = None,
+    return_mask: bool = False,
+    backend: str = "auto",
+):
+    """Mean minimum-reprojection loss of ``target`` (``B,C,H,W``, usually ``C = 3``, values in [0, 1]).
+
+    ``warped`` (the sources warped into the target view) and ``sources`` (the unwarped source frames, needed
+    by ``automask``) are lists of ``B,C,H,W`` tensors or one ``S,B,C,H,W`` tensor, with the target's shape,
+    dtype and device. ``automask=True`` adds the identity errors ``pe(target, sources[s]) + eps_s``
+    (``eps``: ``noise`` if given, ``S,B,H,W``; else drawn by :func:`draw_identity_noise` from
+    ``generator``); a pixel where an identity error wins carries no gradient. ``reduce_sources="mean"``
+    replaces the minimum over warped images by their average and, as Monodepth2's ``avg_reprojection``
+    does, compares it with the average of the identity errors (the noise averaged along).
+
+    Returns the mean of the per-pixel loss (float32; float64 for float64). With ``return_mask=True`` also
+    the auto-mask (``B,1,H,W`` bool, True where a warped image won) and the winner index (``B,1,H,W`` int64:
+    ``0..S-1`` warped image s, ``S..2S-1`` identity of source s; with ``"mean"`` 0 for the warped average,
+    S for the identity average). Gradients reach the warped images only. NaN/Inf pixels raise a
+    ``ValueError``; values outside [0, 1] are warned about once.
+    """
+    warped = _as_list("warped", warped)
+    if sources is not None:
+        sources = _as_list("sources", sources)
+        if len(sources) != len(warped):
+            raise ValueError(f"sources has {len(sources)} images but warped has {len(warped)}: one each")
+    if reduce_sources not in REDUCE_SOURCES:
+        raise ValueError(f"reduce_sources must be one of {REDUCE_SOURCES}, got {reduce_sources!r}")
+    if automask and sources is None:
+        raise ValueError("automask=True needs sources (the unwarped source frames); pass them or automask=False")
+    alpha = check_alpha(alpha)
+    _checks.tensor("target", target)
+    used = sources if automask else []
+    names = ("target", *(f"warped[{s}]" for s in range(len(warped))), *(f"sources[{s}]" for s in range(len(used))))
+    check_images(names, (target, *warped, *used), "box3", "reflect")
+    S = len(warped)
+    if used:
+        noise = draw_identity_noise(S, target, generator) if noise is None else _check_noise(noise, S, target)
+    else:
+        noise = target.new_empty((0,), dtype=_checks.accumulate_dtype(target.dtype))
+    mean_sources = reduce_sources == "mean"
+    target = target.detach()
+    used = [s.detach() for s in used]
+    if _ext.use_kernel(backend, target.device):
+        loss, winner = torch.ops.depthmetric.min_reprojection(target, warped, used, noise, alpha, mean_sources)
+    else:
+        loss, winner = _reference.min_reprojection(target, warped, used, noise, alpha, mean_sources)
+    if not return_mask:
+        return loss.mean()
+    winner = winner.unsqueeze(1)
+    return loss.mean(), winner < S, winner
+
+
+class ReprojectionLoss(nn.Module):
+    """Monodepth2/SPIdepth's photometric loss ``L_p`` with minimum reprojection and auto-masking.
+
+    >>> loss_fn = ReprojectionLoss()
+    >>> loss = loss_fn(target, [warped_prev, warped_next], [prev, next])   # each B,3,H,W in [0, 1]
+
+    See :func:`min_reprojection_loss` for the arguments and outputs.
+    """
+
+    def __init__(self, alpha: float = 0.85, automask: bool = True, reduce_sources: str = "min",
+                 backend: str = "auto"):
+        super().__init__()
+        self.alpha = check_alpha(alpha)
+        if reduce_sources not in REDUCE_SOURCES:
+            raise ValueError(f"reduce_sources must be one of {REDUCE_SOURCES}, got {reduce_sources!r}")
+        if backend not in _ext.BACKENDS:
+            raise ValueError(f"backend must be one of {_ext.BACKENDS}, got {backend!r}")
+        self.automask, self.reduce_sources, self.backend = bool(automask), reduce_sources, backend
+
+    def forward(self, target: torch.Tensor, warped, sources=None, generator: torch.Generator | None = None,
+                return_mask: bool = False, noise: torch.Tensor | None = None):
+        return min_reprojection_loss(
+            target, warped, sources, alpha=self.alpha, automask=self.automask,
+            reduce_sources=self.reduce_sources, generator=generator, noise=noise, return_mask=return_mask,
+            backend=self.backend,
+        )
+
+    def extra_repr(self) -> str:
+        return (f"alpha={self.alpha}, automask={self.automask}, reduce_sources={self.reduce_sources!r}, "
+                f"backend={self.backend!r}")
+
+
+def _register_kernels() -> None:
+    """Fake kernels (for torch.compile / meta tensors) and autograd of the compiled op."""
+
+    @torch.library.register_fake("depthmetric::min_reprojection")
+    def _(target, warped, sources, noise, alpha, mean_sources):
+        B, _, H, W = target.shape
+        acc = _checks.accumulate_dtype(target.dtype)
+        return target.new_empty((B, H, W), dtype=acc), target.new_empty((B, H, W), dtype=torch.long)
+
+    @torch.library.register_fake("depthmetric::_min_reprojection_backward")
+    def _(grad_loss, target, warped, winner, alpha, mean_sources):
+        return [torch.empty_like(w) for w in warped]
+
+    def setup_context(ctx, inputs, output):
+        target, warped, sources, _, alpha, mean_sources = inputs
+        ctx.alpha, ctx.mean_sources, ctx.n_sources = alpha, mean_sources, len(sources)
+        ctx.save_for_backward(target, output[1], *warped)
+
+    def backward(ctx, grad_loss, grad_winner):
+        target, winner, *warped = ctx.saved_tensors
+        grads = torch.ops.depthmetric._min_reprojection_backward(
+            grad_loss.contiguous(), target, warped, winner, ctx.alpha, ctx.mean_sources
+        )
+        return None, grads, [None] * ctx.n_sources, None, None, None
+
+    torch.library.register_autograd("depthmetric::min_reprojection", backward, setup_context=setup_context)
+
+
+if _ext.extension_loaded():
+    _register_kernels()

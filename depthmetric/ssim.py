@@ -1,2 +1,145 @@
-"""Placeholder: filled in by the issue that owns it."""
-__all__: list[str] = []
+"""SSIM and the photometric error of self-supervised depth (SPEC section 2; seed 001, Eq. 2), fused on CPU and CUDA.
+
+``window="box3"`` with reflection padding is Monodepth2's SSIM (3x3 mean, ``nn.ReflectionPad2d(1)``);
+``window="gauss11"`` (sigma 1.5) with ``padding="same"`` (zero padding) or ``"valid"`` (cropped by 5) matches
+pytorch-msssim and fused-ssim. The compiled op computes the window moments and the SSIM in one pass and
+keeps only four per-pixel partial derivatives for backward (no mu/sigma maps); the backward is a gather
+of the transposed window, deterministic, and maps gradients through reflection padding exactly as
+autograd through ``ReflectionPad2d`` does.
+"""
+from __future__ import annotations
+
+import torch
+
+from . import _checks, _ext
+from .reference import ssim as _reference
+
+__all__ = ["ssim", "photometric_error", "WINDOWS", "PADDINGS"]
+
+WINDOWS = {"box3": 0, "gauss11": 1}  # codes of csrc/ssim/ssim_math.h
+PADDINGS = {"reflect": 0, "same": 1, "valid": 2}
+_PADDINGS_OF = {"box3": ("reflect",), "gauss11": ("same", "valid")}
+_RADIUS = {"box3": 1, "gauss11": 5}
+REDUCTIONS = ("none", "mean")
+
+
+def check_window(window: str, padding: str | None) -> str:
+    """Validate the window/padding pair and return the padding (``None`` means the window's default)."""
+    if window not in WINDOWS:
+        raise ValueError(f"window must be one of {tuple(WINDOWS)}, got {window!r}")
+    if padding is None:
+        return _PADDINGS_OF[window][0]
+    if padding not in _PADDINGS_OF[window]:
+        raise ValueError(f"padding={padding!r} does not go with window={window!r}; use one of "
+                         f"{_PADDINGS_OF[window]} (box3 is Monodepth2's reflect-padded SSIM, gauss11 pads with "
+                         "zeros ('same') or crops ('valid'))")
+    return padding
+
+
+def check_images(names: tuple[str, ...], images: tuple[torch.Tensor, ...], window: str, padding: str) -> None:
+    """Same shape, dtype and device; floating B,C,H,W; big enough for the window; finite; [0, 1] warned."""
+    first = images[0]
+    for name, x in zip(names, images):
+        _checks.floating(name, x)
+        _checks.ndim(name, x, 4, "B,C,H,W")
+        if x.shape != first.shape:
+            raise ValueError(f"{name} has shape {tuple(x.shape)} but {names[0]} has {tuple(first.shape)}")
+        if x.dtype != first.dtype:
+            raise TypeError(f"{name} is {x.dtype} but {names[0]} is {first.dtype}")
+    _checks.same_device(**dict(zip(names, images)))
+    r = _RADIUS[window]
+    smallest = {"reflect": r + 1, "same": 1, "valid": 2 * r + 1}[padding]
+    if min(first.shape[-2:]) < smallest:
+        raise ValueError(f"{names[0]} is {tuple(first.shape[-2:])} (H,W); window={window!r} with "
+                         f"padding={padding!r} needs H and W >= {smallest}")
+    for name, x in zip(names, images):
+        _checks.finite(name, x)
+        _checks.unit_range(name, x)
+
+
+def _kernel_ssim(x: torch.Tensor, y: torch.Tensor, window: str, padding: str) -> torch.Tensor:
+    return torch.ops.depthmetric.ssim(x, y, WINDOWS[window], PADDINGS[padding])[0]
+
+
+def ssim(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    window: str = "box3",
+    padding: str | None = None,
+    reduction: str = "none",
+    backend: str = "auto",
+) -> torch.Tensor:
+    """SSIM map of images ``x``, ``y`` (``B,C,H,W`` in [0, 1]), differentiable in both.
+
+    ``padding`` defaults to the window's own: ``"reflect"`` for ``box3`` (its only one), ``"same"`` for
+    ``gauss11`` (``"valid"`` crops 5 pixels per side). Returns ``B,C,H',W'`` (``reduction="none"``) or its
+    mean, in float32 (float64 for float64 input). This is SSIM itself; Monodepth2's module returns
+    ``clamp((1 - SSIM) / 2, 0, 1)``, which :func:`photometric_error` applies. NaN/Inf pixels raise a
+    ``ValueError``; values outside [0, 1] are warned about once.
+    """
+    padding = check_window(window, padding)
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    check_images(("x", "y"), (x, y), window, padding)
+    if _ext.use_kernel(backend, x.device):
+        out = _kernel_ssim(x, y, window, padding)
+    else:
+        out = _reference.ssim(x, y, window, padding)
+    return out.mean() if reduction == "mean" else out
+
+
+def photometric_error(
+    a: torch.Tensor, b: torch.Tensor, alpha: float = 0.85, window: str = "box3", backend: str = "auto"
+) -> torch.Tensor:
+    """``alpha * clamp((1 - SSIM(a, b)) / 2, 0, 1) + (1 - alpha) * |a - b|``, each averaged over channels.
+
+    SPIdepth Eq. 2 / Monodepth2's ``compute_reprojection_loss``; ``B,1,H,W`` in float32 (float64 for
+    float64). ``box3`` pads by reflection, ``gauss11`` with zeros, so the map keeps the input size.
+    """
+    padding = check_window(window, None)
+    check_alpha(alpha)
+    check_images(("a", "b"), (a, b), window, padding)
+    ssim_fn = _kernel_ssim if _ext.use_kernel(backend, a.device) else None
+    return _reference.photometric_error(a, b, alpha, window, ssim_fn=ssim_fn)
+
+
+def check_alpha(alpha) -> float:
+    if not (isinstance(alpha, (int, float)) and 0 <= alpha <= 1):
+        raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}")
+    return float(alpha)
+
+
+def _register_kernels() -> None:
+    """Fake kernels (for torch.compile / meta tensors) and autograd of the compiled op."""
+
+    def out_size(n: int, window: int, padding: int) -> int:
+        return n - 2 * (1 if window == 0 else 5) if padding == PADDINGS["valid"] else n
+
+    @torch.library.register_fake("depthmetric::ssim")
+    def _(x, y, window, padding):
+        B, C, H, W = x.shape
+        acc = _checks.accumulate_dtype(x.dtype)
+        shape = (B, C, out_size(H, window, padding), out_size(W, window, padding))
+        return x.new_empty(shape, dtype=acc), x.new_empty((4, *shape), dtype=acc)
+
+    @torch.library.register_fake("depthmetric::_ssim_backward")
+    def _(grad, x, y, partials, window, padding):
+        return torch.empty_like(x), torch.empty_like(y)
+
+    def setup_context(ctx, inputs, output):
+        x, y, window, padding = inputs
+        ctx.window, ctx.padding = window, padding
+        ctx.save_for_backward(x, y, output[1])
+
+    def backward(ctx, grad, grad_partials):
+        x, y, partials = ctx.saved_tensors
+        grad_x, grad_y = torch.ops.depthmetric._ssim_backward(grad.contiguous(), x, y, partials, ctx.window,
+                                                               ctx.padding)
+        return (grad_x if ctx.needs_input_grad[0] else None, grad_y if ctx.needs_input_grad[1] else None,
+                None, None)
+
+    torch.library.register_autograd("depthmetric::ssim", backward, setup_context=setup_context)
+
+
+if _ext.extension_loaded():
+    _register_kernels()

@@ -1,0 +1,210 @@
+// CPU kernels of depthmetric::min_reprojection. Forward: one image row per step, every candidate's
+// photometric error accumulated over channels in row buffers, then the minimum. Backward: one warped
+// image and channel at a time over blocks of rows, recomputing the window statistics of each output row
+// once (a ring of rows) and gathering the transposed 3x3 window.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <vector>
+
+#include "common/tensor_views.h"
+#include "min_reprojection/min_reprojection.h"
+#include "ssim/cpu/window_rows.h"
+
+namespace depthmetric {
+namespace minrep {
+namespace {
+
+using ssim::Axis;
+using ssim::MomentRow;
+using ssim::RowTaps;
+using ssim::TransposedRows;
+using ssim::Window;
+
+constexpr int64_t kRowBlock = 32;
+
+template <typename scalar_t>
+std::vector<StridedView4<const scalar_t>> views(at::TensorList images) {
+  std::vector<StridedView4<const scalar_t>> out;
+  for (const auto& t : images) out.push_back(strided_view4<const scalar_t>(t));
+  return out;
+}
+
+template <typename scalar_t>
+void forward_rows(const at::Tensor& target, at::TensorList warped, at::TensorList sources, const at::Tensor& noise,
+                  double alpha_d, bool mean_sources, at::Tensor& loss, at::Tensor& winner) {
+  using acc_t = acc_type<scalar_t>;
+  const auto win = ssim::make_window<acc_t>(ssim::kBox3);
+  const int64_t B = target.size(0), C = target.size(1), H = target.size(2), W = target.size(3);
+  const Axis ah = ssim::make_axis(H, ssim::kReflect, 1), aw = ssim::make_axis(W, ssim::kReflect, 1);
+  const int64_t S = static_cast<int64_t>(warped.size()), K = S + static_cast<int64_t>(sources.size());
+  const auto tv = strided_view4<const scalar_t>(target);
+  auto cands = views<scalar_t>(warped);
+  for (const auto& v : views<scalar_t>(sources)) cands.push_back(v);
+  const acc_t w_ssim = static_cast<acc_t>(alpha_d) / static_cast<acc_t>(C);
+  const acc_t w_l1 = static_cast<acc_t>(1 - alpha_d) / static_cast<acc_t>(C);
+  const acc_t* eps = K > S ? noise.data_ptr<acc_t>() : nullptr;
+  acc_t* out = loss.data_ptr<acc_t>();
+  int64_t* idx = winner.data_ptr<int64_t>();
+
+  at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
+    RowTaps<acc_t> tx(win, ah, aw), ty(win, ah, aw);
+    MomentRow<acc_t> m(W, tx.len());
+    std::vector<acc_t> pe(K * W);
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t b = row / H, h = row % H;
+      std::fill(pe.begin(), pe.end(), acc_t(0));
+      for (int64_t c = 0; c < C; ++c) {
+        ty.load(tv, b, c, h);
+        m.compute_y(win, ty);
+        for (int64_t k = 0; k < K; ++k) {
+          tx.load(cands[k], b, c, h);
+          m.compute_x(win, tx, ty);
+          acc_t* e = &pe[k * W];
+          for (int64_t p = 0; p < W; ++p) {
+            const acc_t d = ssim::dssim(ssim::ssim_terms(m.at(p)).ssim).value;
+            e[p] += w_ssim * d + w_l1 * std::abs(tx.centre(p) - ty.centre(p));
+          }
+        }
+      }
+      for (int64_t s = S; s < K; ++s) {  // identity errors get the tie-breaking noise
+        const acc_t* n = eps + ((s - S) * B * H + row) * W;
+        for (int64_t p = 0; p < W; ++p) pe[s * W + p] += n[p];
+      }
+      for (int64_t p = 0; p < W; ++p) {
+        acc_t best;
+        int64_t arg = 0;
+        if (mean_sources) {  // Monodepth2's avg_reprojection: warped average vs identity average
+          acc_t wsum = 0, isum = 0;
+          for (int64_t s = 0; s < S; ++s) wsum += pe[s * W + p];
+          for (int64_t s = S; s < K; ++s) isum += pe[s * W + p];
+          best = wsum / static_cast<acc_t>(S);
+          if (K > S && isum / static_cast<acc_t>(S) < best) {
+            best = isum / static_cast<acc_t>(S);
+            arg = S;
+          }
+        } else {  // the first minimum in candidate order, as torch.argmin picks it
+          best = pe[p];
+          for (int64_t k = 1; k < K; ++k) {
+            if (pe[k * W + p] < best) {
+              best = pe[k * W + p];
+              arg = k;
+            }
+          }
+        }
+        out[row * W + p] = best;
+        idx[row * W + p] = arg;
+      }
+    }
+  });
+}
+
+template <typename scalar_t>
+void backward_rows(const at::Tensor& grad_loss, const at::Tensor& target, at::TensorList warped,
+                   const at::Tensor& winner, double alpha_d, bool mean_sources, std::vector<at::Tensor>& grads) {
+  using acc_t = acc_type<scalar_t>;
+  const auto win = ssim::make_window<acc_t>(ssim::kBox3);
+  const int64_t B = target.size(0), C = target.size(1), H = target.size(2), W = target.size(3);
+  const Axis ah = ssim::make_axis(H, ssim::kReflect, 1), aw = ssim::make_axis(W, ssim::kReflect, 1);
+  const int64_t S = static_cast<int64_t>(warped.size()), blocks = (H + kRowBlock - 1) / kRowBlock;
+  const auto tv = strided_view4<const scalar_t>(target);
+  const auto wv = views<scalar_t>(warped);
+  std::vector<StridedView4<scalar_t>> gv;
+  for (auto& g : grads) gv.push_back(strided_view4<scalar_t>(g));
+  const acc_t w_ssim = static_cast<acc_t>(alpha_d) / static_cast<acc_t>(C);
+  const acc_t w_l1 = static_cast<acc_t>(1 - alpha_d) / static_cast<acc_t>(C);
+  const acc_t* g = grad_loss.data_ptr<acc_t>();
+  const int64_t* idx = winner.data_ptr<int64_t>();
+
+  at::parallel_for(0, S * B * C * blocks, 1, [&](int64_t begin, int64_t end) {
+    RowTaps<acc_t> tx(win, ah, aw), ty(win, ah, aw);
+    MomentRow<acc_t> m(W, tx.len());
+    TransposedRows<acc_t> tr(win, ah, aw, 3);
+    std::vector<acc_t> sums(3 * W), coef(W);
+    acc_t* fields[3] = {&sums[0], &sums[W], &sums[2 * W]};
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t c = (task / blocks) % C, b = (task / (blocks * C)) % B, s = task / (blocks * C * B);
+      const int64_t q0 = (task % blocks) * kRowBlock, q1 = std::min(H, q0 + kRowBlock);
+      // g(p) * selection(p): the weight of output p in the gradient of warped image s.
+      const auto weight_row = [&](int64_t h) {
+        bool any = false;
+        for (int64_t p = 0; p < W; ++p) {
+          const int64_t at = (b * H + h) * W + p;
+          coef[p] = g[at] * selected<acc_t>(idx[at], s, S, mean_sources);
+          any |= coef[p] != acc_t(0);
+        }
+        return any;
+      };
+      // Coefficient rows: weight * alpha/C * dclamp/dSSIM times SSIM's partials in mu_x, E[x^2], E[xy].
+      const auto fill = [&](int64_t p_h, acc_t* const* rows) {
+        if (!weight_row(p_h)) {
+          for (int f = 0; f < 3; ++f) std::fill(rows[f], rows[f] + W, acc_t(0));
+          return;
+        }
+        tx.load(wv[s], b, c, p_h);
+        ty.load(tv, b, c, p_h);
+        m.compute_y(win, ty);
+        m.compute_x(win, tx, ty);
+        for (int64_t p = 0; p < W; ++p) {
+          const auto t = ssim::ssim_terms(m.at(p));
+          const acc_t k = coef[p] * w_ssim * ssim::dssim(t.ssim).slope;
+          rows[0][p] = k * t.d_mx;
+          rows[1][p] = k * t.d_sq;
+          rows[2][p] = k * t.d_xy;
+        }
+      };
+      tr.reset();
+      for (int64_t q_h = q0; q_h < q1; ++q_h) {
+        tr.gather(q_h, fill, fields);
+        weight_row(q_h);
+        for (int64_t q = 0; q < W; ++q) {
+          const acc_t xq = static_cast<acc_t>(wv[s](b, c, q_h, q)), yq = static_cast<acc_t>(tv(b, c, q_h, q));
+          const acc_t diff = xq - yq;
+          const acc_t sign = diff > acc_t(0) ? acc_t(1) : (diff < acc_t(0) ? acc_t(-1) : acc_t(0));
+          gv[s](b, c, q_h, q) = static_cast<scalar_t>(fields[0][q] + acc_t(2) * fields[1][q] * xq +
+                                                      fields[2][q] * yq + coef[q] * w_l1 * sign);
+        }
+      }
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor> forward_cpu(const at::Tensor& target, at::TensorList warped,
+                                               at::TensorList sources, const at::Tensor& noise, double alpha,
+                                               bool mean_sources) {
+  check_forward(target, warped, sources, noise, alpha);
+  const int64_t B = target.size(0), H = target.size(2), W = target.size(3);
+  auto loss = at::empty({B, H, W}, target.options().dtype(at::toOpMathType(target.scalar_type())));
+  auto winner = at::empty({B, H, W}, target.options().dtype(at::kLong));
+  if (loss.numel() == 0) return {loss, winner};
+  const auto eps = sources.empty() ? noise : noise.contiguous();
+  DM_DISPATCH_FLOATING_TYPES(target.scalar_type(), "min_reprojection_cpu", [&] {
+    forward_rows<scalar_t>(target, warped, sources, eps, alpha, mean_sources, loss, winner);
+  });
+  return {loss, winner};
+}
+
+std::vector<at::Tensor> backward_cpu(const at::Tensor& grad_loss, const at::Tensor& target, at::TensorList warped,
+                                     const at::Tensor& winner, double alpha, bool mean_sources) {
+  check_backward(grad_loss, target, warped, winner, alpha);
+  std::vector<at::Tensor> grads;
+  for (const auto& w : warped) grads.push_back(at::empty_like(w));
+  if (target.numel() == 0) return grads;
+  DM_DISPATCH_FLOATING_TYPES(target.scalar_type(), "min_reprojection_backward_cpu", [&] {
+    backward_rows<scalar_t>(grad_loss.contiguous(), target, warped, winner.contiguous(), alpha, mean_sources,
+                            grads);
+  });
+  return grads;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(depthmetric, CPU, m) {
+  m.impl("min_reprojection", &forward_cpu);
+  m.impl("_min_reprojection_backward", &backward_cpu);
+}
+
+}  // namespace minrep
+}  // namespace depthmetric
