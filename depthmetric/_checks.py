@@ -112,3 +112,14 @@ def unit_range(name: str, x: torch.Tensor) -> torch.Tensor:
         warnings.warn(f"{name} has values outside [0, 1] (min {float(lo):.4g}, max {float(hi):.4g}); "
                       "SSIM's constants assume images in [0, 1]. This warning is shown once.", stacklevel=3)
     return x
+
+
+def pytorch_only_backend(backend: str, device: torch.device) -> None:
+    """Validate ``backend`` for an op that has no compiled kernel (it always runs vectorised PyTorch):
+    the value must be one of ``_ext.BACKENDS`` and a named device must match the inputs'."""
+    from ._ext import BACKENDS
+
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend in ("cpu", "cuda") and device.type != backend:
+        raise ValueError(f"backend={backend!r} was asked for but the inputs are on {device}")

@@ -1,2 +1,304 @@
-"""Placeholder: filled in by the issue that owns it."""
-__all__: list[str] = []
+"""Standard depth evaluation metrics (SPEC section 4) and Depth Pro's boundary F1 (seed 002).
+
+``compute`` returns, for a batch, ``AbsRel, SqRel, RMSE, RMSE_log, log10, SILog, delta1, delta2, delta3``
+per image and their means; ``DepthMetrics`` accumulates them over an evaluation set, averaging per image
+as the papers' tables do. The formulas are those of the standard evaluation code (Monodepth2, BTS,
+ZoeDepth ``compute_errors``): ``RMSE_log = sqrt(mean((log g - log p)^2))``,
+``SILog = 100 * sqrt(mean(e^2) - mean(e)^2)`` with ``e = log p - log g``, ``log10 = mean|log10 g - log10 p|``,
+``delta_j`` = fraction with ``max(p/g, g/p) < 1.25^j``.
+
+The per-image sums come from one fused pass, ``depthmetric::depth_metric_sums`` (CPU and CUDA; the
+vectorised PyTorch twin in ``depthmetric.reference.depth_metric_sums`` runs with ``backend="reference"``),
+which reads each prediction and ground-truth pixel once. MEASUREMENTS TBD
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from . import _checks, _ext
+from .reference import depth_metric_sums as _reference
+
+__all__ = ["METRICS", "DATASETS", "compute", "DepthMetrics", "boundary_f1", "crop_window"]
+
+METRICS = ("AbsRel", "SqRel", "RMSE", "RMSE_log", "log10", "SILog", "delta1", "delta2", "delta3")
+
+# Evaluation presets: depth range (metres) and default crop.
+DATASETS = {
+    "nyu": dict(min_depth=1e-3, max_depth=10.0, crop="eigen"),
+    "kitti": dict(min_depth=1e-3, max_depth=80.0, crop="garg"),
+}
+CROPS = ("auto", "eigen", "garg", None)
+
+
+def crop_window(crop: str | None, height: int, width: int, dataset: str | None = None) -> tuple[int, int, int, int]:
+    """``(row0, row1, col0, col1)`` of an evaluation crop for an ``height x width`` ground truth.
+
+    * ``"eigen"``, NYU (``dataset`` ``"nyu"`` or None): rows 45:471, cols 41:601 at 480x640, the window of
+      Eigen et al. used by BTS/ZoeDepth; other sizes scale it proportionally (``floor(45 * H / 480)`` etc.,
+      exact integers, so 480x640 gives the standard window).
+    * ``"eigen"``, KITTI: ``int(0.3324324 H):int(0.91351351 H), int(0.0359477 W):int(0.96405229 W)``, as
+      BTS/ZoeDepth evaluate KITTI with ``eigen_crop``.
+    * ``"garg"``: ``int(0.40810811 H):int(0.99189189 H), int(0.03594771 W):int(0.96405229 W)``, the window of
+      Garg et al. as Monodepth2 and ZoeDepth compute it.
+    * ``None``: the whole image.
+    """
+    if crop is None:
+        return 0, height, 0, width
+    if crop == "garg":
+        return (int(0.40810811 * height), int(0.99189189 * height),
+                int(0.03594771 * width), int(0.96405229 * width))
+    if crop == "eigen" and dataset == "kitti":
+        return (int(0.3324324 * height), int(0.91351351 * height),
+                int(0.0359477 * width), int(0.96405229 * width))
+    if crop == "eigen":
+        return 45 * height // 480, 471 * height // 480, 41 * width // 640, 601 * width // 640
+    raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
+
+
+def _settings(dataset, min_depth, max_depth, crop):
+    if dataset is not None and dataset not in DATASETS:
+        raise ValueError(f"dataset must be one of {sorted(DATASETS)} or None, got {dataset!r}")
+    if crop not in CROPS:
+        raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
+    preset = DATASETS.get(dataset, dict(min_depth=None, max_depth=None, crop=None))
+    min_depth = preset["min_depth"] if min_depth is None else min_depth
+    max_depth = preset["max_depth"] if max_depth is None else max_depth
+    crop = preset["crop"] if crop == "auto" else crop
+    lo = 0.0 if min_depth is None else float(min_depth)
+    hi = math.inf if max_depth is None else float(max_depth)
+    if not (lo >= 0 and lo < hi):
+        raise ValueError(f"min_depth must be >= 0 and below max_depth, got min_depth={min_depth}, max_depth={max_depth}")
+    return lo, hi, crop
+
+
+def _median(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Per-image median of ``x`` (``B,...``) over ``valid``, as ``numpy.median`` (mean of the two middle
+    values for an even count); 0 for an image without valid entries."""
+    B = x.shape[0]
+    ordered, _ = torch.where(valid, x, math.inf).reshape(B, -1).sort(dim=1)
+    n = valid.reshape(B, -1).sum(1)
+    lo, hi = ((n - 1).clamp(min=0) // 2), (n // 2).clamp(max=ordered.shape[1] - 1)
+    mid = (ordered.gather(1, lo[:, None]) + ordered.gather(1, hi[:, None]))[:, 0] / 2
+    return torch.where(n > 0, mid, 0.0)
+
+
+def _median_scale(pred, gt, mask, lo, hi, window) -> torch.Tensor:
+    """Monodepth2's per-image ``median(gt) / median(pred)`` over the evaluated pixels (before clamping)."""
+    r0, r1, c0, c1 = window
+    p, g = pred[:, 0, r0:r1, c0:c1].double(), gt[:, 0, r0:r1, c0:c1].double()
+    valid = _checks.valid_depth(g) & (g >= lo) & (g <= hi) & torch.isfinite(p)
+    if mask is not None:
+        valid &= mask[:, 0, r0:r1, c0:c1]
+    med_p = _median(p, valid)
+    return torch.where(med_p > 0, _median(g, valid) / torch.where(med_p > 0, med_p, 1.0), 1.0)
+
+
+def from_sums(sums: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-image metrics (``B`` float64 each) from the ``B,10`` sums; 0 for an image without valid pixels."""
+    s = dict(zip(_reference.SUMS, sums.unbind(1)))
+    n = s["count"].clamp(min=1)
+    mean_err = s["log_err"] / n
+    return {
+        "AbsRel": s["abs_rel"] / n,
+        "SqRel": s["sq_rel"] / n,
+        "RMSE": (s["sq_err"] / n).sqrt(),
+        "RMSE_log": (s["log_err_sq"] / n).sqrt(),
+        "log10": s["abs_log_err"] / n / math.log(10),
+        "SILog": (s["log_err_sq"] / n - mean_err * mean_err).clamp(min=0).sqrt() * 100,
+        "delta1": s["delta1"] / n,
+        "delta2": s["delta2"] / n,
+        "delta3": s["delta3"] / n,
+    }
+
+
+def compute(
+    pred: torch.Tensor,
+    gt: torch.Tensor,
+    dataset: str | None = None,
+    min_depth: float | None = None,
+    max_depth: float | None = None,
+    crop: str | None = "auto",
+    median_scaling: bool = False,
+    *,
+    mask: torch.Tensor | None = None,
+    interpolate: bool = True,
+    backend: str = "auto",
+) -> dict:
+    """Evaluation metrics of ``pred`` against ``gt`` (``B,1,H,W`` or ``B,H,W``, metres).
+
+    ``dataset`` ``"nyu"`` (depth 1e-3..10 m, Eigen crop) or ``"kitti"`` (1e-3..80 m, Garg crop) sets the
+    defaults; an explicit ``min_depth``/``max_depth`` overrides them, ``crop="auto"`` takes the dataset's
+    crop and ``crop=None`` none (see :func:`crop_window`). Per image, a pixel counts when it lies in the
+    crop, ``gt`` is finite, ``> 0`` and in ``[min_depth, max_depth]`` (inclusive, as the SPEC says) and
+    ``mask`` (optional) is True. The prediction is first multiplied by ``median(gt) / median(pred)`` over
+    those pixels when ``median_scaling`` (Monodepth2, for self-supervised models), then clamped to
+    ``[min_depth, max_depth]`` as the standard evaluation code does; a pixel whose prediction is then not
+    ``> 0`` (only possible without ``min_depth``) is left out, having no log. NaN/Inf predictions raise (see
+    ``depthmetric.set_finite_checks``). A prediction of another size is resized to the ground truth's
+    (bilinear, ``align_corners=True``, as ZoeDepth) when ``interpolate``.
+
+    Returns a dict: one entry per name in :data:`METRICS`, a 0-d float64 tensor, the mean over the images
+    with at least one counted pixel (0 when none has); ``"per_image"``: a dict of the same names to ``B``
+    float64 tensors (0 for an image without counted pixels); ``"valid_pixels"``: ``B`` int64 counts.
+    """
+    lo, hi, crop = _settings(dataset, min_depth, max_depth, crop)
+    _checks.floating("pred", pred)
+    pred = _checks.depth_map("pred", pred)
+    gt = _checks.depth_map("gt", gt, batch=pred.shape[0])
+    _checks.same_device(pred=pred, gt=gt)
+    mask = _checks.mask_map("mask", mask, gt)
+    _checks.finite("pred", pred)
+    if pred.shape[-2:] != gt.shape[-2:]:
+        if not interpolate:
+            raise ValueError(f"pred has size {tuple(pred.shape[-2:])} but gt has {tuple(gt.shape[-2:])}; "
+                             "pass interpolate=True to resize the prediction")
+        pred = F.interpolate(pred.to(_checks.accumulate_dtype(pred.dtype)), size=gt.shape[-2:], mode="bilinear",
+                             align_corners=True)
+    if pred.dtype != gt.dtype:
+        common = torch.promote_types(pred.dtype, gt.dtype)
+        pred, gt = pred.to(common), gt.to(common)
+    window = crop_window(crop, gt.shape[-2], gt.shape[-1], dataset)
+    scale = _median_scale(pred, gt, mask, lo, hi, window) if median_scaling else None
+    if _ext.use_kernel(backend, pred.device):
+        sums = torch.ops.depthmetric.depth_metric_sums(pred, gt, mask, scale, lo, hi, list(window))
+    else:
+        sums = _reference.depth_metric_sums(pred, gt, mask, scale, lo, hi, window)
+    per_image = from_sums(sums)
+    has_valid = sums[:, 0] > 0
+    images = has_valid.sum().clamp(min=1).to(torch.float64)
+    result: dict = {name: torch.where(has_valid, v, 0.0).sum() / images for name, v in per_image.items()}
+    result["per_image"] = per_image
+    result["valid_pixels"] = sums[:, 0].to(torch.int64)
+    return result
+
+
+class DepthMetrics:
+    """Streaming evaluation over a data set: ``update`` per batch, ``compute`` for the means over every image
+    seen that had at least one counted pixel (per-image averaging, the convention of the papers' tables).
+
+    >>> metrics = DepthMetrics(dataset="nyu")
+    >>> for image, depth in loader:
+    ...     metrics.update(model(image), depth)
+    >>> metrics.compute()     # {"AbsRel": ..., ..., "delta3": ..., "images": ...}
+    """
+
+    def __init__(self, dataset: str | None = None, min_depth: float | None = None, max_depth: float | None = None,
+                 crop: str | None = "auto", median_scaling: bool = False, backend: str = "auto"):
+        _settings(dataset, min_depth, max_depth, crop)
+        if backend not in _ext.BACKENDS:
+            raise ValueError(f"backend must be one of {_ext.BACKENDS}, got {backend!r}")
+        self.options = dict(dataset=dataset, min_depth=min_depth, max_depth=max_depth, crop=crop,
+                            median_scaling=median_scaling, backend=backend)
+        self.reset()
+
+    def reset(self) -> None:
+        self._totals: torch.Tensor | None = None  # per-metric sums over images, float64, on the inputs' device
+        self._images: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def update(self, pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None = None) -> dict:
+        """Add a batch; returns its :func:`compute` result. No host synchronisation."""
+        result = compute(pred, gt, mask=mask, **self.options)
+        has_valid = result["valid_pixels"] > 0
+        per_image = torch.stack([result["per_image"][name] for name in METRICS])
+        totals = torch.where(has_valid, per_image, 0.0).sum(1)
+        images = has_valid.sum()
+        if self._totals is None:
+            self._totals, self._images = totals, images
+        else:
+            self._totals, self._images = self._totals + totals.to(self._totals.device), self._images + images.to(
+                self._images.device)
+        return result
+
+    def compute(self) -> dict[str, float]:
+        """Means over the images seen (0.0 each before any image with valid pixels) and ``"images"``, their number."""
+        if self._totals is None:
+            return {**{name: 0.0 for name in METRICS}, "images": 0}
+        images = int(self._images)
+        means = (self._totals / max(images, 1)).tolist()
+        return {**dict(zip(METRICS, means)), "images": images}
+
+
+def boundary_f1(
+    pred: torch.Tensor,
+    gt: torch.Tensor,
+    thresholds=range(5, 26),
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Depth Pro's scale-invariant boundary F1 of each image (``B`` float64, in [0, 1]).
+
+    For a threshold ``t`` (percent), there is an occluding contour between 4-neighbours ``i``, ``j`` when
+    ``d(j) / d(i) > 1 + t/100`` with ``d`` the *inverse* depth (Depth Pro's ``SI_boundary_F1`` inverts the
+    depth first; the set of contours is the same as with depth, but each pair direction is swapped).
+    For each of the four directions (left, top, right, bottom) precision = ``|c_pred & c_gt| / max(|c_pred|, 1)``
+    and recall = ``|c_pred & c_gt| / max(|c_gt|, 1)``; P and R are the means over the directions and
+    ``F1 = 2PR / (P + R)`` (0 when ``P + R = 0``). The F1 values are averaged over ``thresholds`` weighted by
+    ``1 + t/100``, as Depth Pro's released code does (``weights = thresholds / thresholds.sum()``; the paper
+    calls it a weighted average; its code samples ten ratios 1.05..1.25, here ``t = 5..25`` by default).
+
+    A neighbour pair counts only when both pixels have a valid ground truth (finite, ``> 0``), a finite
+    ``> 0`` prediction and ``mask`` True; other pairs are contours in neither map. An image without any
+    contour in either map scores 0, as in Depth Pro.
+    """
+    ts = [float(t) for t in thresholds]
+    if not ts or any(not (math.isfinite(t) and t >= 0) for t in ts):
+        raise ValueError(f"thresholds must be a non-empty sequence of finite percentages >= 0, got {thresholds!r}")
+    _checks.floating("pred", pred)
+    pred = _checks.depth_map("pred", pred)
+    gt = _checks.depth_map("gt", gt, batch=pred.shape[0])
+    _checks.floating("gt", gt)
+    _checks.same_device(pred=pred, gt=gt)
+    if pred.shape != gt.shape:
+        raise ValueError(f"pred must have gt's shape {tuple(gt.shape)}, got {tuple(pred.shape)}")
+    mask = _checks.mask_map("mask", mask, gt)
+    acc = torch.promote_types(_checks.accumulate_dtype(pred.dtype), _checks.accumulate_dtype(gt.dtype))
+    pred, gt = pred[:, 0].to(acc), gt[:, 0].to(acc)
+    valid = _checks.valid_depth(gt) & _checks.valid_depth(pred)
+    if mask is not None:
+        valid &= mask[:, 0]
+    inv_p = 1.0 / torch.where(valid, pred, 1.0)
+    inv_g = 1.0 / torch.where(valid, gt, 1.0)
+    order = sorted(range(len(ts)), key=ts.__getitem__)
+    ratios = torch.tensor([1 + ts[k] / 100 for k in order], dtype=acc, device=pred.device)
+    B, T = pred.shape[0], len(ts)
+
+    def counts_above(values: torch.Tensor, pair_valid: torch.Tensor) -> torch.Tensor:
+        """``B,T``: per image, how many valid pairs have ``values > ratios[k]`` (one histogram, no loop over t)."""
+        above = torch.bucketize(values, ratios, right=False)  # number of ratios strictly below each value
+        above = torch.where(pair_valid, above, 0)
+        bins = (above + torch.arange(B, device=pred.device).view(-1, 1, 1) * (T + 1)).reshape(-1)
+        hist = torch.bincount(bins, minlength=B * (T + 1)).view(B, T + 1)
+        return hist.flip(1).cumsum(1).flip(1)[:, 1:].to(torch.float64)
+
+    precision = torch.zeros(B, T, dtype=torch.float64, device=pred.device)
+    recall = torch.zeros_like(precision)
+    for dim in (-1, -2):  # horizontal, then vertical neighbours; each pair in both directions
+        n = pred.shape[dim] - 1
+        pair_valid = valid.narrow(dim, 0, n) & valid.narrow(dim, 1, n)
+        for a, b in ((0, 1), (1, 0)):  # ratio of the pixel at offset a over its neighbour at offset b
+            r_p = inv_p.narrow(dim, a, n) / inv_p.narrow(dim, b, n)
+            r_g = inv_g.narrow(dim, a, n) / inv_g.narrow(dim, b, n)
+            both = counts_above(torch.minimum(r_p, r_g), pair_valid)
+            precision += both / counts_above(r_p, pair_valid).clamp(min=1)
+            recall += both / counts_above(r_g, pair_valid).clamp(min=1)
+    precision, recall = precision / 4, recall / 4
+    total = precision + recall
+    f1 = torch.where(total > 0, 2 * precision * recall / torch.where(total > 0, total, 1.0), 0.0)
+    weights = ratios.to(torch.float64) / ratios.to(torch.float64).sum()
+    return (f1 * weights).sum(1)
+
+
+def _register_kernels() -> None:
+    """Fake kernel of the compiled op, for torch.compile and meta tensors (no autograd: metrics are not
+    differentiated)."""
+
+    @torch.library.register_fake("depthmetric::depth_metric_sums")
+    def _(pred, gt, mask, scale, min_depth, max_depth, window):
+        return pred.new_empty((pred.shape[0], len(_reference.SUMS)), dtype=torch.float64)
+
+
+if _ext.extension_loaded():
+    _register_kernels()

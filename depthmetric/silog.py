@@ -1,2 +1,134 @@
-"""Placeholder: filled in by the issue that owns it."""
-__all__: list[str] = []
+"""Scale-invariant log loss (SPEC section 3; Eigen et al., ZoeDepth's ``SILogLoss``, BTS/NeWCRFs ``silog``).
+
+Vectorised PyTorch, no compiled kernel: the loss is three reductions over one elementwise pass (a log
+difference, its sum and its centred sum of squares), which PyTorch already runs at memory speed; a fused
+kernel could save a few elementwise passes only, far from the 2x the project asks of a kernel (the fused
+metric pass of :mod:`depthmetric.metrics`, which does much more per pixel, measured 1.3x-1.8x on CPU).
+``backend`` is accepted for a uniform API and only checked.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import _checks, _ext
+
+__all__ = ["SILogLoss", "silog_loss"]
+
+
+def prepare_pair(pred, target, mask=None, interpolate: bool = True):
+    """Shared input handling of the supervised losses and metrics.
+
+    Returns ``pred``, ``target`` (``B,1,H,W``, accumulation dtype, ``pred`` resized to the target's size
+    with bilinear ``align_corners=True`` when they differ and ``interpolate``) and ``valid`` (``B,1,H,W``
+    bool: the target is a valid depth, the prediction is finite and ``mask`` is True). Invalid entries of
+    both maps are replaced by 1, so any elementwise math on them is finite and their gradient is exactly 0.
+    """
+    _checks.floating("pred", pred)
+    pred = _checks.depth_map("pred", pred)
+    target = _checks.depth_map("target", target, batch=pred.shape[0])
+    _checks.floating("target", target)
+    _checks.same_device(pred=pred, target=target)
+    mask = _checks.mask_map("mask", mask, target)
+    _checks.finite("pred", pred)
+    acc = torch.promote_types(_checks.accumulate_dtype(pred.dtype), _checks.accumulate_dtype(target.dtype))
+    pred, target = pred.to(acc), target.to(acc)
+    if pred.shape[-2:] != target.shape[-2:]:
+        if not interpolate:
+            raise ValueError(f"pred has size {tuple(pred.shape[-2:])} but target has {tuple(target.shape[-2:])}; "
+                             "pass interpolate=True to resize the prediction")
+        pred = F.interpolate(pred, size=target.shape[-2:], mode="bilinear", align_corners=True)
+    valid = _checks.valid_depth(target) & torch.isfinite(pred)
+    if mask is not None:
+        valid = valid & mask
+    return torch.where(valid, pred, 1.0), torch.where(valid, target, 1.0), valid
+
+
+def safe_sqrt(x: torch.Tensor) -> torch.Tensor:
+    """``sqrt(max(x, 0))`` whose gradient is 0 (not Inf/NaN) where ``x <= 0``."""
+    positive = x > 0
+    return torch.where(positive, x, 1.0).sqrt() * positive
+
+
+def check_backend(backend: str) -> None:
+    """A module's ``backend`` argument, checked at construction (the device is checked per call)."""
+    if backend not in _ext.BACKENDS:
+        raise ValueError(f"backend must be one of {_ext.BACKENDS}, got {backend!r}")
+
+
+def _check_config(beta, eps, variance_focus):
+    if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta >= 0):
+        raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
+    if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0):
+        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
+    if variance_focus is not None and not (isinstance(variance_focus, (int, float)) and 0 <= variance_focus <= 1):
+        raise ValueError(f"variance_focus must be None or a number in [0, 1], got {variance_focus!r}")
+
+
+def silog_loss(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    *,
+    beta: float = 0.15,
+    eps: float = 1e-7,
+    variance_focus: float | None = None,
+    interpolate: bool = True,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Scale-invariant log loss of ``pred`` against ``target`` (both ``B,1,H,W`` or ``B,H,W``, metres).
+
+    With ``g = log(pred + eps) - log(target + eps)`` over the valid pixels of the whole batch:
+
+    * ``variance_focus=None`` (ZoeDepth): ``10 * sqrt(Var(g) + beta * mean(g)^2)``. ``Var`` is the unbiased
+      variance (divisor ``n - 1``, ``n`` for a single pixel) because ZoeDepth's ``SILogLoss`` calls
+      ``torch.var``; a ZoeDepth user gets the same number.
+    * ``variance_focus=l`` (BTS/NeWCRFs, ``l = 0.85``): ``10 * sqrt(mean(g^2) - l * mean(g)^2)``, i.e. the
+      population variance plus ``(1 - l) * mean(g)^2``: the two forms differ only by Bessel's correction.
+
+    The batch is pooled, as in ZoeDepth and BTS (they index ``pred[mask]`` over the whole batch), so every
+    valid pixel weighs the same. A pixel counts when the target is a valid depth (finite, ``> 0``), ``mask``
+    is True (when given) and ``pred + eps > 0`` (elsewhere the log is undefined; positive output activations
+    never get there). NaN/Inf predictions raise (see ``depthmetric.set_finite_checks``). A prediction of
+    another size is resized to the target's (bilinear, ``align_corners=True``, as ZoeDepth) when
+    ``interpolate``. With no valid pixel, or ``pred == target``, the loss is 0 with a zero (not NaN)
+    gradient. Returns a float32 scalar (float64 for float64 inputs).
+    """
+    _check_config(beta, eps, variance_focus)
+    pred, target, valid = prepare_pair(pred, target, mask, interpolate)
+    _checks.pytorch_only_backend(backend, pred.device)
+    valid = valid & (pred + eps > 0)
+    g = torch.where(valid, torch.log(torch.where(valid, pred, 1.0) + eps) - torch.log(target + eps), 0.0)
+    n = valid.sum().to(g.dtype)
+    mean = g.sum() / n.clamp(min=1)
+    if variance_focus is None:
+        centred = torch.where(valid, g - mean, 0.0)
+        dg = centred.pow(2).sum() / (n - 1).clamp(min=1) + beta * mean.pow(2)
+    else:
+        dg = g.pow(2).sum() / n.clamp(min=1) - variance_focus * mean.pow(2)
+    return 10.0 * safe_sqrt(dg)
+
+
+class SILogLoss(nn.Module):
+    """Drop-in module for ZoeDepth's ``SILogLoss`` (``beta=0.15``) or, with ``variance_focus=0.85``, the
+    BTS/NeWCRFs ``silog_loss``; MetricDepth's ``L_depth``. See :func:`silog_loss`.
+
+    >>> loss = SILogLoss()(pred, depth, mask=depth > 1e-3)
+    """
+
+    def __init__(self, beta: float = 0.15, eps: float = 1e-7, variance_focus: float | None = None,
+                 backend: str = "auto"):
+        super().__init__()
+        _check_config(beta, eps, variance_focus)
+        check_backend(backend)
+        self.beta, self.eps, self.variance_focus, self.backend = float(beta), float(eps), variance_focus, backend
+
+    def forward(self, pred, target, mask=None, interpolate=True):
+        return silog_loss(pred, target, mask, beta=self.beta, eps=self.eps, variance_focus=self.variance_focus,
+                          interpolate=interpolate, backend=self.backend)
+
+    def extra_repr(self) -> str:
+        return f"beta={self.beta}, eps={self.eps}, variance_focus={self.variance_focus}, backend={self.backend!r}"

@@ -1,0 +1,100 @@
+// CUDA kernels of depthmetric::depth_metric_sums. A grid of (chunks, B) blocks: each block strides over
+// one image's window (consecutive threads read consecutive columns, so loads coalesce), reduces its ten
+// sums in registers, warps and shared memory, and writes them to its own slot; a second kernel adds the
+// slots of each image in a fixed order. No atomics: the sums are bitwise reproducible.
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include <algorithm>
+
+#include "common/cuda_launch.cuh"
+#include "common/tensor_views.h"
+#include "depth_metric_sums/depth_metric_sums.h"
+#include "depth_metric_sums/metric_math.h"
+
+namespace depthmetric {
+namespace dms {
+namespace {
+
+constexpr int kWarps = kThreadsPerBlock / 32;
+constexpr int64_t kMaxChunks = 64;     // blocks per image: with B >= 2 this fills an H100's 132 SMs
+constexpr int64_t kPixelsPerThread = 8;
+
+template <typename scalar_t>
+__global__ void partial_sums_kernel(StridedView4<const scalar_t> p, StridedView4<const scalar_t> g,
+                                    StridedView4<const bool> m, const double* __restrict__ scale,
+                                    acc_type<scalar_t> lo, acc_type<scalar_t> hi, int64_t r0, int64_t c0,
+                                    int64_t cols, int64_t n_pixels, double* __restrict__ partial) {
+  using acc_t = acc_type<scalar_t>;
+  const int64_t b = blockIdx.y;
+  const acc_t s = scale ? static_cast<acc_t>(scale[b]) : acc_t(1);
+  Sums acc;
+  acc.zero();
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n_pixels;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t h = r0 + i / cols, c = c0 + i % cols;
+    if (m.data && !m(b, 0, h, c)) continue;
+    add_pixel<acc_t>(static_cast<acc_t>(p(b, 0, h, c)) * s, static_cast<acc_t>(g(b, 0, h, c)), lo, hi, acc);
+  }
+  __shared__ double warp_sums[kWarps][kNumSums];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+#pragma unroll
+  for (int k = 0; k < kNumSums; ++k) {
+    double v = acc.v[k];
+    for (int offset = 16; offset > 0; offset /= 2) v += __shfl_down_sync(0xffffffffu, v, offset);
+    if (lane == 0) warp_sums[warp][k] = v;
+  }
+  __syncthreads();
+  if (threadIdx.x < kNumSums) {
+    double v = 0.0;
+    for (int w = 0; w < kWarps; ++w) v += warp_sums[w][threadIdx.x];
+    partial[(b * gridDim.x + blockIdx.x) * kNumSums + threadIdx.x] = v;
+  }
+}
+
+// One thread per (image, column): adds the image's chunk slots in chunk order.
+__global__ void finish_kernel(const double* __restrict__ partial, int64_t chunks, int64_t n_out,
+                              double* __restrict__ out) {
+  for (int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; t < n_out;
+       t += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t b = t / kNumSums, k = t % kNumSums;
+    double v = 0.0;
+    for (int64_t j = 0; j < chunks; ++j) v += partial[(b * chunks + j) * kNumSums + k];
+    out[t] = v;
+  }
+}
+
+at::Tensor sums_cuda(const at::Tensor& pred, const at::Tensor& gt, const c10::optional<at::Tensor>& mask,
+                     const c10::optional<at::Tensor>& scale, double min_depth, double max_depth,
+                     at::IntArrayRef window) {
+  const Window w = check_inputs(pred, gt, mask, scale, min_depth, max_depth, window);
+  const c10::cuda::CUDAGuard guard(pred.device());
+  const int64_t B = pred.size(0), n_pixels = w.rows() * w.cols();
+  auto out = at::zeros({B, kNumSums}, pred.options().dtype(at::kDouble));
+  if (B == 0 || n_pixels == 0) return out;
+  TORCH_CHECK(B <= 65535, "depth_metric_sums handles at most 65535 images per call, got ", B);
+  // The chunk count depends on the sizes only, so the summation order (and result) is fixed for a shape.
+  const int64_t chunks =
+      std::min(kMaxChunks, (n_pixels + kThreadsPerBlock * kPixelsPerThread - 1) / (kThreadsPerBlock * kPixelsPerThread));
+  auto partial = at::empty({B, chunks, kNumSums}, out.options());
+  const auto scale_c = scale.has_value() ? scale->contiguous() : at::Tensor();
+  const auto mv = mask.has_value() ? strided_view4<const bool>(*mask) : StridedView4<const bool>{nullptr, 0, 0, 0, 0};
+  DM_DISPATCH_FLOATING_TYPES(pred.scalar_type(), "depth_metric_sums_cuda", [&] {
+    using acc_t = acc_type<scalar_t>;
+    DM_LAUNCH(partial_sums_kernel<scalar_t>, dim3(static_cast<unsigned>(chunks), static_cast<unsigned>(B)),
+              kThreadsPerBlock, strided_view4<const scalar_t>(pred), strided_view4<const scalar_t>(gt), mv,
+              scale_c.defined() ? scale_c.data_ptr<double>() : nullptr, static_cast<acc_t>(min_depth),
+              static_cast<acc_t>(max_depth), w.r0, w.c0, w.cols(), n_pixels, partial.data_ptr<double>());
+  });
+  const int64_t n_out = B * kNumSums;
+  DM_LAUNCH(finish_kernel, grid_for(n_out), kThreadsPerBlock, partial.data_ptr<double>(), chunks, n_out,
+            out.data_ptr<double>());
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(depthmetric, CUDA, m) { m.impl("depth_metric_sums", &sums_cuda); }
+
+}  // namespace dms
+}  // namespace depthmetric

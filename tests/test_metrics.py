@@ -1,0 +1,353 @@
+"""depthmetric.metrics: the standard metrics against an independent numpy implementation (random and real
+NYU / KITTI depth), known values, crops, the fused kernel against its twin, DepthMetrics, boundary F1."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import depthmetric as dm
+from depthmetric import _ext
+from depthmetric.metrics import METRICS, DepthMetrics, boundary_f1, compute, crop_window
+from depthmetric.reference.depth_metric_sums import depth_metric_sums as reference_sums
+
+from conftest import DEVICES
+
+KERNEL = _ext.extension_loaded()
+needs_kernel = pytest.mark.skipif(not KERNEL, reason="depthmetric._C not built")
+BACKENDS = ["reference"] + (["auto"] if KERNEL else [])
+
+
+# ---------- independent numpy implementation (Monodepth2 / ZoeDepth evaluation, written out) ----------
+
+def np_errors(gt, pred):
+    thresh = np.maximum(gt / pred, pred / gt)
+    err = np.log(pred) - np.log(gt)
+    return {
+        "AbsRel": np.mean(np.abs(gt - pred) / gt),
+        "SqRel": np.mean((gt - pred) ** 2 / gt),
+        "RMSE": np.sqrt(np.mean((gt - pred) ** 2)),
+        "RMSE_log": np.sqrt(np.mean((np.log(gt) - np.log(pred)) ** 2)),
+        "log10": np.mean(np.abs(np.log10(gt) - np.log10(pred))),
+        "SILog": np.sqrt(np.mean(err ** 2) - np.mean(err) ** 2) * 100,
+        "delta1": np.mean(thresh < 1.25),
+        "delta2": np.mean(thresh < 1.25 ** 2),
+        "delta3": np.mean(thresh < 1.25 ** 3),
+    }
+
+
+def np_image(pred, gt, lo, hi, window, median_scaling=False, mask=None):
+    """One H,W image; None when no pixel counts."""
+    r0, r1, c0, c1 = window
+    keep = np.zeros(gt.shape, bool)
+    keep[r0:r1, c0:c1] = True
+    with np.errstate(invalid="ignore"):
+        keep &= np.isfinite(gt) & (gt > 0) & (gt >= lo) & (gt <= hi)
+    if mask is not None:
+        keep &= mask
+    p, g = pred[keep].astype(np.float64), gt[keep].astype(np.float64)
+    if p.size == 0:
+        return None
+    if median_scaling:
+        p = p * np.median(g) / np.median(p)
+    p = np.clip(p, lo, hi)
+    ok = p > 0
+    return np_errors(g[ok], p[ok])
+
+
+def check_against_numpy(result, pred, gt, lo, hi, window, median_scaling=False, mask=None, tol=1e-6):
+    pred, gt = pred[:, 0].double().cpu().numpy(), gt[:, 0].double().cpu().numpy()
+    mask = None if mask is None else mask[:, 0].cpu().numpy()
+    expected = [np_image(pred[b], gt[b], lo, hi, window, median_scaling, None if mask is None else mask[b])
+                for b in range(len(pred))]
+    for name in METRICS:
+        got = result["per_image"][name].cpu().numpy()
+        want = np.array([0.0 if e is None else e[name] for e in expected])
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol, err_msg=name)
+        images = [e[name] for e in expected if e is not None]
+        np.testing.assert_allclose(float(result[name]), np.mean(images) if images else 0.0, rtol=tol, atol=tol)
+
+
+def random_pair(B=3, H=40, W=56, device="cpu", dtype=torch.float64, seed=0, invalid=True):
+    g = torch.Generator().manual_seed(seed)
+    gt = torch.rand(B, 1, H, W, generator=g, dtype=torch.float64) * 12 + 0.05
+    pred = gt * torch.exp(0.3 * torch.randn(B, 1, H, W, generator=g, dtype=torch.float64))
+    if invalid:
+        drop = torch.rand(B, 1, H, W, generator=g) < 0.2
+        gt[drop] = 0.0
+        gt[0, 0, 0, :3] = torch.tensor([float("nan"), float("inf"), -1.0], dtype=torch.float64)
+        gt[-1] = 0.0  # an image without a single valid pixel
+    return pred.to(device, dtype), gt.to(device, dtype)
+
+
+CONFIGS = [
+    dict(dataset="nyu"),
+    dict(dataset="kitti"),
+    dict(dataset=None),
+    dict(dataset=None, min_depth=0.5, max_depth=6.0, crop="eigen"),
+    dict(dataset="nyu", crop=None, median_scaling=True),
+    dict(dataset="kitti", crop="eigen"),
+]
+
+
+def settings(cfg, H, W):
+    lo, hi, crop = dm.metrics._settings(cfg.get("dataset"), cfg.get("min_depth"), cfg.get("max_depth"),
+                                        cfg.get("crop", "auto"))
+    return lo, hi, crop_window(crop, H, W, cfg.get("dataset"))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("cfg", CONFIGS)
+def test_random_against_numpy(cfg, backend):
+    pred, gt = random_pair(H=96, W=128)
+    lo, hi, window = settings(cfg, 96, 128)
+    result = compute(pred, gt, backend=backend, **cfg)
+    check_against_numpy(result, pred, gt, lo, hi, window, cfg.get("median_scaling", False))
+    assert result["valid_pixels"][-1] == 0 and result["valid_pixels"][0] > 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_mask_and_bhw_input(backend):
+    pred, gt = random_pair(invalid=False)
+    mask = torch.rand(gt.shape, generator=torch.Generator().manual_seed(3)) < 0.5
+    result = compute(pred[:, 0], gt[:, 0], mask=mask[:, 0], backend=backend)
+    check_against_numpy(result, pred, gt, 0.0, math.inf, (0, 40, 0, 56), mask=mask)
+
+
+def _nyu(shared_data):
+    from PIL import Image
+
+    files = sorted((shared_data / "metric3d_nyu_demo" / "depth").glob("*.png"))
+    assert files
+    return torch.stack([torch.from_numpy(np.array(Image.open(f)).astype(np.float64) / 1000.0) for f in files])[:, None]
+
+
+def _kitti(shared_data):
+    files = sorted((shared_data / "kitti_tiny_packnet").glob("**/proj_depth/velodyne/image_02/*.npz"))[:3]
+    assert files
+    return torch.stack([torch.from_numpy(np.load(f)["velodyne_depth"].astype(np.float64)) for f in files])[:, None]
+
+
+def perturbed(gt, seed):
+    g = torch.Generator().manual_seed(seed)
+    base = torch.where(gt > 0, gt, gt[gt > 0].median())
+    return base * torch.exp(0.15 * torch.randn(gt.shape, generator=g, dtype=gt.dtype)) + 0.05
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_real_nyu_against_numpy(shared_data, backend):
+    gt = _nyu(shared_data)
+    assert gt.shape[-2:] == (480, 640)
+    pred = perturbed(gt, 1)
+    result = compute(pred, gt, dataset="nyu", backend=backend)
+    check_against_numpy(result, pred, gt, 1e-3, 10.0, (45, 471, 41, 601))
+    assert 0.05 < float(result["AbsRel"]) < 0.3
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_real_kitti_against_numpy(shared_data, backend):
+    gt = _kitti(shared_data)
+    pred = perturbed(gt, 2)
+    for cfg in (dict(dataset="kitti"), dict(dataset="kitti", median_scaling=True)):
+        result = compute(pred * 0.7, gt, backend=backend, **cfg)
+        check_against_numpy(result, pred * 0.7, gt, 1e-3, 80.0, crop_window("garg", *gt.shape[-2:]),
+                            cfg.get("median_scaling", False))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_known_values(backend):
+    gt = torch.rand(2, 1, 30, 40, dtype=torch.float64) * 6 + 0.5  # 1.3 * gt stays below NYU's 10 m
+    same = compute(gt, gt, dataset="nyu", crop=None, backend=backend)
+    assert float(same["AbsRel"]) == 0 and float(same["delta1"]) == 1 and float(same["RMSE"]) == 0
+    assert float(same["SILog"]) == 0
+    scaled = compute(1.3 * gt, gt, dataset="nyu", crop=None, backend=backend)
+    assert float(scaled["delta1"]) == 0 and float(scaled["delta2"]) == 1
+    assert float(scaled["AbsRel"]) == pytest.approx(0.3, abs=1e-12)
+    assert float(scaled["SILog"]) == pytest.approx(0.0, abs=1e-5)  # a global scale has no SILog error
+    rescaled = compute(1.3 * gt, gt, crop=None, median_scaling=True, backend=backend)
+    assert float(rescaled["AbsRel"]) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_crop_windows():
+    assert crop_window("eigen", 480, 640) == (45, 471, 41, 601)
+    assert crop_window("eigen", 240, 320) == (22, 235, 20, 300)  # proportional, floored
+    assert crop_window("garg", 375, 1242) == (153, 371, 44, 1197)  # Monodepth2's int(0.40810811 * H) ...
+    assert crop_window("eigen", 375, 1242, "kitti") == (124, 342, 44, 1197)
+    assert crop_window(None, 7, 9) == (0, 7, 0, 9)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_crop_is_applied(backend):
+    gt = torch.full((1, 1, 480, 640), 2.0, dtype=torch.float64)
+    pred = gt.clone()
+    pred[..., :45, :] = 9.0  # wrong only outside the Eigen window
+    pred[..., 471:, :] = 9.0
+    pred[..., :, :41] = 9.0
+    pred[..., :, 601:] = 9.0
+    inside = compute(pred, gt, dataset="nyu", backend=backend)
+    assert int(inside["valid_pixels"]) == 426 * 560 and float(inside["AbsRel"]) == 0
+    whole = compute(pred, gt, dataset="nyu", crop=None, backend=backend)
+    assert int(whole["valid_pixels"]) == 480 * 640 and float(whole["AbsRel"]) > 0
+
+
+def test_interpolates_prediction_like_zoedepth():
+    pred, gt = random_pair(B=2, H=40, W=56, invalid=False)
+    small = pred[..., ::2, ::2]
+    resized = torch.nn.functional.interpolate(small, size=(40, 56), mode="bilinear", align_corners=True)
+    a = compute(small, gt, backend="reference")
+    b = compute(resized, gt, backend="reference")
+    assert torch.equal(a["per_image"]["RMSE"], b["per_image"]["RMSE"])
+    with pytest.raises(ValueError, match="pred"):
+        compute(small, gt, interpolate=False, backend="reference")
+
+
+def test_depth_metrics_streams_per_image_means():
+    pred, gt = random_pair(B=4)
+    stream = DepthMetrics(dataset="nyu", crop=None, backend="reference")
+    stream.update(pred[:3], gt[:3])
+    stream.update(pred[3:], gt[3:])  # the last image has no valid pixel: it is not counted
+    got = stream.compute()
+    whole = compute(pred, gt, dataset="nyu", crop=None, backend="reference")
+    assert got["images"] == 3
+    for name in METRICS:
+        assert got[name] == pytest.approx(float(whole[name]), rel=1e-12)
+    stream.reset()
+    assert stream.compute()["images"] == 0
+
+
+# ---------- the fused kernel against its twin ----------
+
+@needs_kernel
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-10), (torch.float32, 2e-5), (torch.float16, 2e-3),
+                                        (torch.bfloat16, 2e-3)])
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (2, 1, 17, 31), (3, 1, 64, 80)])
+def test_kernel_matches_reference(device, dtype, tol, shape):
+    pred, gt = random_pair(*shape[:1], *shape[2:], device=device, dtype=dtype, seed=sum(shape))
+    H, W = shape[2:]
+    mask = torch.rand(shape, device=device) < 0.8
+    scale = torch.rand(shape[0], dtype=torch.float64, device=device) + 0.5
+    window = [H // 5, H - H // 7, W // 6, W]
+    for args in ((None, None, 0.0, math.inf, [0, H, 0, W]), (mask, scale, 0.1, 8.0, window)):
+        got = torch.ops.depthmetric.depth_metric_sums(pred, gt, *args)
+        want = reference_sums(pred, gt, *args[:4], tuple(args[4]))
+        assert got.dtype == torch.float64 and got.shape == (shape[0], 10)
+        torch.testing.assert_close(got, want, rtol=tol, atol=tol * 10)
+
+
+@needs_kernel
+@pytest.mark.parametrize("device", DEVICES)
+def test_kernel_reads_strided_inputs_and_is_deterministic(device):
+    pred, gt = random_pair(B=2, H=33, W=70, device=device, dtype=torch.float32)
+    wide_p = pred.transpose(-1, -2).contiguous().transpose(-1, -2)  # column-major
+    wide_g = torch.cat([gt, torch.zeros_like(gt)], -1)[..., :70]  # a slice of a wider map
+    args = (None, None, 1e-3, 10.0, [3, 30, 5, 60])
+    a = torch.ops.depthmetric.depth_metric_sums(wide_p, wide_g, *args)
+    b = torch.ops.depthmetric.depth_metric_sums(pred.contiguous(), gt, *args)
+    assert torch.equal(a, b)
+    assert torch.equal(a, torch.ops.depthmetric.depth_metric_sums(wide_p, wide_g, *args))
+
+
+@needs_kernel
+def test_kernel_opcheck():
+    pred, gt = random_pair(B=2, H=9, W=11, dtype=torch.float32)
+    mask = torch.rand(pred.shape) < 0.7
+    scale = torch.rand(2, dtype=torch.float64) + 0.5
+    torch.library.opcheck(torch.ops.depthmetric.depth_metric_sums.default,
+                          (pred, gt, mask, scale, 1e-3, 10.0, [1, 8, 0, 11]))
+    torch.library.opcheck(torch.ops.depthmetric.depth_metric_sums.default,
+                          (pred, gt, None, None, 0.0, math.inf, [0, 9, 0, 11]))
+
+
+@needs_kernel
+def test_kernel_input_errors():
+    pred, gt = random_pair(B=2, H=9, W=11, dtype=torch.float32)
+    with pytest.raises(RuntimeError, match="window"):
+        torch.ops.depthmetric.depth_metric_sums(pred, gt, None, None, 0.0, 10.0, [0, 10, 0, 11])
+    with pytest.raises(RuntimeError, match="dtype"):
+        torch.ops.depthmetric.depth_metric_sums(pred, gt.double(), None, None, 0.0, 10.0, [0, 9, 0, 11])
+
+
+def test_auto_raises_without_kernel(monkeypatch):
+    monkeypatch.setattr(_ext, "_C", None)
+    pred, gt = random_pair(B=1)
+    with pytest.raises(RuntimeError, match="reference"):
+        compute(pred, gt)
+
+
+# ---------- bad input ----------
+
+@pytest.mark.parametrize("call, exc, name", [
+    (lambda p, g: compute(p.long(), g, backend="reference"), TypeError, "pred"),
+    (lambda p, g: compute(p, g[:1], backend="reference"), ValueError, "gt"),
+    (lambda p, g: compute(p, g.expand(-1, 2, -1, -1), backend="reference"), ValueError, "gt"),
+    (lambda p, g: compute(p, g, dataset="cityscapes"), ValueError, "dataset"),
+    (lambda p, g: compute(p, g, crop="middle"), ValueError, "crop"),
+    (lambda p, g: compute(p, g, min_depth=5, max_depth=1), ValueError, "min_depth"),
+    (lambda p, g: compute(p, g, mask=(g > 1).float(), backend="reference"), TypeError, "mask"),
+    (lambda p, g: compute(p, g, mask=(g > 1)[..., :4], backend="reference"), ValueError, "mask"),
+    (lambda p, g: compute(p * float("nan"), g, backend="reference"), ValueError, "pred"),
+    (lambda p, g: compute(p, g, backend="tpu"), ValueError, "backend"),
+    (lambda p, g: boundary_f1(p, g, thresholds=[]), ValueError, "thresholds"),
+    (lambda p, g: boundary_f1(p, g[..., :5]), ValueError, "pred"),
+    (lambda p, g: DepthMetrics(dataset="sun"), ValueError, "dataset"),
+])
+def test_bad_input(call, exc, name):
+    pred, gt = random_pair(B=2, H=8, W=10, invalid=False)
+    with pytest.raises(exc, match=name):
+        call(pred, gt)
+
+
+# ---------- Depth Pro's boundary F1 ----------
+
+def np_boundary_f1(pred, gt, valid, percents):
+    """Depth Pro's SI_boundary_F1 (boundary_f1 on inverse depth, threshold-weighted mean), with pairs that
+    touch an invalid pixel removed from both contour maps."""
+    inv_p, inv_g = 1.0 / np.where(valid, pred, 1.0), 1.0 / np.where(valid, gt, 1.0)
+
+    def contours(d, t):
+        h_ok, v_ok = valid[:, 1:] & valid[:, :-1], valid[1:, :] & valid[:-1, :]
+        return [(d[:, :-1] / d[:, 1:] > t) & h_ok, (d[:-1, :] / d[1:, :] > t) & v_ok,
+                (d[:, 1:] / d[:, :-1] > t) & h_ok, (d[1:, :] / d[:-1, :] > t) & v_ok]
+
+    thresholds = np.array([1 + t / 100 for t in percents])
+    scores = []
+    for t in thresholds:
+        cp, cg = contours(inv_p, t), contours(inv_g, t)
+        r = np.mean([np.count_nonzero(a & b) / max(np.count_nonzero(b), 1) for a, b in zip(cp, cg)])
+        p = np.mean([np.count_nonzero(a & b) / max(np.count_nonzero(a), 1) for a, b in zip(cp, cg)])
+        scores.append(0.0 if p + r == 0 else 2 * p * r / (p + r))
+    return float(np.sum(np.array(scores) * thresholds / thresholds.sum()))
+
+
+def blocky_depth(B, H, W, seed):
+    """Piecewise-constant scenes with noise: plenty of occluding contours at many ratios."""
+    g = torch.Generator().manual_seed(seed)
+    blocks = torch.rand(B, 1, H // 4 + 1, W // 4 + 1, generator=g, dtype=torch.float64) * 4 + 1
+    depth = blocks.repeat_interleave(4, -2).repeat_interleave(4, -1)[..., :H, :W]
+    return depth * (1 + 0.02 * torch.rand(B, 1, H, W, generator=g, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("percents", [range(5, 26), [25, 5, 12.5]])
+def test_boundary_f1_against_numpy(percents):
+    gt = blocky_depth(3, 23, 37, 0)
+    pred = gt * torch.exp(0.1 * torch.randn(gt.shape, generator=torch.Generator().manual_seed(1), dtype=gt.dtype))
+    gt[0, 0, 3:6, 4:9] = 0.0
+    gt[1, 0, 0, 0] = float("nan")
+    mask = torch.rand(gt.shape, generator=torch.Generator().manual_seed(2)) < 0.9
+    got = boundary_f1(pred, gt, thresholds=percents, mask=mask)
+    valid = (np.isfinite(gt.numpy()) & (np.nan_to_num(gt.numpy()) > 0) & mask.numpy())[:, 0]
+    want = [np_boundary_f1(pred[b, 0].numpy(), np.nan_to_num(gt[b, 0].numpy()), valid[b], list(percents))
+            for b in range(3)]
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-12, atol=1e-12)
+    assert 0.2 < float(got.mean()) < 1
+
+
+def test_boundary_f1_known_values():
+    gt = blocky_depth(2, 16, 16, 3)
+    assert torch.allclose(boundary_f1(gt, gt), torch.ones(2, dtype=torch.float64))
+    assert torch.allclose(boundary_f1(gt * 3.7, gt), torch.ones(2, dtype=torch.float64))  # scale-invariant
+    flat = torch.full_like(gt, 2.0)
+    assert torch.equal(boundary_f1(flat, gt), torch.zeros(2, dtype=torch.float64))  # no predicted contour
+    assert torch.equal(boundary_f1(flat, flat), torch.zeros(2, dtype=torch.float64))  # no contour at all
+    assert boundary_f1(gt[:, 0].float(), gt[:, 0].float()).shape == (2,)

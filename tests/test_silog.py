@@ -1,0 +1,122 @@
+"""SILogLoss: ZoeDepth and BTS forms against numpy, scale invariance, masking, interpolation, gradients."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import depthmetric as dm
+from depthmetric import SILogLoss, silog_loss
+
+from conftest import DEVICES
+
+
+def pair(B=2, H=12, W=15, seed=0, dtype=torch.float64, device="cpu"):
+    g = torch.Generator().manual_seed(seed)
+    target = torch.rand(B, 1, H, W, generator=g, dtype=torch.float64) * 8 + 0.2
+    pred = target * torch.exp(0.3 * torch.randn(B, 1, H, W, generator=g, dtype=torch.float64))
+    target[torch.rand(B, 1, H, W, generator=g) < 0.25] = 0.0
+    target[0, 0, 0, :2] = torch.tensor([float("nan"), float("inf")])
+    return pred.to(device, dtype).requires_grad_(), target.to(device, dtype)
+
+
+def np_silog(pred, target, valid, beta=0.15, eps=1e-7, variance_focus=None):
+    g = np.log(pred[valid] + eps) - np.log(target[valid] + eps)  # pooled over the batch, as ZoeDepth
+    if variance_focus is None:
+        return 10 * np.sqrt(np.var(g, ddof=1) + beta * np.mean(g) ** 2)  # torch.var is unbiased
+    return 10 * np.sqrt(np.mean(g ** 2) - variance_focus * np.mean(g) ** 2)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kwargs", [{}, dict(beta=0.5), dict(variance_focus=0.85), dict(beta=0.0, eps=0.0)])
+def test_against_numpy(device, kwargs):
+    pred, target = pair(device=device)
+    mask = torch.rand(target.shape, generator=torch.Generator().manual_seed(5)).to(device) < 0.8
+    p, t, m = pred.detach().cpu().numpy(), target.cpu().numpy(), mask.cpu().numpy()
+    valid = np.isfinite(t) & (np.nan_to_num(t) > 0)
+    got = silog_loss(pred, target, **kwargs)
+    assert got.item() == pytest.approx(np_silog(p, np.nan_to_num(t), valid, **kwargs), rel=1e-12)
+    got = SILogLoss(**kwargs)(pred, target[:, 0], mask=mask)
+    assert got.item() == pytest.approx(np_silog(p, np.nan_to_num(t), valid & m, **kwargs), rel=1e-12)
+
+
+def test_bts_form_is_population_variance_of_zoedepth_form():
+    pred, target = pair()
+    n = int(dm._checks.valid_depth(target).sum())
+    zoe = silog_loss(pred, target, beta=0.0) ** 2 * (n - 1) / n
+    bts = silog_loss(pred, target, variance_focus=1.0) ** 2
+    assert zoe.item() == pytest.approx(bts.item(), rel=1e-12)
+
+
+def test_beta_zero_is_scale_invariant():
+    pred, target = pair()
+    base = silog_loss(pred, target, beta=0.0, eps=0.0)
+    for s in (0.1, 3.7, 250.0):
+        assert silog_loss(pred * s, target, beta=0.0, eps=0.0).item() == pytest.approx(base.item(), rel=1e-12)
+    assert silog_loss(pred * 3.7, target).item() > silog_loss(pred, target).item()  # beta > 0 is not
+
+
+def test_interpolates_like_zoedepth():
+    pred, target = pair(H=24, W=30)
+    small = pred.detach()[..., ::2, ::2]
+    resized = F.interpolate(small, size=(24, 30), mode="bilinear", align_corners=True)
+    assert silog_loss(small, target).item() == silog_loss(resized, target).item()
+    with pytest.raises(ValueError, match="pred"):
+        silog_loss(small, target, interpolate=False)
+
+
+@pytest.mark.parametrize("kwargs", [{}, dict(variance_focus=0.85)])
+def test_gradcheck(kwargs):
+    pred, target = pair(B=2, H=4, W=5)
+    assert torch.autograd.gradcheck(lambda p: silog_loss(p, target, **kwargs), (pred,))
+
+
+@pytest.mark.parametrize("kwargs", [{}, dict(variance_focus=0.85)])
+def test_no_valid_pixel_and_exact_prediction_give_zero_without_nan(kwargs):
+    pred, target = pair()
+    empty = torch.zeros_like(target)
+    loss = silog_loss(pred, empty, **kwargs)
+    loss.backward()
+    assert loss.item() == 0 and torch.equal(pred.grad, torch.zeros_like(pred))
+    exact = target.nan_to_num(1.0, 1.0, 1.0).clamp(min=0.5).requires_grad_()
+    loss = silog_loss(exact, exact.detach(), **kwargs)
+    loss.backward()
+    assert loss.item() == 0 and torch.isfinite(exact.grad).all()
+
+
+def test_invalid_pixels_get_no_gradient_and_pooling_is_over_the_batch():
+    pred, target = pair()
+    silog_loss(pred, target).backward()
+    invalid = ~dm._checks.valid_depth(target)
+    assert torch.equal(pred.grad[invalid], torch.zeros_like(pred.grad[invalid]))
+    assert (pred.grad[~invalid] != 0).all()
+    both = silog_loss(pred, target)
+    first = silog_loss(pred[:1], target[:1])
+    assert both.item() != pytest.approx(first.item())
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_low_precision_inputs_accumulate_in_float32(dtype):
+    pred, target = pair()
+    got = silog_loss(pred.detach().to(dtype), target.to(dtype))
+    want = silog_loss(pred.detach().to(dtype).double(), target.to(dtype).double())
+    assert got.dtype == torch.float32
+    assert got.item() == pytest.approx(want.item(), rel=1e-4)
+
+
+@pytest.mark.parametrize("call, exc, name", [
+    (lambda p, t: silog_loss(p.long(), t), TypeError, "pred"),
+    (lambda p, t: silog_loss(p, t.int()), TypeError, "target"),
+    (lambda p, t: silog_loss(p, t[:1]), ValueError, "target"),
+    (lambda p, t: silog_loss(p.expand(-1, 3, -1, -1), t), ValueError, "pred"),
+    (lambda p, t: silog_loss(p, t, mask=t), TypeError, "mask"),
+    (lambda p, t: silog_loss(p.detach() * float("nan"), t), ValueError, "pred"),
+    (lambda p, t: silog_loss(p, t, beta=-1.0), ValueError, "beta"),
+    (lambda p, t: silog_loss(p, t, eps=float("inf")), ValueError, "eps"),
+    (lambda p, t: SILogLoss(variance_focus=1.5), ValueError, "variance_focus"),
+    (lambda p, t: SILogLoss(backend="gpu"), ValueError, "backend"),
+    (lambda p, t: silog_loss(p, t, backend="cuda"), ValueError, "backend"),
+])
+def test_bad_input(call, exc, name):
+    pred, target = pair()
+    with pytest.raises(exc, match=name):
+        call(pred, target)
