@@ -4,16 +4,16 @@ derivative loss, the scale-and-shift-invariant loss, and ``depthmetric.metrics.c
 Sizes are the issue's, on every device: NYU 480x640 x B8 (dense ground truth, 5% invalid pixels) and
 KITTI 375x1242 x B4 (sparse like projected LiDAR: 15% valid). Ground truth is uniform in the data set's
 range (NYU 0.5-10 m, KITTI 1-80 m); the prediction is the dense depth times ``exp(0.1 * noise)`` and is the
-only input differentiated. Ops with a compiled kernel (a ``backend=`` argument) run kernel vs reference;
-the others run their one PyTorch implementation, shown as the "reference" row with the kernel skipped.
-The metric pass is forward only.
+only input differentiated. The losses have no compiled kernel (their docstrings say why): they run their
+one vectorised PyTorch implementation (backend "pytorch"). The metric pass has a fused kernel
+(``depthmetric::depth_metric_sums``) and runs kernel vs reference; it is forward only.
 """
 from __future__ import annotations
 
 import torch
 
 import depthmetric
-from benchmarks.harness import Case, accepts_backend, backend_arg
+from benchmarks.harness import Case, backend_arg
 
 _SIZES = [  # (label, dims, run sets)
     ("B2 1x24x32", dict(B=2, H=24, W=32, dataset="nyu"), ("quick",)),
@@ -22,18 +22,18 @@ _SIZES = [  # (label, dims, run sets)
 ]
 _DATASETS = {"nyu": (0.5, 10.0, 0.95), "kitti": (1.0, 80.0, 0.15)}  # depth range (m), valid fraction
 
-# op -> (how to reach it in depthmetric, constructor arguments); None: a function, not a module
+# op -> (how to reach it in depthmetric, constructor arguments or None for a function, backends)
 _OPS = {
-    "silog": ("SILogLoss", dict(beta=0.15)),
-    "trimmed_mae": ("TrimmedMAELoss", dict(trim=0.2)),
-    "multiscale_derivative": ("MultiScaleDerivativeLoss", dict(operator="scharr", p=1, scales=4)),
-    "ssi": ("ScaleShiftInvariantLoss", {}),
-    "metrics": ("metrics.compute", None),
+    "silog": ("SILogLoss", dict(beta=0.15), ("pytorch",)),
+    "trimmed_mae": ("TrimmedMAELoss", dict(trim=0.2), ("pytorch",)),
+    "multiscale_derivative": ("MultiScaleDerivativeLoss", dict(operator="scharr", p=1, scales=4), ("pytorch",)),
+    "ssi": ("ScaleShiftInvariantLoss", {}, ("pytorch",)),
+    "metrics": ("metrics.compute", None, ("kernel", "reference")),
 }
 
 CASES = [
-    Case(op, label, dims, sets=sets, backward=op != "metrics")
-    for op in _OPS
+    Case(op, label, dims, sets=sets, backends=backends, backward=init is not None)
+    for op, (_, init, backends) in _OPS.items()
     for label, dims, sets in _SIZES
 ]
 
@@ -67,14 +67,9 @@ def make_inputs(case: Case, device: torch.device, generator: torch.Generator) ->
 
 
 def make_fn(case: Case, backend: str, device: torch.device):
-    path, init = _OPS[case.op]
+    path, init, _ = _OPS[case.op]
     op = _resolve(path)
-    if not accepts_backend(op):
-        if backend == "kernel":
-            return f"depthmetric.{path} has no compiled kernel (PyTorch only)"
-        kwargs = {}
-    else:
-        kwargs = {"backend": backend_arg(backend, device)}
+    kwargs = {} if backend == "pytorch" else {"backend": backend_arg(backend, device)}
     if init is None:  # the metric pass: forward only, no gradient
         dataset = case.dims["dataset"]
 

@@ -37,9 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import gc
 import importlib
-import inspect
 import os
 import pkgutil
 import statistics
@@ -60,8 +58,8 @@ class Case:
 
     ``sets`` names the run sets the case belongs to: ``"quick"`` (tiny, for the smoke test), ``"cpu"`` (the
     CPU default) and ``"cuda"`` (the GPU default). ``backends`` are ``"kernel"`` (the compiled kernel of the
-    run's device), ``"reference"`` (the pure-PyTorch twin), ``"pytorch"`` (an op that only has a PyTorch
-    implementation) or a peer package's name.
+    run's device), ``"reference"`` (the pure-PyTorch twin), ``"pytorch"`` (an op without a kernel, run as
+    it is: there is nothing to compare it with) or a peer package's name.
     """
 
     op: str
@@ -110,14 +108,6 @@ def backend_arg(backend: str, device: torch.device) -> str:
     """The ``backend=`` argument of a depthmetric op for a bench backend name: ``kernel`` is the compiled
     kernel of the run's device (asked for by name, so a missing build raises instead of falling back)."""
     return device.type if backend == "kernel" else backend
-
-
-def accepts_backend(op) -> bool:
-    """Whether a depthmetric function or class takes ``backend=`` (an op with a compiled kernel)."""
-    try:
-        return "backend" in inspect.signature(op).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 def optional_import(name: str):
@@ -248,7 +238,6 @@ def _quiet_stderr():
 def peak_extra_bytes(call: Callable[[InputSet], Any], inputs: InputSet, device: torch.device) -> tuple[int, int]:
     """Peak memory allocated during one call beyond what was allocated before it (see module docstring),
     and the bytes of the call's output."""
-    gc.collect()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -305,7 +294,8 @@ def _first_line(error: BaseException) -> str:
 
 
 def _free(device: torch.device) -> None:
-    gc.collect()
+    """Return cached blocks between cases (tensors themselves are freed by reference counting; a full
+    ``gc.collect`` costs a quarter second with torch loaded)."""
     if device.type == "cuda":
         torch.cuda.empty_cache()
 

@@ -189,6 +189,9 @@ def plot(path: pathlib.Path, rows: list[dict], env: dict) -> bool:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
+
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
 
     ok = [r for r in rows if r["status"] == "ok"]
     ops = list(dict.fromkeys(r["op"] for r in ok))
@@ -218,6 +221,9 @@ def plot(path: pathlib.Path, rows: list[dict], env: dict) -> bool:
         ax_mem.set_ylabel("MiB")
         for ax in (ax_time, ax_mem):
             ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(plain)
+            ax.yaxis.set_minor_formatter(plain)
+            ax.tick_params(axis="y", which="minor", labelsize=7)
             ax.set_xticks(range(len(shapes)), shapes, fontsize=8)
             ax.set_xlim(-0.3, len(shapes) - 0.7)
             ax.grid(True, which="both", alpha=0.3)

@@ -34,6 +34,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="write <out-dir>/<device-slug>.json, .md and .png")
     parser.add_argument("--out-dir", type=pathlib.Path, default=report.RESULTS_DIR,
                         help="folder for --results (default: benchmarks/results)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's, one per core; --quick: 1, so that tiny ops "
+                             "do not wait at thread barriers on a busy machine)")
     parser.add_argument("--list", action="store_true", help="list the selected cases and exit")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     return parser.parse_args(argv)
@@ -44,6 +47,9 @@ def main(argv=None) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device is available")
+    threads = args.threads or (1 if args.quick else None)
+    if threads:
+        torch.set_num_threads(threads)
     run_set = "quick" if args.quick else device.type
     sets = {"cpu", "cuda"} if args.all_sizes and not args.quick else {run_set}
     groups = harness.load_groups()
