@@ -92,6 +92,11 @@ LEGEND = (
 )
 
 
+def _load(env: dict) -> str:
+    load = env.get("load_average")
+    return f", load average {load[0]:.1f} before / {load[1]:.1f} after" if load else ""
+
+
 def _main_mode(row: dict) -> dict | None:
     return row["fwd_bwd"] or row["fwd"]
 
@@ -143,7 +148,8 @@ def render_text(rows: list[dict], env: dict | None = None) -> str:
     if env:
         lines.append(f"{env['device_name']} ({env['device']}, {env['cpu_cores']} cores, torch "
                      f"{env['torch_version']}, {env['torch_threads']} threads), copy bandwidth "
-                     f"{env['copy_bandwidth_gbs']:.1f} GB/s, commit {env['git_commit'][:12]}, {env['date']}")
+                     f"{env['copy_bandwidth_gbs']:.1f} GB/s, commit {env['git_commit'][:12]}, {env['date']}"
+                     f"{_load(env)}")
     lines += [line(COLUMNS), line("-" * w for w in widths)]
     lines += [line(r) for r in body]
     skipped = not_run(rows)
@@ -162,6 +168,7 @@ def render_markdown(rows: list[dict], env: dict) -> str:
         f"- device: {env['device_name']} ({env['device']}); CPU {env['cpu_model']}, {env['cpu_cores']} cores, "
         f"{env['torch_threads']} torch threads",
         f"- copy bandwidth (device-to-device `copy_`, read + write): {env['copy_bandwidth_gbs']:.1f} GB/s",
+        f"- machine load{_load(env) or ': not recorded'}",
         f"- run set: `{env['run_set']}`; command: `{env.get('command', 'python -m benchmarks')}`",
         "",
         "| " + " | ".join(COLUMNS) + " |",

@@ -7,6 +7,7 @@ sets; ``--quick`` runs tiny sizes with few repeats (the smoke test).
 from __future__ import annotations
 
 import argparse
+import os
 import pathlib
 import shlex
 import sys
@@ -67,8 +68,10 @@ def main(argv=None) -> int:
         if not args.quiet:
             print(message, file=sys.stderr, flush=True)
 
+    load_before = os.getloadavg()[0]
     bandwidth, rows = harness.run(pairs, device, harness.Settings.for_run(device, args.quick), log)
     env = report.environment(device, "+".join(sorted(sets)), bandwidth)
+    env["load_average"] = [load_before, os.getloadavg()[0]]  # 1-minute, before and after: others' load
     env["command"] = "python -m benchmarks " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     print(report.render_text(rows, env))
 
