@@ -168,7 +168,7 @@ def render_markdown(rows: list[dict], env: dict) -> str:
         f"- device: {env['device_name']} ({env['device']}); CPU {env['cpu_model']}, {env['cpu_cores']} cores, "
         f"{env['torch_threads']} torch threads",
         f"- copy bandwidth (device-to-device `copy_`, read + write): {env['copy_bandwidth_gbs']:.1f} GB/s",
-        f"- machine load{_load(env) or ': not recorded'}",
+        f"- machine load (1-minute average, other users of the machine){_load(env).replace(', load average', ':')}",
         f"- run set: `{env['run_set']}`; command: `{env.get('command', 'python -m benchmarks')}`",
         "",
         "| " + " | ".join(COLUMNS) + " |",
