@@ -196,9 +196,7 @@ def plot(path: pathlib.Path, rows: list[dict], env: dict) -> bool:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter
-
-    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     ok = [r for r in rows if r["status"] == "ok"]
     ops = list(dict.fromkeys(r["op"] for r in ok))
@@ -228,16 +226,16 @@ def plot(path: pathlib.Path, rows: list[dict], env: dict) -> bool:
         ax_mem.set_ylabel("MiB")
         for ax in (ax_time, ax_mem):
             ax.set_yscale("log")
-            ax.yaxis.set_major_formatter(plain)
-            ax.yaxis.set_minor_formatter(plain)
-            ax.tick_params(axis="y", which="minor", labelsize=7)
+            ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # 1, 2, 5, 10, 20, 50...
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.yaxis.set_minor_formatter(NullFormatter())
             ax.set_xticks(range(len(shapes)), shapes, fontsize=8)
             ax.set_xlim(-0.3, len(shapes) - 0.7)
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize=8)
     fig.suptitle(f"depthmetric on {env['device_name']} ({env['device']}), torch {env['torch_version']}, "
                  f"{env['date'][:10]}", fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))  # leave room for the title
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
