@@ -1,0 +1,138 @@
+"""The benchmark suite runs and writes well-formed output (issue 6). No timing is asserted here: speed targets
+live in benchmarks/results, not in tests."""
+import json
+import math
+import pathlib
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from benchmarks import harness, report
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+ENV_KEYS = {"date", "git_commit", "torch_version", "device", "device_name", "device_slug", "cpu_model",
+            "cpu_cores", "torch_threads", "run_set", "copy_bandwidth_gbs", "depthmetric_build"}
+STAT_KEYS = {"median_ms", "q1_ms", "q3_ms", "min_ms", "max_ms", "repeats", "peak_mib", "bytes", "bw_fraction",
+             "speedup", "mem_ratio"}
+
+
+def positive_finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """``python -m benchmarks --quick`` on CPU, as a user runs it, with its JSON and plot."""
+    out = tmp_path_factory.mktemp("bench")
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--device", "cpu", "--json", str(out / "quick.json"),
+         "--plot", str(out / "quick.png")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    return proc, out
+
+
+def test_quick_run_exits_cleanly(quick_run):
+    proc, _ = quick_run
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "fwd+bwd ms (IQR)" in proc.stdout
+
+
+def test_quick_json_schema(quick_run):
+    _, out = quick_run
+    data = json.loads((out / "quick.json").read_text())
+    env, rows = data["environment"], data["results"]
+    assert ENV_KEYS <= env.keys()
+    assert env["device"] == "cpu" and env["run_set"] == "quick"
+    assert positive_finite(env["copy_bandwidth_gbs"])
+
+    ops_expected = set(harness.op_names(harness.load_groups()))
+    assert ops_expected == {r["op"] for r in rows}, "every op of every bench file has rows"
+    for row in rows:
+        assert row["status"] in ("ok", "skipped"), f"{row['op']} {row['backend']}: {row['reason']}"
+        if row["status"] == "skipped":
+            assert row["reason"], "a skipped row says why"
+            continue
+        assert row["fwd"] is not None
+        for mode in harness.MODES:
+            stats = row[mode]
+            if stats is None:
+                continue
+            assert STAT_KEYS <= stats.keys()
+            assert stats["repeats"] >= 3
+            assert 0 < stats["min_ms"] <= stats["q1_ms"] <= stats["median_ms"] <= stats["q3_ms"] <= stats["max_ms"]
+            assert stats["peak_mib"] >= 0 and math.isfinite(stats["peak_mib"])
+            assert stats["bytes"] > 0 and positive_finite(stats["bw_fraction"])
+            for ratio in ("speedup", "mem_ratio"):
+                assert stats[ratio] is None or positive_finite(stats[ratio]), (row, ratio)
+            if row["backend"] == "reference":
+                assert stats["speedup"] == 1.0
+
+
+def test_multi_range_contrastive_measured_both_ways(quick_run):
+    """The op on main is measured by kernel and reference, and the reference holds more memory."""
+    _, out = quick_run
+    rows = {r["backend"]: r for r in json.loads((out / "quick.json").read_text())["results"]
+            if r["op"] == "multi_range_contrastive"}
+    assert rows["reference"]["status"] == "ok"
+    if rows["kernel"]["status"] == "skipped":  # the extension was not built
+        pytest.skip(rows["kernel"]["reason"])
+    assert rows["kernel"]["fwd_bwd"]["speedup"] is not None
+    assert rows["reference"]["fwd_bwd"]["peak_mib"] > rows["kernel"]["fwd_bwd"]["peak_mib"]
+
+
+def test_quick_plot_is_a_png(quick_run):
+    _, out = quick_run
+    assert (out / "quick.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_table_renders(quick_run):
+    _, out = quick_run
+    data = json.loads((out / "quick.json").read_text())
+    env, rows = data["environment"], data["results"]
+    text = report.render_text(rows, env)
+    markdown = report.render_markdown(rows, env)
+    header = text.splitlines()[1]
+    for column in report.COLUMNS:
+        assert column in header and f" {column} " in markdown
+    for row in rows:
+        assert row["op"] in (text if row["status"] == "ok" else text.split("Not run:")[-1])
+    ok = [r for r in rows if r["status"] == "ok"]
+    table_lines = [line for line in markdown.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(table_lines) == 1 + len(ok)
+    assert all(line.count("|") == len(report.COLUMNS) + 1 for line in table_lines)
+
+
+def test_cpu_peak_memory_sees_torch_allocations():
+    """The CPU peak comes from the allocator's events: a 16 MiB temporary inside the call is seen."""
+    inputs = harness.InputSet({}, [])
+    peak, out_bytes = harness.peak_extra_bytes(lambda _: torch.ones(4 << 20).sum(), inputs, torch.device("cpu"))
+    assert 16 << 20 <= peak < 17 << 20
+    assert out_bytes == 4
+
+
+def test_summary_statistics():
+    stats = harness.summarize([0.004, 0.001, 0.003, 0.002, 0.005])
+    assert stats["median_ms"] == pytest.approx(3.0)
+    assert (stats["q1_ms"], stats["q3_ms"]) == (pytest.approx(2.0), pytest.approx(4.0))
+    assert (stats["min_ms"], stats["max_ms"], stats["repeats"]) == (pytest.approx(1.0), pytest.approx(5.0), 5)
+
+
+def test_ops_selection():
+    groups = harness.load_groups()
+    ops = {case.op for _, case in harness.select(groups, "quick", ["ssim"])}
+    assert ops == {"ssim_box3", "ssim_gauss11"}
+    losses = {case.op for _, case in harness.select(groups, "quick", ["losses"])}
+    assert {"silog", "trimmed_mae", "multiscale_derivative", "ssi", "metrics"} == losses
+    assert not harness.select(groups, "quick", ["no_such_op"])
+
+
+def test_every_op_has_two_realistic_sizes_per_device():
+    for run_set in ("cpu", "cuda"):
+        shapes: dict[str, set] = {}
+        for _, case in harness.select(harness.load_groups(), run_set):
+            shapes.setdefault(case.op, set()).add(case.shape)
+        assert all(len(s) >= 2 for s in shapes.values()), (run_set, shapes)
