@@ -282,7 +282,7 @@ class SupervisedTask:
         return {"model": self.model}
 
     def forward(self, batch: dict, net=None) -> dict:
-        depth, feats = (net or self.model)(batch["image"], return_features=True)
+        depth, feats = (self.model if net is None else net)(batch["image"], return_features=True)
         return {"depth": depth, "features": feats} if self.metric_loss is not None else {"depth": depth}
 
     def criterion(self, outputs: dict, batch: dict, generator) -> tuple[torch.Tensor, dict]:
@@ -324,7 +324,7 @@ class SelfSupervisedTask:
         return {"model": self.depth_net, "pose": self.pose_net}
 
     def forward(self, batch: dict, net=None) -> dict:
-        disps = (net or self.depth_net)(batch["image"])
+        disps = (self.depth_net if net is None else net)(batch["image"])
         poses = [self.pose_net.matrix(batch["image"], batch["sources"][:, s]) for s in range(batch["sources"].shape[1])]
         return {**{f"disp{s}": d for s, d in enumerate(disps)}, "poses": torch.stack(poses, 1)}
 

@@ -131,3 +131,17 @@ def test_fp16_on_cpu_is_refused(tmp_path):
 def test_cuda_amp_run(tmp_path, amp):
     result = train(_config(tmp_path, f"cuda-{amp}", device="cuda", amp=amp, backend="auto", steps=10))
     assert all(math.isfinite(v) for v in result["history"]["loss"])
+
+
+@pytest.mark.parametrize("task", ["supervised", "self-supervised"])
+def test_tasks_accept_a_compiled_network(task):
+    """--compile hands the task a torch.compile wrapper, which has no len(): it must not be truth-tested."""
+    from depthmetric.train import build_task
+
+    config = TrainConfig(task=task, data="synthetic", backend="reference")
+    t = build_task(config, max_depth=10.0)
+    model = t.model if task == "supervised" else t.depth_net
+    compiled = torch.compile(model, backend="eager")
+    batch = {"image": torch.rand(2, 3, 64, 64), "sources": torch.rand(2, 2, 3, 64, 64)}
+    out = t.forward(batch, compiled)
+    assert out["depth" if task == "supervised" else "disp0"].shape[-2:] == (64, 64)
