@@ -1,18 +1,23 @@
 """Input validation shared by every public op: each check names the offending argument."""
 from __future__ import annotations
 
+import math
+import warnings
+
 import torch
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 _finite_checks = True
+_warned_outside_unit = False  # the [0, 1] warning of check_values is shown once per process
 
 
 def set_finite_checks(enabled: bool) -> None:
-    """Turn the NaN/Inf checks on network outputs on or off (on by default).
+    """Turn the value checks on or off (on by default): NaN/Inf in network outputs and images is an error,
+    images outside [0, 1] warn once.
 
-    Each check is one reduction and, on CUDA, one host synchronisation per call; they are skipped
-    inside ``torch.compile`` graphs.
+    They cost one ``aminmax`` per checked tensor and, on CUDA, one host synchronisation per call; they are
+    skipped inside ``torch.compile`` graphs.
     """
     global _finite_checks
     _finite_checks = bool(enabled)
@@ -48,9 +53,33 @@ def same_device(**tensors: torch.Tensor) -> torch.device:
 
 def finite(name: str, x: torch.Tensor) -> torch.Tensor:
     """Raise if ``x`` holds NaN or Inf (a diverged network); see :func:`set_finite_checks`."""
-    if _finite_checks and not torch.compiler.is_compiling() and not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} contains NaN or Inf values")
+    check_values({name: x})
     return x
+
+
+def check_values(named: dict, unit_range: bool = False) -> None:
+    """NaN/Inf in any tensor is a ValueError naming it; with ``unit_range``, values outside [0, 1] warn once.
+
+    One ``aminmax`` per tensor (it propagates NaN, so no boolean copy of the input is made) and one host
+    synchronisation for all of them. Off with :func:`set_finite_checks`; skipped inside ``torch.compile``.
+    """
+    global _warned_outside_unit
+    if not _finite_checks or torch.compiler.is_compiling():
+        return
+    items = [(name, t) for name, t in named.items() if t.numel()]
+    if not items:
+        return
+    extremes = torch.stack([torch.stack(torch.aminmax(t.detach())).double() for _, t in items]).tolist()
+    for (name, _), (lo, hi) in zip(items, extremes):
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise ValueError(f"{name} contains NaN or Inf values")
+    if unit_range and not _warned_outside_unit:
+        for (name, _), (lo, hi) in zip(items, extremes):
+            if lo < 0 or hi > 1:
+                _warned_outside_unit = True
+                warnings.warn(f"{name} has values outside [0, 1] (min {lo:.4g}, max {hi:.4g}); SSIM's constants "
+                              "assume images in [0, 1]. This warning is shown once.", stacklevel=4)
+                break
 
 
 def depth_map(name: str, depth, batch: int | None = None) -> torch.Tensor:
@@ -99,23 +128,3 @@ def pytorch_only_backend(backend: str, device: torch.device) -> None:
 
     check_backend(backend, device)
 
-
-_warned_outside_unit = False
-
-
-def unit_range(name: str, x: torch.Tensor) -> torch.Tensor:
-    """Warn, once per process, when an image leaves [0, 1]: SSIM's constants C1, C2 assume that range.
-
-    Not an error (normalised or HDR images still give a loss); skipped inside ``torch.compile`` graphs.
-    """
-    global _warned_outside_unit
-    if _warned_outside_unit or torch.compiler.is_compiling() or x.numel() == 0:
-        return x
-    lo, hi = torch.aminmax(x.detach())
-    if bool((lo < 0) | (hi > 1)):
-        import warnings
-
-        _warned_outside_unit = True
-        warnings.warn(f"{name} has values outside [0, 1] (min {float(lo):.4g}, max {float(hi):.4g}); "
-                      "SSIM's constants assume images in [0, 1]. This warning is shown once.", stacklevel=3)
-    return x

@@ -52,9 +52,7 @@ def check_images(names: tuple[str, ...], images: tuple[torch.Tensor, ...], windo
     if min(first.shape[-2:]) < smallest:
         raise ValueError(f"{names[0]} is {tuple(first.shape[-2:])} (H,W); window={window!r} with "
                          f"padding={padding!r} needs H and W >= {smallest}")
-    for name, x in zip(names, images):
-        _checks.finite(name, x)
-        _checks.unit_range(name, x)
+    _checks.check_values(dict(zip(names, images)), unit_range=True)
 
 
 def _kernel_ssim(x: torch.Tensor, y: torch.Tensor, window: str, padding: str) -> torch.Tensor:
