@@ -43,6 +43,10 @@ def device_slug(device: torch.device) -> str:
 
 
 def git_commit() -> str:
+    """HEAD of the checkout, or DEPTHMETRIC_COMMIT where the tree was copied without .git (a lent GPU)."""
+    if os.environ.get("DEPTHMETRIC_COMMIT"):
+        return os.environ["DEPTHMETRIC_COMMIT"]
+
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
 
