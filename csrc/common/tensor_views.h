@@ -3,10 +3,10 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "common/check.h"
 #include "common/macros.h"
 
 #include <initializer_list>
-#include <string>
 
 namespace depthmetric {
 
@@ -32,27 +32,19 @@ inline bool fits_int32(std::initializer_list<int64_t> extents) {
   return true;
 }
 
-// "[2, 3, 4]". Error messages format shapes with this: streaming an IntArrayRef into TORCH_CHECK crashed the
-// process under torch 2.11 (seen on the lent H100's image) instead of raising.
-inline std::string shape_str(at::IntArrayRef sizes) {
-  std::string out = "[";
-  for (size_t i = 0; i < sizes.size(); ++i) out += (i ? ", " : "") + std::to_string(sizes[i]);
-  return out + "]";
-}
-
 // Checks shared by every op's CPU and CUDA entry points; the Python layer gives users friendlier errors
 // first, these guard direct callers of torch.ops.depthmetric.*.
 inline void check_floating(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(at::isFloatingType(t.scalar_type()), name, " must be a floating-point tensor, got ",
+  DM_CHECK(at::isFloatingType(t.scalar_type()), name, " must be a floating-point tensor, got ",
               t.scalar_type());
 }
 
 inline void check_dim(const at::Tensor& t, int64_t dim, const char* name) {
-  TORCH_CHECK(t.dim() == dim, name, " must have ", dim, " dimensions, got shape ", shape_str(t.sizes()));
+  DM_CHECK(t.dim() == dim, name, " must have ", dim, " dimensions, got shape ", shape_str(t.sizes()));
 }
 
 inline void check_same_device(const at::Tensor& a, const at::Tensor& b, const char* name_a, const char* name_b) {
-  TORCH_CHECK(a.device() == b.device(), name_a, " and ", name_b, " must be on the same device, got ",
+  DM_CHECK(a.device() == b.device(), name_a, " and ", name_b, " must be on the same device, got ",
               a.device(), " and ", b.device());
 }
 

@@ -11,7 +11,7 @@ namespace mrc {
 
 at::Tensor reduced_shifts(const at::Tensor& features, const at::Tensor& shifts) {
   check_same_device(features, shifts, "features", "shifts");
-  TORCH_CHECK(shifts.scalar_type() == at::kLong && shifts.dim() == 2 && shifts.size(1) == 3,
+  DM_CHECK(shifts.scalar_type() == at::kLong && shifts.dim() == 2 && shifts.size(1) == 3,
               "shifts must be an int64 tensor of shape N,3 (batch, row, column shifts), got ",
               shifts.scalar_type(), " ", shape_str(shifts.sizes()));
   const auto sizes = at::tensor({features.size(0), features.size(2), features.size(3)}, shifts.options());
@@ -23,9 +23,9 @@ void check_forward(const at::Tensor& features, const at::Tensor& depth) {
   check_dim(features, 4, "features (B,C,H,W)");
   check_dim(depth, 3, "depth (B,H,W)");
   const auto B = features.size(0), H = features.size(2), W = features.size(3);
-  TORCH_CHECK(depth.size(0) == B && depth.size(1) == H && depth.size(2) == W, "depth must be B,H,W = ", B,
+  DM_CHECK(depth.size(0) == B && depth.size(1) == H && depth.size(2) == W, "depth must be B,H,W = ", B,
               ",", H, ",", W, " to match features, got ", shape_str(depth.sizes()));
-  TORCH_CHECK(depth.scalar_type() == at::toOpMathType(features.scalar_type()),
+  DM_CHECK(depth.scalar_type() == at::toOpMathType(features.scalar_type()),
               "depth must have the accumulation dtype of features (", at::toOpMathType(features.scalar_type()),
               "), got ", depth.scalar_type());
   check_same_device(features, depth, "features", "depth");
@@ -42,12 +42,12 @@ void check_backward(const at::Tensor& grad_loss, const at::Tensor& features, con
                     const at::Tensor& coef) {
   check_dim(features, 4, "features (B,C,H,W)");
   const auto B = features.size(0), H = features.size(2), W = features.size(3);
-  TORCH_CHECK(grad_loss.dim() == 3 && grad_loss.size(0) == B && grad_loss.size(1) == H && grad_loss.size(2) == W,
+  DM_CHECK(grad_loss.dim() == 3 && grad_loss.size(0) == B && grad_loss.size(1) == H && grad_loss.size(2) == W,
               "grad_loss must be B,H,W, got ", shape_str(grad_loss.sizes()));
-  TORCH_CHECK(coef.dim() == 4 && coef.size(0) == shifts.size(0) && coef.size(1) == B && coef.size(2) == H &&
+  DM_CHECK(coef.dim() == 4 && coef.size(0) == shifts.size(0) && coef.size(1) == B && coef.size(2) == H &&
                   coef.size(3) == W,
               "coef must be N,B,H,W, got ", shape_str(coef.sizes()));
-  TORCH_CHECK(grad_loss.scalar_type() == coef.scalar_type(), "grad_loss and coef must share a dtype");
+  DM_CHECK(grad_loss.scalar_type() == coef.scalar_type(), "grad_loss and coef must share a dtype");
   check_same_device(features, grad_loss, "features", "grad_loss");
   check_same_device(features, coef, "features", "coef");
 }

@@ -6,6 +6,7 @@
 #include <c10/util/Exception.h>
 
 #include "common/macros.h"
+#include "common/check.h"
 
 namespace depthmetric {
 namespace mrc {
@@ -71,9 +72,9 @@ DM_HOST_DEVICE PairTerm<acc_t> pair_term(acc_t code, acc_t dist_sq) {
 template <typename acc_t>
 Rule<acc_t> make_rule(double r_p, c10::ArrayRef<double> lo, c10::ArrayRef<double> hi,
                       c10::ArrayRef<double> margins) {
-  TORCH_CHECK(lo.size() == hi.size() && lo.size() == margins.size(),
+  DM_CHECK(lo.size() == hi.size() && lo.size() == margins.size(),
               "range_lo, range_hi and margins must have the same length");
-  TORCH_CHECK(static_cast<int>(lo.size()) <= kMaxRanges, "at most ", kMaxRanges, " negative ranges, got ",
+  DM_CHECK(static_cast<int>(lo.size()) <= kMaxRanges, "at most ", kMaxRanges, " negative ranges, got ",
               lo.size());
   Rule<acc_t> rule{};
   rule.r_p = static_cast<acc_t>(r_p);

@@ -10,15 +10,15 @@ namespace depthmetric {
 namespace ssim {
 
 int window_radius(int64_t window) {
-  TORCH_CHECK(window == kBox3 || window == kGauss11, "window must be 0 (box3) or 1 (gauss11), got ", window);
+  DM_CHECK(window == kBox3 || window == kGauss11, "window must be 0 (box3) or 1 (gauss11), got ", window);
   return window == kBox3 ? 1 : kMaxRadius;
 }
 
 Geometry check_forward(const at::Tensor& x, const at::Tensor& y, int64_t window, int64_t padding) {
   check_floating(x, "x");
   check_dim(x, 4, "x (B,C,H,W)");
-  TORCH_CHECK(x.sizes() == y.sizes(), "x and y must have the same shape, got ", shape_str(x.sizes()), " and ", shape_str(y.sizes()));
-  TORCH_CHECK(x.scalar_type() == y.scalar_type(), "x and y must share a dtype, got ", x.scalar_type(), " and ",
+  DM_CHECK(x.sizes() == y.sizes(), "x and y must have the same shape, got ", shape_str(x.sizes()), " and ", shape_str(y.sizes()));
+  DM_CHECK(x.scalar_type() == y.scalar_type(), "x and y must share a dtype, got ", x.scalar_type(), " and ",
               y.scalar_type());
   check_same_device(x, y, "x", "y");
   const int r = window_radius(window);
@@ -28,14 +28,14 @@ Geometry check_forward(const at::Tensor& x, const at::Tensor& y, int64_t window,
 void check_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& y, const at::Tensor& partials,
                     const Geometry& geo) {
   const auto B = x.size(0), C = x.size(1);
-  TORCH_CHECK(grad.dim() == 4 && grad.size(0) == B && grad.size(1) == C && grad.size(2) == geo.h.n_out &&
+  DM_CHECK(grad.dim() == 4 && grad.size(0) == B && grad.size(1) == C && grad.size(2) == geo.h.n_out &&
                   grad.size(3) == geo.w.n_out,
               "grad must have the shape of the SSIM map, got ", shape_str(grad.sizes()));
-  TORCH_CHECK(partials.dim() == 5 && partials.size(0) == kPartials && partials.size(1) == B &&
+  DM_CHECK(partials.dim() == 5 && partials.size(0) == kPartials && partials.size(1) == B &&
                   partials.size(2) == C && partials.size(3) == geo.h.n_out && partials.size(4) == geo.w.n_out,
               "partials must be 4,B,C,H',W', got ", shape_str(partials.sizes()));
   const auto acc = at::toOpMathType(x.scalar_type());
-  TORCH_CHECK(grad.scalar_type() == acc && partials.scalar_type() == acc,
+  DM_CHECK(grad.scalar_type() == acc && partials.scalar_type() == acc,
               "grad and partials must have the accumulation dtype ", acc);
   check_same_device(x, grad, "x", "grad");
   check_same_device(x, partials, "x", "partials");

@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "common/macros.h"
+#include "common/check.h"
 
 namespace depthmetric {
 namespace ssim {
@@ -34,7 +35,7 @@ struct Window {
 // pytorch-msssim and fused-ssim build their 11x11 window (outer product of this 1-d kernel).
 template <typename acc_t>
 Window<acc_t> make_window(int64_t kind) {
-  TORCH_CHECK(kind == kBox3 || kind == kGauss11, "window must be 0 (box3) or 1 (gauss11), got ", kind);
+  DM_CHECK(kind == kBox3 || kind == kGauss11, "window must be 0 (box3) or 1 (gauss11), got ", kind);
   Window<acc_t> win{};
   if (kind == kBox3) {
     win.radius = 1;
@@ -89,13 +90,13 @@ struct Axis {
 };
 
 inline Axis make_axis(int64_t n, int64_t padding, int radius) {
-  TORCH_CHECK(padding == kReflect || padding == kSame || padding == kValid,
+  DM_CHECK(padding == kReflect || padding == kSame || padding == kValid,
               "padding must be 0 (reflect), 1 (same) or 2 (valid), got ", padding);
   if (padding == kReflect) {
-    TORCH_CHECK(n > radius, "reflect padding needs every spatial size > ", radius, ", got ", n);
+    DM_CHECK(n > radius, "reflect padding needs every spatial size > ", radius, ", got ", n);
   }
   if (padding == kValid) {
-    TORCH_CHECK(n > 2 * radius, "valid padding needs every spatial size > ", 2 * radius, ", got ", n);
+    DM_CHECK(n > 2 * radius, "valid padding needs every spatial size > ", 2 * radius, ", got ", n);
     return {n, n - 2 * radius, radius, false};
   }
   return {n, n, 0, padding == kReflect};

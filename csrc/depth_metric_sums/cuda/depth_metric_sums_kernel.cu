@@ -72,7 +72,7 @@ at::Tensor sums_cuda(const at::Tensor& pred, const at::Tensor& gt, const c10::op
   const int64_t B = pred.size(0), n_pixels = w.rows() * w.cols();
   auto out = at::zeros({B, kNumSums}, pred.options().dtype(at::kDouble));
   if (B == 0 || n_pixels == 0) return out;
-  TORCH_CHECK(B <= 65535, "depth_metric_sums handles at most 65535 images per call, got ", B);
+  DM_CHECK(B <= 65535, "depth_metric_sums handles at most 65535 images per call, got ", B);
   // The chunk count depends on the sizes only, so the summation order (and result) is fixed for a shape.
   const int64_t chunks =
       std::min(kMaxChunks, (n_pixels + kThreadsPerBlock * kPixelsPerThread - 1) / (kThreadsPerBlock * kPixelsPerThread));

@@ -182,7 +182,7 @@ Views<T, N> views_of(at::TensorList a, at::TensorList b = {}) {
 }
 
 dim3 tiles(int64_t h, int64_t w, int64_t z) {
-  TORCH_CHECK(z <= 65535, "min_reprojection on CUDA supports B * S <= 65535, got ", z);
+  DM_CHECK(z <= 65535, "min_reprojection on CUDA supports B * S <= 65535, got ", z);
   return dim3(static_cast<unsigned>((w + kTileW - 1) / kTileW), static_cast<unsigned>((h + kTileH - 1) / kTileH),
               static_cast<unsigned>(z));
 }

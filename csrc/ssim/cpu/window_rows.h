@@ -8,6 +8,7 @@
 
 #include "common/macros.h"
 #include "ssim/ssim_math.h"
+#include "common/check.h"
 
 namespace depthmetric {
 namespace ssim {
@@ -108,7 +109,7 @@ class TransposedRows {
       : win_(win), ah_(ah), aw_(aw), fields_(n_fields), slots_(2 * win.radius + 1),
         ring_(static_cast<size_t>(slots_) * n_fields * aw.n_out), tag_(slots_, -1), vert_(aw.n_out),
         pad_(aw.n_out + 2 * win.radius) {
-    TORCH_CHECK(n_fields <= kMaxFields, "at most ", kMaxFields, " coefficient fields");
+    DM_CHECK(n_fields <= kMaxFields, "at most ", kMaxFields, " coefficient fields");
   }
 
   static constexpr int kMaxFields = 4;

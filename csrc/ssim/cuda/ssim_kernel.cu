@@ -136,7 +136,7 @@ void with_radius(int radius, F&& f) {
 }
 
 dim3 tiles(int64_t h, int64_t w, int64_t planes, int th) {
-  TORCH_CHECK(planes <= 65535, "ssim on CUDA supports at most 65535 B*C planes, got ", planes);
+  DM_CHECK(planes <= 65535, "ssim on CUDA supports at most 65535 B*C planes, got ", planes);
   return dim3(static_cast<unsigned>((w + kTileW - 1) / kTileW), static_cast<unsigned>((h + th - 1) / th),
               static_cast<unsigned>(planes));
 }
