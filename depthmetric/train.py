@@ -474,6 +474,17 @@ def train(config: TrainConfig, resume: str | None = None, datasets=None) -> dict
     Writes ``<out>/checkpoint.pt`` (at each evaluation and at the end), ``<out>/figure.png`` and
     ``<out>/metrics.json``.
     """
+    # The run sets process-wide switches (deterministic algorithms, thread count); the caller gets its own back.
+    deterministic = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    threads = torch.get_num_threads()
+    try:
+        return _train(config, resume, datasets)
+    finally:
+        torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
+        torch.set_num_threads(threads)
+
+
+def _train(config: TrainConfig, resume: str | None, datasets) -> dict:
     from tqdm.auto import tqdm
 
     from . import visualize

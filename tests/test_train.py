@@ -145,3 +145,12 @@ def test_tasks_accept_a_compiled_network(task):
     batch = {"image": torch.rand(2, 3, 64, 64), "sources": torch.rand(2, 2, 3, 64, 64)}
     out = t.forward(batch, compiled)
     assert out["depth" if task == "supervised" else "disp0"].shape[-2:] == (64, 64)
+
+
+def test_train_restores_process_wide_switches(tmp_path):
+    """A CPU run turns on deterministic algorithms and may set the thread count; the caller gets its own back."""
+    threads = torch.get_num_threads()
+    assert not torch.are_deterministic_algorithms_enabled()
+    train(_config(tmp_path, "switches", steps=2, threads=1))
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert torch.get_num_threads() == threads
