@@ -214,7 +214,8 @@ def plot(path: pathlib.Path, rows: list[dict], env: dict) -> bool:
                         key=lambda s: next(_main_mode(r)["bytes"] for r in op_rows if r["shape"] == s))
         mode = "fwd_bwd" if any(r["fwd_bwd"] for r in op_rows) else "fwd"
         for backend in dict.fromkeys(r["backend"] for r in op_rows):
-            points = [(shapes.index(r["shape"]), r[mode]) for r in op_rows if r["backend"] == backend and r[mode]]
+            points = sorted((shapes.index(r["shape"]), r[mode]) for r in op_rows
+                            if r["backend"] == backend and r[mode])  # joined left to right
             if not points:
                 continue
             xs = [x for x, _ in points]
