@@ -21,6 +21,9 @@ fi
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
 export MAX_JOBS=${MAX_JOBS:-2}
 
-# Editable install: the compiled depthmetric/_C lands beside the sources, and `depthmetric` is on PATH.
-.venv/bin/python -m pip install -q --no-build-isolation --no-deps -e .
+# Build in place, incrementally (ninja recompiles only what changed, so running this again is quick), and put
+# the checkout on the venv's path. `pip install --no-build-isolation .` is the install for your own env.
+.venv/bin/python setup.py -q build_ext --inplace
+SITE=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+echo "$PWD" > "$SITE/depthmetric-checkout.pth"
 .venv/bin/python -c "import depthmetric, json; print('depthmetric build:', json.dumps(depthmetric.build_info()))"
