@@ -121,10 +121,3 @@ def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
     """float64 stays float64; every other float type accumulates (and returns losses) in float32."""
     return torch.float64 if dtype == torch.float64 else torch.float32
 
-
-def pytorch_only_backend(backend: str, device: torch.device) -> None:
-    """Validate ``backend`` for an op that has no compiled kernel (it always runs vectorised PyTorch)."""
-    from ._ext import check_backend
-
-    check_backend(backend, device)
-

@@ -48,11 +48,14 @@ def build_info() -> dict:
     }
 
 
-def check_backend(backend: str, device: torch.device) -> None:
-    """``backend`` is one of BACKENDS, and a named device ("cpu"/"cuda") is the inputs' device."""
+def check_backend(backend: str, device: torch.device | None = None) -> None:
+    """``backend`` is one of BACKENDS and, given the inputs' ``device``, a named device ("cpu"/"cuda") is it.
+
+    Modules call it without a device at construction; ops without a compiled kernel call it per call.
+    """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend in ("cpu", "cuda") and device.type != backend:
+    if device is not None and backend in ("cpu", "cuda") and device.type != backend:
         raise ValueError(f"backend={backend!r} was asked for but the inputs are on {device}")
 
 

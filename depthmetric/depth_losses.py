@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import _checks
-from .silog import check_backend, prepare_pair
+from . import _checks, _ext
+from .silog import prepare_pair
 
 __all__ = [
     "TrimmedMAELoss",
@@ -54,7 +54,7 @@ def _reduce(per_image: torch.Tensor, has_valid: torch.Tensor, reduction: str) ->
 def _prepare(pred, target, mask, interpolate, backend, reduction):
     _check_reduction(reduction)
     pred, target, valid = prepare_pair(pred, target, mask, interpolate)
-    _checks.pytorch_only_backend(backend, pred.device)
+    _ext.check_backend(backend, pred.device)
     return pred, target, valid
 
 
@@ -174,7 +174,7 @@ class TrimmedMAELoss(nn.Module):
         super().__init__()
         _check_trim(trim)
         _check_reduction(reduction)
-        check_backend(backend)
+        _ext.check_backend(backend)
         self.trim, self.reduction, self.backend = float(trim), reduction, backend
 
     def forward(self, pred, target, mask=None, interpolate=True):
@@ -194,7 +194,7 @@ class MultiScaleDerivativeLoss(nn.Module):
         super().__init__()
         _check_derivative_config(operator, p, scales)
         _check_reduction(reduction)
-        check_backend(backend)
+        _ext.check_backend(backend)
         self.operator, self.p, self.scales, self.reduction, self.backend = operator, p, scales, reduction, backend
 
     def forward(self, pred, target, mask=None, interpolate=True):
@@ -212,7 +212,7 @@ class ScaleShiftInvariantLoss(nn.Module):
     def __init__(self, reduction: str = "mean", backend: str = "auto"):
         super().__init__()
         _check_reduction(reduction)
-        check_backend(backend)
+        _ext.check_backend(backend)
         self.reduction, self.backend = reduction, backend
 
     def forward(self, pred, target, mask=None, interpolate=True):

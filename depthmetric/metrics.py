@@ -196,8 +196,7 @@ class DepthMetrics:
     def __init__(self, dataset: str | None = None, min_depth: float | None = None, max_depth: float | None = None,
                  crop: str | None = "auto", median_scaling: bool = False, backend: str = "auto"):
         _settings(dataset, min_depth, max_depth, crop)
-        if backend not in _ext.BACKENDS:
-            raise ValueError(f"backend must be one of {_ext.BACKENDS}, got {backend!r}")
+        _ext.check_backend(backend)
         self.options = dict(dataset=dataset, min_depth=min_depth, max_depth=max_depth, crop=crop,
                             median_scaling=median_scaling, backend=backend)
         self.reset()

@@ -148,8 +148,7 @@ class ReprojectionLoss(nn.Module):
         self.alpha = check_alpha(alpha)
         if reduce_sources not in REDUCE_SOURCES:
             raise ValueError(f"reduce_sources must be one of {REDUCE_SOURCES}, got {reduce_sources!r}")
-        if backend not in _ext.BACKENDS:
-            raise ValueError(f"backend must be one of {_ext.BACKENDS}, got {backend!r}")
+        _ext.check_backend(backend)
         self.automask, self.reduce_sources, self.backend = bool(automask), reduce_sources, backend
 
     def forward(self, target: torch.Tensor, warped, sources=None, generator: torch.Generator | None = None,

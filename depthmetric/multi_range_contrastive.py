@@ -187,8 +187,7 @@ class MultiRangeContrastiveLoss(nn.Module):
         super().__init__()
         self.r_p, self.ranges, self.margins = _check_config(r_p, ranges, margins, n_within, n_across, reduction)
         self.n_within, self.n_across, self.reduction = n_within, n_across, reduction
-        if backend not in _ext.BACKENDS:
-            raise ValueError(f"backend must be one of {_ext.BACKENDS}, got {backend!r}")
+        _ext.check_backend(backend)
         self.backend = backend
 
     @classmethod

@@ -53,12 +53,6 @@ def safe_sqrt(x: torch.Tensor) -> torch.Tensor:
     return torch.where(positive, x, 1.0).sqrt() * positive
 
 
-def check_backend(backend: str) -> None:
-    """A module's ``backend`` argument, checked at construction (the device is checked per call)."""
-    if backend not in _ext.BACKENDS:
-        raise ValueError(f"backend must be one of {_ext.BACKENDS}, got {backend!r}")
-
-
 def _check_config(beta, eps, variance_focus):
     if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta >= 0):
         raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
@@ -99,7 +93,7 @@ def silog_loss(
     """
     _check_config(beta, eps, variance_focus)
     pred, target, valid = prepare_pair(pred, target, mask, interpolate)
-    _checks.pytorch_only_backend(backend, pred.device)
+    _ext.check_backend(backend, pred.device)
     valid = valid & (pred + eps > 0)
     g = torch.where(valid, torch.log(torch.where(valid, pred, 1.0) + eps) - torch.log(target + eps), 0.0)
     n = valid.sum().to(g.dtype)
@@ -123,7 +117,7 @@ class SILogLoss(nn.Module):
                  backend: str = "auto"):
         super().__init__()
         _check_config(beta, eps, variance_focus)
-        check_backend(backend)
+        _ext.check_backend(backend)
         self.beta, self.eps, self.variance_focus, self.backend = float(beta), float(eps), variance_focus, backend
 
     def forward(self, pred, target, mask=None, interpolate=True):

@@ -83,8 +83,7 @@ class TrainConfig:
     def resolved(self) -> "TrainConfig":
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
-        if self.backend not in _ext.BACKENDS:
-            raise ValueError(f"backend must be one of {_ext.BACKENDS}, got {self.backend!r}")
+        _ext.check_backend(self.backend)
         if self.amp not in AMP:
             raise ValueError(f"amp must be one of {AMP}, got {self.amp!r}")
         if self.schedule not in ("cosine", "constant"):
