@@ -24,10 +24,10 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 from . import _checks, _ext
 from .reference import depth_metric_sums as _reference
+from .silog import checked_pair, resized_prediction
 
 __all__ = ["METRICS", "DATASETS", "compute", "DepthMetrics", "boundary_f1", "crop_window"]
 
@@ -153,18 +153,8 @@ def compute(
     float64 tensors (0 for an image without counted pixels); ``"valid_pixels"``: ``B`` int64 counts.
     """
     lo, hi, crop = _settings(dataset, min_depth, max_depth, crop)
-    _checks.floating("pred", pred)
-    pred = _checks.depth_map("pred", pred)
-    gt = _checks.depth_map("gt", gt, batch=pred.shape[0])
-    _checks.same_device(pred=pred, gt=gt)
-    mask = _checks.mask_map("mask", mask, gt)
-    _checks.finite("pred", pred)
-    if pred.shape[-2:] != gt.shape[-2:]:
-        if not interpolate:
-            raise ValueError(f"pred has size {tuple(pred.shape[-2:])} but gt has {tuple(gt.shape[-2:])}; "
-                             "pass interpolate=True to resize the prediction")
-        pred = F.interpolate(pred.to(_checks.accumulate_dtype(pred.dtype)), size=gt.shape[-2:], mode="bilinear",
-                             align_corners=True)
+    pred, gt, mask = checked_pair(pred, gt, mask, target_name="gt")
+    pred = resized_prediction(pred, gt, interpolate, "gt", dtype=_checks.accumulate_dtype(pred.dtype))
     if pred.dtype != gt.dtype:
         common = torch.promote_types(pred.dtype, gt.dtype)
         pred, gt = pred.to(common), gt.to(common)
