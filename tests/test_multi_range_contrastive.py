@@ -32,12 +32,26 @@ def make_inputs(shape, dtype, device, seed, invalid=0.2):
     return features, depth.to(device), g
 
 
+def backend_of(device):
+    return "cuda" if device == "cuda" else "cpu"
+
+
 def loss_and_grad(features, depth, backend, weights=None, **kw):
     """The loss and the gradient of its sum (weighted by ``weights`` for ``reduction="none"``) in the features."""
     f = features.detach().clone().requires_grad_(True)
     loss = mrc_loss(f, depth, backend=backend, **kw)
     (loss if weights is None else loss * weights).sum().backward()
     return loss.detach(), f.grad
+
+
+def assert_matches_float64_reference(features, depth, shifts, device, loss_tol, grad_tol):
+    """The kernel's loss and gradient at ``features``' precision against the reference twin in float64."""
+    loss, grad = loss_and_grad(features, depth, backend_of(device), shifts=shifts)
+    loss_r, grad_r = loss_and_grad(features.double(), depth, "reference", shifts=shifts)
+    assert grad.dtype == features.dtype
+    torch.testing.assert_close(loss.double(), loss_r, rtol=loss_tol, atol=loss_tol)
+    torch.testing.assert_close(grad.double(), grad_r, rtol=grad_tol, atol=grad_tol)
+    return loss
 
 
 @needs_ext
@@ -48,7 +62,7 @@ def loss_and_grad(features, depth, backend, weights=None, **kw):
 def test_kernel_matches_reference(shape, dtype, device, reduction):
     features, depth, g = make_inputs(shape, dtype, device, seed=sum(shape) + 100 * len(reduction))
     shifts = dm.sample_shifts(shape[0], shape[2], shape[3], 10, 4, generator=g)
-    backend = "cuda" if device == "cuda" else "cpu"
+    backend = backend_of(device)
     acc = torch.float64 if dtype == torch.float64 else torch.float32
     weights = None
     if reduction == "none":
@@ -68,12 +82,9 @@ def test_kernel_matches_reference(shape, dtype, device, reduction):
 def test_half_precision_against_float64_reference(dtype, device):
     features, depth, g = make_inputs((3, 16, 8, 10), dtype, device, seed=3)
     shifts = dm.sample_shifts(3, 8, 10, 10, 4, generator=g)
-    loss, grad = loss_and_grad(features, depth, "cuda" if device == "cuda" else "cpu", shifts=shifts)
-    loss_r, grad_r = loss_and_grad(features.double(), depth, "reference", shifts=shifts)
-    assert loss.dtype == torch.float32 and grad.dtype == dtype
-    torch.testing.assert_close(loss.double(), loss_r, rtol=2e-3, atol=2e-3)
-    tol = 2e-2 if dtype == torch.bfloat16 else 4e-3
-    torch.testing.assert_close(grad.double(), grad_r, rtol=tol, atol=tol)
+    loss = assert_matches_float64_reference(features, depth, shifts, device, loss_tol=2e-3,
+                                            grad_tol=2e-2 if dtype == torch.bfloat16 else 4e-3)
+    assert loss.dtype == torch.float32
 
 
 @needs_ext
@@ -83,11 +94,8 @@ def test_many_shifts_cross_the_chunk_boundary(dtype, device):
     """More shifts than the CUDA kernel holds in registers at once (16): later chunks add to the gradient."""
     features, depth, g = make_inputs((3, 6, 9, 11), dtype, device, seed=5)
     shifts = dm.sample_shifts(3, 9, 11, 30, 7, generator=g)
-    loss, grad = loss_and_grad(features, depth, "cuda" if device == "cuda" else "cpu", shifts=shifts)
-    loss_r, grad_r = loss_and_grad(features.double(), depth, "reference", shifts=shifts)
     tol = 1e-6 if dtype == torch.float64 else 4e-3
-    torch.testing.assert_close(loss.double(), loss_r, rtol=tol, atol=tol)
-    torch.testing.assert_close(grad.double(), grad_r, rtol=tol, atol=tol)
+    assert_matches_float64_reference(features, depth, shifts, device, loss_tol=tol, grad_tol=tol)
 
 
 @needs_ext
