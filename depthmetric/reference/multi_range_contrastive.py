@@ -3,12 +3,7 @@ from __future__ import annotations
 
 import torch
 
-
-def safe_norm(diff: torch.Tensor, dim: int) -> torch.Tensor:
-    """L2 norm over ``dim`` whose gradient is 0 (not NaN) where the norm is 0."""
-    sq = diff.pow(2).sum(dim)
-    nonzero = sq > 0
-    return torch.where(nonzero, sq, torch.ones_like(sq)).sqrt() * nonzero
+from ..silog import safe_sqrt  # sqrt with a zero (not NaN) gradient at 0
 
 
 def multi_range_contrastive(
@@ -34,7 +29,7 @@ def multi_range_contrastive(
         f_s = torch.roll(f, (sb, sh, sw), dims=(0, 2, 3))
         d_s = torch.roll(depth, (sb, sh, sw), dims=(0, 1, 2))
         pair_valid = valid & torch.roll(valid, (sb, sh, sw), dims=(0, 1, 2))
-        dist = safe_norm(f - f_s, dim=1)
+        dist = safe_sqrt((f - f_s).pow(2).sum(1))
         dr = (depth - d_s).abs()
         positive = pair_valid & (dr < r_p)
         loss = loss + torch.where(positive, dist, 0.0)
