@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from .._checks import accumulate_dtype, valid_depth
+
 # Columns of the B,10 output, in the kernel's order (csrc/depth_metric_sums/metric_math.h).
 SUMS = ("count", "abs_rel", "sq_rel", "sq_err", "log_err", "log_err_sq", "abs_log_err", "delta1", "delta2",
         "delta3")
@@ -25,17 +27,17 @@ def depth_metric_sums(
     ``[min_depth, max_depth]``, ``mask`` (``B,1,H,W`` bool, optional) is True, and the prediction, multiplied
     by ``scale`` (``B`` float64, optional) and clamped to ``[min_depth, max_depth]``, is finite and ``> 0``.
     """
-    acc = torch.float64 if pred.dtype == torch.float64 else torch.float32
+    acc = accumulate_dtype(pred.dtype)
     r0, r1, c0, c1 = window
     p = pred[:, 0, r0:r1, c0:c1].to(acc)
     g = gt[:, 0, r0:r1, c0:c1].to(acc)
-    valid = torch.isfinite(g) & (g > 0) & (g >= min_depth) & (g <= max_depth)
+    valid = valid_depth(g) & (g >= min_depth) & (g <= max_depth)
     if mask is not None:
         valid &= mask[:, 0, r0:r1, c0:c1]
     if scale is not None:
         p = p * scale.to(acc).view(-1, 1, 1)
     p = p.clamp(min_depth, max_depth)
-    valid &= torch.isfinite(p) & (p > 0)
+    valid &= valid_depth(p)
     p, g = torch.where(valid, p, 1.0), torch.where(valid, g, 1.0)  # counted terms of the others are 0
     d = p - g
     err = torch.log(p) - torch.log(g)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from .._checks import valid_depth
 from ..silog import safe_sqrt  # sqrt with a zero (not NaN) gradient at 0
 
 
@@ -22,7 +23,7 @@ def multi_range_contrastive(
     """
     acc = depth.dtype
     f = features.to(acc)
-    valid = torch.isfinite(depth) & (depth > 0)
+    valid = valid_depth(depth)
     loss = torch.zeros_like(depth)
     count = torch.zeros(depth.shape, dtype=torch.int32, device=depth.device)
     for sb, sh, sw in shifts.tolist():
