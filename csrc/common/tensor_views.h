@@ -36,7 +36,7 @@ inline bool fits_int32(std::initializer_list<int64_t> extents) {
 // first, these guard direct callers of torch.ops.depthmetric.*.
 inline void check_floating(const at::Tensor& t, const char* name) {
   DM_CHECK(at::isFloatingType(t.scalar_type()), name, " must be a floating-point tensor, got ",
-              t.scalar_type());
+           t.scalar_type());
 }
 
 inline void check_dim(const at::Tensor& t, int64_t dim, const char* name) {
@@ -45,7 +45,7 @@ inline void check_dim(const at::Tensor& t, int64_t dim, const char* name) {
 
 inline void check_same_device(const at::Tensor& a, const at::Tensor& b, const char* name_a, const char* name_b) {
   DM_CHECK(a.device() == b.device(), name_a, " and ", name_b, " must be on the same device, got ",
-              a.device(), " and ", b.device());
+           a.device(), " and ", b.device());
 }
 
 }  // namespace depthmetric

@@ -18,26 +18,26 @@ Window check_inputs(const at::Tensor& pred, const at::Tensor& gt, const c10::opt
   DM_CHECK(pred.size(1) == 1, "pred must have one channel, got shape ", shape_str(pred.sizes()));
   DM_CHECK(gt.sizes() == pred.sizes(), "gt must have pred's shape ", shape_str(pred.sizes()), ", got ", shape_str(gt.sizes()));
   DM_CHECK(gt.scalar_type() == pred.scalar_type(), "gt must have pred's dtype ", pred.scalar_type(), ", got ",
-              gt.scalar_type());
+           gt.scalar_type());
   check_same_device(pred, gt, "pred", "gt");
   if (mask.has_value()) {
     DM_CHECK(mask->scalar_type() == at::kBool && mask->sizes() == pred.sizes(),
-                "mask must be a bool tensor of pred's shape ", shape_str(pred.sizes()), ", got ", mask->scalar_type(), " ",
-                mask->sizes());
+             "mask must be a bool tensor of pred's shape ", shape_str(pred.sizes()), ", got ", mask->scalar_type(), " ",
+             mask->sizes());
     check_same_device(pred, *mask, "pred", "mask");
   }
   if (scale.has_value()) {
     DM_CHECK(scale->scalar_type() == at::kDouble && scale->dim() == 1 && scale->size(0) == pred.size(0),
-                "scale must be a float64 tensor of shape (B,), got ", scale->scalar_type(), " ", shape_str(scale->sizes()));
+             "scale must be a float64 tensor of shape (B,), got ", scale->scalar_type(), " ", shape_str(scale->sizes()));
     check_same_device(pred, *scale, "pred", "scale");
   }
   DM_CHECK(min_depth >= 0 && min_depth < max_depth, "need 0 <= min_depth < max_depth, got ", min_depth, ", ",
-              max_depth);
+           max_depth);
   DM_CHECK(window.size() == 4, "window must be (row0, row1, col0, col1), got ", shape_str(window));
   const Window w{window[0], window[1], window[2], window[3]};
   DM_CHECK(0 <= w.r0 && w.r0 <= w.r1 && w.r1 <= pred.size(2) && 0 <= w.c0 && w.c0 <= w.c1 &&
-                  w.c1 <= pred.size(3),
-              "window ", shape_str(window), " must lie inside the ", pred.size(2), "x", pred.size(3), " image");
+               w.c1 <= pred.size(3),
+           "window ", shape_str(window), " must lie inside the ", pred.size(2), "x", pred.size(3), " image");
   return w;
 }
 

@@ -73,9 +73,9 @@ template <typename acc_t>
 Rule<acc_t> make_rule(double r_p, c10::ArrayRef<double> lo, c10::ArrayRef<double> hi,
                       c10::ArrayRef<double> margins) {
   DM_CHECK(lo.size() == hi.size() && lo.size() == margins.size(),
-              "range_lo, range_hi and margins must have the same length");
+           "range_lo, range_hi and margins must have the same length");
   DM_CHECK(static_cast<int>(lo.size()) <= kMaxRanges, "at most ", kMaxRanges, " negative ranges, got ",
-              lo.size());
+           lo.size());
   Rule<acc_t> rule{};
   rule.r_p = static_cast<acc_t>(r_p);
   rule.n_ranges = static_cast<int>(lo.size());

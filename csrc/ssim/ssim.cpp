@@ -19,7 +19,7 @@ Geometry check_forward(const at::Tensor& x, const at::Tensor& y, int64_t window,
   check_dim(x, 4, "x (B,C,H,W)");
   DM_CHECK(x.sizes() == y.sizes(), "x and y must have the same shape, got ", shape_str(x.sizes()), " and ", shape_str(y.sizes()));
   DM_CHECK(x.scalar_type() == y.scalar_type(), "x and y must share a dtype, got ", x.scalar_type(), " and ",
-              y.scalar_type());
+           y.scalar_type());
   check_same_device(x, y, "x", "y");
   const int r = window_radius(window);
   return {r, make_axis(x.size(2), padding, r), make_axis(x.size(3), padding, r)};
@@ -29,14 +29,14 @@ void check_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tenso
                     const Geometry& geo) {
   const auto B = x.size(0), C = x.size(1);
   DM_CHECK(grad.dim() == 4 && grad.size(0) == B && grad.size(1) == C && grad.size(2) == geo.h.n_out &&
-                  grad.size(3) == geo.w.n_out,
-              "grad must have the shape of the SSIM map, got ", shape_str(grad.sizes()));
+               grad.size(3) == geo.w.n_out,
+           "grad must have the shape of the SSIM map, got ", shape_str(grad.sizes()));
   DM_CHECK(partials.dim() == 5 && partials.size(0) == kPartials && partials.size(1) == B &&
-                  partials.size(2) == C && partials.size(3) == geo.h.n_out && partials.size(4) == geo.w.n_out,
-              "partials must be 4,B,C,H',W', got ", shape_str(partials.sizes()));
+               partials.size(2) == C && partials.size(3) == geo.h.n_out && partials.size(4) == geo.w.n_out,
+           "partials must be 4,B,C,H',W', got ", shape_str(partials.sizes()));
   const auto acc = at::toOpMathType(x.scalar_type());
   DM_CHECK(grad.scalar_type() == acc && partials.scalar_type() == acc,
-              "grad and partials must have the accumulation dtype ", acc);
+           "grad and partials must have the accumulation dtype ", acc);
   check_same_device(x, grad, "x", "grad");
   check_same_device(x, partials, "x", "partials");
 }

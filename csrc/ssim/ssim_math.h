@@ -91,7 +91,7 @@ struct Axis {
 
 inline Axis make_axis(int64_t n, int64_t padding, int radius) {
   DM_CHECK(padding == kReflect || padding == kSame || padding == kValid,
-              "padding must be 0 (reflect), 1 (same) or 2 (valid), got ", padding);
+           "padding must be 0 (reflect), 1 (same) or 2 (valid), got ", padding);
   if (padding == kReflect) {
     DM_CHECK(n > radius, "reflect padding needs every spatial size > ", radius, ", got ", n);
   }
