@@ -32,6 +32,24 @@ std::vector<StridedView4<const scalar_t>> views(at::TensorList images) {
   return out;
 }
 
+// Backward coefficients of one output row: weight * alpha/C * dclamp/dSSIM times SSIM's partials in mu_x,
+// E[x^2] and E[xy]. Out of line with restrict pointer parameters, which GCC vectorises; inlined into the
+// transposed gather, or with the pointers read from MomentRow, it does not.
+template <typename acc_t>
+__attribute__((noinline)) void coefficient_row(int64_t n, const acc_t* __restrict__ mx, const acc_t* __restrict__ my,
+                                               const acc_t* __restrict__ xx, const acc_t* __restrict__ yy,
+                                               const acc_t* __restrict__ xy, const acc_t* __restrict__ weight,
+                                               acc_t w_ssim, acc_t* __restrict__ d_mx, acc_t* __restrict__ d_sq,
+                                               acc_t* __restrict__ d_xy) {
+  for (int64_t p = 0; p < n; ++p) {
+    const auto t = ssim::ssim_terms(ssim::Moments<acc_t>{mx[p], my[p], xx[p], yy[p], xy[p]});
+    const acc_t k = weight[p] * w_ssim * ssim::dssim(t.ssim).slope;
+    d_mx[p] = k * t.d_mx;
+    d_sq[p] = k * t.d_sq;
+    d_xy[p] = k * t.d_xy;
+  }
+}
+
 template <typename scalar_t>
 void forward_rows(const at::Tensor& target, at::TensorList warped, at::TensorList sources, const at::Tensor& noise,
                   double alpha_d, bool mean_sources, at::Tensor& loss, at::Tensor& winner) {
@@ -147,13 +165,8 @@ void backward_rows(const at::Tensor& grad_loss, const at::Tensor& target, at::Te
         ty.load(tv, b, c, p_h);
         m.compute_y(win, ty);
         m.compute_x(win, tx, ty);
-        for (int64_t p = 0; p < W; ++p) {
-          const auto t = ssim::ssim_terms(m.at(p));
-          const acc_t k = coef[p] * w_ssim * ssim::dssim(t.ssim).slope;
-          rows[0][p] = k * t.d_mx;
-          rows[1][p] = k * t.d_sq;
-          rows[2][p] = k * t.d_xy;
-        }
+        coefficient_row(W, m.mx.data(), m.my.data(), m.xx.data(), m.yy.data(), m.xy.data(), coef.data(), w_ssim,
+                        rows[0], rows[1], rows[2]);
       };
       tr.reset();
       for (int64_t q_h = q0; q_h < q1; ++q_h) {

@@ -13,6 +13,17 @@
 namespace depthmetric {
 namespace ssim {
 
+// A padded row of len entries, entry u at tap position u - r of the first output: entry u reads input
+// column u + shift, and the entries [lo, hi) are the ones inside the image (no padding or reflection).
+struct Interior {
+  int64_t shift, lo, hi;
+};
+
+inline Interior interior(const Axis& a, int r, int64_t len) {
+  const int64_t shift = a.offset - r;
+  return {shift, std::max<int64_t>(0, -shift), std::min<int64_t>(len, a.n - shift)};
+}
+
 // The input rows one output row reads from one B,C plane, converted to acc_t and padded along the row:
 // entry u of a row is tap position t = u + offset - r, so output p's window is entries p .. p + 2r.
 template <typename acc_t>
@@ -29,9 +40,18 @@ class RowTaps {
       if (row < 0) continue;  // a zero-padded row adds nothing
       acc_t* dst = &data_[n_ * len_];
       const scalar_t* src = &v(b, c, row, 0);
-      for (int64_t u = 0; u < len_; ++u) {
-        const int64_t col = aw_.source(u + aw_.offset - win_.radius);
+      // The interior is a plain (vectorisable) converting copy; only the few edge entries pad or reflect.
+      const auto [shift, lo, hi] = interior(aw_, win_.radius, len_);
+      const auto edge = [&](int64_t u) {
+        const int64_t col = aw_.source(u + shift);
         dst[u] = col < 0 ? acc_t(0) : static_cast<acc_t>(src[col * v.s3]);
+      };
+      for (int64_t u = 0; u < lo; ++u) edge(u);
+      for (int64_t u = hi; u < len_; ++u) edge(u);
+      if (v.s3 == 1) {
+        for (int64_t u = lo; u < hi; ++u) dst[u] = static_cast<acc_t>(src[u + shift]);
+      } else {
+        for (int64_t u = lo; u < hi; ++u) dst[u] = static_cast<acc_t>(src[(u + shift) * v.s3]);
       }
       if (d == 0) centre_ = n_;
       weight_[n_++] = win_.tap(d);
@@ -141,12 +161,17 @@ class TransposedRows {
         const acc_t w = win_.w[j];
         for (int64_t p = 0; p < n_out; ++p) pad_[p + j] += w * vert_[p];
       }
+      // The interior is a plain add; only the few edge positions pad or reflect.
       acc_t* dst = out[f];
       const int64_t len = n_out + 2 * r;
-      for (int64_t u = 0; u < len; ++u) {
-        const int64_t q = aw_.source(u + aw_.offset - r);
+      const auto [shift, lo, hi] = interior(aw_, win_.radius, len);
+      for (int64_t u = lo; u < hi; ++u) dst[u + shift] += pad_[u];
+      const auto fold_edge = [&](int64_t u) {
+        const int64_t q = aw_.source(u + shift);
         if (q >= 0) dst[q] += pad_[u];
-      }
+      };
+      for (int64_t u = 0; u < lo; ++u) fold_edge(u);
+      for (int64_t u = hi; u < len; ++u) fold_edge(u);
     }
   }
 
