@@ -43,6 +43,11 @@ inline void check_dim(const at::Tensor& t, int64_t dim, const char* name) {
   DM_CHECK(t.dim() == dim, name, " must have ", dim, " dimensions, got shape ", shape_str(t.sizes()));
 }
 
+// t has exactly these sizes; `layout` names the dimensions for the message, e.g. "B,H,W".
+inline void check_shape(const at::Tensor& t, c10::IntArrayRef sizes, const char* name, const char* layout) {
+  DM_CHECK(t.sizes() == sizes, name, " must be ", layout, " = ", shape_str(sizes), ", got ", shape_str(t.sizes()));
+}
+
 inline void check_same_device(const at::Tensor& a, const at::Tensor& b, const char* name_a, const char* name_b) {
   DM_CHECK(a.device() == b.device(), name_a, " and ", name_b, " must be on the same device, got ",
            a.device(), " and ", b.device());

@@ -16,19 +16,18 @@ Window check_inputs(const at::Tensor& pred, const at::Tensor& gt, const c10::opt
   check_floating(pred, "pred");
   check_dim(pred, 4, "pred (B,1,H,W)");
   DM_CHECK(pred.size(1) == 1, "pred must have one channel, got shape ", shape_str(pred.sizes()));
-  DM_CHECK(gt.sizes() == pred.sizes(), "gt must have pred's shape ", shape_str(pred.sizes()), ", got ", shape_str(gt.sizes()));
+  check_shape(gt, pred.sizes(), "gt", "pred's B,1,H,W");
   DM_CHECK(gt.scalar_type() == pred.scalar_type(), "gt must have pred's dtype ", pred.scalar_type(), ", got ",
            gt.scalar_type());
   check_same_device(pred, gt, "pred", "gt");
   if (mask.has_value()) {
-    DM_CHECK(mask->scalar_type() == at::kBool && mask->sizes() == pred.sizes(),
-             "mask must be a bool tensor of pred's shape ", shape_str(pred.sizes()), ", got ", mask->scalar_type(), " ",
-             mask->sizes());
+    check_shape(*mask, pred.sizes(), "mask", "pred's B,1,H,W");
+    DM_CHECK(mask->scalar_type() == at::kBool, "mask must be a bool tensor, got ", mask->scalar_type());
     check_same_device(pred, *mask, "pred", "mask");
   }
   if (scale.has_value()) {
-    DM_CHECK(scale->scalar_type() == at::kDouble && scale->dim() == 1 && scale->size(0) == pred.size(0),
-             "scale must be a float64 tensor of shape (B,), got ", scale->scalar_type(), " ", shape_str(scale->sizes()));
+    check_shape(*scale, {pred.size(0)}, "scale", "(B,)");
+    DM_CHECK(scale->scalar_type() == at::kDouble, "scale must be a float64 tensor, got ", scale->scalar_type());
     check_same_device(pred, *scale, "pred", "scale");
   }
   DM_CHECK(min_depth >= 0 && min_depth < max_depth, "need 0 <= min_depth < max_depth, got ", min_depth, ", ",

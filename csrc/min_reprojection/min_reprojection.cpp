@@ -12,8 +12,7 @@ namespace minrep {
 namespace {
 void check_images(const at::Tensor& target, at::TensorList images, const char* name) {
   for (const auto& t : images) {
-    DM_CHECK(t.sizes() == target.sizes(), "every ", name, " image must have the target's shape ",
-             shape_str(target.sizes()), ", got ", shape_str(t.sizes()));
+    check_shape(t, target.sizes(), name, "the target's B,C,H,W");
     DM_CHECK(t.scalar_type() == target.scalar_type(), name, " images must have the target's dtype ",
              target.scalar_type(), ", got ", t.scalar_type());
     check_same_device(target, t, "target", name);
@@ -35,9 +34,7 @@ void check_forward(const at::Tensor& target, at::TensorList warped, at::TensorLi
   check_images(target, sources, "sources");
   DM_CHECK(alpha >= 0 && alpha <= 1, "alpha must be in [0, 1], got ", alpha);
   if (!sources.empty()) {
-    DM_CHECK(noise.dim() == 4 && noise.size(0) == S && noise.size(1) == target.size(0) &&
-                 noise.size(2) == target.size(2) && noise.size(3) == target.size(3),
-             "noise must be S,B,H,W, got ", shape_str(noise.sizes()));
+    check_shape(noise, {S, target.size(0), target.size(2), target.size(3)}, "noise", "S,B,H,W");
     DM_CHECK(noise.scalar_type() == at::toOpMathType(target.scalar_type()),
              "noise must have the accumulation dtype ", at::toOpMathType(target.scalar_type()));
     check_same_device(target, noise, "target", "noise");
@@ -48,12 +45,11 @@ void check_backward(const at::Tensor& grad_loss, const at::Tensor& target, at::T
                     const at::Tensor& winner, double alpha) {
   check_forward(target, warped, {}, at::Tensor(), alpha);
   const auto B = target.size(0), H = target.size(2), W = target.size(3);
-  DM_CHECK(grad_loss.dim() == 3 && grad_loss.size(0) == B && grad_loss.size(1) == H && grad_loss.size(2) == W,
-           "grad_loss must be B,H,W, got ", shape_str(grad_loss.sizes()));
+  check_shape(grad_loss, {B, H, W}, "grad_loss", "B,H,W");
   DM_CHECK(grad_loss.scalar_type() == at::toOpMathType(target.scalar_type()),
            "grad_loss must have the accumulation dtype");
-  DM_CHECK(winner.sizes() == grad_loss.sizes() && winner.scalar_type() == at::kLong,
-           "winner must be an int64 B,H,W tensor, got ", winner.scalar_type(), " ", shape_str(winner.sizes()));
+  check_shape(winner, {B, H, W}, "winner", "B,H,W");
+  DM_CHECK(winner.scalar_type() == at::kLong, "winner must be int64, got ", winner.scalar_type());
   check_same_device(target, grad_loss, "target", "grad_loss");
   check_same_device(target, winner, "target", "winner");
 }

@@ -23,8 +23,7 @@ void check_forward(const at::Tensor& features, const at::Tensor& depth) {
   check_dim(features, 4, "features (B,C,H,W)");
   check_dim(depth, 3, "depth (B,H,W)");
   const auto B = features.size(0), H = features.size(2), W = features.size(3);
-  DM_CHECK(depth.size(0) == B && depth.size(1) == H && depth.size(2) == W, "depth must be B,H,W = ", B,
-           ",", H, ",", W, " to match features, got ", shape_str(depth.sizes()));
+  check_shape(depth, {B, H, W}, "depth", "B,H,W of features");
   DM_CHECK(depth.scalar_type() == at::toOpMathType(features.scalar_type()),
            "depth must have the accumulation dtype of features (", at::toOpMathType(features.scalar_type()),
            "), got ", depth.scalar_type());
@@ -42,11 +41,8 @@ void check_backward(const at::Tensor& grad_loss, const at::Tensor& features, con
                     const at::Tensor& coef) {
   check_dim(features, 4, "features (B,C,H,W)");
   const auto B = features.size(0), H = features.size(2), W = features.size(3);
-  DM_CHECK(grad_loss.dim() == 3 && grad_loss.size(0) == B && grad_loss.size(1) == H && grad_loss.size(2) == W,
-           "grad_loss must be B,H,W, got ", shape_str(grad_loss.sizes()));
-  DM_CHECK(coef.dim() == 4 && coef.size(0) == shifts.size(0) && coef.size(1) == B && coef.size(2) == H &&
-               coef.size(3) == W,
-           "coef must be N,B,H,W, got ", shape_str(coef.sizes()));
+  check_shape(grad_loss, {B, H, W}, "grad_loss", "B,H,W");
+  check_shape(coef, {shifts.size(0), B, H, W}, "coef", "N,B,H,W");
   DM_CHECK(grad_loss.scalar_type() == coef.scalar_type(), "grad_loss and coef must share a dtype");
   check_same_device(features, grad_loss, "features", "grad_loss");
   check_same_device(features, coef, "features", "coef");

@@ -17,7 +17,7 @@ int window_radius(int64_t window) {
 Geometry check_forward(const at::Tensor& x, const at::Tensor& y, int64_t window, int64_t padding) {
   check_floating(x, "x");
   check_dim(x, 4, "x (B,C,H,W)");
-  DM_CHECK(x.sizes() == y.sizes(), "x and y must have the same shape, got ", shape_str(x.sizes()), " and ", shape_str(y.sizes()));
+  check_shape(y, x.sizes(), "y", "x's B,C,H,W");
   DM_CHECK(x.scalar_type() == y.scalar_type(), "x and y must share a dtype, got ", x.scalar_type(), " and ",
            y.scalar_type());
   check_same_device(x, y, "x", "y");
@@ -28,12 +28,8 @@ Geometry check_forward(const at::Tensor& x, const at::Tensor& y, int64_t window,
 void check_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& y, const at::Tensor& partials,
                     const Geometry& geo) {
   const auto B = x.size(0), C = x.size(1);
-  DM_CHECK(grad.dim() == 4 && grad.size(0) == B && grad.size(1) == C && grad.size(2) == geo.h.n_out &&
-               grad.size(3) == geo.w.n_out,
-           "grad must have the shape of the SSIM map, got ", shape_str(grad.sizes()));
-  DM_CHECK(partials.dim() == 5 && partials.size(0) == kPartials && partials.size(1) == B &&
-               partials.size(2) == C && partials.size(3) == geo.h.n_out && partials.size(4) == geo.w.n_out,
-           "partials must be 4,B,C,H',W', got ", shape_str(partials.sizes()));
+  check_shape(grad, {B, C, geo.h.n_out, geo.w.n_out}, "grad", "the SSIM map's B,C,H',W'");
+  check_shape(partials, {kPartials, B, C, geo.h.n_out, geo.w.n_out}, "partials", "4,B,C,H',W'");
   const auto acc = at::toOpMathType(x.scalar_type());
   DM_CHECK(grad.scalar_type() == acc && partials.scalar_type() == acc,
            "grad and partials must have the accumulation dtype ", acc);

@@ -1,0 +1,93 @@
+"""The compiled ops check the shapes of their own arguments (csrc/common/tensor_views.h check_shape), so a
+direct caller of ``torch.ops.depthmetric.*`` (or a wrong backward input) gets an error naming the argument
+and its layout instead of reading out of bounds. One row per checked argument, on every device."""
+import pytest
+import torch
+
+import depthmetric as dm
+
+from .conftest import DEVICES
+
+pytestmark = pytest.mark.skipif(not dm.build_info()["compiled"], reason="extension not built")
+
+B, C, H, W = 2, 3, 6, 7
+ops = torch.ops.depthmetric if dm.build_info()["compiled"] else None
+
+
+def _images(device, n=1, channels=C):
+    g = torch.Generator().manual_seed(0)
+    return [torch.rand(B, channels, H, W, generator=g).to(device) for _ in range(n)]
+
+
+def _noise(device, s=1, h=H):
+    return 1e-5 * torch.randn(s, B, h, W).to(device)
+
+
+def _contrastive(device, depth_shape=(B, H, W)):
+    features, = _images(device, channels=4)
+    shifts = torch.tensor([[0, 1, 2]], device=device)
+    return ops.multi_range_contrastive(features, torch.rand(depth_shape, device=device), shifts, 0.1, [], [], [])
+
+
+def _contrastive_backward(device, grad_shape=(B, H, W), coef_shape=(1, B, H, W)):
+    features, = _images(device, channels=4)
+    shifts = torch.tensor([[0, 1, 2]], device=device)
+    return ops._multi_range_contrastive_backward(torch.rand(grad_shape, device=device), features, shifts,
+                                                 torch.rand(coef_shape, device=device))
+
+
+def _reprojection(device, warped_h=H, noise_h=H):
+    target, source = _images(device, 2)
+    warped = torch.rand(B, C, warped_h, W, device=device)
+    return ops.min_reprojection(target, [warped], [source], _noise(device, h=noise_h), 0.85, False)
+
+
+def _reprojection_backward(device, grad_shape=(B, H, W), winner_shape=(B, H, W)):
+    target, warped = _images(device, 2)
+    winner = torch.zeros(winner_shape, dtype=torch.long, device=device)
+    return ops._min_reprojection_backward(torch.rand(grad_shape, device=device), target, [warped], winner, 0.85,
+                                          False)
+
+
+def _ssim(device, y_w=W):
+    x, = _images(device)
+    return ops.ssim(x, torch.rand(B, C, H, y_w, device=device), 0, 0)
+
+
+def _ssim_backward(device, grad_shape=(B, C, H, W), partials_shape=(4, B, C, H, W)):
+    x, y = _images(device, 2)
+    return ops._ssim_backward(torch.rand(grad_shape, device=device), x, y, torch.rand(partials_shape, device=device),
+                              0, 0)
+
+
+def _metric_sums(device, gt_shape=(B, 1, H, W), mask_shape=(B, 1, H, W), scale_shape=(B,)):
+    pred = torch.rand(B, 1, H, W, device=device) + 0.5
+    gt = torch.rand(gt_shape, device=device) + 0.5
+    mask = torch.ones(mask_shape, dtype=torch.bool, device=device)
+    scale = torch.ones(scale_shape, dtype=torch.float64, device=device)
+    return ops.depth_metric_sums(pred, gt, mask, scale, 1e-3, 10.0, [0, H, 0, W])
+
+
+CASES = [  # (call, wrong argument, expected message)
+    (_contrastive, dict(depth_shape=(B, H, W + 1)), r"depth must be B,H,W of features = \[2, 6, 7\]"),
+    (_contrastive_backward, dict(grad_shape=(B, H)), r"grad_loss must be B,H,W = \[2, 6, 7\], got \[2, 6\]"),
+    (_contrastive_backward, dict(coef_shape=(2, B, H, W)), r"coef must be N,B,H,W = \[1, 2, 6, 7\]"),
+    (_reprojection, dict(warped_h=H - 1), r"warped must be the target's B,C,H,W = \[2, 3, 6, 7\]"),
+    (_reprojection, dict(noise_h=H + 1), r"noise must be S,B,H,W = \[1, 2, 6, 7\], got \[1, 2, 7, 7\]"),
+    (_reprojection_backward, dict(grad_shape=(B, H, W, 1)), r"grad_loss must be B,H,W"),
+    (_reprojection_backward, dict(winner_shape=(B, 1, H, W)), r"winner must be B,H,W"),
+    (_ssim, dict(y_w=W - 1), r"y must be x's B,C,H,W = \[2, 3, 6, 7\], got \[2, 3, 6, 6\]"),
+    (_ssim_backward, dict(grad_shape=(B, C, H, W - 1)), r"grad must be the SSIM map's B,C,H',W'"),
+    (_ssim_backward, dict(partials_shape=(5, B, C, H, W)), r"partials must be 4,B,C,H',W' = \[4, 2, 3, 6, 7\]"),
+    (_metric_sums, dict(gt_shape=(B, 1, H, W + 1)), r"gt must be pred's B,1,H,W = \[2, 1, 6, 7\]"),
+    (_metric_sums, dict(mask_shape=(B, H, W)), r"mask must be pred's B,1,H,W"),
+    (_metric_sums, dict(scale_shape=(B + 1,)), r"scale must be \(B,\) = \[2\], got \[3\]"),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("call, wrong, message", CASES, ids=lambda v: getattr(v, "__name__", None))
+def test_compiled_op_rejects_a_wrong_shape(call, wrong, message, device):
+    call(device)  # the same call with every shape right runs
+    with pytest.raises(RuntimeError, match=message):
+        call(device, **wrong)
