@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import _checks, _ext
-from .silog import prepare_pair
+from ._supervised import prepare_pair
 
 __all__ = [
     "TrimmedMAELoss",

@@ -27,7 +27,7 @@ import torch
 
 from . import _checks, _ext
 from .reference import depth_metric_sums as _reference
-from .silog import checked_pair, resized_prediction
+from ._supervised import checked_pair, resized_prediction
 
 __all__ = ["METRICS", "DATASETS", "compute", "DepthMetrics", "boundary_f1", "crop_window"]
 

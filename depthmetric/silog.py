@@ -11,59 +11,12 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from . import _checks, _ext
+from . import _ext
+from ._supervised import prepare_pair, safe_sqrt
 
 __all__ = ["SILogLoss", "silog_loss"]
-
-
-def checked_pair(pred, target, mask=None, target_name: str = "target"):
-    """Validated ``pred`` and ``target`` as ``B,1,H,W`` (``B,H,W`` accepted), on one device, and the optional
-    boolean ``mask``; NaN/Inf in ``pred`` raise (see ``depthmetric.set_finite_checks``)."""
-    _checks.floating("pred", pred)
-    pred = _checks.depth_map("pred", pred)
-    target = _checks.depth_map(target_name, target, batch=pred.shape[0])
-    _checks.same_device(**{"pred": pred, target_name: target})
-    mask = _checks.mask_map("mask", mask, target)
-    _checks.finite("pred", pred)
-    return pred, target, mask
-
-
-def resized_prediction(pred, target, interpolate: bool, target_name: str = "target", dtype=None):
-    """``pred`` resized to the target's size (bilinear, ``align_corners=True`` as ZoeDepth, computed in
-    ``dtype``, default ``pred``'s) when the sizes differ and ``interpolate``; a ValueError when not."""
-    if pred.shape[-2:] == target.shape[-2:]:
-        return pred
-    if not interpolate:
-        raise ValueError(f"pred has size {tuple(pred.shape[-2:])} but {target_name} has "
-                         f"{tuple(target.shape[-2:])}; pass interpolate=True to resize the prediction")
-    return F.interpolate(pred.to(dtype or pred.dtype), size=target.shape[-2:], mode="bilinear", align_corners=True)
-
-
-def prepare_pair(pred, target, mask=None, interpolate: bool = True):
-    """Shared input handling of the supervised losses.
-
-    Returns ``pred``, ``target`` (``B,1,H,W``, accumulation dtype, ``pred`` resized to the target's size
-    with bilinear ``align_corners=True`` when they differ and ``interpolate``) and ``valid`` (``B,1,H,W``
-    bool: the target is a valid depth, the prediction is finite and ``mask`` is True). Invalid entries of
-    both maps are replaced by 1, so any elementwise math on them is finite and their gradient is exactly 0.
-    """
-    pred, target, mask = checked_pair(pred, target, mask)
-    acc = torch.promote_types(_checks.accumulate_dtype(pred.dtype), _checks.accumulate_dtype(target.dtype))
-    pred = resized_prediction(pred.to(acc), target, interpolate)
-    target = target.to(acc)
-    valid = _checks.valid_depth(target) & torch.isfinite(pred)
-    if mask is not None:
-        valid = valid & mask
-    return torch.where(valid, pred, 1.0), torch.where(valid, target, 1.0), valid
-
-
-def safe_sqrt(x: torch.Tensor) -> torch.Tensor:
-    """``sqrt(max(x, 0))`` whose gradient is 0 (not Inf/NaN) where ``x <= 0``."""
-    positive = x > 0
-    return torch.where(positive, x, 1.0).sqrt() * positive
 
 
 def _check_config(beta, eps, variance_focus):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from .._checks import valid_depth
-from ..silog import safe_sqrt  # sqrt with a zero (not NaN) gradient at 0
+from .._supervised import safe_sqrt  # sqrt with a zero (not NaN) gradient at 0
 
 
 def multi_range_contrastive(
