@@ -184,8 +184,10 @@ def _register_kernels() -> None:
 
     def backward(ctx, grad_loss, grad_winner):
         target, winner, *warped = ctx.saved_tensors
+        # grad_loss goes as it comes (the gradient of a mean is an expanded scalar): the CUDA kernel reads it
+        # through its strides, the CPU kernel makes it contiguous.
         grads = torch.ops.depthmetric._min_reprojection_backward(
-            grad_loss.contiguous(), target, warped, winner, ctx.alpha, ctx.mean_sources
+            grad_loss, target, warped, winner, ctx.alpha, ctx.mean_sources
         )
         return None, grads, [None] * ctx.n_sources, None, None, None
 

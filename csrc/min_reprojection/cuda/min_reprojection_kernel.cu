@@ -1,9 +1,11 @@
-// CUDA kernels of depthmetric::min_reprojection. A block owns a 32x8 pixel tile of one image; each
-// candidate's channels pass through shared memory with a one-pixel halo (reflected at the image edge), so
-// every image is read once per pixel and tile; the photometric error, the minimum and the winner stay in
-// registers. The backward gives a block one tile of one warped image: it recomputes the window statistics
-// of the tile's outputs plus a one-pixel ring (the outputs whose 3x3 windows reach the tile), keeps their
-// coefficients in shared memory and gathers them per input pixel, deterministically.
+// CUDA kernels of depthmetric::min_reprojection: one thread per pixel, no shared memory and no barriers.
+// A thread reads its reflected 3x3 neighbourhood of the target and of each candidate straight from global
+// memory (neighbouring threads share the lines in L1), so every image is read from DRAM about once; the
+// photometric error, the minimum and the winner stay in registers. The backward gives a thread one input
+// pixel of one warped image: it reads the 5x5 neighbourhood (the 3x3 windows of the outputs that read the
+// pixel), recomputes those outputs' window statistics where the image won, and gathers their
+// coefficients, deterministically. Outputs no warped image won are skipped, and so is the whole
+// neighbourhood when none of its outputs chose this image.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -21,33 +23,43 @@ namespace {
 using ssim::Axis;
 using ssim::Window;
 
-constexpr int kTileW = 32, kTileH = 8;
+constexpr int kBlockW = 32, kBlockH = 8;
 
 template <typename T, int N>
 struct Views {  // image views passed by value
   StridedView4<T> v[N];
 };
 
-// Loads rows/cols [h0, h0 + H) x [w0, w0 + W) of tap positions (reflected into the image) of plane (b, c);
-// positions no output reads (past the image and its reflection) are zero.
-template <typename scalar_t, typename acc_t, int H, int W>
-__device__ void load_tile(acc_t (&dst)[H][W], const StridedView4<const scalar_t>& v, int64_t b, int64_t c,
-                          int64_t h0, int64_t w0, const Axis& ah, const Axis& aw) {
-  for (int i = threadIdx.y * kTileW + threadIdx.x; i < H * W; i += kTileW * kTileH) {
-    const int64_t sh = ah.source(h0 + i / W), sw = aw.source(w0 + i % W);
-    dst[i / W][i % W] = sh >= 0 && sw >= 0 ? static_cast<acc_t>(v(b, c, sh, sw)) : acc_t(0);
+// Index t of an axis of n >= 2 as nn.ReflectionPad2d(1) reads it (-1 -> 1, n -> n - 2). Taps further out,
+// which only outputs outside the image would read, are clamped so that every load stays in bounds.
+__device__ __forceinline__ int64_t reflect1(int64_t t, int64_t n) {
+  t = t < 0 ? -t : (t >= n ? 2 * (n - 1) - t : t);
+  return t < 0 ? 0 : (t >= n ? n - 1 : t);
+}
+
+// The N x N patch of plane (b, c) centred on (h, w), reflected at the edges, in acc_t.
+template <int N, typename acc_t, typename scalar_t>
+__device__ __forceinline__ void load_patch(const StridedView4<const scalar_t>& v, int64_t b, int64_t c,
+                                           const int64_t (&rows)[N], const int64_t (&cols)[N], acc_t (&out)[N][N]) {
+  const scalar_t* plane = v.data + b * v.s0 + c * v.s1;
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+    const scalar_t* row = plane + rows[i] * v.s2;
+#pragma unroll
+    for (int j = 0; j < N; ++j) out[i][j] = static_cast<acc_t>(row[cols[j] * v.s3]);
   }
 }
 
-// SSIM terms of the 3x3 window centred at (r, col) of two shared tiles.
-template <typename acc_t, int H, int W>
-__device__ ssim::SsimTerms<acc_t> box3_terms(const acc_t (&sx)[H][W], const acc_t (&sy)[H][W], int r, int col) {
+// SSIM terms of the 3x3 window whose top-left tap is (i0, j0) in two patches.
+template <int N, typename acc_t>
+__device__ __forceinline__ ssim::SsimTerms<acc_t> box3_terms(const acc_t (&x)[N][N], const acc_t (&y)[N][N], int i0,
+                                                             int j0) {
   ssim::Moments<acc_t> m{0, 0, 0, 0, 0};
 #pragma unroll
-  for (int i = -1; i <= 1; ++i) {
+  for (int i = 0; i < 3; ++i) {
 #pragma unroll
-    for (int j = -1; j <= 1; ++j) {
-      const acc_t vx = sx[r + i][col + j], vy = sy[r + i][col + j];
+    for (int j = 0; j < 3; ++j) {
+      const acc_t vx = x[i0 + i][j0 + j], vy = y[i0 + i][j0 + j];
       m.mx += vx;
       m.my += vy;
       m.xx += vx * vx;
@@ -65,34 +77,31 @@ __device__ ssim::SsimTerms<acc_t> box3_terms(const acc_t (&sx)[H][W], const acc_
 }
 
 template <typename scalar_t, typename acc_t>
-__global__ void forward_kernel(StridedView4<const scalar_t> target, Views<const scalar_t, 2 * kMaxSources> cands,
-                               int64_t n_warped, int64_t n_cands, const acc_t* __restrict__ noise, int64_t C,
-                               Axis ah, Axis aw, acc_t w_ssim, acc_t w_l1, bool mean_sources,
-                               acc_t* __restrict__ loss, int64_t* __restrict__ winner) {
-  constexpr int IH = kTileH + 2, IW = kTileW + 2;
-  __shared__ acc_t st[IH][IW], sc[IH][IW];
-  const int64_t b = blockIdx.z, h0 = static_cast<int64_t>(blockIdx.y) * kTileH,
-                w0 = static_cast<int64_t>(blockIdx.x) * kTileW;
-  const int64_t h = h0 + threadIdx.y, w = w0 + threadIdx.x;
-  const bool inside = h < ah.n && w < aw.n;
-  const int r = threadIdx.y + 1, col = threadIdx.x + 1;
-  const int64_t H = ah.n, W = aw.n, B = gridDim.z;
+__global__ void __launch_bounds__(kBlockW * kBlockH, 4) forward_kernel(
+    StridedView4<const scalar_t> target, Views<const scalar_t, 2 * kMaxSources> cands, int n_warped, int n_cands,
+    const acc_t* __restrict__ noise, int64_t C, int64_t H, int64_t W, acc_t w_ssim, acc_t w_l1, bool mean_sources,
+    acc_t* __restrict__ loss, int64_t* __restrict__ winner) {
+  const int64_t w = static_cast<int64_t>(blockIdx.x) * kBlockW + threadIdx.x;
+  const int64_t h = static_cast<int64_t>(blockIdx.y) * kBlockH + threadIdx.y;
+  const int64_t b = blockIdx.z, B = gridDim.z;
+  if (h >= H || w >= W) return;
+  int64_t rows[3], cols[3];
+#pragma unroll
+  for (int d = 0; d < 3; ++d) {
+    rows[d] = reflect1(h - 1 + d, H);
+    cols[d] = reflect1(w - 1 + d, W);
+  }
   acc_t best = 0, warped_sum = 0, identity_sum = 0;
   int64_t arg = 0;
-  for (int64_t k = 0; k < n_cands; ++k) {
+  for (int k = 0; k < n_cands; ++k) {
     acc_t pe = 0;
     for (int64_t c = 0; c < C; ++c) {
-      __syncthreads();  // the previous channel's tiles are consumed
-      load_tile(st, target, b, c, h0 - 1, w0 - 1, ah, aw);
-      load_tile(sc, cands.v[k], b, c, h0 - 1, w0 - 1, ah, aw);
-      __syncthreads();
-      if (inside) {
-        const acc_t d = ssim::dssim(box3_terms(sc, st, r, col).ssim).value;
-        const acc_t diff = sc[r][col] - st[r][col];
-        pe += w_ssim * d + w_l1 * (diff < acc_t(0) ? -diff : diff);
-      }
+      acc_t x[3][3], y[3][3];
+      load_patch(cands.v[k], b, c, rows, cols, x);
+      load_patch(target, b, c, rows, cols, y);
+      const acc_t diff = x[1][1] - y[1][1];
+      pe += w_ssim * ssim::dssim(box3_terms(x, y, 0, 0).ssim).value + w_l1 * (diff < acc_t(0) ? -diff : diff);
     }
-    if (!inside) continue;
     if (k >= n_warped) pe += noise[(((k - n_warped) * B + b) * H + h) * W + w];  // identity tie-break
     if (mean_sources) {
       (k < n_warped ? warped_sum : identity_sum) += pe;
@@ -101,7 +110,6 @@ __global__ void forward_kernel(StridedView4<const scalar_t> target, Views<const 
       arg = k;
     }
   }
-  if (!inside) return;
   if (mean_sources) {  // Monodepth2's avg_reprojection: warped average vs identity average
     best = warped_sum / static_cast<acc_t>(n_warped);
     arg = 0;
@@ -115,60 +123,71 @@ __global__ void forward_kernel(StridedView4<const scalar_t> target, Views<const 
 }
 
 template <typename scalar_t, typename acc_t>
-__global__ void backward_kernel(const acc_t* __restrict__ grad_loss, const int64_t* __restrict__ winner,
-                                StridedView4<const scalar_t> target, Views<const scalar_t, kMaxSources> warped,
-                                Views<scalar_t, kMaxSources> grads, int64_t n_warped, int64_t C, Axis ah, Axis aw,
-                                Window<acc_t> win, acc_t w_ssim, acc_t w_l1, bool mean_sources) {
-  constexpr int IH = kTileH + 4, IW = kTileW + 4;  // taps of the outputs around the tile
-  constexpr int PH = kTileH + 2, PW = kTileW + 2;  // outputs whose windows reach the tile
-  __shared__ acc_t sx[IH][IW], sy[IH][IW];
-  __shared__ acc_t weight[PH][PW];         // g * selection of each output, for all channels
-  __shared__ acc_t coef[3][PH][PW];        // weight * dclamp * SSIM partials in mu_x, E[x^2], E[xy]
+__global__ void __launch_bounds__(kBlockW * kBlockH, 2) backward_kernel(
+    StridedView4<const acc_t> grad_loss, const int64_t* __restrict__ winner, StridedView4<const scalar_t> target,
+    Views<const scalar_t, kMaxSources> warped, Views<scalar_t, kMaxSources> grads, int n_warped, int64_t C, Axis ah,
+    Axis aw, Window<acc_t> win, acc_t w_ssim, acc_t w_l1, bool mean_sources) {
+  const int64_t q_w = static_cast<int64_t>(blockIdx.x) * kBlockW + threadIdx.x;
+  const int64_t q_h = static_cast<int64_t>(blockIdx.y) * kBlockH + threadIdx.y;
   const int64_t H = ah.n, W = aw.n, B = gridDim.z / n_warped;
   const int64_t b = blockIdx.z % B, s = blockIdx.z / B;
-  const int64_t h0 = static_cast<int64_t>(blockIdx.y) * kTileH, w0 = static_cast<int64_t>(blockIdx.x) * kTileW;
-  const int tid = threadIdx.y * kTileW + threadIdx.x;
-  for (int i = tid; i < PH * PW; i += kTileW * kTileH) {
-    const int64_t p_h = h0 - 1 + i / PW, p_w = w0 - 1 + i % PW;
-    const bool in = p_h >= 0 && p_h < H && p_w >= 0 && p_w < W;
-    const int64_t at = (b * H + p_h) * W + p_w;
-    weight[i / PW][i % PW] = in ? grad_loss[at] * selected<acc_t>(winner[at], s, n_warped, mean_sources) : acc_t(0);
-  }
-  const int64_t q_h = h0 + threadIdx.y, q_w = w0 + threadIdx.x;
-  const bool inside = q_h < H && q_w < W;
-  for (int64_t c = 0; c < C; ++c) {
-    __syncthreads();  // weights written / the previous channel's coefficients consumed
-    load_tile(sx, warped.v[s], b, c, h0 - 2, w0 - 2, ah, aw);
-    load_tile(sy, target, b, c, h0 - 2, w0 - 2, ah, aw);
-    __syncthreads();
-    for (int i = tid; i < PH * PW; i += kTileW * kTileH) {
-      const int pr = i / PW, pc = i % PW;
-      const acc_t wt = weight[pr][pc];
-      ssim::SsimTerms<acc_t> t{0, 0, 0, 0, 0};
-      if (wt != acc_t(0)) t = box3_terms(sx, sy, pr + 1, pc + 1);
-      const acc_t k = wt * w_ssim * ssim::dssim(t.ssim).slope;
-      coef[0][pr][pc] = k * t.d_mx;
-      coef[1][pr][pc] = k * t.d_sq;
-      coef[2][pr][pc] = k * t.d_xy;
+  if (q_h >= H || q_w >= W) return;
+  // Output p = q + (i - 1, j - 1): its weight g * selection, times the window weight with which it reads q
+  // (reflection folded in); the L1 term takes the centre's weight alone.
+  acc_t weight[3][3];
+  bool any = false;
+#pragma unroll
+  for (int i = 0; i < 3; ++i) {
+#pragma unroll
+    for (int j = 0; j < 3; ++j) {
+      const int64_t p_h = q_h - 1 + i, p_w = q_w - 1 + j;
+      acc_t wt = 0;
+      if (p_h >= 0 && p_h < H && p_w >= 0 && p_w < W) {
+        wt = grad_loss(b, 0, p_h, p_w) * selected<acc_t>(winner[(b * H + p_h) * W + p_w], s, n_warped, mean_sources);
+      }
+      weight[i][j] = wt;
+      any |= wt != acc_t(0);
     }
-    __syncthreads();
-    if (!inside) continue;
-    acc_t f[3] = {0, 0, 0};
+  }
+  const acc_t l1_weight = weight[1][1] * w_l1;
+#pragma unroll
+  for (int i = 0; i < 3; ++i) {
+#pragma unroll
+    for (int j = 0; j < 3; ++j) {
+      weight[i][j] *= w_ssim * ah.weight(win, q_h - 1 + i, q_h) * aw.weight(win, q_w - 1 + j, q_w);
+    }
+  }
+  if (!any) {  // no output that reads this pixel chose this image
+    for (int64_t c = 0; c < C; ++c) grads.v[s](b, c, q_h, q_w) = scalar_t(0);
+    return;
+  }
+  int64_t rows[5], cols[5];
+#pragma unroll
+  for (int d = 0; d < 5; ++d) {
+    rows[d] = reflect1(q_h - 2 + d, H);
+    cols[d] = reflect1(q_w - 2 + d, W);
+  }
+  for (int64_t c = 0; c < C; ++c) {
+    acc_t x[5][5], y[5][5];
+    load_patch(warped.v[s], b, c, rows, cols, x);
+    load_patch(target, b, c, rows, cols, y);
+    acc_t f_mx = 0, f_sq = 0, f_xy = 0;  // gathered coefficients of mu_x, E[x^2], E[xy]
 #pragma unroll
     for (int i = 0; i < 3; ++i) {
-      const acc_t wh = ah.weight(win, q_h - 1 + i, q_h);
 #pragma unroll
       for (int j = 0; j < 3; ++j) {
-        const acc_t wgt = wh * aw.weight(win, q_w - 1 + j, q_w);
-#pragma unroll
-        for (int n = 0; n < 3; ++n) f[n] += wgt * coef[n][threadIdx.y + i][threadIdx.x + j];
+        if (weight[i][j] == acc_t(0)) continue;
+        const auto t = box3_terms(x, y, i, j);
+        const acc_t k = weight[i][j] * ssim::dssim(t.ssim).slope;
+        f_mx += k * t.d_mx;
+        f_sq += k * t.d_sq;
+        f_xy += k * t.d_xy;
       }
     }
-    const acc_t xq = sx[threadIdx.y + 2][threadIdx.x + 2], yq = sy[threadIdx.y + 2][threadIdx.x + 2];
+    const acc_t xq = x[2][2], yq = y[2][2];
     const acc_t diff = xq - yq;
     const acc_t sign = diff > acc_t(0) ? acc_t(1) : (diff < acc_t(0) ? acc_t(-1) : acc_t(0));
-    const acc_t l1 = weight[threadIdx.y + 1][threadIdx.x + 1] * w_l1 * sign;
-    grads.v[s](b, c, q_h, q_w) = static_cast<scalar_t>(f[0] + acc_t(2) * f[1] * xq + f[2] * yq + l1);
+    grads.v[s](b, c, q_h, q_w) = static_cast<scalar_t>(f_mx + acc_t(2) * f_sq * xq + f_xy * yq + l1_weight * sign);
   }
 }
 
@@ -183,7 +202,7 @@ Views<T, N> views_of(at::TensorList a, at::TensorList b = {}) {
 
 dim3 tiles(int64_t h, int64_t w, int64_t z) {
   DM_CHECK(z <= 65535, "min_reprojection on CUDA supports B * S <= 65535, got ", z);
-  return dim3(static_cast<unsigned>((w + kTileW - 1) / kTileW), static_cast<unsigned>((h + kTileH - 1) / kTileH),
+  return dim3(static_cast<unsigned>((w + kBlockW - 1) / kBlockW), static_cast<unsigned>((h + kBlockH - 1) / kBlockH),
               static_cast<unsigned>(z));
 }
 
@@ -197,35 +216,35 @@ std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& target, at::Te
   auto winner = at::empty({B, H, W}, target.options().dtype(at::kLong));
   if (loss.numel() == 0) return {loss, winner};
   const auto noise = sources.empty() ? loss : noise_in.contiguous();  // unread without sources
-  const Axis ah = ssim::make_axis(H, ssim::kReflect, 1), aw = ssim::make_axis(W, ssim::kReflect, 1);
   DM_DISPATCH_FLOATING_TYPES(target.scalar_type(), "min_reprojection_cuda", [&] {
     using acc_t = acc_type<scalar_t>;
-    DM_LAUNCH((forward_kernel<scalar_t, acc_t>), tiles(H, W, B), dim3(kTileW, kTileH),
+    DM_LAUNCH((forward_kernel<scalar_t, acc_t>), tiles(H, W, B), dim3(kBlockW, kBlockH),
               strided_view4<const scalar_t>(target), (views_of<const scalar_t, 2 * kMaxSources>(warped, sources)),
-              static_cast<int64_t>(warped.size()), static_cast<int64_t>(warped.size() + sources.size()),
-              noise.data_ptr<acc_t>(), C, ah, aw, static_cast<acc_t>(alpha / C), static_cast<acc_t>((1 - alpha) / C),
+              static_cast<int>(warped.size()), static_cast<int>(warped.size() + sources.size()),
+              noise.data_ptr<acc_t>(), C, H, W, static_cast<acc_t>(alpha / C), static_cast<acc_t>((1 - alpha) / C),
               mean_sources, loss.data_ptr<acc_t>(), winner.data_ptr<int64_t>());
   });
   return {loss, winner};
 }
 
-std::vector<at::Tensor> backward_cuda(const at::Tensor& grad_loss_in, const at::Tensor& target, at::TensorList warped,
+std::vector<at::Tensor> backward_cuda(const at::Tensor& grad_loss, const at::Tensor& target, at::TensorList warped,
                                       const at::Tensor& winner_in, double alpha, bool mean_sources) {
-  check_backward(grad_loss_in, target, warped, winner_in, alpha);
+  check_backward(grad_loss, target, warped, winner_in, alpha);
   const c10::cuda::CUDAGuard guard(target.device());
   std::vector<at::Tensor> grads;
   for (const auto& w : warped) grads.push_back(at::empty_like(w));
   if (target.numel() == 0) return grads;
-  const auto grad_loss = grad_loss_in.contiguous();
   const auto winner = winner_in.contiguous();
   const int64_t B = target.size(0), C = target.size(1), H = target.size(2), W = target.size(3);
   const int64_t S = static_cast<int64_t>(warped.size());
   const Axis ah = ssim::make_axis(H, ssim::kReflect, 1), aw = ssim::make_axis(W, ssim::kReflect, 1);
   DM_DISPATCH_FLOATING_TYPES(target.scalar_type(), "min_reprojection_backward_cuda", [&] {
     using acc_t = acc_type<scalar_t>;
-    DM_LAUNCH((backward_kernel<scalar_t, acc_t>), tiles(H, W, B * S), dim3(kTileW, kTileH),
-              grad_loss.data_ptr<acc_t>(), winner.data_ptr<int64_t>(), strided_view4<const scalar_t>(target),
-              (views_of<const scalar_t, kMaxSources>(warped)), (views_of<scalar_t, kMaxSources>(grads)), S, C, ah, aw,
+    // grad_loss is read through its strides: the gradient of a mean arrives as an expanded scalar.
+    DM_LAUNCH((backward_kernel<scalar_t, acc_t>), tiles(H, W, B * S), dim3(kBlockW, kBlockH),
+              strided_view4<const acc_t>(grad_loss.unsqueeze(1)), winner.data_ptr<int64_t>(),
+              strided_view4<const scalar_t>(target), (views_of<const scalar_t, kMaxSources>(warped)),
+              (views_of<scalar_t, kMaxSources>(grads)), static_cast<int>(S), C, ah, aw,
               ssim::make_window<acc_t>(ssim::kBox3), static_cast<acc_t>(alpha / C),
               static_cast<acc_t>((1 - alpha) / C), mean_sources);
   });

@@ -1,0 +1,79 @@
+// Stand-in for csrc/common/cuda_launch.cuh that runs a CUDA launch sequentially on the host, thread by
+// thread. Only exact for kernels whose threads never talk to each other (no shared memory, barriers, warp
+// intrinsics or atomics): tests/test_cuda_emulation.py checks the logic of those kernels on a machine
+// without a GPU. Found before csrc/ on the include path of the emulation build.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <c10/core/Device.h>
+#include <torch/library.h>
+
+#include <cstdint>
+#include <utility>
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+
+struct dim3 {
+  unsigned x, y, z;
+  dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+inline thread_local dim3 threadIdx, blockIdx, gridDim, blockDim;
+
+namespace c10::cuda {
+struct CUDAGuard {
+  explicit CUDAGuard(c10::Device) {}
+};
+}  // namespace c10::cuda
+
+namespace depthmetric {
+
+constexpr int kThreadsPerBlock = 256;
+
+inline dim3 grid_for(int64_t n, int threads = kThreadsPerBlock) {
+  return dim3(static_cast<unsigned>(std::max<int64_t>(1, (n + threads - 1) / threads)));
+}
+
+template <typename Body>
+void with_index_type(bool use_int32, Body&& body) {
+  if (use_int32) {
+    body(int32_t{});
+  } else {
+    body(int64_t{});
+  }
+}
+
+template <typename Kernel>
+void emulate_launch(dim3 grid, dim3 block, Kernel&& kernel) {
+  gridDim = grid;
+  blockDim = block;
+  for (unsigned bz = 0; bz < grid.z; ++bz)
+    for (unsigned by = 0; by < grid.y; ++by)
+      for (unsigned bx = 0; bx < grid.x; ++bx)
+        for (unsigned tz = 0; tz < block.z; ++tz)
+          for (unsigned ty = 0; ty < block.y; ++ty)
+            for (unsigned tx = 0; tx < block.x; ++tx) {
+              blockIdx = dim3(bx, by, bz);
+              threadIdx = dim3(tx, ty, tz);
+              kernel();
+            }
+}
+
+}  // namespace depthmetric
+
+#define DM_LAUNCH(KERNEL, GRID, BLOCK, ...) \
+  ::depthmetric::emulate_launch(GRID, BLOCK, [&] { KERNEL(__VA_ARGS__); })
+
+// The emulated entry points are called directly: neither the schemas nor the kernels are registered with
+// the dispatcher (the real extension, loaded in the same process, owns them).
+#define DM_EMULATION_CONCAT_(a, b) a##b
+#define DM_EMULATION_CONCAT(a, b) DM_EMULATION_CONCAT_(a, b)
+#define DM_EMULATION_UNREGISTERED(m) \
+  [[maybe_unused]] static void DM_EMULATION_CONCAT(dm_emulation_unregistered_, __COUNTER__)(torch::Library & m)
+#undef TORCH_LIBRARY_IMPL
+#define TORCH_LIBRARY_IMPL(ns, key, m) DM_EMULATION_UNREGISTERED(m)
+#undef TORCH_LIBRARY_FRAGMENT
+#define TORCH_LIBRARY_FRAGMENT(ns, m) DM_EMULATION_UNREGISTERED(m)

@@ -1,0 +1,82 @@
+"""The CUDA kernels whose threads never talk to each other (no shared memory, barriers, warp intrinsics or
+atomics), run on the CPU: tests/cuda_emulation builds their .cu files for the host with a launch that
+walks the grid thread by thread, and the results must match the CPU kernels. This checks the kernels'
+indexing, reflection, selection and gather logic on machines without a GPU (CI); speed, and whatever
+only the GPU compiler or hardware can get wrong, still need a GPU run of the CUDA tests."""
+import pathlib
+
+import pytest
+import torch
+
+import depthmetric as dm
+
+from .test_min_reprojection import scene
+from .test_multi_range_contrastive import make_inputs
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(not dm.build_info()["compiled"], reason="extension not built")
+
+
+@pytest.fixture(scope="module")
+def emulated(tmp_path_factory):
+    from torch.utils.cpp_extension import load
+
+    here = ROOT / "tests" / "cuda_emulation"
+    return load(name="depthmetric_cuda_emulation", sources=[str(here / "emulated_ops.cpp")],
+                extra_include_paths=[str(here), str(ROOT / "csrc")], extra_cflags=["-O1"],
+                build_directory=str(tmp_path_factory.mktemp("cuda_emulation")))
+
+
+TOL = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 1e-2}
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16])
+@pytest.mark.parametrize("shape", [(1, 3, 2, 2), (2, 3, 9, 13), (1, 1, 17, 35)])
+@pytest.mark.parametrize("n_sources", [1, 2, 4])
+@pytest.mark.parametrize("automask,mean_sources", [(True, False), (False, False), (True, True), (False, True)])
+def test_min_reprojection_matches_cpu_kernel(emulated, automask, mean_sources, n_sources, shape, dtype):
+    target, warped, sources, g = scene(shape, n_sources, dtype, "cpu", seed=n_sources + shape[2])
+    if not automask:
+        sources = []
+    warped[-1] = warped[-1].transpose(2, 3).contiguous().transpose(2, 3)  # a strided (non-contiguous) view
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    noise = 1e-5 * torch.randn(len(sources), *target.shape[:1], *target.shape[2:], generator=g, dtype=acc)
+    noise = noise if sources else noise.new_empty(0)
+    args = (target, warped, sources, noise, 0.85, mean_sources)
+    loss, winner = emulated.min_reprojection(*args)
+    cpu_loss, cpu_winner = torch.ops.depthmetric.min_reprojection(*args)
+    torch.testing.assert_close(loss, cpu_loss, rtol=TOL[dtype], atol=TOL[dtype])
+    assert torch.equal(winner, cpu_winner)
+
+    # The gradient of a mean arrives as an expanded scalar; the CUDA backward reads it through its strides.
+    grad_loss = torch.rand((), generator=g, dtype=acc).expand_as(loss)
+    bwd = (target, warped, winner, 0.85, mean_sources)
+    grads = emulated.min_reprojection_backward(grad_loss, *bwd)
+    cpu_grads = torch.ops.depthmetric._min_reprojection_backward(grad_loss.contiguous(), *bwd)
+    for got, want in zip(grads, cpu_grads):
+        assert got.dtype == dtype
+        torch.testing.assert_close(got, want, rtol=TOL[dtype], atol=TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16])
+@pytest.mark.parametrize("shape", [(1, 3, 4, 5), (2, 5, 7, 9)])
+@pytest.mark.parametrize("n_shifts", [0, 3, 40])  # 40: past the backward's 16-shift chunks
+def test_multi_range_contrastive_matches_cpu_kernel(emulated, n_shifts, shape, dtype):
+    features, depth, g = make_inputs(shape, dtype, "cpu", seed=n_shifts + shape[1])
+    features = features.transpose(2, 3).contiguous().transpose(2, 3)  # strided features
+    B, _, H, W = shape
+    shifts = torch.stack([torch.randint(0, n, (n_shifts,), generator=g) for n in (B, H, W)], 1)
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    depth = torch.where(torch.isfinite(depth) & (depth > 0), depth, 0.0)[:, 0].to(acc)
+    args = (features, depth, shifts, 0.1, [0.5, 1.0, 1.5], [1.0, 1.5, 2.0], [3.0, 6.0, 8.0])
+    loss, count, coef = emulated.multi_range_contrastive(*args)
+    cpu_loss, cpu_count, cpu_coef = torch.ops.depthmetric.multi_range_contrastive(*args)
+    assert torch.equal(count, cpu_count)
+    torch.testing.assert_close(loss, cpu_loss, rtol=TOL[dtype], atol=TOL[dtype])
+    torch.testing.assert_close(coef, cpu_coef, rtol=TOL[dtype], atol=TOL[dtype])
+
+    grad_loss = torch.rand(loss.shape, generator=g, dtype=acc)
+    grad = emulated.multi_range_contrastive_backward(grad_loss, features, shifts, coef)
+    cpu_grad = torch.ops.depthmetric._multi_range_contrastive_backward(grad_loss, features, shifts, cpu_coef)
+    assert grad.dtype == dtype
+    torch.testing.assert_close(grad, cpu_grad, rtol=TOL[dtype], atol=TOL[dtype])
