@@ -1,6 +1,6 @@
-// The barrier-free CUDA kernels of depthmetric, built for the host with the launch emulation of
-// common/cuda_launch.cuh here: the .cu entry points run on CPU tensors, so tests compare their results with
-// the CPU kernels on a machine without a GPU.
+// The CUDA kernels of depthmetric that use no warp intrinsics or atomics, built for the host with the launch
+// emulation of common/cuda_launch.cuh here: the .cu entry points run on CPU tensors, so tests compare their
+// results with the CPU kernels on a machine without a GPU.
 #include <torch/extension.h>
 
 #include "common/cuda_launch.cuh"  // the emulation, before any depthmetric CUDA source
@@ -9,6 +9,8 @@
 #include "min_reprojection/cuda/min_reprojection_kernel.cu"
 #include "multi_range_contrastive/multi_range_contrastive.cpp"
 #include "multi_range_contrastive/cuda/multi_range_contrastive_kernel.cu"
+#include "ssim/ssim.cpp"
+#include "ssim/cuda/ssim_kernel.cu"
 
 std::tuple<at::Tensor, at::Tensor> min_reprojection(const at::Tensor& target, std::vector<at::Tensor> warped,
                                                     std::vector<at::Tensor> sources, const at::Tensor& noise,
@@ -36,7 +38,18 @@ at::Tensor multi_range_contrastive_backward(const at::Tensor& grad_loss, const a
   return depthmetric::mrc::backward_cuda(grad_loss, features, shifts, coef);
 }
 
+std::tuple<at::Tensor, at::Tensor> ssim(const at::Tensor& x, const at::Tensor& y, int64_t window, int64_t padding) {
+  return depthmetric::ssim::forward_cuda(x, y, window, padding);
+}
+
+std::tuple<at::Tensor, at::Tensor> ssim_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& y,
+                                                 const at::Tensor& partials, int64_t window, int64_t padding) {
+  return depthmetric::ssim::backward_cuda(grad, x, y, partials, window, padding);
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("ssim", &ssim);
+  m.def("ssim_backward", &ssim_backward);
   m.def("min_reprojection", &min_reprojection);
   m.def("min_reprojection_backward", &min_reprojection_backward);
   m.def("multi_range_contrastive", &multi_range_contrastive);

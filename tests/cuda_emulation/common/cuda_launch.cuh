@@ -1,27 +1,34 @@
-// Stand-in for csrc/common/cuda_launch.cuh that runs a CUDA launch sequentially on the host, thread by
-// thread. Only exact for kernels whose threads never talk to each other (no shared memory, barriers, warp
-// intrinsics or atomics): tests/test_cuda_emulation.py checks the logic of those kernels on a machine
-// without a GPU. Found before csrc/ on the include path of the emulation build.
+// Stand-in for csrc/common/cuda_launch.cuh that runs a CUDA launch on the host: blocks one after another,
+// the threads of a block as OS threads, __syncthreads as a std::barrier and __shared__ arrays as statics
+// (one block at a time uses them). Exact for kernels that use only these (no warp intrinsics or atomics):
+// tests/test_cuda_emulation.py checks their logic on a machine without a GPU. Found before csrc/ on the
+// include path of the emulation build.
 #pragma once
 
 #include <ATen/ATen.h>
 #include <c10/core/Device.h>
 #include <torch/library.h>
 
+#include <barrier>
 #include <cstdint>
-#include <utility>
+#include <thread>
+#include <vector>
 
 #define __global__
 #define __device__
 #define __host__
 #define __forceinline__ inline
 #define __launch_bounds__(...)
+#define __shared__ static
 
 struct dim3 {
   unsigned x, y, z;
   dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
 };
 inline thread_local dim3 threadIdx, blockIdx, gridDim, blockDim;
+inline thread_local std::barrier<>* block_barrier = nullptr;
+
+inline void __syncthreads() { block_barrier->arrive_and_wait(); }
 
 namespace c10::cuda {
 struct CUDAGuard {
@@ -48,18 +55,27 @@ void with_index_type(bool use_int32, Body&& body) {
 
 template <typename Kernel>
 void emulate_launch(dim3 grid, dim3 block, Kernel&& kernel) {
-  gridDim = grid;
-  blockDim = block;
-  for (unsigned bz = 0; bz < grid.z; ++bz)
-    for (unsigned by = 0; by < grid.y; ++by)
-      for (unsigned bx = 0; bx < grid.x; ++bx)
-        for (unsigned tz = 0; tz < block.z; ++tz)
-          for (unsigned ty = 0; ty < block.y; ++ty)
-            for (unsigned tx = 0; tx < block.x; ++tx) {
-              blockIdx = dim3(bx, by, bz);
-              threadIdx = dim3(tx, ty, tz);
-              kernel();
-            }
+  const unsigned n_threads = block.x * block.y * block.z;
+  for (unsigned bz = 0; bz < grid.z; ++bz) {
+    for (unsigned by = 0; by < grid.y; ++by) {
+      for (unsigned bx = 0; bx < grid.x; ++bx) {
+        std::barrier<> barrier(n_threads);
+        std::vector<std::thread> threads;
+        for (unsigned t = 0; t < n_threads; ++t) {
+          threads.emplace_back([&, t] {
+            gridDim = grid;
+            blockDim = block;
+            blockIdx = dim3(bx, by, bz);
+            threadIdx = dim3(t % block.x, (t / block.x) % block.y, t / (block.x * block.y));
+            block_barrier = &barrier;
+            kernel();
+            barrier.arrive_and_drop();  // a finished thread no longer holds up the block's barriers
+          });
+        }
+        for (auto& thread : threads) thread.join();
+      }
+    }
+  }
 }
 
 }  // namespace depthmetric
