@@ -48,6 +48,10 @@ def _extension():
     # -fno-trapping-math lets GCC turn the clamps of the per-pixel loops into vector selects (it only gives up
     # floating-point exception flags, which nothing reads; results are unchanged). The C++ standard is torch's.
     extra = {"cxx": ["-O3", "-fno-trapping-math"], "nvcc": ["-O3", "-lineinfo"]}
+    # at::parallel_for opens its OpenMP region in the code of the library that calls it: without -fopenmp
+    # here every CPU kernel runs on one thread. The runtime is torch's own libgomp (libtorch_cpu needs it).
+    if "ATen parallel backend: OpenMP" in torch.__config__.parallel_info():
+        extra["cxx"].append("-fopenmp")
     sources = _sources(with_cuda)
     kind = CUDAExtension if with_cuda else CppExtension
     print(

@@ -131,8 +131,9 @@ def _register_kernels() -> None:
 
     def backward(ctx, grad, grad_partials):
         x, y, partials = ctx.saved_tensors
-        grad_x, grad_y = torch.ops.depthmetric._ssim_backward(grad.contiguous(), x, y, partials, ctx.window,
-                                                               ctx.padding)
+        # grad goes as it comes (from a mean, an expanded scalar): the CUDA kernel reads it through its strides,
+        # the CPU kernel makes it contiguous.
+        grad_x, grad_y = torch.ops.depthmetric._ssim_backward(grad, x, y, partials, ctx.window, ctx.padding)
         return (grad_x if ctx.needs_input_grad[0] else None, grad_y if ctx.needs_input_grad[1] else None,
                 None, None)
 

@@ -96,8 +96,8 @@ def test_ssim_matches_cpu_kernel(emulated, shape, window, padding, dtype):
     torch.testing.assert_close(out, cpu_out, rtol=TOL[dtype], atol=TOL[dtype])
     torch.testing.assert_close(partials, cpu_partials, rtol=TOL[dtype], atol=TOL[dtype])
 
-    grad = torch.rand(out.shape, generator=g, dtype=out.dtype)
-    grads = emulated.ssim_backward(grad, x, y, partials, *args[2:])
+    grad = torch.rand(out.shape, generator=g, dtype=out.dtype).transpose(2, 3).contiguous().transpose(2, 3)
+    grads = emulated.ssim_backward(grad, x, y, partials, *args[2:])  # grad through its strides
     cpu_grads = torch.ops.depthmetric._ssim_backward(grad, x, y, cpu_partials, *args[2:])
     for got, want in zip(grads, cpu_grads):
         assert got.dtype == dtype

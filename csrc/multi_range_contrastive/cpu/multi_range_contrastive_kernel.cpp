@@ -18,6 +18,20 @@ struct Shift {
   int64_t b, h, w;
 };
 
+// Calls run(w0, w1, delta) for the two runs of [0, W) over which a rolled column index is w + delta:
+// roll_back(w, shift, W) (forward = false) or roll_forward (forward = true). Within a run the rolled
+// reads are contiguous, so the inner loops vectorise instead of selecting an index per element.
+template <typename Run>
+void for_roll_runs(int64_t shift, int64_t W, bool forward, Run&& run) {
+  if (forward) {
+    run(int64_t{0}, W - shift, shift);
+    run(W - shift, W, shift - W);
+  } else {
+    run(int64_t{0}, shift, W - shift);
+    run(shift, W, -shift);
+  }
+}
+
 std::vector<Shift> host_shifts(const at::Tensor& reduced) {
   std::vector<Shift> out(reduced.size(0));
   const int64_t* s = reduced.data_ptr<int64_t>();
@@ -25,11 +39,13 @@ std::vector<Shift> host_shifts(const at::Tensor& reduced) {
   return out;
 }
 
-template <typename scalar_t>
+// kUnitStride: the feature rows are contiguous (NCHW), so the compiler sees unit-stride loops.
+template <typename scalar_t, bool kUnitStride>
 void forward_rows(const at::Tensor& features, const at::Tensor& depth, const std::vector<Shift>& shifts,
                   const Rule<acc_type<scalar_t>>& rule, ForwardOutputs& out) {
   using acc_t = acc_type<scalar_t>;
   const auto f = strided_view4<const scalar_t>(features);
+  const int64_t s3 = kUnitStride ? 1 : f.s3;
   const int64_t B = features.size(0), C = features.size(1), H = features.size(2), W = features.size(3);
   const int64_t N = static_cast<int64_t>(shifts.size()), total = B * H * W;
   const acc_t* d = depth.data_ptr<acc_t>();
@@ -47,26 +63,28 @@ void forward_rows(const at::Tensor& features, const at::Tensor& depth, const std
       for (int64_t n = 0; n < N; ++n) {
         src_b[n] = roll_back(b, shifts[n].b, B);
         src_h[n] = roll_back(h, shifts[n].h, H);
+        const acc_t* anchor_depth = d + row * W;
         const acc_t* sample_depth = d + (src_b[n] * H + src_h[n]) * W;
+        acc_t* pairs = &code[n * W];
+        for_roll_runs(shifts[n].w, W, false, [&](int64_t w0, int64_t w1, int64_t delta) {
+          for (int64_t w = w0; w < w1; ++w) pairs[w] = rule.classify(anchor_depth[w], sample_depth[w + delta]);
+        });
         active[n] = 0;
-        for (int64_t w = 0; w < W; ++w) {
-          const acc_t pair = rule.classify(d[row * W + w], sample_depth[roll_back(w, shifts[n].w, W)]);
-          code[n * W + w] = pair;
-          dist_sq[n * W + w] = acc_t(0);
-          active[n] |= is_counted(pair);
-        }
+        for (int64_t w = 0; w < W; ++w) active[n] |= is_counted(pairs[w]);
+        std::fill(&dist_sq[n * W], &dist_sq[n * W] + W, acc_t(0));
       }
       for (int64_t c = 0; c < C; ++c) {
-        const int64_t anchor = f.offset(b, c, h, 0);
+        const scalar_t* anchor = &f.data[f.offset(b, c, h, 0)];
         for (int64_t n = 0; n < N; ++n) {
           if (!active[n]) continue;
-          const int64_t sample = f.offset(src_b[n], c, src_h[n], 0);
+          const scalar_t* sample = &f.data[f.offset(src_b[n], c, src_h[n], 0)];
           acc_t* acc = &dist_sq[n * W];
-          for (int64_t w = 0; w < W; ++w) {
-            const acc_t diff = static_cast<acc_t>(f.data[anchor + w * f.s3]) -
-                               static_cast<acc_t>(f.data[sample + roll_back(w, shifts[n].w, W) * f.s3]);
-            acc[w] += diff * diff;
-          }
+          for_roll_runs(shifts[n].w, W, false, [&](int64_t w0, int64_t w1, int64_t delta) {
+            for (int64_t w = w0; w < w1; ++w) {
+              const acc_t diff = static_cast<acc_t>(anchor[w * s3]) - static_cast<acc_t>(sample[(w + delta) * s3]);
+              acc[w] += diff * diff;
+            }
+          });
         }
       }
       for (int64_t w = 0; w < W; ++w) {
@@ -90,11 +108,12 @@ void forward_rows(const at::Tensor& features, const at::Tensor& depth, const std
 
 // The gradient at pixel x gathers its pairs as anchor (x, x - s) and as sample (x + s, x), so each output
 // element is written once by one thread: deterministic, no atomics.
-template <typename scalar_t>
+template <typename scalar_t, bool kUnitStride>
 void backward_rows(const at::Tensor& grad_loss, const at::Tensor& features, const std::vector<Shift>& shifts,
                    const at::Tensor& coef_t, at::Tensor& grad) {
   using acc_t = acc_type<scalar_t>;
   const auto f = strided_view4<const scalar_t>(features);
+  const int64_t s3 = kUnitStride ? 1 : f.s3;
   const auto g_out = strided_view4<scalar_t>(grad);
   const int64_t B = features.size(0), C = features.size(1), H = features.size(2), W = features.size(3);
   const int64_t N = static_cast<int64_t>(shifts.size()), total = B * H * W;
@@ -113,28 +132,39 @@ void backward_rows(const at::Tensor& grad_loss, const at::Tensor& features, cons
         h_q[n] = roll_back(h, shifts[n].h, H);
         b_p[n] = roll_forward(b, shifts[n].b, B);
         h_p[n] = roll_forward(h, shifts[n].h, H);
-        const int64_t p_row = b_p[n] * H + h_p[n];
-        active[n] = 0;
+        const acc_t* g_x = g + row * W;
+        const acc_t* c_x = coef + n * total + row * W;
+        const acc_t* g_p = g + (b_p[n] * H + h_p[n]) * W;
+        const acc_t* c_p = coef + n * total + (b_p[n] * H + h_p[n]) * W;
+        acc_t* wa = &w_anchor[n * W];
+        acc_t* wb = &w_sample[n * W];
+        for (int64_t w = 0; w < W; ++w) wa[w] = g_x[w] * c_x[w];
+        for_roll_runs(shifts[n].w, W, true, [&](int64_t w0, int64_t w1, int64_t delta) {
+          for (int64_t w = w0; w < w1; ++w) wb[w] = g_p[w + delta] * c_p[w + delta];
+        });
+        bool any = false;
         for (int64_t w = 0; w < W; ++w) {
-          const int64_t x = row * W + w, p = p_row * W + roll_forward(w, shifts[n].w, W);
-          const acc_t wa = g[x] * coef[n * total + x];
-          const acc_t wb = g[p] * coef[n * total + p];
-          w_anchor[n * W + w] = wa;
-          w_sample[n * W + w] = wb;
-          w_sum[w] += wa + wb;
-          active[n] |= (wa != acc_t(0)) | (wb != acc_t(0));
+          w_sum[w] += wa[w] + wb[w];
+          any |= (wa[w] != acc_t(0)) | (wb[w] != acc_t(0));
         }
+        active[n] = any;
       }
       for (int64_t c = 0; c < C; ++c) {
-        const int64_t self = f.offset(b, c, h, 0);
-        for (int64_t w = 0; w < W; ++w) acc[w] = w_sum[w] * static_cast<acc_t>(f.data[self + w * f.s3]);
+        const scalar_t* self = &f.data[f.offset(b, c, h, 0)];
+        for (int64_t w = 0; w < W; ++w) acc[w] = w_sum[w] * static_cast<acc_t>(self[w * s3]);
         for (int64_t n = 0; n < N; ++n) {
           if (!active[n]) continue;
-          const int64_t q = f.offset(b_q[n], c, h_q[n], 0), p = f.offset(b_p[n], c, h_p[n], 0);
-          for (int64_t w = 0; w < W; ++w) {
-            acc[w] -= w_anchor[n * W + w] * static_cast<acc_t>(f.data[q + roll_back(w, shifts[n].w, W) * f.s3]) +
-                      w_sample[n * W + w] * static_cast<acc_t>(f.data[p + roll_forward(w, shifts[n].w, W) * f.s3]);
-          }
+          // As anchor, x pairs with its sample q = x - s; as sample, with the anchor p = x + s.
+          const scalar_t* q = &f.data[f.offset(b_q[n], c, h_q[n], 0)];
+          const scalar_t* p = &f.data[f.offset(b_p[n], c, h_p[n], 0)];
+          const acc_t* wa = &w_anchor[n * W];
+          const acc_t* wb = &w_sample[n * W];
+          for_roll_runs(shifts[n].w, W, false, [&](int64_t w0, int64_t w1, int64_t delta) {
+            for (int64_t w = w0; w < w1; ++w) acc[w] -= wa[w] * static_cast<acc_t>(q[(w + delta) * s3]);
+          });
+          for_roll_runs(shifts[n].w, W, true, [&](int64_t w0, int64_t w1, int64_t delta) {
+            for (int64_t w = w0; w < w1; ++w) acc[w] -= wb[w] * static_cast<acc_t>(p[(w + delta) * s3]);
+          });
         }
         for (int64_t w = 0; w < W; ++w) g_out(b, c, h, w) = static_cast<scalar_t>(acc[w]);
       }
@@ -153,7 +183,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cpu(const at::Tensor& fea
   auto out = allocate_forward(features, static_cast<int64_t>(host.size()));
   DM_DISPATCH_FLOATING_TYPES(features.scalar_type(), "multi_range_contrastive_cpu", [&] {
     const auto rule = make_rule<acc_type<scalar_t>>(r_p, range_lo, range_hi, margins);
-    forward_rows<scalar_t>(features, depth, host, rule, out);
+    if (features.stride(3) == 1) {
+      forward_rows<scalar_t, true>(features, depth, host, rule, out);
+    } else {
+      forward_rows<scalar_t, false>(features, depth, host, rule, out);
+    }
   });
   return {out.loss, out.count, out.coef};
 }
@@ -164,7 +198,11 @@ at::Tensor backward_cpu(const at::Tensor& grad_loss, const at::Tensor& features,
   const auto host = host_shifts(reduced_shifts(features, shifts));
   auto grad = at::empty_like(features);
   DM_DISPATCH_FLOATING_TYPES(features.scalar_type(), "multi_range_contrastive_backward_cpu", [&] {
-    backward_rows<scalar_t>(grad_loss.contiguous(), features, host, coef.contiguous(), grad);
+    if (features.stride(3) == 1) {
+      backward_rows<scalar_t, true>(grad_loss.contiguous(), features, host, coef.contiguous(), grad);
+    } else {
+      backward_rows<scalar_t, false>(grad_loss.contiguous(), features, host, coef.contiguous(), grad);
+    }
   });
   return grad;
 }

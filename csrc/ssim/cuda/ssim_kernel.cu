@@ -75,7 +75,7 @@ __global__ void forward_kernel(StridedView4<const scalar_t> x, StridedView4<cons
 }
 
 template <typename scalar_t, typename acc_t, int R>
-__global__ void backward_kernel(const acc_t* __restrict__ grad, const acc_t* __restrict__ partials, int64_t plane,
+__global__ void backward_kernel(StridedView4<const acc_t> grad, const acc_t* __restrict__ partials, int64_t plane,
                                 StridedView4<const scalar_t> x, StridedView4<const scalar_t> y, int64_t C, Axis ah,
                                 Axis aw, Window<acc_t> win, StridedView4<scalar_t> grad_x,
                                 StridedView4<scalar_t> grad_y) {
@@ -92,7 +92,7 @@ __global__ void backward_kernel(const acc_t* __restrict__ grad, const acc_t* __r
     const int64_t p_h = p_h0 + i / IW, p_w = p_w0 + i % IW;
     const bool in = p_h >= 0 && p_h < ah.n_out && p_w >= 0 && p_w < aw.n_out;
     const int64_t at = (bc * ah.n_out + p_h) * aw.n_out + p_w;
-    const acc_t g = in ? grad[at] : acc_t(0);
+    const acc_t g = in ? grad(b, c, p_h, p_w) : acc_t(0);
 #pragma unroll
     for (int f = 0; f < kPartials; ++f) sg[f][i / IW][i % IW] = in ? g * partials[f * plane + at] : acc_t(0);
   }
@@ -161,12 +161,11 @@ std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& x, const at::T
   return {out, partials};
 }
 
-std::tuple<at::Tensor, at::Tensor> backward_cuda(const at::Tensor& grad_in, const at::Tensor& x, const at::Tensor& y,
+std::tuple<at::Tensor, at::Tensor> backward_cuda(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& y,
                                                  const at::Tensor& partials_in, int64_t window, int64_t padding) {
   const auto geo = check_forward(x, y, window, padding);
-  check_backward(grad_in, x, y, partials_in, geo);
+  check_backward(grad, x, y, partials_in, geo);
   const c10::cuda::CUDAGuard guard(x.device());
-  const auto grad = grad_in.contiguous();
   const auto partials = partials_in.contiguous();
   auto grad_x = at::empty_like(x), grad_y = at::empty_like(y);
   if (x.numel() == 0) return {grad_x, grad_y};
@@ -175,8 +174,9 @@ std::tuple<at::Tensor, at::Tensor> backward_cuda(const at::Tensor& grad_in, cons
     constexpr int TH = tile_h<acc_t>();
     with_radius(geo.radius, [&](auto r) {
       constexpr int R = decltype(r)::value;
+      // grad is read through its strides: the gradient of a mean arrives as an expanded scalar.
       DM_LAUNCH((backward_kernel<scalar_t, acc_t, R>), tiles(geo.h.n, geo.w.n, x.size(0) * x.size(1), TH),
-                dim3(kTileW, TH), grad.data_ptr<acc_t>(), partials.data_ptr<acc_t>(), grad.numel(),
+                dim3(kTileW, TH), strided_view4<const acc_t>(grad), partials.data_ptr<acc_t>(), grad.numel(),
                 strided_view4<const scalar_t>(x), strided_view4<const scalar_t>(y), x.size(1), geo.h, geo.w,
                 make_window<acc_t>(window), strided_view4<scalar_t>(grad_x), strided_view4<scalar_t>(grad_y));
     });
