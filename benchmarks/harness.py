@@ -399,6 +399,9 @@ def describe(row: dict) -> str:
     return f"{head} " + "; ".join(parts)
 
 
+MIN_PEAK_FOR_RATIO_MIB = 0.1  # below this a memory ratio only divides by allocator noise: none is given
+
+
 def add_ratios(rows: list[dict]) -> list[dict]:
     """``speedup`` (reference time / time) and ``mem_ratio`` (reference peak / peak) per mode, against the
     reference row of the same op, shape, dtype and device; None where there is no reference to compare."""
@@ -413,7 +416,7 @@ def add_ratios(rows: list[dict]) -> list[dict]:
             base = ref[mode] if ref else None
             stats["speedup"] = base["median_ms"] / stats["median_ms"] if base else None
             stats["mem_ratio"] = (base["peak_mib"] / stats["peak_mib"]
-                                  if base and stats["peak_mib"] > 0 else None)
+                                  if base and stats["peak_mib"] >= MIN_PEAK_FOR_RATIO_MIB else None)
     return rows
 
 

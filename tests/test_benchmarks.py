@@ -136,3 +136,14 @@ def test_every_op_has_two_realistic_sizes_per_device():
         for _, case in harness.select(harness.load_groups(), run_set):
             shapes.setdefault(case.op, set()).add(case.shape)
         assert all(len(s) >= 2 for s in shapes.values()), (run_set, shapes)
+
+
+def test_no_memory_ratio_against_a_near_zero_peak():
+    def row(backend, peak_mib):
+        return {"op": "op", "shape": "s", "dtype": "float32", "device": "cpu", "backend": backend, "status": "ok",
+                "fwd": {"median_ms": 2.0, "peak_mib": peak_mib}, "fwd_bwd": None}
+
+    ref, big, tiny = row("reference", 90.0), row("kernel", 3.0), row("kernel", 0.01)
+    harness.add_ratios([ref, big, tiny])
+    assert big["fwd"]["mem_ratio"] == 30.0 and ref["fwd"]["mem_ratio"] == 1.0
+    assert tiny["fwd"]["mem_ratio"] is None and tiny["fwd"]["speedup"] == 1.0
