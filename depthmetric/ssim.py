@@ -3,7 +3,8 @@
 ``window="box3"`` with reflection padding is Monodepth2's SSIM (3x3 mean, ``nn.ReflectionPad2d(1)``);
 ``window="gauss11"`` (sigma 1.5) with ``padding="same"`` (zero padding) or ``"valid"`` (cropped by 5) matches
 pytorch-msssim and fused-ssim. The compiled op computes the window moments and the SSIM in one pass and
-keeps only four per-pixel partial derivatives for backward (no mu/sigma maps); the backward is a gather
+keeps only four per-pixel partial derivatives for backward (no mu/sigma maps; none at all when no gradient
+is wanted, e.g. under ``torch.no_grad()``); the backward is a gather
 of the transposed window, deterministic, and maps gradients through reflection padding exactly as
 autograd through ``ReflectionPad2d`` does.
 """
@@ -56,7 +57,9 @@ def check_images(names: tuple[str, ...], images: tuple[torch.Tensor, ...], windo
 
 
 def _kernel_ssim(x: torch.Tensor, y: torch.Tensor, window: str, padding: str) -> torch.Tensor:
-    return torch.ops.depthmetric.ssim(x, y, WINDOWS[window], PADDINGS[padding])[0]
+    # The four per-pixel partials are only written when a backward can follow (5x the map's bytes saved).
+    with_partials = torch.is_grad_enabled() and (x.requires_grad or y.requires_grad)
+    return torch.ops.depthmetric.ssim(x, y, WINDOWS[window], PADDINGS[padding], with_partials)[0]
 
 
 def ssim(
@@ -114,18 +117,18 @@ def _register_kernels() -> None:
         return n - 2 * (1 if window == 0 else 5) if padding == PADDINGS["valid"] else n
 
     @torch.library.register_fake("depthmetric::ssim")
-    def _(x, y, window, padding):
+    def _(x, y, window, padding, with_partials=True):
         B, C, H, W = x.shape
         acc = _checks.accumulate_dtype(x.dtype)
         shape = (B, C, out_size(H, window, padding), out_size(W, window, padding))
-        return x.new_empty(shape, dtype=acc), x.new_empty((4, *shape), dtype=acc)
+        return x.new_empty(shape, dtype=acc), x.new_empty((4, *shape) if with_partials else (0,), dtype=acc)
 
     @torch.library.register_fake("depthmetric::_ssim_backward")
     def _(grad, x, y, partials, window, padding):
         return torch.empty_like(x), torch.empty_like(y)
 
     def setup_context(ctx, inputs, output):
-        x, y, window, padding = inputs
+        x, y, window, padding = inputs[:4]
         ctx.window, ctx.padding = window, padding
         ctx.save_for_backward(x, y, output[1])
 
@@ -135,7 +138,7 @@ def _register_kernels() -> None:
         # the CPU kernel makes it contiguous.
         grad_x, grad_y = torch.ops.depthmetric._ssim_backward(grad, x, y, partials, ctx.window, ctx.padding)
         return (grad_x if ctx.needs_input_grad[0] else None, grad_y if ctx.needs_input_grad[1] else None,
-                None, None)
+                None, None, None)
 
     torch.library.register_autograd("depthmetric::ssim", backward, setup_context=setup_context)
 

@@ -91,10 +91,12 @@ def test_ssim_matches_cpu_kernel(emulated, shape, window, padding, dtype):
     x = torch.rand(shape, generator=g).to(dtype)
     y = torch.rand(shape, generator=g).to(dtype).transpose(2, 3).contiguous().transpose(2, 3)
     args = (x, y, dm.WINDOWS[window], dm.PADDINGS[padding])
-    out, partials = emulated.ssim(*args)
+    out, partials = emulated.ssim(*args, True)
     cpu_out, cpu_partials = torch.ops.depthmetric.ssim(*args)
     torch.testing.assert_close(out, cpu_out, rtol=TOL[dtype], atol=TOL[dtype])
     torch.testing.assert_close(partials, cpu_partials, rtol=TOL[dtype], atol=TOL[dtype])
+    alone, none = emulated.ssim(*args, False)  # no backward to follow: the map alone
+    assert torch.equal(alone, out) and none.numel() == 0
 
     grad = torch.rand(out.shape, generator=g, dtype=out.dtype).transpose(2, 3).contiguous().transpose(2, 3)
     grads = emulated.ssim_backward(grad, x, y, partials, *args[2:])  # grad through its strides

@@ -131,10 +131,29 @@ def test_gradcheck(window, padding, shape, device):
 @needs_ext
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("window,padding", [("box3", "reflect"), ("gauss11", "valid")])
-def test_opcheck(window, padding, device):
-    x, y = (t.requires_grad_(True) for t in images((2, 2, 12, 13), torch.float32, device, seed=13))
-    args = (x, y, dm.WINDOWS[window], dm.PADDINGS[padding])
+@pytest.mark.parametrize("with_partials", [True, False])
+def test_opcheck(with_partials, window, padding, device):
+    x, y = (t.requires_grad_(with_partials) for t in images((2, 2, 12, 13), torch.float32, device, seed=13))
+    args = (x, y, dm.WINDOWS[window], dm.PADDINGS[padding], with_partials)
     torch.library.opcheck(torch.ops.depthmetric.ssim.default, args)
+
+
+@needs_ext
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("window", ["box3", "gauss11"])
+def test_no_partials_without_a_gradient(window, device):
+    """Without a gradient to come the forward writes the SSIM map alone, and the same map."""
+    x, y = images((2, 3, 14, 19), torch.float32, device, seed=19)
+    code = dm.WINDOWS[window], dm.PADDINGS["reflect" if window == "box3" else "same"]
+    full, partials = torch.ops.depthmetric.ssim(x, y, *code)
+    alone, none = torch.ops.depthmetric.ssim(x, y, *code, False)
+    assert partials.shape == (4, *full.shape) and none.numel() == 0
+    assert torch.equal(alone, full)
+    x.requires_grad_(True)
+    with torch.no_grad():
+        assert torch.equal(dm.ssim(x, y, window, backend=backend_of(device)), full)
+    with pytest.raises(RuntimeError, match="partials must be 4,B,C,H',W'"):
+        torch.ops.depthmetric._ssim_backward(torch.ones_like(full), x.detach(), y, none, *code)
 
 
 @needs_ext

@@ -37,11 +37,11 @@ void check_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tenso
   check_same_device(x, partials, "x", "partials");
 }
 
-std::tuple<at::Tensor, at::Tensor> allocate_forward(const at::Tensor& x, const Geometry& geo) {
+std::tuple<at::Tensor, at::Tensor> allocate_forward(const at::Tensor& x, const Geometry& geo, bool with_partials) {
   const auto opts = x.options().dtype(at::toOpMathType(x.scalar_type()));
   const auto B = x.size(0), C = x.size(1);
   return {at::empty({B, C, geo.h.n_out, geo.w.n_out}, opts),
-          at::empty({kPartials, B, C, geo.h.n_out, geo.w.n_out}, opts)};
+          with_partials ? at::empty({kPartials, B, C, geo.h.n_out, geo.w.n_out}, opts) : at::empty({0}, opts)};
 }
 
 }  // namespace ssim
@@ -49,8 +49,10 @@ std::tuple<at::Tensor, at::Tensor> allocate_forward(const at::Tensor& x, const G
 
 TORCH_LIBRARY_FRAGMENT(depthmetric, m) {
   // window: 0 box3, 1 gauss11; padding: 0 reflect, 1 same (zeros), 2 valid. partials holds, per output pixel,
-  // the four derivatives of SSIM with respect to the window moments that backward needs.
-  m.def("ssim(Tensor x, Tensor y, int window, int padding) -> (Tensor ssim, Tensor partials)");
+  // the four derivatives of SSIM with respect to the window moments that backward needs; without
+  // with_partials (no gradient wanted) it is empty and the forward writes the SSIM map alone.
+  m.def(
+      "ssim(Tensor x, Tensor y, int window, int padding, bool with_partials=True) -> (Tensor ssim, Tensor partials)");
   m.def(
       "_ssim_backward(Tensor grad, Tensor x, Tensor y, Tensor partials, int window, int padding) "
       "-> (Tensor grad_x, Tensor grad_y)");

@@ -22,8 +22,8 @@ int window_radius(int64_t window);
 Geometry check_forward(const at::Tensor& x, const at::Tensor& y, int64_t window, int64_t padding);
 void check_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& y, const at::Tensor& partials,
                     const Geometry& geo);
-// ssim (B,C,H',W') and partials (4,B,C,H',W'), both in the accumulation dtype.
-std::tuple<at::Tensor, at::Tensor> allocate_forward(const at::Tensor& x, const Geometry& geo);
+// ssim (B,C,H',W') and partials (4,B,C,H',W', or empty without with_partials), in the accumulation dtype.
+std::tuple<at::Tensor, at::Tensor> allocate_forward(const at::Tensor& x, const Geometry& geo, bool with_partials);
 
 }  // namespace ssim
 }  // namespace depthmetric

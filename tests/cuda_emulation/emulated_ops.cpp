@@ -38,8 +38,9 @@ at::Tensor multi_range_contrastive_backward(const at::Tensor& grad_loss, const a
   return depthmetric::mrc::backward_cuda(grad_loss, features, shifts, coef);
 }
 
-std::tuple<at::Tensor, at::Tensor> ssim(const at::Tensor& x, const at::Tensor& y, int64_t window, int64_t padding) {
-  return depthmetric::ssim::forward_cuda(x, y, window, padding);
+std::tuple<at::Tensor, at::Tensor> ssim(const at::Tensor& x, const at::Tensor& y, int64_t window, int64_t padding,
+                                        bool with_partials) {
+  return depthmetric::ssim::forward_cuda(x, y, window, padding, with_partials);
 }
 
 std::tuple<at::Tensor, at::Tensor> ssim_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& y,

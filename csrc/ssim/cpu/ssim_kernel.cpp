@@ -22,7 +22,7 @@ void forward_rows(const at::Tensor& x, const at::Tensor& y, const Geometry& geo,
   const auto xv = strided_view4<const scalar_t>(x), yv = strided_view4<const scalar_t>(y);
   const int64_t C = x.size(1), Ho = geo.h.n_out, Wo = geo.w.n_out, plane = out.numel();
   acc_t* s = out.data_ptr<acc_t>();
-  acc_t* part = partials.data_ptr<acc_t>();
+  acc_t* part = partials.numel() ? partials.data_ptr<acc_t>() : nullptr;  // none without a backward
   at::parallel_for(0, x.size(0) * C * Ho, 4, [&](int64_t begin, int64_t end) {
     RowTaps<acc_t> tx(win, geo.h, geo.w), ty(win, geo.h, geo.w);
     MomentRow<acc_t> m(Wo, tx.len());
@@ -33,6 +33,10 @@ void forward_rows(const at::Tensor& x, const at::Tensor& y, const Geometry& geo,
       m.compute_y(win, ty);
       m.compute_x(win, tx, ty);
       acc_t* dst = s + row * Wo;
+      if (part == nullptr) {
+        for (int64_t p = 0; p < Wo; ++p) dst[p] = ssim_terms(m.at(p)).ssim;
+        continue;
+      }
       acc_t* d_mx = part + row * Wo;
       for (int64_t p = 0; p < Wo; ++p) {
         const auto t = ssim_terms(m.at(p));
@@ -87,9 +91,9 @@ void backward_rows(const at::Tensor& grad, const at::Tensor& x, const at::Tensor
 }
 
 std::tuple<at::Tensor, at::Tensor> forward_cpu(const at::Tensor& x, const at::Tensor& y, int64_t window,
-                                               int64_t padding) {
+                                               int64_t padding, bool with_partials) {
   const auto geo = check_forward(x, y, window, padding);
-  auto [out, partials] = allocate_forward(x, geo);
+  auto [out, partials] = allocate_forward(x, geo, with_partials);
   if (out.numel() == 0) return {out, partials};
   DM_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ssim_cpu", [&] {
     forward_rows<scalar_t>(x, y, geo, window, out, partials);

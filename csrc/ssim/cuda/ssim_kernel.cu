@@ -1,6 +1,6 @@
 // CUDA kernels of depthmetric::ssim. One block per tile of one B,C plane: the tile and its window halo go
 // to shared memory once, the separable window runs as a horizontal then a vertical pass there, and the
-// forward writes only the SSIM and four partials per pixel. The backward is the same in transpose: each
+// forward writes only the SSIM and (when a backward follows) four partials per pixel. The backward is the same in transpose: each
 // thread gathers the coefficients (grad x partial) of every output whose window covers its input pixel,
 // with the per-axis weights of ssim::Axis (reflection folded back exactly), so no atomics are needed.
 #include <ATen/ATen.h>
@@ -68,6 +68,7 @@ __global__ void forward_kernel(StridedView4<const scalar_t> x, StridedView4<cons
   const auto t = ssim_terms(Moments<acc_t>{m[0], m[1], m[2], m[3], m[4]});
   const int64_t at = (bc * ah.n_out + p_h) * aw.n_out + p_w;
   out[at] = t.ssim;
+  if (partials == nullptr) return;  // no backward follows
   partials[at] = t.d_mx;
   partials[plane + at] = t.d_my;
   partials[2 * plane + at] = t.d_sq;
@@ -142,10 +143,10 @@ dim3 tiles(int64_t h, int64_t w, int64_t planes, int th) {
 }
 
 std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& x, const at::Tensor& y, int64_t window,
-                                                int64_t padding) {
+                                                int64_t padding, bool with_partials) {
   const auto geo = check_forward(x, y, window, padding);
   const c10::cuda::CUDAGuard guard(x.device());
-  auto [out, partials] = allocate_forward(x, geo);
+  auto [out, partials] = allocate_forward(x, geo, with_partials);
   if (out.numel() == 0) return {out, partials};
   DM_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ssim_cuda", [&] {
     using acc_t = acc_type<scalar_t>;
@@ -154,7 +155,8 @@ std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& x, const at::T
       constexpr int R = decltype(r)::value;
       DM_LAUNCH((forward_kernel<scalar_t, acc_t, R>), tiles(geo.h.n_out, geo.w.n_out, x.size(0) * x.size(1), TH),
                 dim3(kTileW, TH), strided_view4<const scalar_t>(x), strided_view4<const scalar_t>(y), x.size(1),
-                geo.h, geo.w, make_window<acc_t>(window), out.data_ptr<acc_t>(), partials.data_ptr<acc_t>(),
+                geo.h, geo.w, make_window<acc_t>(window), out.data_ptr<acc_t>(),
+                with_partials ? partials.data_ptr<acc_t>() : nullptr,
                 out.numel());
     });
   });
