@@ -1,9 +1,10 @@
-"""The CUDA kernels that use no warp intrinsics or atomics, run on the CPU: tests/cuda_emulation builds their
-.cu files for the host with a launch that runs each block's threads as OS threads (``__syncthreads`` a
-barrier, ``__shared__`` arrays statics), and the results must match the CPU kernels. This checks the
-kernels' indexing, tiling, reflection, selection and gather logic on machines without a GPU (CI); speed,
-and whatever only the GPU compiler or hardware can get wrong, still need a GPU run of the CUDA tests.
-(depth_metric_sums reduces with warp shuffles and is not emulated.)"""
+"""Every CUDA kernel of the package, run on the CPU: tests/cuda_emulation builds the .cu files for the host
+with a launch that runs each block's threads as OS threads (``__syncthreads`` a barrier, ``__shared__``
+arrays statics, ``__shfl_down_sync`` an exchange between warp barriers), and the results must match the CPU
+kernels. This checks the kernels' indexing, tiling, reflection, selection, reduction and gather logic on
+machines without a GPU (CI); speed, and whatever only the GPU compiler or hardware can get wrong, still need
+a GPU run of the CUDA tests."""
+import math
 import pathlib
 
 import pytest
@@ -11,6 +12,7 @@ import torch
 
 import depthmetric as dm
 
+from .test_metrics import random_pair
 from .test_min_reprojection import scene
 from .test_multi_range_contrastive import make_inputs
 
@@ -104,3 +106,19 @@ def test_ssim_matches_cpu_kernel(emulated, shape, window, padding, dtype):
     for got, want in zip(grads, cpu_grads):
         assert got.dtype == dtype
         torch.testing.assert_close(got, want, rtol=TOL[dtype], atol=TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16])
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (2, 1, 17, 31), (3, 1, 64, 80)])
+def test_depth_metric_sums_match_cpu_kernel(emulated, shape, dtype):
+    B, _, H, W = shape
+    pred, gt = random_pair(B, H, W, dtype=dtype, seed=sum(shape), invalid=B > 1)
+    pred = pred.transpose(2, 3).contiguous().transpose(2, 3)  # strided
+    g = torch.Generator().manual_seed(B)
+    mask = torch.rand(shape, generator=g) < 0.8
+    scale = torch.rand(B, generator=g, dtype=torch.float64) + 0.5
+    window = [H // 5, H - H // 7, W // 6, W]
+    for args in ((None, None, 0.0, math.inf, [0, H, 0, W]), (mask, scale, 0.1, 8.0, window)):
+        got = emulated.depth_metric_sums(pred, gt, *args)
+        want = torch.ops.depthmetric.depth_metric_sums(pred, gt, *args)
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-9)  # float64 sums, other order

@@ -1,5 +1,4 @@
-// The CUDA kernels of depthmetric that use no warp intrinsics or atomics, built for the host with the launch
-// emulation of common/cuda_launch.cuh here: the .cu entry points run on CPU tensors, so tests compare their
+// The CUDA kernels of depthmetric, built for the host with the launch emulation of common/cuda_launch.cuh here: the .cu entry points run on CPU tensors, so tests compare their
 // results with the CPU kernels on a machine without a GPU.
 #include <torch/extension.h>
 
@@ -11,6 +10,8 @@
 #include "multi_range_contrastive/cuda/multi_range_contrastive_kernel.cu"
 #include "ssim/ssim.cpp"
 #include "ssim/cuda/ssim_kernel.cu"
+#include "depth_metric_sums/depth_metric_sums.cpp"
+#include "depth_metric_sums/cuda/depth_metric_sums_kernel.cu"
 
 std::tuple<at::Tensor, at::Tensor> min_reprojection(const at::Tensor& target, std::vector<at::Tensor> warped,
                                                     std::vector<at::Tensor> sources, const at::Tensor& noise,
@@ -48,7 +49,14 @@ std::tuple<at::Tensor, at::Tensor> ssim_backward(const at::Tensor& grad, const a
   return depthmetric::ssim::backward_cuda(grad, x, y, partials, window, padding);
 }
 
+at::Tensor depth_metric_sums(const at::Tensor& pred, const at::Tensor& gt, const c10::optional<at::Tensor>& mask,
+                             const c10::optional<at::Tensor>& scale, double min_depth, double max_depth,
+                             std::vector<int64_t> window) {
+  return depthmetric::dms::sums_cuda(pred, gt, mask, scale, min_depth, max_depth, window);
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("depth_metric_sums", &depth_metric_sums);
   m.def("ssim", &ssim);
   m.def("ssim_backward", &ssim_backward);
   m.def("min_reprojection", &min_reprojection);
