@@ -30,11 +30,11 @@ struct Views {  // image views passed by value
   StridedView4<T> v[N];
 };
 
-// Index t of an axis of n >= 2 as nn.ReflectionPad2d(1) reads it (-1 -> 1, n -> n - 2). Taps further out,
-// which only outputs outside the image would read, are clamped so that every load stays in bounds.
-__device__ __forceinline__ int64_t reflect1(int64_t t, int64_t n) {
-  t = t < 0 ? -t : (t >= n ? 2 * (n - 1) - t : t);
-  return t < 0 ? 0 : (t >= n ? n - 1 : t);
+// The input index tap t reads (Axis::source: nn.ReflectionPad2d(1)); taps past one reflection, which only
+// outputs outside the image read, load index 0 so that every load stays in bounds.
+__device__ __forceinline__ int64_t loaded_index(const Axis& a, int64_t t) {
+  const int64_t i = a.source(t);
+  return i < 0 ? 0 : i;
 }
 
 // The N x N patch of plane (b, c) centred on (h, w), reflected at the edges, in acc_t.
@@ -79,17 +79,17 @@ __device__ __forceinline__ ssim::SsimTerms<acc_t> box3_terms(const acc_t (&x)[N]
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kBlockW * kBlockH, 4) forward_kernel(
     StridedView4<const scalar_t> target, Views<const scalar_t, 2 * kMaxSources> cands, int n_warped, int n_cands,
-    const acc_t* __restrict__ noise, int64_t C, int64_t H, int64_t W, acc_t w_ssim, acc_t w_l1, bool mean_sources,
+    const acc_t* __restrict__ noise, int64_t C, Axis ah, Axis aw, acc_t w_ssim, acc_t w_l1, bool mean_sources,
     acc_t* __restrict__ loss, int64_t* __restrict__ winner) {
   const int64_t w = static_cast<int64_t>(blockIdx.x) * kBlockW + threadIdx.x;
   const int64_t h = static_cast<int64_t>(blockIdx.y) * kBlockH + threadIdx.y;
-  const int64_t b = blockIdx.z, B = gridDim.z;
+  const int64_t H = ah.n, W = aw.n, b = blockIdx.z, B = gridDim.z;
   if (h >= H || w >= W) return;
   int64_t rows[3], cols[3];
 #pragma unroll
   for (int d = 0; d < 3; ++d) {
-    rows[d] = reflect1(h - 1 + d, H);
-    cols[d] = reflect1(w - 1 + d, W);
+    rows[d] = loaded_index(ah, h - 1 + d);
+    cols[d] = loaded_index(aw, w - 1 + d);
   }
   acc_t best = 0, warped_sum = 0, identity_sum = 0;
   int64_t arg = 0;
@@ -164,8 +164,8 @@ __global__ void __launch_bounds__(kBlockW * kBlockH, 2) backward_kernel(
   int64_t rows[5], cols[5];
 #pragma unroll
   for (int d = 0; d < 5; ++d) {
-    rows[d] = reflect1(q_h - 2 + d, H);
-    cols[d] = reflect1(q_w - 2 + d, W);
+    rows[d] = loaded_index(ah, q_h - 2 + d);
+    cols[d] = loaded_index(aw, q_w - 2 + d);
   }
   for (int64_t c = 0; c < C; ++c) {
     acc_t x[5][5], y[5][5];
@@ -216,12 +216,13 @@ std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& target, at::Te
   auto winner = at::empty({B, H, W}, target.options().dtype(at::kLong));
   if (loss.numel() == 0) return {loss, winner};
   const auto noise = sources.empty() ? loss : noise_in.contiguous();  // unread without sources
+  const Axis ah = ssim::make_axis(H, ssim::kReflect, 1), aw = ssim::make_axis(W, ssim::kReflect, 1);
   DM_DISPATCH_FLOATING_TYPES(target.scalar_type(), "min_reprojection_cuda", [&] {
     using acc_t = acc_type<scalar_t>;
     DM_LAUNCH((forward_kernel<scalar_t, acc_t>), tiles(H, W, B), dim3(kBlockW, kBlockH),
               strided_view4<const scalar_t>(target), (views_of<const scalar_t, 2 * kMaxSources>(warped, sources)),
               static_cast<int>(warped.size()), static_cast<int>(warped.size() + sources.size()),
-              noise.data_ptr<acc_t>(), C, H, W, static_cast<acc_t>(alpha / C), static_cast<acc_t>((1 - alpha) / C),
+              noise.data_ptr<acc_t>(), C, ah, aw, static_cast<acc_t>(alpha / C), static_cast<acc_t>((1 - alpha) / C),
               mean_sources, loss.data_ptr<acc_t>(), winner.data_ptr<int64_t>());
   });
   return {loss, winner};

@@ -1,8 +1,9 @@
 // CUDA kernels of depthmetric::ssim. One block per tile of one B,C plane: the tile and its window halo go
 // to shared memory once, the separable window runs as a horizontal then a vertical pass there, and the
-// forward writes only the SSIM and (when a backward follows) four partials per pixel. The backward is the same in transpose: each
-// thread gathers the coefficients (grad x partial) of every output whose window covers its input pixel,
-// with the per-axis weights of ssim::Axis (reflection folded back exactly), so no atomics are needed.
+// forward writes only the SSIM and (when a backward follows) four partials per pixel. The backward is the
+// same in transpose: each thread gathers the coefficients (grad x partial) of every output whose window
+// covers its input pixel, with the per-axis weights of ssim::Axis (reflection folded back exactly), so no
+// atomics are needed.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
