@@ -7,25 +7,15 @@
 
 #include <algorithm>
 
-namespace depthmetric {
+#include "common/launch_config.h"
 
-constexpr int kThreadsPerBlock = 256;
+namespace depthmetric {
 
 // Grid-stride loops let a capped grid cover any n (int64 sizes included).
 inline dim3 grid_for(int64_t n, int threads = kThreadsPerBlock) {
   const int64_t blocks = (n + threads - 1) / threads;
   const int64_t cap = static_cast<int64_t>(at::cuda::getCurrentDeviceProperties()->multiProcessorCount) * 32;
   return dim3(static_cast<unsigned>(std::max<int64_t>(1, std::min(blocks, cap))));
-}
-
-// Runs body(index_t{}) with int32 index math when the sizes allow it, int64 otherwise.
-template <typename Body>
-void with_index_type(bool use_int32, Body&& body) {
-  if (use_int32) {
-    body(int32_t{});
-  } else {
-    body(int64_t{});
-  }
 }
 
 }  // namespace depthmetric

@@ -18,6 +18,8 @@
 #include <thread>
 #include <vector>
 
+#include "common/launch_config.h"
+
 #define __global__
 #define __device__
 #define __host__
@@ -61,19 +63,8 @@ struct CUDAGuard {
 
 namespace depthmetric {
 
-constexpr int kThreadsPerBlock = 256;
-
 inline dim3 grid_for(int64_t n, int threads = kThreadsPerBlock) {
   return dim3(static_cast<unsigned>(std::max<int64_t>(1, (n + threads - 1) / threads)));
-}
-
-template <typename Body>
-void with_index_type(bool use_int32, Body&& body) {
-  if (use_int32) {
-    body(int32_t{});
-  } else {
-    body(int64_t{});
-  }
 }
 
 template <typename Kernel>
