@@ -4,6 +4,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <type_traits>
 #include <vector>
 
 #include "common/tensor_views.h"
@@ -32,6 +33,17 @@ void for_roll_runs(int64_t shift, int64_t W, bool forward, Run&& run) {
   }
 }
 
+// Calls body(std::true_type) when the feature rows are contiguous (NCHW), so that the kernels' loops see a
+// unit stride at compile time and vectorise, else body(std::false_type).
+template <typename Body>
+void with_unit_stride(const at::Tensor& features, Body&& body) {
+  if (features.stride(3) == 1) {
+    body(std::true_type{});
+  } else {
+    body(std::false_type{});
+  }
+}
+
 std::vector<Shift> host_shifts(const at::Tensor& reduced) {
   std::vector<Shift> out(reduced.size(0));
   const int64_t* s = reduced.data_ptr<int64_t>();
@@ -39,7 +51,6 @@ std::vector<Shift> host_shifts(const at::Tensor& reduced) {
   return out;
 }
 
-// kUnitStride: the feature rows are contiguous (NCHW), so the compiler sees unit-stride loops.
 template <typename scalar_t, bool kUnitStride>
 void forward_rows(const at::Tensor& features, const at::Tensor& depth, const std::vector<Shift>& shifts,
                   const Rule<acc_type<scalar_t>>& rule, ForwardOutputs& out) {
@@ -183,11 +194,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cpu(const at::Tensor& fea
   auto out = allocate_forward(features, static_cast<int64_t>(host.size()));
   DM_DISPATCH_FLOATING_TYPES(features.scalar_type(), "multi_range_contrastive_cpu", [&] {
     const auto rule = make_rule<acc_type<scalar_t>>(r_p, range_lo, range_hi, margins);
-    if (features.stride(3) == 1) {
-      forward_rows<scalar_t, true>(features, depth, host, rule, out);
-    } else {
-      forward_rows<scalar_t, false>(features, depth, host, rule, out);
-    }
+    with_unit_stride(features, [&](auto unit) {
+      forward_rows<scalar_t, decltype(unit)::value>(features, depth, host, rule, out);
+    });
   });
   return {out.loss, out.count, out.coef};
 }
@@ -198,11 +207,9 @@ at::Tensor backward_cpu(const at::Tensor& grad_loss, const at::Tensor& features,
   const auto host = host_shifts(reduced_shifts(features, shifts));
   auto grad = at::empty_like(features);
   DM_DISPATCH_FLOATING_TYPES(features.scalar_type(), "multi_range_contrastive_backward_cpu", [&] {
-    if (features.stride(3) == 1) {
-      backward_rows<scalar_t, true>(grad_loss.contiguous(), features, host, coef.contiguous(), grad);
-    } else {
-      backward_rows<scalar_t, false>(grad_loss.contiguous(), features, host, coef.contiguous(), grad);
-    }
+    with_unit_stride(features, [&](auto unit) {
+      backward_rows<scalar_t, decltype(unit)::value>(grad_loss.contiguous(), features, host, coef.contiguous(), grad);
+    });
   });
   return grad;
 }
