@@ -42,6 +42,14 @@ def run(target, warped, sources, backend, **kw):
     return loss.detach(), mask, winner, [x.grad for x in w]
 
 
+def assert_runs_match(got, ref, loss_tol, grad_tol):
+    """Two ``run`` results: the same winners and mask, the loss and every gradient within (rtol, atol)."""
+    assert torch.equal(got[2], ref[2]) and torch.equal(got[1], ref[1])
+    torch.testing.assert_close(got[0], ref[0], rtol=loss_tol[0], atol=loss_tol[1])
+    for g, g_ref in zip(got[3], ref[3]):
+        torch.testing.assert_close(g, g_ref, rtol=grad_tol[0], atol=grad_tol[1])
+
+
 @needs_ext
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -57,10 +65,7 @@ def test_kernel_matches_reference(automask, reduce_sources, n_sources, shape, dt
     assert loss.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
     assert mask.shape == (shape[0], 1, *shape[2:]) and mask.dtype == torch.bool
     assert winner.dtype == torch.int64 and all(g.dtype == dtype for g in grads)
-    assert torch.equal(winner, ref[2]) and torch.equal(mask, ref[1])
-    torch.testing.assert_close(loss, ref[0], rtol=TOL[dtype], atol=TOL[dtype])
-    for g, g_ref in zip(grads, ref[3]):
-        torch.testing.assert_close(g, g_ref, rtol=TOL[dtype], atol=TOL[dtype])
+    assert_runs_match(got, ref, (TOL[dtype], TOL[dtype]), (TOL[dtype], TOL[dtype]))
     if automask and n_sources > 1 and reduce_sources == "min":  # the scene exercises every branch
         assert (winner < n_sources).any() and (winner >= n_sources).any()
         assert len(winner[winner < n_sources].unique()) > 1
@@ -70,16 +75,13 @@ def test_kernel_matches_reference(automask, reduce_sources, n_sources, shape, dt
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("reduce_sources", ["min", "mean"])
 def test_many_tiles_and_row_blocks(reduce_sources, device):
-    """Sizes spanning several CUDA tiles (32 x 8) and CPU row blocks (32 rows), with ragged edges."""
+    """Sizes spanning several CUDA thread blocks (32 x 8) and CPU row blocks (32 rows), with ragged edges."""
     target, warped, sources, _ = scene((2, 3, 37, 70), 2, torch.float64, device, seed=2)
     kw = dict(reduce_sources=reduce_sources, generator=torch.Generator().manual_seed(3))
     got = run(target, warped, sources, backend_of(device), **kw)
     kw["generator"] = torch.Generator().manual_seed(3)
     ref = run(target, warped, sources, "reference", **kw)
-    assert torch.equal(got[2], ref[2])
-    torch.testing.assert_close(got[0], ref[0], rtol=1e-10, atol=1e-10)
-    for a, b in zip(got[3], ref[3]):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    assert_runs_match(got, ref, (1e-10, 1e-10), (1e-10, 1e-10))
 
 
 @needs_ext
@@ -100,10 +102,7 @@ def test_strided_inputs(device):
     ref = run(target, warped, sources, backend_of(device), noise=noise)
     got = run(target.to(memory_format=torch.channels_last), [w.to(memory_format=torch.channels_last) for w in warped],
               [s.transpose(2, 3).contiguous().transpose(2, 3) for s in sources], backend_of(device), noise=noise)
-    assert torch.equal(got[2], ref[2])
-    torch.testing.assert_close(got[0], ref[0], rtol=1e-6, atol=1e-7)
-    for a, b in zip(got[3], ref[3]):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-8)
+    assert_runs_match(got, ref, (1e-6, 1e-7), (1e-5, 1e-8))
 
 
 @needs_ext
