@@ -1,7 +1,9 @@
 """Builds depthmetric._C: the CPU kernels always, the CUDA kernels when torch has CUDA and nvcc is found.
 
 DEPTHMETRIC_WITH_CUDA=0 skips the CUDA kernels, =1 makes their absence an error; TORCH_CUDA_ARCH_LIST picks
-the architectures (no GPU is needed to compile them).
+the architectures (default: all of DEFAULT_CUDA_ARCHS; no GPU is needed to compile them). The library is
+built against torch's stable ABI and Python's limited API, so the wheel (`cp310-abi3`) loads on Python 3.10+
+and torch 2.11+.
 """
 import glob
 import os
@@ -26,46 +28,60 @@ def _with_cuda():
     return possible
 
 
-def _sources(with_cuda):
-    cpp = sorted(glob.glob("csrc/**/*.cpp", recursive=True))
-    cu = sorted(glob.glob("csrc/**/*.cu", recursive=True)) if with_cuda else []
-    return cpp + cu
+# The stable ABI: the library uses only torch's stable C shim and header-only API, so one build loads on
+# torch TORCH_TARGET (2.11) and every later release, and only Python's limited API (abi3, Python 3.10+).
+TORCH_TARGET = (2, 11)
+PY_LIMITED = "cp310"
+# Every architecture CUDA 13 and current torch builds support, plus PTX of the newest for later GPUs.
+DEFAULT_CUDA_ARCHS = "7.5;8.0;8.6;8.9;9.0;10.0;12.0+PTX"
 
 
-def _extension():
+def _cuda_arch_list():
+    """TORCH_CUDA_ARCH_LIST when set, else every supported architecture (the wheel carries them all)."""
+    archs = os.environ.get("TORCH_CUDA_ARCH_LIST") or DEFAULT_CUDA_ARCHS
+    os.environ["TORCH_CUDA_ARCH_LIST"] = archs  # torch.utils.cpp_extension reads the same variable
+    return archs
+
+
+def _extensions():
     with_cuda = _with_cuda()
-    arch_list = os.environ.get("TORCH_CUDA_ARCH_LIST", "") if with_cuda else ""
+    arch_list = _cuda_arch_list() if with_cuda else ""
+    target = "0x{:02x}{:02x}000000000000".format(*TORCH_TARGET)
     macros = [
         ("DEPTHMETRIC_WITH_CUDA", "1" if with_cuda else "0"),
         ("DEPTHMETRIC_CUDA_ARCHS", f'"{arch_list}"'),
         ("DEPTHMETRIC_TORCH_VERSION", f'"{torch.__version__}"'),
+        ("DEPTHMETRIC_TORCH_TARGET", '"{}.{}"'.format(*TORCH_TARGET)),
+        ("DEPTHMETRIC_PYTHON_VERSION", f'"{sysconfig.get_python_version()}"'),
+        ("TORCH_TARGET_VERSION", target),
+        ("Py_LIMITED_API", "0x030A0000"),
     ]
     include_dirs = [os.path.join(ROOT, "csrc")]
-    # torch's CUDA headers include cusparse.h, which ships in the nvidia wheels rather than every toolkit.
+    # The CUDA runtime headers of torch's nvidia wheels, for toolkits that lack some of them.
     nvidia_include = os.path.join(sysconfig.get_paths()["purelib"], "nvidia", "cu13", "include")
     if with_cuda and os.path.isdir(nvidia_include):
         include_dirs.append(nvidia_include)
     # -fno-trapping-math lets GCC turn the clamps of the per-pixel loops into vector selects (it only gives up
     # floating-point exception flags, which nothing reads; results are unchanged). The C++ standard is torch's.
-    extra = {"cxx": ["-O3", "-fno-trapping-math"], "nvcc": ["-O3", "-lineinfo"]}
-    # at::parallel_for opens its OpenMP region in the code of the library that calls it: without -fopenmp
-    # here every CPU kernel runs on one thread. The runtime is torch's own libgomp (libtorch_cpu needs it).
-    if "ATen parallel backend: OpenMP" in torch.__config__.parallel_info():
-        extra["cxx"].append("-fopenmp")
-    sources = _sources(with_cuda)
-    kind = CUDAExtension if with_cuda else CppExtension
+    # No -fopenmp: torch::stable::parallel_for runs its work inside libtorch's own parallel backend.
+    # -DUSE_CUDA declares the stable C shim's CUDA entry points (the current stream).
+    # -fvisibility=hidden: torch's stable types are hidden, and so is everything of ours but PyInit__C.
+    extra = {"cxx": ["-O3", "-fno-trapping-math", "-fvisibility=hidden"],
+             "nvcc": ["-O3", "-lineinfo", "-DUSE_CUDA", "-Xcompiler", "-fvisibility=hidden"]}
+    # The CPU kernels, the schemas and the Python module in depthmetric._C; the CUDA kernels in
+    # depthmetric._C_cuda, a library of its own that needs libtorch_cuda and libcudart, so that the same wheel
+    # also loads (CPU kernels only) under a torch without CUDA. _ext loads it when torch has CUDA.
+    cpp = sorted(glob.glob("csrc/**/*.cpp", recursive=True))
+    cu = sorted(glob.glob("csrc/**/*.cu", recursive=True))
     print(
-        f"depthmetric: compiling {len(sources)} sources, CPU kernels"
-        + (f" + CUDA kernels for TORCH_CUDA_ARCH_LIST={arch_list or '(torch default)'}" if with_cuda else " only")
+        f"depthmetric: compiling {len(cpp)} C++ sources (stable ABI, torch >= {TORCH_TARGET[0]}.{TORCH_TARGET[1]})"
+        + (f" and {len(cu)} CUDA sources for TORCH_CUDA_ARCH_LIST={arch_list}" if with_cuda else ", no CUDA kernels")
     )
-    return kind(
-        "depthmetric._C",
-        sources,
-        include_dirs=include_dirs,
-        define_macros=macros,
-        extra_compile_args=extra,
-    )
-
+    common = dict(include_dirs=include_dirs, define_macros=macros, extra_compile_args=extra, py_limited_api=True)
+    extensions = [CppExtension("depthmetric._C", cpp, **common)]
+    if with_cuda:
+        extensions.append(CUDAExtension("depthmetric._C_cuda", cu, **common))
+    return extensions
 
 setup(
     name="depthmetric",
@@ -73,8 +89,9 @@ setup(
     description="Fused training losses and metrics for monocular depth estimation (PyTorch C++/CUDA extension)",
     packages=find_packages(include=["depthmetric", "depthmetric.*"]),
     package_data={"depthmetric": ["data/samples/**/*"]},
-    ext_modules=[_extension()],
+    ext_modules=_extensions(),
     cmdclass={"build_ext": BuildExtension},
+    options={"bdist_wheel": {"py_limited_api": PY_LIMITED}},
     python_requires=">=3.10",
     install_requires=["torch>=2.4", "numpy", "pillow", "tqdm", "matplotlib"],
     entry_points={"console_scripts": ["depthmetric=depthmetric.__main__:main"]},

@@ -1,7 +1,7 @@
 """Every CUDA kernel of the package, run on the CPU: tests/cuda_emulation builds the .cu files for the host
 with a launch that runs each block's threads as OS threads (``__syncthreads`` a barrier, ``__shared__``
-arrays statics, ``__shfl_down_sync`` an exchange between warp barriers), and the results must match the CPU
-kernels. This checks the kernels' indexing, tiling, reflection, selection, reduction and gather logic on
+arrays statics, ``__shfl_down_sync`` an exchange between warp barriers), registered as
+``torch.ops.depthmetric_emulated.*``, and the results must match the CPU kernels. This checks the kernels' indexing, tiling, reflection, selection, reduction and gather logic on
 machines without a GPU (CI); speed, and whatever only the GPU compiler or hardware can get wrong, still need
 a GPU run of the CUDA tests."""
 import math
@@ -25,9 +25,10 @@ def emulated(tmp_path_factory):
     from torch.utils.cpp_extension import load
 
     here = ROOT / "tests" / "cuda_emulation"
-    return load(name="depthmetric_cuda_emulation", sources=[str(here / "emulated_ops.cpp")],
-                extra_include_paths=[str(here), str(ROOT / "csrc")], extra_cflags=["-O1"],
-                build_directory=str(tmp_path_factory.mktemp("cuda_emulation")))
+    load(name="depthmetric_cuda_emulation", sources=[str(here / "emulated_ops.cpp")],
+         extra_include_paths=[str(here), str(ROOT / "csrc")], extra_cflags=["-O1", "-fvisibility=hidden"],
+         build_directory=str(tmp_path_factory.mktemp("cuda_emulation")), is_python_module=False)
+    return torch.ops.depthmetric_emulated
 
 
 TOL = {torch.float64: 1e-12, torch.float32: 1e-4, torch.float16: 1e-2}  # float32: summation order differs
@@ -54,7 +55,7 @@ def test_min_reprojection_matches_cpu_kernel(emulated, automask, mean_sources, n
     # The gradient of a mean arrives as an expanded scalar; the CUDA backward reads it through its strides.
     grad_loss = torch.rand((), generator=g, dtype=acc).expand_as(loss)
     bwd = (target, warped, winner, 0.85, mean_sources)
-    grads = emulated.min_reprojection_backward(grad_loss, *bwd)
+    grads = emulated._min_reprojection_backward(grad_loss, *bwd)
     cpu_grads = torch.ops.depthmetric._min_reprojection_backward(grad_loss.contiguous(), *bwd)
     for got, want in zip(grads, cpu_grads):
         assert got.dtype == dtype
@@ -79,7 +80,7 @@ def test_multi_range_contrastive_matches_cpu_kernel(emulated, n_shifts, shape, d
     torch.testing.assert_close(coef, cpu_coef, rtol=TOL[dtype], atol=TOL[dtype])
 
     grad_loss = torch.rand(loss.shape, generator=g, dtype=acc)
-    grad = emulated.multi_range_contrastive_backward(grad_loss, features, shifts, coef)
+    grad = emulated._multi_range_contrastive_backward(grad_loss, features, shifts, coef)
     cpu_grad = torch.ops.depthmetric._multi_range_contrastive_backward(grad_loss, features, shifts, cpu_coef)
     assert grad.dtype == dtype
     torch.testing.assert_close(grad, cpu_grad, rtol=TOL[dtype], atol=TOL[dtype])
@@ -101,7 +102,7 @@ def test_ssim_matches_cpu_kernel(emulated, shape, window, padding, dtype):
     assert torch.equal(alone, out) and none.numel() == 0
 
     grad = torch.rand(out.shape, generator=g, dtype=out.dtype).transpose(2, 3).contiguous().transpose(2, 3)
-    grads = emulated.ssim_backward(grad, x, y, partials, *args[2:])  # grad through its strides
+    grads = emulated._ssim_backward(grad, x, y, partials, *args[2:])  # grad through its strides
     cpu_grads = torch.ops.depthmetric._ssim_backward(grad, x, y, cpu_partials, *args[2:])
     for got, want in zip(grads, cpu_grads):
         assert got.dtype == dtype

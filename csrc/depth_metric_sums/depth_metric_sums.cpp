@@ -1,49 +1,8 @@
-// Schema and shared input checks of depthmetric::depth_metric_sums: per-image sums of every evaluation
+// Schema of depthmetric::depth_metric_sums: per-image sums of every evaluation
 // metric term in one read of the prediction and the ground truth.
-#include "depth_metric_sums/depth_metric_sums.h"
+#include <torch/csrc/stable/library.h>
 
-#include <ATen/ATen.h>
-#include <torch/library.h>
-
-#include "common/tensor_views.h"
-
-namespace depthmetric {
-namespace dms {
-
-Window check_inputs(const at::Tensor& pred, const at::Tensor& gt, const c10::optional<at::Tensor>& mask,
-                    const c10::optional<at::Tensor>& scale, double min_depth, double max_depth,
-                    at::IntArrayRef window) {
-  check_floating(pred, "pred");
-  check_dim(pred, 4, "pred (B,1,H,W)");
-  DM_CHECK(pred.size(1) == 1, "pred must have one channel, got shape ", shape_str(pred.sizes()));
-  check_shape(gt, pred.sizes(), "gt", "pred's B,1,H,W");
-  DM_CHECK(gt.scalar_type() == pred.scalar_type(), "gt must have pred's dtype ", pred.scalar_type(), ", got ",
-           gt.scalar_type());
-  check_same_device(pred, gt, "pred", "gt");
-  if (mask.has_value()) {
-    check_shape(*mask, pred.sizes(), "mask", "pred's B,1,H,W");
-    DM_CHECK(mask->scalar_type() == at::kBool, "mask must be a bool tensor, got ", mask->scalar_type());
-    check_same_device(pred, *mask, "pred", "mask");
-  }
-  if (scale.has_value()) {
-    check_shape(*scale, {pred.size(0)}, "scale", "(B,)");
-    DM_CHECK(scale->scalar_type() == at::kDouble, "scale must be a float64 tensor, got ", scale->scalar_type());
-    check_same_device(pred, *scale, "pred", "scale");
-  }
-  DM_CHECK(min_depth >= 0 && min_depth < max_depth, "need 0 <= min_depth < max_depth, got ", min_depth, ", ",
-           max_depth);
-  DM_CHECK(window.size() == 4, "window must be (row0, row1, col0, col1), got ", shape_str(window));
-  const Window w{window[0], window[1], window[2], window[3]};
-  DM_CHECK(0 <= w.r0 && w.r0 <= w.r1 && w.r1 <= pred.size(2) && 0 <= w.c0 && w.c0 <= w.c1 &&
-               w.c1 <= pred.size(3),
-           "window ", shape_str(window), " must lie inside the ", pred.size(2), "x", pred.size(3), " image");
-  return w;
-}
-
-}  // namespace dms
-}  // namespace depthmetric
-
-TORCH_LIBRARY_FRAGMENT(depthmetric, m) {
+STABLE_TORCH_LIBRARY_FRAGMENT(depthmetric, m) {
   m.def(
       "depth_metric_sums(Tensor pred, Tensor gt, Tensor? mask, Tensor? scale, float min_depth, float max_depth, "
       "int[] window) -> Tensor");

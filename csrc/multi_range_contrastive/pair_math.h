@@ -2,11 +2,10 @@
 // CPU and CUDA kernels.
 #pragma once
 
-#include <c10/util/ArrayRef.h>
-#include <c10/util/Exception.h>
+#include <vector>
 
-#include "common/macros.h"
 #include "common/check.h"
+#include "common/macros.h"
 
 namespace depthmetric {
 namespace mrc {
@@ -70,8 +69,8 @@ DM_HOST_DEVICE PairTerm<acc_t> pair_term(acc_t code, acc_t dist_sq) {
 }
 
 template <typename acc_t>
-Rule<acc_t> make_rule(double r_p, c10::ArrayRef<double> lo, c10::ArrayRef<double> hi,
-                      c10::ArrayRef<double> margins) {
+Rule<acc_t> make_rule(double r_p, const std::vector<double>& lo, const std::vector<double>& hi,
+                      const std::vector<double>& margins) {
   DM_CHECK(lo.size() == hi.size() && lo.size() == margins.size(),
            "range_lo, range_hi and margins must have the same length");
   DM_CHECK(static_cast<int>(lo.size()) <= kMaxRanges, "at most ", kMaxRanges, " negative ranges, got ",

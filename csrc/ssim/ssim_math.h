@@ -3,13 +3,11 @@
 // one set of window moments and its derivative with respect to those moments.
 #pragma once
 
-#include <c10/util/Exception.h>
-
 #include <cmath>
 #include <cstdint>
 
-#include "common/macros.h"
 #include "common/check.h"
+#include "common/macros.h"
 
 namespace depthmetric {
 namespace ssim {

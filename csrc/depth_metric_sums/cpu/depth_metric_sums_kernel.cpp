@@ -1,9 +1,8 @@
 // CPU kernel of depthmetric::depth_metric_sums. Work is split over the rows of every image's window; each
 // row writes its own partial sums, which are then added per image in row order, so the result does not
 // depend on the number of threads.
-#include <ATen/ATen.h>
-#include <ATen/Parallel.h>
-#include <torch/library.h>
+#include <torch/csrc/stable/library.h>
+#include <torch/csrc/stable/ops.h>
 
 #include <vector>
 
@@ -16,8 +15,8 @@ namespace dms {
 namespace {
 
 template <typename scalar_t>
-void sums_rows(const at::Tensor& pred, const at::Tensor& gt, const c10::optional<at::Tensor>& mask,
-               const double* scale, double min_depth, double max_depth, const Window& w, at::Tensor& out) {
+void sums_rows(const Tensor& pred, const Tensor& gt, const std::optional<Tensor>& mask, const double* scale,
+               double min_depth, double max_depth, const Window& w, Tensor& out) {
   using acc_t = acc_type<scalar_t>;
   const auto p = strided_view4<const scalar_t>(pred);
   const auto g = strided_view4<const scalar_t>(gt);
@@ -26,7 +25,7 @@ void sums_rows(const at::Tensor& pred, const at::Tensor& gt, const c10::optional
   const int64_t B = pred.size(0), R = w.rows();
   const acc_t lo = static_cast<acc_t>(min_depth), hi = static_cast<acc_t>(max_depth);
   std::vector<Sums> rows(B * R);
-  at::parallel_for(0, B * R, 1, [&](int64_t begin, int64_t end) {
+  torch::stable::parallel_for(0, B * R, 1, [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
       const int64_t b = row / R, h = w.r0 + row % R;
       const acc_t s = scale ? static_cast<acc_t>(scale[b]) : acc_t(1);
@@ -40,7 +39,7 @@ void sums_rows(const at::Tensor& pred, const at::Tensor& gt, const c10::optional
       rows[row] = acc;
     }
   });
-  double* o = out.data_ptr<double>();
+  double* o = data_of<double>(out);
   for (int64_t b = 0; b < B; ++b) {
     Sums total;
     total.zero();
@@ -49,22 +48,22 @@ void sums_rows(const at::Tensor& pred, const at::Tensor& gt, const c10::optional
   }
 }
 
-at::Tensor sums_cpu(const at::Tensor& pred, const at::Tensor& gt, const c10::optional<at::Tensor>& mask,
-                    const c10::optional<at::Tensor>& scale, double min_depth, double max_depth,
-                    at::IntArrayRef window) {
+Tensor sums_cpu(const Tensor& pred, const Tensor& gt, const std::optional<Tensor>& mask,
+                const std::optional<Tensor>& scale, double min_depth, double max_depth,
+                const std::vector<int64_t>& window) {
   const Window w = check_inputs(pred, gt, mask, scale, min_depth, max_depth, window);
-  auto out = at::zeros({pred.size(0), kNumSums}, pred.options().dtype(at::kDouble));
-  const auto scale_c = scale.has_value() ? scale->contiguous() : at::Tensor();
+  auto out = zeros(pred, {pred.size(0), kNumSums}, ScalarType::Double);
+  const auto scale_c = scale.has_value() ? std::optional<Tensor>(torch::stable::contiguous(*scale)) : std::nullopt;
   DM_DISPATCH_FLOATING_TYPES(pred.scalar_type(), "depth_metric_sums_cpu", [&] {
-    sums_rows<scalar_t>(pred, gt, mask, scale_c.defined() ? scale_c.data_ptr<double>() : nullptr, min_depth,
-                        max_depth, w, out);
+    sums_rows<scalar_t>(pred, gt, mask, scale_c ? data_of<const double>(*scale_c) : nullptr, min_depth, max_depth, w,
+                        out);
   });
   return out;
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(depthmetric, CPU, m) { m.impl("depth_metric_sums", &sums_cpu); }
+STABLE_TORCH_LIBRARY_IMPL(depthmetric, CPU, m) { m.impl("depth_metric_sums", TORCH_BOX(&sums_cpu)); }
 
 }  // namespace dms
 }  // namespace depthmetric

@@ -2,8 +2,8 @@
 // one image's window (consecutive threads read consecutive columns, so loads coalesce), reduces its ten
 // sums in registers, warps and shared memory, and writes them to its own slot; a second kernel adds the
 // slots of each image in a fixed order. No atomics: the sums are bitwise reproducible.
-#include <ATen/ATen.h>
-#include <torch/library.h>
+#include <torch/csrc/stable/library.h>
+#include <torch/csrc/stable/ops.h>
 
 #include <algorithm>
 
@@ -64,37 +64,37 @@ __global__ void finish_kernel(const double* __restrict__ partial, int64_t chunks
   }
 }
 
-at::Tensor sums_cuda(const at::Tensor& pred, const at::Tensor& gt, const c10::optional<at::Tensor>& mask,
-                     const c10::optional<at::Tensor>& scale, double min_depth, double max_depth,
-                     at::IntArrayRef window) {
+Tensor sums_cuda(const Tensor& pred, const Tensor& gt, const std::optional<Tensor>& mask,
+                 const std::optional<Tensor>& scale, double min_depth, double max_depth,
+                 const std::vector<int64_t>& window) {
   const Window w = check_inputs(pred, gt, mask, scale, min_depth, max_depth, window);
-  const c10::cuda::CUDAGuard guard(pred.device());
+  const CudaDeviceGuard guard(pred);
   const int64_t B = pred.size(0), n_pixels = w.rows() * w.cols();
-  auto out = at::zeros({B, kNumSums}, pred.options().dtype(at::kDouble));
+  auto out = zeros(pred, {B, kNumSums}, ScalarType::Double);
   if (B == 0 || n_pixels == 0) return out;
   DM_CHECK(B <= 65535, "depth_metric_sums handles at most 65535 images per call, got ", B);
   // The chunk count depends on the sizes only, so the summation order (and result) is fixed for a shape.
   const int64_t chunks =
       std::min(kMaxChunks, (n_pixels + kThreadsPerBlock * kPixelsPerThread - 1) / (kThreadsPerBlock * kPixelsPerThread));
-  auto partial = at::empty({B, chunks, kNumSums}, out.options());
-  const auto scale_c = scale.has_value() ? scale->contiguous() : at::Tensor();
+  auto partial = empty(pred, {B, chunks, kNumSums}, ScalarType::Double);
+  const auto scale_c = scale.has_value() ? std::optional<Tensor>(torch::stable::contiguous(*scale)) : std::nullopt;
   const auto mv = mask.has_value() ? strided_view4<const bool>(*mask) : StridedView4<const bool>{nullptr, 0, 0, 0, 0};
   DM_DISPATCH_FLOATING_TYPES(pred.scalar_type(), "depth_metric_sums_cuda", [&] {
     using acc_t = acc_type<scalar_t>;
     DM_LAUNCH(partial_sums_kernel<scalar_t>, dim3(static_cast<unsigned>(chunks), static_cast<unsigned>(B)),
               kThreadsPerBlock, strided_view4<const scalar_t>(pred), strided_view4<const scalar_t>(gt), mv,
-              scale_c.defined() ? scale_c.data_ptr<double>() : nullptr, static_cast<acc_t>(min_depth),
-              static_cast<acc_t>(max_depth), w.r0, w.c0, w.cols(), n_pixels, partial.data_ptr<double>());
+              scale_c ? data_of<const double>(*scale_c) : nullptr, static_cast<acc_t>(min_depth),
+              static_cast<acc_t>(max_depth), w.r0, w.c0, w.cols(), n_pixels, data_of<double>(partial));
   });
   const int64_t n_out = B * kNumSums;
-  DM_LAUNCH(finish_kernel, grid_for(n_out), kThreadsPerBlock, partial.data_ptr<double>(), chunks, n_out,
-            out.data_ptr<double>());
+  DM_LAUNCH(finish_kernel, grid_for(n_out), kThreadsPerBlock, data_of<const double>(partial), chunks, n_out,
+            data_of<double>(out));
   return out;
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(depthmetric, CUDA, m) { m.impl("depth_metric_sums", &sums_cuda); }
+STABLE_TORCH_LIBRARY_IMPL(depthmetric, CUDA, m) { m.impl("depth_metric_sums", TORCH_BOX(&sums_cuda)); }
 
 }  // namespace dms
 }  // namespace depthmetric

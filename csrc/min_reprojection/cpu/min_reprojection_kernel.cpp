@@ -2,9 +2,11 @@
 // photometric error accumulated over channels in row buffers, then the minimum. Backward: one warped
 // image and channel at a time over blocks of rows, recomputing the window statistics of each output row
 // once (a ring of rows) and gathering the transposed 3x3 window.
-#include <ATen/ATen.h>
-#include <ATen/Parallel.h>
-#include <torch/library.h>
+#include <torch/csrc/stable/library.h>
+#include <torch/csrc/stable/ops.h>
+
+#include <algorithm>
+#include <tuple>
 
 #include <cmath>
 #include <vector>
@@ -26,7 +28,7 @@ using ssim::Window;
 constexpr int64_t kRowBlock = 32;
 
 template <typename scalar_t>
-std::vector<StridedView4<const scalar_t>> views(at::TensorList images) {
+std::vector<StridedView4<const scalar_t>> views(const TensorList& images) {
   std::vector<StridedView4<const scalar_t>> out;
   for (const auto& t : images) out.push_back(strided_view4<const scalar_t>(t));
   return out;
@@ -51,8 +53,8 @@ __attribute__((noinline)) void coefficient_row(int64_t n, const acc_t* __restric
 }
 
 template <typename scalar_t>
-void forward_rows(const at::Tensor& target, at::TensorList warped, at::TensorList sources, const at::Tensor& noise,
-                  double alpha_d, bool mean_sources, at::Tensor& loss, at::Tensor& winner) {
+void forward_rows(const Tensor& target, const TensorList& warped, const TensorList& sources, const Tensor& noise,
+                  double alpha_d, bool mean_sources, Tensor& loss, Tensor& winner) {
   using acc_t = acc_type<scalar_t>;
   const auto win = ssim::make_window<acc_t>(ssim::kBox3);
   const int64_t B = target.size(0), C = target.size(1), H = target.size(2), W = target.size(3);
@@ -63,11 +65,11 @@ void forward_rows(const at::Tensor& target, at::TensorList warped, at::TensorLis
   for (const auto& v : views<scalar_t>(sources)) cands.push_back(v);
   const acc_t w_ssim = static_cast<acc_t>(alpha_d) / static_cast<acc_t>(C);
   const acc_t w_l1 = static_cast<acc_t>(1 - alpha_d) / static_cast<acc_t>(C);
-  const acc_t* eps = K > S ? noise.data_ptr<acc_t>() : nullptr;
-  acc_t* out = loss.data_ptr<acc_t>();
-  int64_t* idx = winner.data_ptr<int64_t>();
+  const acc_t* eps = K > S ? data_of<const acc_t>(noise) : nullptr;
+  acc_t* out = data_of<acc_t>(loss);
+  int64_t* idx = data_of<int64_t>(winner);
 
-  at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
+  torch::stable::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
     RowTaps<acc_t> tx(win, ah, aw), ty(win, ah, aw);
     MomentRow<acc_t> m(W, tx.len());
     std::vector<acc_t> pe(K * W);
@@ -120,8 +122,8 @@ void forward_rows(const at::Tensor& target, at::TensorList warped, at::TensorLis
 }
 
 template <typename scalar_t>
-void backward_rows(const at::Tensor& grad_loss, const at::Tensor& target, at::TensorList warped,
-                   const at::Tensor& winner, double alpha_d, bool mean_sources, std::vector<at::Tensor>& grads) {
+void backward_rows(const Tensor& grad_loss, const Tensor& target, const TensorList& warped, const Tensor& winner,
+                   double alpha_d, bool mean_sources, TensorList& grads) {
   using acc_t = acc_type<scalar_t>;
   const auto win = ssim::make_window<acc_t>(ssim::kBox3);
   const int64_t B = target.size(0), C = target.size(1), H = target.size(2), W = target.size(3);
@@ -133,10 +135,10 @@ void backward_rows(const at::Tensor& grad_loss, const at::Tensor& target, at::Te
   for (auto& g : grads) gv.push_back(strided_view4<scalar_t>(g));
   const acc_t w_ssim = static_cast<acc_t>(alpha_d) / static_cast<acc_t>(C);
   const acc_t w_l1 = static_cast<acc_t>(1 - alpha_d) / static_cast<acc_t>(C);
-  const acc_t* g = grad_loss.data_ptr<acc_t>();
-  const int64_t* idx = winner.data_ptr<int64_t>();
+  const acc_t* g = data_of<const acc_t>(grad_loss);
+  const int64_t* idx = data_of<const int64_t>(winner);
 
-  at::parallel_for(0, S * B * C * blocks, 1, [&](int64_t begin, int64_t end) {
+  torch::stable::parallel_for(0, S * B * C * blocks, 1, [&](int64_t begin, int64_t end) {
     RowTaps<acc_t> tx(win, ah, aw), ty(win, ah, aw);
     MomentRow<acc_t> m(W, tx.len());
     TransposedRows<acc_t> tr(win, ah, aw, 3);
@@ -184,39 +186,38 @@ void backward_rows(const at::Tensor& grad_loss, const at::Tensor& target, at::Te
   });
 }
 
-std::tuple<at::Tensor, at::Tensor> forward_cpu(const at::Tensor& target, at::TensorList warped,
-                                               at::TensorList sources, const at::Tensor& noise, double alpha,
-                                               bool mean_sources) {
+std::tuple<Tensor, Tensor> forward_cpu(const Tensor& target, const TensorList& warped, const TensorList& sources,
+                                       const Tensor& noise, double alpha, bool mean_sources) {
   check_forward(target, warped, sources, noise, alpha);
   const int64_t B = target.size(0), H = target.size(2), W = target.size(3);
-  auto loss = at::empty({B, H, W}, target.options().dtype(at::toOpMathType(target.scalar_type())));
-  auto winner = at::empty({B, H, W}, target.options().dtype(at::kLong));
+  auto loss = empty(target, {B, H, W}, accumulate_dtype(target.scalar_type()));
+  auto winner = empty(target, {B, H, W}, ScalarType::Long);
   if (loss.numel() == 0) return {loss, winner};
-  const auto eps = sources.empty() ? noise : noise.contiguous();
+  const auto eps = sources.empty() ? noise : torch::stable::contiguous(noise);
   DM_DISPATCH_FLOATING_TYPES(target.scalar_type(), "min_reprojection_cpu", [&] {
     forward_rows<scalar_t>(target, warped, sources, eps, alpha, mean_sources, loss, winner);
   });
   return {loss, winner};
 }
 
-std::vector<at::Tensor> backward_cpu(const at::Tensor& grad_loss, const at::Tensor& target, at::TensorList warped,
-                                     const at::Tensor& winner, double alpha, bool mean_sources) {
+TensorList backward_cpu(const Tensor& grad_loss, const Tensor& target, const TensorList& warped, const Tensor& winner,
+                        double alpha, bool mean_sources) {
   check_backward(grad_loss, target, warped, winner, alpha);
-  std::vector<at::Tensor> grads;
-  for (const auto& w : warped) grads.push_back(at::empty_like(w));
+  TensorList grads;
+  for (const auto& w : warped) grads.push_back(torch::stable::empty_like(w));
   if (target.numel() == 0) return grads;
   DM_DISPATCH_FLOATING_TYPES(target.scalar_type(), "min_reprojection_backward_cpu", [&] {
-    backward_rows<scalar_t>(grad_loss.contiguous(), target, warped, winner.contiguous(), alpha, mean_sources,
-                            grads);
+    backward_rows<scalar_t>(torch::stable::contiguous(grad_loss), target, warped, torch::stable::contiguous(winner),
+                            alpha, mean_sources, grads);
   });
   return grads;
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(depthmetric, CPU, m) {
-  m.impl("min_reprojection", &forward_cpu);
-  m.impl("_min_reprojection_backward", &backward_cpu);
+STABLE_TORCH_LIBRARY_IMPL(depthmetric, CPU, m) {
+  m.impl("min_reprojection", TORCH_BOX(&forward_cpu));
+  m.impl("_min_reprojection_backward", TORCH_BOX(&backward_cpu));
 }
 
 }  // namespace minrep

@@ -6,8 +6,10 @@
 // pixel), recomputes those outputs' window statistics where the image won, and gathers their
 // coefficients, deterministically. Outputs no warped image won are skipped, and so is the whole
 // neighbourhood when none of its outputs chose this image.
-#include <ATen/ATen.h>
-#include <torch/library.h>
+#include <torch/csrc/stable/library.h>
+#include <torch/csrc/stable/ops.h>
+
+#include <tuple>
 
 #include <vector>
 
@@ -192,7 +194,7 @@ __global__ void __launch_bounds__(kBlockW * kBlockH, 2) backward_kernel(
 }
 
 template <typename T, int N>
-Views<T, N> views_of(at::TensorList a, at::TensorList b = {}) {
+Views<T, N> views_of(const TensorList& a, const TensorList& b = {}) {
   Views<T, N> out{};
   int i = 0;
   for (const auto& t : a) out.v[i++] = strided_view4<T>(t);
@@ -206,36 +208,35 @@ dim3 tiles(int64_t h, int64_t w, int64_t z) {
               static_cast<unsigned>(z));
 }
 
-std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& target, at::TensorList warped,
-                                                at::TensorList sources, const at::Tensor& noise_in, double alpha,
-                                                bool mean_sources) {
+std::tuple<Tensor, Tensor> forward_cuda(const Tensor& target, const TensorList& warped, const TensorList& sources,
+                                        const Tensor& noise_in, double alpha, bool mean_sources) {
   check_forward(target, warped, sources, noise_in, alpha);
-  const c10::cuda::CUDAGuard guard(target.device());
+  const CudaDeviceGuard guard(target);
   const int64_t B = target.size(0), C = target.size(1), H = target.size(2), W = target.size(3);
-  auto loss = at::empty({B, H, W}, target.options().dtype(at::toOpMathType(target.scalar_type())));
-  auto winner = at::empty({B, H, W}, target.options().dtype(at::kLong));
+  auto loss = empty(target, {B, H, W}, accumulate_dtype(target.scalar_type()));
+  auto winner = empty(target, {B, H, W}, ScalarType::Long);
   if (loss.numel() == 0) return {loss, winner};
-  const auto noise = sources.empty() ? loss : noise_in.contiguous();  // unread without sources
+  const auto noise = sources.empty() ? loss : torch::stable::contiguous(noise_in);  // unread without sources
   const Axis ah = ssim::make_axis(H, ssim::kReflect, 1), aw = ssim::make_axis(W, ssim::kReflect, 1);
   DM_DISPATCH_FLOATING_TYPES(target.scalar_type(), "min_reprojection_cuda", [&] {
     using acc_t = acc_type<scalar_t>;
     DM_LAUNCH((forward_kernel<scalar_t, acc_t>), tiles(H, W, B), dim3(kBlockW, kBlockH),
               strided_view4<const scalar_t>(target), (views_of<const scalar_t, 2 * kMaxSources>(warped, sources)),
               static_cast<int>(warped.size()), static_cast<int>(warped.size() + sources.size()),
-              noise.data_ptr<acc_t>(), C, ah, aw, static_cast<acc_t>(alpha / C), static_cast<acc_t>((1 - alpha) / C),
-              mean_sources, loss.data_ptr<acc_t>(), winner.data_ptr<int64_t>());
+              data_of<const acc_t>(noise), C, ah, aw, static_cast<acc_t>(alpha / C),
+              static_cast<acc_t>((1 - alpha) / C), mean_sources, data_of<acc_t>(loss), data_of<int64_t>(winner));
   });
   return {loss, winner};
 }
 
-std::vector<at::Tensor> backward_cuda(const at::Tensor& grad_loss, const at::Tensor& target, at::TensorList warped,
-                                      const at::Tensor& winner_in, double alpha, bool mean_sources) {
+TensorList backward_cuda(const Tensor& grad_loss, const Tensor& target, const TensorList& warped,
+                         const Tensor& winner_in, double alpha, bool mean_sources) {
   check_backward(grad_loss, target, warped, winner_in, alpha);
-  const c10::cuda::CUDAGuard guard(target.device());
-  std::vector<at::Tensor> grads;
-  for (const auto& w : warped) grads.push_back(at::empty_like(w));
+  const CudaDeviceGuard guard(target);
+  TensorList grads;
+  for (const auto& w : warped) grads.push_back(torch::stable::empty_like(w));
   if (target.numel() == 0) return grads;
-  const auto winner = winner_in.contiguous();
+  const auto winner = torch::stable::contiguous(winner_in);
   const int64_t B = target.size(0), C = target.size(1), H = target.size(2), W = target.size(3);
   const int64_t S = static_cast<int64_t>(warped.size());
   const Axis ah = ssim::make_axis(H, ssim::kReflect, 1), aw = ssim::make_axis(W, ssim::kReflect, 1);
@@ -243,7 +244,7 @@ std::vector<at::Tensor> backward_cuda(const at::Tensor& grad_loss, const at::Ten
     using acc_t = acc_type<scalar_t>;
     // grad_loss is read through its strides: the gradient of a mean arrives as an expanded scalar.
     DM_LAUNCH((backward_kernel<scalar_t, acc_t>), tiles(H, W, B * S), dim3(kBlockW, kBlockH),
-              strided_view4<const acc_t>(grad_loss.unsqueeze(1)), winner.data_ptr<int64_t>(),
+              strided_view4<const acc_t>(torch::stable::unsqueeze(grad_loss, 1)), data_of<const int64_t>(winner),
               strided_view4<const scalar_t>(target), (views_of<const scalar_t, kMaxSources>(warped)),
               (views_of<scalar_t, kMaxSources>(grads)), static_cast<int>(S), C, ah, aw,
               ssim::make_window<acc_t>(ssim::kBox3), static_cast<acc_t>(alpha / C),
@@ -254,9 +255,9 @@ std::vector<at::Tensor> backward_cuda(const at::Tensor& grad_loss, const at::Ten
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(depthmetric, CUDA, m) {
-  m.impl("min_reprojection", &forward_cuda);
-  m.impl("_min_reprojection_backward", &backward_cuda);
+STABLE_TORCH_LIBRARY_IMPL(depthmetric, CUDA, m) {
+  m.impl("min_reprojection", TORCH_BOX(&forward_cuda));
+  m.impl("_min_reprojection_backward", TORCH_BOX(&backward_cuda));
 }
 
 }  // namespace minrep

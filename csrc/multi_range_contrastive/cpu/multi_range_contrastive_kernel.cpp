@@ -1,9 +1,9 @@
 // CPU kernels of depthmetric::multi_range_contrastive. Work is split over image rows; within a row the
 // loops run channel by channel over contiguous runs of pixels, so NCHW input streams through the cache.
-#include <ATen/ATen.h>
-#include <ATen/Parallel.h>
-#include <torch/library.h>
+#include <torch/csrc/stable/library.h>
+#include <torch/csrc/stable/ops.h>
 
+#include <tuple>
 #include <type_traits>
 #include <vector>
 
@@ -36,7 +36,7 @@ void for_roll_runs(int64_t shift, int64_t W, bool forward, Run&& run) {
 // Calls body(std::true_type) when the feature rows are contiguous (NCHW), so that the kernels' loops see a
 // unit stride at compile time and vectorise, else body(std::false_type).
 template <typename Body>
-void with_unit_stride(const at::Tensor& features, Body&& body) {
+void with_unit_stride(const Tensor& features, Body&& body) {
   if (features.stride(3) == 1) {
     body(std::true_type{});
   } else {
@@ -44,27 +44,32 @@ void with_unit_stride(const at::Tensor& features, Body&& body) {
   }
 }
 
-std::vector<Shift> host_shifts(const at::Tensor& reduced) {
-  std::vector<Shift> out(reduced.size(0));
-  const int64_t* s = reduced.data_ptr<int64_t>();
-  for (size_t n = 0; n < out.size(); ++n) out[n] = {s[3 * n], s[3 * n + 1], s[3 * n + 2]};
+// The shifts brought into [0, B), [0, H), [0, W).
+std::vector<Shift> host_shifts(const Tensor& features, const Tensor& shifts_in) {
+  const auto shifts = torch::stable::contiguous(shifts_in);
+  const int64_t B = features.size(0), H = features.size(2), W = features.size(3);
+  std::vector<Shift> out(shifts.size(0));
+  const int64_t* s = data_of<const int64_t>(shifts);
+  for (size_t n = 0; n < out.size(); ++n) {
+    out[n] = {reduce_shift(s[3 * n], B), reduce_shift(s[3 * n + 1], H), reduce_shift(s[3 * n + 2], W)};
+  }
   return out;
 }
 
 template <typename scalar_t, bool kUnitStride>
-void forward_rows(const at::Tensor& features, const at::Tensor& depth, const std::vector<Shift>& shifts,
+void forward_rows(const Tensor& features, const Tensor& depth, const std::vector<Shift>& shifts,
                   const Rule<acc_type<scalar_t>>& rule, ForwardOutputs& out) {
   using acc_t = acc_type<scalar_t>;
   const auto f = strided_view4<const scalar_t>(features);
   const int64_t s3 = kUnitStride ? 1 : f.s3;
   const int64_t B = features.size(0), C = features.size(1), H = features.size(2), W = features.size(3);
   const int64_t N = static_cast<int64_t>(shifts.size()), total = B * H * W;
-  const acc_t* d = depth.data_ptr<acc_t>();
-  acc_t* loss = out.loss.data_ptr<acc_t>();
-  int32_t* count = out.count.data_ptr<int32_t>();
-  acc_t* coef = out.coef.data_ptr<acc_t>();
+  const acc_t* d = data_of<const acc_t>(depth);
+  acc_t* loss = data_of<acc_t>(out.loss);
+  int32_t* count = data_of<int32_t>(out.count);
+  acc_t* coef = data_of<acc_t>(out.coef);
 
-  at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
+  torch::stable::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> code(N * W);
     std::vector<acc_t> dist_sq(N * W);
     std::vector<int64_t> src_b(N), src_h(N);
@@ -120,18 +125,18 @@ void forward_rows(const at::Tensor& features, const at::Tensor& depth, const std
 // The gradient at pixel x gathers its pairs as anchor (x, x - s) and as sample (x + s, x), so each output
 // element is written once by one thread: deterministic, no atomics.
 template <typename scalar_t, bool kUnitStride>
-void backward_rows(const at::Tensor& grad_loss, const at::Tensor& features, const std::vector<Shift>& shifts,
-                   const at::Tensor& coef_t, at::Tensor& grad) {
+void backward_rows(const Tensor& grad_loss, const Tensor& features, const std::vector<Shift>& shifts,
+                   const Tensor& coef_t, Tensor& grad) {
   using acc_t = acc_type<scalar_t>;
   const auto f = strided_view4<const scalar_t>(features);
   const int64_t s3 = kUnitStride ? 1 : f.s3;
   const auto g_out = strided_view4<scalar_t>(grad);
   const int64_t B = features.size(0), C = features.size(1), H = features.size(2), W = features.size(3);
   const int64_t N = static_cast<int64_t>(shifts.size()), total = B * H * W;
-  const acc_t* g = grad_loss.data_ptr<acc_t>();
-  const acc_t* coef = coef_t.data_ptr<acc_t>();
+  const acc_t* g = data_of<const acc_t>(grad_loss);
+  const acc_t* coef = data_of<const acc_t>(coef_t);
 
-  at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
+  torch::stable::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> w_anchor(N * W), w_sample(N * W), w_sum(W), acc(W);
     std::vector<int64_t> b_q(N), h_q(N), b_p(N), h_p(N);
     std::vector<char> active(N);
@@ -183,14 +188,13 @@ void backward_rows(const at::Tensor& grad_loss, const at::Tensor& features, cons
   });
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cpu(const at::Tensor& features, const at::Tensor& depth_in,
-                                                           const at::Tensor& shifts, double r_p,
-                                                           at::ArrayRef<double> range_lo,
-                                                           at::ArrayRef<double> range_hi,
-                                                           at::ArrayRef<double> margins) {
-  check_forward(features, depth_in);
-  const auto host = host_shifts(reduced_shifts(features, shifts));
-  const auto depth = depth_in.contiguous();
+std::tuple<Tensor, Tensor, Tensor> forward_cpu(const Tensor& features, const Tensor& depth_in, const Tensor& shifts,
+                                               double r_p, const std::vector<double>& range_lo,
+                                               const std::vector<double>& range_hi,
+                                               const std::vector<double>& margins) {
+  check_forward(features, depth_in, shifts);
+  const auto host = host_shifts(features, shifts);
+  const auto depth = torch::stable::contiguous(depth_in);
   auto out = allocate_forward(features, static_cast<int64_t>(host.size()));
   DM_DISPATCH_FLOATING_TYPES(features.scalar_type(), "multi_range_contrastive_cpu", [&] {
     const auto rule = make_rule<acc_type<scalar_t>>(r_p, range_lo, range_hi, margins);
@@ -201,14 +205,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cpu(const at::Tensor& fea
   return {out.loss, out.count, out.coef};
 }
 
-at::Tensor backward_cpu(const at::Tensor& grad_loss, const at::Tensor& features, const at::Tensor& shifts,
-                        const at::Tensor& coef) {
+Tensor backward_cpu(const Tensor& grad_loss, const Tensor& features, const Tensor& shifts, const Tensor& coef) {
   check_backward(grad_loss, features, shifts, coef);
-  const auto host = host_shifts(reduced_shifts(features, shifts));
-  auto grad = at::empty_like(features);
+  const auto host = host_shifts(features, shifts);
+  auto grad = torch::stable::empty_like(features);
   DM_DISPATCH_FLOATING_TYPES(features.scalar_type(), "multi_range_contrastive_backward_cpu", [&] {
     with_unit_stride(features, [&](auto unit) {
-      backward_rows<scalar_t, decltype(unit)::value>(grad_loss.contiguous(), features, host, coef.contiguous(), grad);
+      backward_rows<scalar_t, decltype(unit)::value>(torch::stable::contiguous(grad_loss), features, host,
+                                                     torch::stable::contiguous(coef), grad);
     });
   });
   return grad;
@@ -216,9 +220,9 @@ at::Tensor backward_cpu(const at::Tensor& grad_loss, const at::Tensor& features,
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(depthmetric, CPU, m) {
-  m.impl("multi_range_contrastive", &forward_cpu);
-  m.impl("_multi_range_contrastive_backward", &backward_cpu);
+STABLE_TORCH_LIBRARY_IMPL(depthmetric, CPU, m) {
+  m.impl("multi_range_contrastive", TORCH_BOX(&forward_cpu));
+  m.impl("_multi_range_contrastive_backward", TORCH_BOX(&backward_cpu));
 }
 
 }  // namespace mrc

@@ -1,8 +1,11 @@
 // CUDA kernels of depthmetric::multi_range_contrastive: one thread per pixel. The shifts are uniform over
 // the image, so neighbouring threads read neighbouring shifted pixels and every load stays coalesced. No
 // rolled copy is made: a sample feature is read at its shifted index.
-#include <ATen/ATen.h>
-#include <torch/library.h>
+#include <torch/csrc/stable/library.h>
+#include <torch/csrc/stable/ops.h>
+
+#include <tuple>
+#include <vector>
 
 #include "common/cuda_launch.cuh"
 #include "common/tensor_views.h"
@@ -130,62 +133,82 @@ __global__ void __launch_bounds__(kThreadsPerBlock, kBackwardMinBlocks)
   }
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cuda(const at::Tensor& features, const at::Tensor& depth_in,
-                                                            const at::Tensor& shifts_in, double r_p,
-                                                            at::ArrayRef<double> range_lo,
-                                                            at::ArrayRef<double> range_hi,
-                                                            at::ArrayRef<double> margins) {
-  check_forward(features, depth_in);
-  const c10::cuda::CUDAGuard guard(features.device());
-  const auto shifts = reduced_shifts(features, shifts_in);
-  const auto depth = depth_in.contiguous();
-  auto out = allocate_forward(features, shifts.size(0));
+// The shifts brought into [0, B), [0, H), [0, W), as a contiguous N,3 tensor the kernels read.
+__global__ void reduce_shifts_kernel(const int64_t* __restrict__ shifts, int64_t s0, int64_t s1, int64_t n_shifts,
+                                     int64_t B, int64_t H, int64_t W, int64_t* __restrict__ out) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < 3 * n_shifts;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t n = i / 3, k = i % 3;
+    out[i] = reduce_shift(shifts[n * s0 + k * s1], k == 0 ? B : (k == 1 ? H : W));
+  }
+}
+
+Tensor reduced_shifts(const Tensor& features, const Tensor& shifts) {
+  const int64_t n_shifts = shifts.size(0);
+  auto out = empty(shifts, {n_shifts, 3}, ScalarType::Long);
+  if (n_shifts == 0 || features.numel() == 0) return out;
+  DM_LAUNCH(reduce_shifts_kernel, grid_for(3 * n_shifts), kThreadsPerBlock, data_of<const int64_t>(shifts),
+            shifts.stride(0), shifts.stride(1), n_shifts, features.size(0), features.size(2), features.size(3),
+            data_of<int64_t>(out));
+  return out;
+}
+
+std::tuple<Tensor, Tensor, Tensor> forward_cuda(const Tensor& features, const Tensor& depth_in,
+                                                const Tensor& shifts_in, double r_p,
+                                                const std::vector<double>& range_lo,
+                                                const std::vector<double>& range_hi,
+                                                const std::vector<double>& margins) {
+  check_forward(features, depth_in, shifts_in);
+  const CudaDeviceGuard guard(features);
+  auto out = allocate_forward(features, shifts_in.size(0));
   const int64_t B = features.size(0), C = features.size(1), H = features.size(2), W = features.size(3);
   if (out.loss.numel() == 0) return {out.loss, out.count, out.coef};
+  const auto shifts = reduced_shifts(features, shifts_in);
+  const auto depth = torch::stable::contiguous(depth_in);
   const bool int32 = fits_int32({storage_extent(features), out.coef.numel()});
   DM_DISPATCH_FLOATING_TYPES(features.scalar_type(), "multi_range_contrastive_cuda", [&] {
     using acc_t = acc_type<scalar_t>;
     with_index_type(int32, [&](auto index_tag) {
       using index_t = decltype(index_tag);
       DM_LAUNCH((forward_kernel<scalar_t, acc_t, index_t>), grid_for(out.loss.numel()), kThreadsPerBlock,
-                strided_view4<const scalar_t, index_t>(features), depth.data_ptr<acc_t>(),
-                shifts.data_ptr<int64_t>(), static_cast<index_t>(shifts.size(0)), static_cast<index_t>(B),
+                strided_view4<const scalar_t, index_t>(features), data_of<const acc_t>(depth),
+                data_of<const int64_t>(shifts), static_cast<index_t>(shifts.size(0)), static_cast<index_t>(B),
                 static_cast<index_t>(C), static_cast<index_t>(H), static_cast<index_t>(W),
-                make_rule<acc_t>(r_p, range_lo, range_hi, margins), out.loss.data_ptr<acc_t>(),
-                out.count.data_ptr<int32_t>(), out.coef.data_ptr<acc_t>());
+                make_rule<acc_t>(r_p, range_lo, range_hi, margins), data_of<acc_t>(out.loss),
+                data_of<int32_t>(out.count), data_of<acc_t>(out.coef));
     });
   });
   return {out.loss, out.count, out.coef};
 }
 
-at::Tensor backward_cuda(const at::Tensor& grad_loss_in, const at::Tensor& features, const at::Tensor& shifts_in,
-                         const at::Tensor& coef_in) {
+Tensor backward_cuda(const Tensor& grad_loss_in, const Tensor& features, const Tensor& shifts_in,
+                     const Tensor& coef_in) {
   check_backward(grad_loss_in, features, shifts_in, coef_in);
-  const c10::cuda::CUDAGuard guard(features.device());
-  const auto shifts = reduced_shifts(features, shifts_in);
-  const auto grad_loss = grad_loss_in.contiguous();
-  const auto coef = coef_in.contiguous();
+  const CudaDeviceGuard guard(features);
   const int64_t B = features.size(0), C = features.size(1), H = features.size(2), W = features.size(3);
-  auto grad = at::empty_like(features);
+  auto grad = torch::stable::empty_like(features);
   if (grad.numel() == 0) return grad;
-  if (shifts.size(0) == 0) return grad.zero_();
+  if (shifts_in.size(0) == 0) return torch::stable::zero_(grad);
+  const auto shifts = reduced_shifts(features, shifts_in);
+  const auto grad_loss = torch::stable::contiguous(grad_loss_in);
+  const auto coef = torch::stable::contiguous(coef_in);
   DM_DISPATCH_FLOATING_TYPES(features.scalar_type(), "multi_range_contrastive_backward_cuda", [&] {
     using acc_t = acc_type<scalar_t>;
-    const auto launch = [&](auto out_tag, at::Tensor& dst) {
+    const auto launch = [&](auto out_tag, Tensor& dst) {
       using out_t = decltype(out_tag);
       with_index_type(fits_int32({storage_extent(features), storage_extent(dst), coef.numel()}), [&](auto index_tag) {
         using index_t = decltype(index_tag);
         DM_LAUNCH((backward_kernel<scalar_t, acc_t, out_t, index_t>), grid_for(B * H * W), kThreadsPerBlock,
-                  grad_loss.data_ptr<acc_t>(), strided_view4<const scalar_t, index_t>(features),
-                  shifts.data_ptr<int64_t>(), static_cast<index_t>(shifts.size(0)), static_cast<index_t>(B),
+                  data_of<const acc_t>(grad_loss), strided_view4<const scalar_t, index_t>(features),
+                  data_of<const int64_t>(shifts), static_cast<index_t>(shifts.size(0)), static_cast<index_t>(B),
                   static_cast<index_t>(C), static_cast<index_t>(H), static_cast<index_t>(W),
-                  coef.data_ptr<acc_t>(), strided_view4<out_t, index_t>(dst));
+                  data_of<const acc_t>(coef), strided_view4<out_t, index_t>(dst));
       });
     };
     if (shifts.size(0) > kChunk && sizeof(scalar_t) < sizeof(acc_t)) {
-      auto wide = at::empty_like(features, features.options().dtype(grad_loss.scalar_type()));
+      auto wide = empty(features, features.sizes(), grad_loss.scalar_type());
       launch(acc_t{}, wide);
-      grad.copy_(wide);
+      torch::stable::copy_(grad, wide);
     } else {
       launch(scalar_t{}, grad);
     }
@@ -195,9 +218,9 @@ at::Tensor backward_cuda(const at::Tensor& grad_loss_in, const at::Tensor& featu
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(depthmetric, CUDA, m) {
-  m.impl("multi_range_contrastive", &forward_cuda);
-  m.impl("_multi_range_contrastive_backward", &backward_cuda);
+STABLE_TORCH_LIBRARY_IMPL(depthmetric, CUDA, m) {
+  m.impl("multi_range_contrastive", TORCH_BOX(&forward_cuda));
+  m.impl("_multi_range_contrastive_backward", TORCH_BOX(&backward_cuda));
 }
 
 }  // namespace mrc

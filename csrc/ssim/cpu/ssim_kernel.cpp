@@ -1,8 +1,11 @@
 // CPU kernels of depthmetric::ssim: the forward works one output row at a time, the backward one input row
 // at a time over blocks of rows (the transposed window gathers from a ring of coefficient rows).
-#include <ATen/ATen.h>
-#include <ATen/Parallel.h>
-#include <torch/library.h>
+#include <torch/csrc/stable/library.h>
+#include <torch/csrc/stable/ops.h>
+
+#include <algorithm>
+#include <tuple>
+#include <vector>
 
 #include "common/tensor_views.h"
 #include "ssim/cpu/window_rows.h"
@@ -15,15 +18,15 @@ namespace {
 constexpr int64_t kRowBlock = 32;  // input rows per backward task; the ring refills 2r rows per block
 
 template <typename scalar_t>
-void forward_rows(const at::Tensor& x, const at::Tensor& y, const Geometry& geo, int64_t window, at::Tensor& out,
-                  at::Tensor& partials) {
+void forward_rows(const Tensor& x, const Tensor& y, const Geometry& geo, int64_t window, Tensor& out,
+                  Tensor& partials) {
   using acc_t = acc_type<scalar_t>;
   const auto win = make_window<acc_t>(window);
   const auto xv = strided_view4<const scalar_t>(x), yv = strided_view4<const scalar_t>(y);
   const int64_t C = x.size(1), Ho = geo.h.n_out, Wo = geo.w.n_out, plane = out.numel();
-  acc_t* s = out.data_ptr<acc_t>();
-  acc_t* part = partials.numel() ? partials.data_ptr<acc_t>() : nullptr;  // none without a backward
-  at::parallel_for(0, x.size(0) * C * Ho, 4, [&](int64_t begin, int64_t end) {
+  acc_t* s = data_of<acc_t>(out);
+  acc_t* part = partials.numel() ? data_of<acc_t>(partials) : nullptr;  // none without a backward
+  torch::stable::parallel_for(0, x.size(0) * C * Ho, 4, [&](int64_t begin, int64_t end) {
     RowTaps<acc_t> tx(win, geo.h, geo.w), ty(win, geo.h, geo.w);
     MomentRow<acc_t> m(Wo, tx.len());
     for (int64_t row = begin; row < end; ++row) {
@@ -51,17 +54,17 @@ void forward_rows(const at::Tensor& x, const at::Tensor& y, const Geometry& geo,
 }
 
 template <typename scalar_t>
-void backward_rows(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& y, const at::Tensor& partials,
-                   const Geometry& geo, int64_t window, at::Tensor& grad_x, at::Tensor& grad_y) {
+void backward_rows(const Tensor& grad, const Tensor& x, const Tensor& y, const Tensor& partials, const Geometry& geo,
+                   int64_t window, Tensor& grad_x, Tensor& grad_y) {
   using acc_t = acc_type<scalar_t>;
   const auto win = make_window<acc_t>(window);
   const auto xv = strided_view4<const scalar_t>(x), yv = strided_view4<const scalar_t>(y);
   const auto gx = strided_view4<scalar_t>(grad_x), gy = strided_view4<scalar_t>(grad_y);
   const int64_t C = x.size(1), H = x.size(2), W = x.size(3), Ho = geo.h.n_out, Wo = geo.w.n_out;
   const int64_t plane = grad.numel(), blocks = (H + kRowBlock - 1) / kRowBlock;
-  const acc_t* g = grad.data_ptr<acc_t>();
-  const acc_t* part = partials.data_ptr<acc_t>();
-  at::parallel_for(0, x.size(0) * C * blocks, 1, [&](int64_t begin, int64_t end) {
+  const acc_t* g = data_of<const acc_t>(grad);
+  const acc_t* part = data_of<const acc_t>(partials);
+  torch::stable::parallel_for(0, x.size(0) * C * blocks, 1, [&](int64_t begin, int64_t end) {
     TransposedRows<acc_t> tr(win, geo.h, geo.w, kPartials);
     std::vector<acc_t> sums(kPartials * W);
     acc_t* fields[kPartials] = {&sums[0], &sums[W], &sums[2 * W], &sums[3 * W]};
@@ -90,8 +93,8 @@ void backward_rows(const at::Tensor& grad, const at::Tensor& x, const at::Tensor
   });
 }
 
-std::tuple<at::Tensor, at::Tensor> forward_cpu(const at::Tensor& x, const at::Tensor& y, int64_t window,
-                                               int64_t padding, bool with_partials) {
+std::tuple<Tensor, Tensor> forward_cpu(const Tensor& x, const Tensor& y, int64_t window, int64_t padding,
+                                       bool with_partials) {
   const auto geo = check_forward(x, y, window, padding);
   auto [out, partials] = allocate_forward(x, geo, with_partials);
   if (out.numel() == 0) return {out, partials};
@@ -101,23 +104,24 @@ std::tuple<at::Tensor, at::Tensor> forward_cpu(const at::Tensor& x, const at::Te
   return {out, partials};
 }
 
-std::tuple<at::Tensor, at::Tensor> backward_cpu(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& y,
-                                                const at::Tensor& partials, int64_t window, int64_t padding) {
+std::tuple<Tensor, Tensor> backward_cpu(const Tensor& grad, const Tensor& x, const Tensor& y, const Tensor& partials,
+                                        int64_t window, int64_t padding) {
   const auto geo = check_forward(x, y, window, padding);
   check_backward(grad, x, y, partials, geo);
-  auto grad_x = at::empty_like(x), grad_y = at::empty_like(y);
+  auto grad_x = torch::stable::empty_like(x), grad_y = torch::stable::empty_like(y);
   if (x.numel() == 0) return {grad_x, grad_y};
   DM_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ssim_backward_cpu", [&] {
-    backward_rows<scalar_t>(grad.contiguous(), x, y, partials.contiguous(), geo, window, grad_x, grad_y);
+    backward_rows<scalar_t>(torch::stable::contiguous(grad), x, y, torch::stable::contiguous(partials), geo, window,
+                            grad_x, grad_y);
   });
   return {grad_x, grad_y};
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(depthmetric, CPU, m) {
-  m.impl("ssim", &forward_cpu);
-  m.impl("_ssim_backward", &backward_cpu);
+STABLE_TORCH_LIBRARY_IMPL(depthmetric, CPU, m) {
+  m.impl("ssim", TORCH_BOX(&forward_cpu));
+  m.impl("_ssim_backward", TORCH_BOX(&backward_cpu));
 }
 
 }  // namespace ssim

@@ -6,9 +6,9 @@
 #include <algorithm>
 #include <vector>
 
+#include "common/check.h"
 #include "common/macros.h"
 #include "ssim/ssim_math.h"
-#include "common/check.h"
 
 namespace depthmetric {
 namespace ssim {

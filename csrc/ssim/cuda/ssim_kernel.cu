@@ -4,8 +4,11 @@
 // same in transpose: each thread gathers the coefficients (grad x partial) of every output whose window
 // covers its input pixel, with the per-axis weights of ssim::Axis (reflection folded back exactly), so no
 // atomics are needed.
-#include <ATen/ATen.h>
-#include <torch/library.h>
+#include <torch/csrc/stable/library.h>
+#include <torch/csrc/stable/ops.h>
+
+#include <tuple>
+#include <type_traits>
 
 #include "common/cuda_launch.cuh"
 #include "common/tensor_views.h"
@@ -143,10 +146,10 @@ dim3 tiles(int64_t h, int64_t w, int64_t planes, int th) {
               static_cast<unsigned>(planes));
 }
 
-std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& x, const at::Tensor& y, int64_t window,
-                                                int64_t padding, bool with_partials) {
+std::tuple<Tensor, Tensor> forward_cuda(const Tensor& x, const Tensor& y, int64_t window, int64_t padding,
+                                        bool with_partials) {
   const auto geo = check_forward(x, y, window, padding);
-  const c10::cuda::CUDAGuard guard(x.device());
+  const CudaDeviceGuard guard(x);
   auto [out, partials] = allocate_forward(x, geo, with_partials);
   if (out.numel() == 0) return {out, partials};
   DM_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ssim_cuda", [&] {
@@ -156,21 +159,20 @@ std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& x, const at::T
       constexpr int R = decltype(r)::value;
       DM_LAUNCH((forward_kernel<scalar_t, acc_t, R>), tiles(geo.h.n_out, geo.w.n_out, x.size(0) * x.size(1), TH),
                 dim3(kTileW, TH), strided_view4<const scalar_t>(x), strided_view4<const scalar_t>(y), x.size(1),
-                geo.h, geo.w, make_window<acc_t>(window), out.data_ptr<acc_t>(),
-                with_partials ? partials.data_ptr<acc_t>() : nullptr,
-                out.numel());
+                geo.h, geo.w, make_window<acc_t>(window), data_of<acc_t>(out),
+                with_partials ? data_of<acc_t>(partials) : nullptr, out.numel());
     });
   });
   return {out, partials};
 }
 
-std::tuple<at::Tensor, at::Tensor> backward_cuda(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& y,
-                                                 const at::Tensor& partials_in, int64_t window, int64_t padding) {
+std::tuple<Tensor, Tensor> backward_cuda(const Tensor& grad, const Tensor& x, const Tensor& y,
+                                         const Tensor& partials_in, int64_t window, int64_t padding) {
   const auto geo = check_forward(x, y, window, padding);
   check_backward(grad, x, y, partials_in, geo);
-  const c10::cuda::CUDAGuard guard(x.device());
-  const auto partials = partials_in.contiguous();
-  auto grad_x = at::empty_like(x), grad_y = at::empty_like(y);
+  const CudaDeviceGuard guard(x);
+  const auto partials = torch::stable::contiguous(partials_in);
+  auto grad_x = torch::stable::empty_like(x), grad_y = torch::stable::empty_like(y);
   if (x.numel() == 0) return {grad_x, grad_y};
   DM_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ssim_backward_cuda", [&] {
     using acc_t = acc_type<scalar_t>;
@@ -179,7 +181,7 @@ std::tuple<at::Tensor, at::Tensor> backward_cuda(const at::Tensor& grad, const a
       constexpr int R = decltype(r)::value;
       // grad is read through its strides: the gradient of a mean arrives as an expanded scalar.
       DM_LAUNCH((backward_kernel<scalar_t, acc_t, R>), tiles(geo.h.n, geo.w.n, x.size(0) * x.size(1), TH),
-                dim3(kTileW, TH), strided_view4<const acc_t>(grad), partials.data_ptr<acc_t>(), grad.numel(),
+                dim3(kTileW, TH), strided_view4<const acc_t>(grad), data_of<const acc_t>(partials), grad.numel(),
                 strided_view4<const scalar_t>(x), strided_view4<const scalar_t>(y), x.size(1), geo.h, geo.w,
                 make_window<acc_t>(window), strided_view4<scalar_t>(grad_x), strided_view4<scalar_t>(grad_y));
     });
@@ -189,9 +191,9 @@ std::tuple<at::Tensor, at::Tensor> backward_cuda(const at::Tensor& grad, const a
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(depthmetric, CUDA, m) {
-  m.impl("ssim", &forward_cuda);
-  m.impl("_ssim_backward", &backward_cuda);
+STABLE_TORCH_LIBRARY_IMPL(depthmetric, CUDA, m) {
+  m.impl("ssim", TORCH_BOX(&forward_cuda));
+  m.impl("_ssim_backward", TORCH_BOX(&backward_cuda));
 }
 
 }  // namespace ssim

@@ -7,9 +7,10 @@
 // include path of the emulation build.
 #pragma once
 
-#include <ATen/ATen.h>
-#include <c10/core/Device.h>
-#include <torch/library.h>
+#include <torch/csrc/stable/library.h>
+#include <torch/csrc/stable/tensor.h>
+
+#include <algorithm>
 
 #include <barrier>
 #include <cstdint>
@@ -55,13 +56,11 @@ T __shfl_down_sync(unsigned /*mask: the whole warp*/, T value, int offset) {
   return out;
 }
 
-namespace c10::cuda {
-struct CUDAGuard {
-  explicit CUDAGuard(c10::Device) {}
-};
-}  // namespace c10::cuda
-
 namespace depthmetric {
+
+struct CudaDeviceGuard {  // the emulated kernels run on CPU tensors: no device to switch to
+  explicit CudaDeviceGuard(const torch::stable::Tensor&) {}
+};
 
 inline dim3 grid_for(int64_t n, int threads = kThreadsPerBlock) {
   return dim3(static_cast<unsigned>(std::max<int64_t>(1, (n + threads - 1) / threads)));
@@ -104,13 +103,10 @@ void emulate_launch(dim3 grid, dim3 block, Kernel&& kernel) {
 #define DM_LAUNCH(KERNEL, GRID, BLOCK, ...) \
   ::depthmetric::emulate_launch(GRID, BLOCK, [&] { KERNEL(__VA_ARGS__); })
 
-// The emulated entry points are called directly: neither the schemas nor the kernels are registered with
-// the dispatcher (the real extension, loaded in the same process, owns them).
-#define DM_EMULATION_CONCAT_(a, b) a##b
-#define DM_EMULATION_CONCAT(a, b) DM_EMULATION_CONCAT_(a, b)
-#define DM_EMULATION_UNREGISTERED(m) \
-  [[maybe_unused]] static void DM_EMULATION_CONCAT(dm_emulation_unregistered_, __COUNTER__)(torch::Library & m)
-#undef TORCH_LIBRARY_IMPL
-#define TORCH_LIBRARY_IMPL(ns, key, m) DM_EMULATION_UNREGISTERED(m)
-#undef TORCH_LIBRARY_FRAGMENT
-#define TORCH_LIBRARY_FRAGMENT(ns, m) DM_EMULATION_UNREGISTERED(m)
+// The schemas and the .cu kernels register in a namespace of their own, depthmetric_emulated, as CPU kernels
+// (the real extension, loaded in the same process, owns depthmetric::*): tests call
+// torch.ops.depthmetric_emulated.<op> and compare with torch.ops.depthmetric.<op>.
+#undef STABLE_TORCH_LIBRARY_FRAGMENT
+#define STABLE_TORCH_LIBRARY_FRAGMENT(ns, m) _STABLE_TORCH_LIBRARY_FRAGMENT(depthmetric_emulated, m, C10_UID)
+#undef STABLE_TORCH_LIBRARY_IMPL
+#define STABLE_TORCH_LIBRARY_IMPL(ns, k, m) _STABLE_TORCH_LIBRARY_IMPL(depthmetric_emulated, CPU, m, C10_UID)
