@@ -3,7 +3,7 @@
 Every op runs as a compiled CPU/CUDA kernel (``backend="auto"``) or as its pure-PyTorch reference twin
 (``backend="reference"``); nothing falls back silently. ``build_info()`` says what was compiled.
 """
-from . import metrics
+from . import distributed, metrics
 from ._checks import set_finite_checks
 from ._ext import BACKENDS, build_info
 from .depth_losses import *  # noqa: F401,F403  (TrimmedMAELoss, MultiScaleDerivativeLoss, ScaleShiftInvariantLoss)

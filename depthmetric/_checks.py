@@ -6,21 +6,28 @@ import warnings
 
 import torch
 
+from . import distributed
+
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 _finite_checks = True
+_collective_checks = True
 _warned_outside_unit = False  # the [0, 1] warning of check_values is shown once per process
 
 
-def set_finite_checks(enabled: bool) -> None:
+def set_finite_checks(enabled: bool, *, collective: bool = True) -> None:
     """Turn the value checks on or off (on by default): NaN/Inf in network outputs and images is an error,
     images outside [0, 1] warn once.
 
     They cost one ``aminmax`` per checked tensor and, on CUDA, one host synchronisation per call; they are
-    skipped inside ``torch.compile`` graphs.
+    skipped inside ``torch.compile`` graphs. Under ``torch.distributed`` (an initialised default group) they
+    are collective: one small all-reduce per call tells every rank what every other found, so a NaN on one
+    rank raises the same ``ValueError`` on all of them instead of leaving the others waiting in DDP's next
+    collective. Every rank must then make the same calls, as DDP training does; ``collective=False`` keeps
+    the checks local (for ops called on one rank only, e.g. logging on rank 0).
     """
-    global _finite_checks
-    _finite_checks = bool(enabled)
+    global _finite_checks, _collective_checks
+    _finite_checks, _collective_checks = bool(enabled), bool(collective)
 
 
 def tensor(name: str, x) -> torch.Tensor:
@@ -61,26 +68,37 @@ def check_values(named: dict, unit_range: bool = False) -> None:
     """NaN/Inf in any tensor is a ValueError naming it; with ``unit_range``, values outside [0, 1] warn once.
 
     One ``aminmax`` per tensor (it propagates NaN, so no boolean copy of the input is made) and one host
-    synchronisation for all of them. Off with :func:`set_finite_checks`; skipped inside ``torch.compile``.
+    synchronisation for all of them; under ``torch.distributed``, one all-reduce of a flag per tensor, so that
+    every rank raises the same error. Off with :func:`set_finite_checks`; skipped inside ``torch.compile``.
     """
     global _warned_outside_unit
     if not _finite_checks or torch.compiler.is_compiling():
         return
-    items = [(name, t) for name, t in named.items() if t.numel()]
-    if not items:
+    group = distributed.active_group() if _collective_checks else None
+    names = list(named)
+    present = [k for k, name in enumerate(names) if named[name].numel()]
+    if not present and group is None:
         return
-    extremes = torch.stack([torch.stack(torch.aminmax(t.detach())).double() for _, t in items]).tolist()
-    for (name, _), (lo, hi) in zip(items, extremes):
-        if not (math.isfinite(lo) and math.isfinite(hi)):
-            raise ValueError(f"{name} contains NaN or Inf values")
+    extremes = [(0.0, 0.0)] * len(names)  # an empty tensor holds no bad value
+    if present:
+        found = torch.stack([torch.stack(torch.aminmax(named[names[k]].detach())).double() for k in present])
+        for k, lo_hi in zip(present, found.tolist()):
+            extremes[k] = tuple(lo_hi)
+    bad = torch.tensor([not (math.isfinite(lo) and math.isfinite(hi)) for lo, hi in extremes])
+    table = distributed.any_rank(bad, group)  # ranks x names: which rank found what
+    for k, name in enumerate(names):
+        ranks = table[:, k].nonzero().flatten().tolist()
+        if ranks:
+            where = f" (on rank {', '.join(map(str, ranks))})" if group is not None else ""
+            raise ValueError(f"{name} contains NaN or Inf values{where}")
     if unit_range and not _warned_outside_unit:
-        for (name, _), (lo, hi) in zip(items, extremes):
+        for k in present:
+            lo, hi = extremes[k]
             if lo < 0 or hi > 1:
                 _warned_outside_unit = True
-                warnings.warn(f"{name} has values outside [0, 1] (min {lo:.4g}, max {hi:.4g}); SSIM's constants "
-                              "assume images in [0, 1]. This warning is shown once.", stacklevel=4)
+                warnings.warn(f"{names[k]} has values outside [0, 1] (min {lo:.4g}, max {hi:.4g}); SSIM's "
+                              "constants assume images in [0, 1]. This warning is shown once.", stacklevel=4)
                 break
-
 
 def depth_map(name: str, depth, batch: int | None = None) -> torch.Tensor:
     """Accept ``B,1,H,W`` or ``B,H,W`` depth and return ``B,1,H,W``; NaN/Inf/<=0 stay, they mean invalid."""

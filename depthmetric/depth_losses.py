@@ -4,6 +4,9 @@ All three are masked and computed per image: each image's loss is the mean over 
 ``reduction="mean"`` averages the images that have at least one valid pixel (an image without any adds
 nothing instead of pulling the mean towards 0; the loss is 0, with zero gradient, when no image has one).
 ``reduction="none"`` returns the ``B`` per-image losses (0 for an image without valid pixels).
+Under ``torch.distributed``, ``normalize="global"`` averages the images of the global batch instead (the sum
+and the image count summed over the ranks of ``process_group``, default the whole world; see
+``depthmetric.distributed``), so that DDP's averaged gradients are those of one process with the whole batch.
 
 A pixel is valid when the target is finite and ``> 0`` and ``mask`` (optional, bool) is True; the
 prediction is never masked by its own value (a bad prediction must receive a gradient) but must be finite
@@ -24,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import _checks, _ext
+from . import _checks, _ext, distributed
 from ._supervised import prepare_pair
 
 __all__ = [
@@ -45,14 +48,16 @@ def _check_reduction(reduction: str) -> None:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
 
 
-def _reduce(per_image: torch.Tensor, has_valid: torch.Tensor, reduction: str) -> torch.Tensor:
+def _reduce(per_image: torch.Tensor, has_valid: torch.Tensor, reduction: str, normalize: str,
+            process_group) -> torch.Tensor:
     if reduction == "none":
         return per_image
-    return per_image.sum() / has_valid.sum().clamp(min=1).to(per_image.dtype)
+    return distributed.global_mean(per_image.sum(), has_valid.sum(), normalize, process_group)
 
 
-def _prepare(pred, target, mask, interpolate, backend, reduction):
+def _prepare(pred, target, mask, interpolate, backend, reduction, normalize):
     _check_reduction(reduction)
+    distributed.check_normalize(normalize)
     pred, target, valid = prepare_pair(pred, target, mask, interpolate)
     _ext.check_backend(backend, pred.device)
     return pred, target, valid
@@ -64,7 +69,8 @@ def _check_trim(trim) -> None:
 
 
 def trimmed_mae_loss(pred, target, mask=None, *, trim: float = 0.2, reduction: str = "mean",
-                     interpolate: bool = True, backend: str = "auto") -> torch.Tensor:
+                     interpolate: bool = True, normalize: str = "local", process_group=None,
+                     backend: str = "auto") -> torch.Tensor:
     """Depth Pro's ``L_MAE`` with the worst ``trim`` fraction of pixels of each image discarded.
 
     Meant for canonical inverse depth (Depth Pro's ``C``), but any map works. Per image with ``n`` valid
@@ -72,7 +78,7 @@ def trimmed_mae_loss(pred, target, mask=None, *, trim: float = 0.2, reduction: s
     ``n - floor(trim * n)`` averaged (ties are dropped in any order: the sum is the same).
     """
     _check_trim(trim)
-    pred, target, valid = _prepare(pred, target, mask, interpolate, backend, reduction)
+    pred, target, valid = _prepare(pred, target, mask, interpolate, backend, reduction, normalize)
     B = pred.shape[0]
     err = torch.where(valid, (pred - target).abs(), math.inf).reshape(B, -1)
     ordered, _ = err.sort(dim=1)
@@ -80,7 +86,7 @@ def trimmed_mae_loss(pred, target, mask=None, *, trim: float = 0.2, reduction: s
     keep = n - torch.floor(n.to(torch.float64) * trim).to(n.dtype)
     kept = torch.arange(ordered.shape[1], device=pred.device) < keep[:, None]
     per_image = torch.where(kept, ordered, 0.0).sum(1) / keep.clamp(min=1).to(pred.dtype)
-    return _reduce(per_image, n > 0, reduction)
+    return _reduce(per_image, n > 0, reduction, normalize, process_group)
 
 
 def _stencils(operator: str, dtype, device) -> torch.Tensor:
@@ -105,7 +111,7 @@ def _check_derivative_config(operator, p, scales) -> None:
 
 def multi_scale_derivative_loss(pred, target, mask=None, *, operator: str = "scharr", p: int = 1,
                                 scales: int = 4, reduction: str = "mean", interpolate: bool = True,
-                                backend: str = "auto") -> torch.Tensor:
+                                normalize: str = "local", process_group=None, backend: str = "auto") -> torch.Tensor:
     """Depth Pro's multi-scale derivative loss ``1/M sum_j 1/N_j sum_i |grad C_i^j - grad Chat_i^j|^p``.
 
     ``grad`` is the Scharr gradient (x and y, ``|.|^p`` summed over both) or the Laplacian, applied without
@@ -115,7 +121,7 @@ def multi_scale_derivative_loss(pred, target, mask=None, *, operator: str = "sch
     without any, e.g. sparse LiDAR or a tiny image, is left out rather than counted as 0).
     """
     _check_derivative_config(operator, p, scales)
-    pred, target, valid = _prepare(pred, target, mask, interpolate, backend, reduction)
+    pred, target, valid = _prepare(pred, target, mask, interpolate, backend, reduction, normalize)
     weight = _stencils(operator, pred.dtype, pred.device)
     support = (weight != 0).any(0, keepdim=True).to(pred.dtype)
     diff = torch.where(valid, pred - target, 0.0)
@@ -135,11 +141,11 @@ def multi_scale_derivative_loss(pred, target, mask=None, *, operator: str = "sch
         scale_sum = scale_sum + total / n.clamp(min=1).to(pred.dtype)
         scale_count = scale_count + (n > 0).to(pred.dtype)
     per_image = scale_sum / scale_count.clamp(min=1)
-    return _reduce(per_image, scale_count > 0, reduction)
+    return _reduce(per_image, scale_count > 0, reduction, normalize, process_group)
 
 
 def scale_shift_invariant_loss(pred, target, mask=None, *, reduction: str = "mean", interpolate: bool = True,
-                               backend: str = "auto") -> torch.Tensor:
+                               normalize: str = "local", process_group=None, backend: str = "auto") -> torch.Tensor:
     """Scale-and-shift-invariant loss (MiDaS): per image, the least-squares ``s, t`` minimising
     ``sum (s * pred + t - target)^2`` over the valid pixels, then the mean of ``|s * pred + t - target|``.
 
@@ -147,7 +153,7 @@ def scale_shift_invariant_loss(pred, target, mask=None, *, reduction: str = "mea
     accuracy. When the valid predictions are (numerically) constant the scale is undetermined: ``s = 0`` and
     ``t`` = the mean target (the best shift-only fit).
     """
-    pred, target, valid = _prepare(pred, target, mask, interpolate, backend, reduction)
+    pred, target, valid = _prepare(pred, target, mask, interpolate, backend, reduction, normalize)
     dims = (1, 2, 3)
     m = valid.to(pred.dtype)
     count = m.sum(dims)
@@ -164,25 +170,28 @@ def scale_shift_invariant_loss(pred, target, mask=None, *, reduction: str = "mea
     t = g_mean - s * p_mean
     residual = (s.view(-1, 1, 1, 1) * pred + t.view(-1, 1, 1, 1) - target).abs() * m
     per_image = residual.sum(dims) / n
-    return _reduce(per_image, count > 0, reduction)
+    return _reduce(per_image, count > 0, reduction, normalize, process_group)
 
 
 class TrimmedMAELoss(nn.Module):
     """Depth Pro's trimmed mean absolute error on canonical inverse depth; see :func:`trimmed_mae_loss`."""
 
-    def __init__(self, trim: float = 0.2, reduction: str = "mean", backend: str = "auto"):
+    def __init__(self, trim: float = 0.2, reduction: str = "mean", normalize: str = "local", process_group=None,
+                 backend: str = "auto"):
         super().__init__()
         _check_trim(trim)
         _check_reduction(reduction)
         _ext.check_backend(backend)
         self.trim, self.reduction, self.backend = float(trim), reduction, backend
+        self.normalize, self.process_group = distributed.check_normalize(normalize), process_group
 
     def forward(self, pred, target, mask=None, interpolate=True):
         return trimmed_mae_loss(pred, target, mask, trim=self.trim, reduction=self.reduction,
-                                interpolate=interpolate, backend=self.backend)
+                                interpolate=interpolate, normalize=self.normalize,
+                                process_group=self.process_group, backend=self.backend)
 
     def extra_repr(self) -> str:
-        return f"trim={self.trim}, reduction={self.reduction!r}, backend={self.backend!r}"
+        return f"trim={self.trim}, reduction={self.reduction!r}, normalize={self.normalize!r}, backend={self.backend!r}"
 
 
 class MultiScaleDerivativeLoss(nn.Module):
@@ -190,34 +199,39 @@ class MultiScaleDerivativeLoss(nn.Module):
     norm ``p``, ``scales`` = M; see :func:`multi_scale_derivative_loss`."""
 
     def __init__(self, operator: str = "scharr", p: int = 1, scales: int = 4, reduction: str = "mean",
-                 backend: str = "auto"):
+                 normalize: str = "local", process_group=None, backend: str = "auto"):
         super().__init__()
         _check_derivative_config(operator, p, scales)
         _check_reduction(reduction)
         _ext.check_backend(backend)
         self.operator, self.p, self.scales, self.reduction, self.backend = operator, p, scales, reduction, backend
+        self.normalize, self.process_group = distributed.check_normalize(normalize), process_group
 
     def forward(self, pred, target, mask=None, interpolate=True):
         return multi_scale_derivative_loss(pred, target, mask, operator=self.operator, p=self.p, scales=self.scales,
-                                           reduction=self.reduction, interpolate=interpolate, backend=self.backend)
+                                           reduction=self.reduction, interpolate=interpolate,
+                                           normalize=self.normalize, process_group=self.process_group,
+                                           backend=self.backend)
 
     def extra_repr(self) -> str:
         return (f"operator={self.operator!r}, p={self.p}, scales={self.scales}, reduction={self.reduction!r}, "
-                f"backend={self.backend!r}")
+                f"normalize={self.normalize!r}, backend={self.backend!r}")
 
 
 class ScaleShiftInvariantLoss(nn.Module):
     """MiDaS-style scale-and-shift-invariant loss; see :func:`scale_shift_invariant_loss`."""
 
-    def __init__(self, reduction: str = "mean", backend: str = "auto"):
+    def __init__(self, reduction: str = "mean", normalize: str = "local", process_group=None, backend: str = "auto"):
         super().__init__()
         _check_reduction(reduction)
         _ext.check_backend(backend)
         self.reduction, self.backend = reduction, backend
+        self.normalize, self.process_group = distributed.check_normalize(normalize), process_group
 
     def forward(self, pred, target, mask=None, interpolate=True):
         return scale_shift_invariant_loss(pred, target, mask, reduction=self.reduction, interpolate=interpolate,
+                                          normalize=self.normalize, process_group=self.process_group,
                                           backend=self.backend)
 
     def extra_repr(self) -> str:
-        return f"reduction={self.reduction!r}, backend={self.backend!r}"
+        return f"reduction={self.reduction!r}, normalize={self.normalize!r}, backend={self.backend!r}"

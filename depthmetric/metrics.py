@@ -25,7 +25,7 @@ import math
 
 import torch
 
-from . import _checks, _ext
+from . import _checks, _ext, distributed
 from .reference import depth_metric_sums as _reference
 from ._supervised import checked_pair, resized_prediction
 
@@ -173,50 +173,122 @@ def compute(
     return result
 
 
+def _ids_of(ids, batch: int, device: torch.device) -> torch.Tensor:
+    """``ids`` as a ``B`` int64 tensor (a tensor or a sequence of ints, one per image of the batch)."""
+    if not isinstance(ids, torch.Tensor):
+        try:
+            ids = torch.as_tensor(list(ids))
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"ids must be a tensor or a sequence of ints, got {type(ids).__name__}") from None
+    if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
+        raise TypeError(f"ids must hold integers, got {ids.dtype}")
+    if ids.shape != (batch,):
+        raise ValueError(f"ids must have one entry per image, shape ({batch},), got {tuple(ids.shape)}")
+    return ids.to(device=device, dtype=torch.int64)
+
+
+def per_image_rows(result: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """A :func:`compute` result as ``B,len(METRICS)`` float64 values and ``B`` bool "has a counted pixel"."""
+    return torch.stack([result["per_image"][name] for name in METRICS], 1), result["valid_pixels"] > 0
+
+
+def combine(sums: torch.Tensor, images: torch.Tensor, ids: torch.Tensor, values: torch.Tensor,
+            has_valid: torch.Tensor) -> dict:
+    """The means of :class:`DepthMetrics` from its state: ``sums`` (per-metric sums over the images that came
+    without ids) and ``images`` (their number), plus the rows of the images that came with ``ids``, each id
+    counted once (the first of its rows: the copies ``DistributedSampler`` pads the last batches with are
+    the same image)."""
+    if ids.numel():
+        unique, inverse = torch.unique(ids, return_inverse=True)
+        position = torch.arange(ids.numel(), device=ids.device)
+        first = torch.full((unique.numel(),), ids.numel(), device=ids.device).scatter_reduce(
+            0, inverse, position, reduce="amin")
+        keep = has_valid[first]
+        sums = sums + values[first][keep].sum(0)
+        images = images + keep.sum()
+    count = int(images)
+    means = (sums / max(count, 1)).tolist()
+    return {**dict(zip(METRICS, means)), "images": count}
+
+
 class DepthMetrics:
     """Streaming evaluation over a data set: ``update`` per batch, ``compute`` for the means over every image
     seen that had at least one counted pixel (per-image averaging, the convention of the papers' tables).
 
+    Its state is per-metric float64 sums and an image count (plus, for images given ``ids``, one row per
+    image). Under ``torch.distributed`` (an initialised default group, or ``process_group``), ``compute``
+    combines the state of every rank (``sync=False``: this rank's only), and an image whose id was already
+    seen, on any rank, is counted once: pass the data set index as ``ids`` and the images that
+    ``DistributedSampler`` repeats to even out the ranks count once, so N ranks give the metrics of one
+    process over the union of their images. Every rank must call ``compute`` then.
+
     >>> metrics = DepthMetrics(dataset="nyu")
-    >>> for image, depth in loader:
-    ...     metrics.update(model(image), depth)
+    >>> for index, image, depth in loader:
+    ...     metrics.update(model(image), depth, ids=index)
     >>> metrics.compute()     # {"AbsRel": ..., ..., "delta3": ..., "images": ...}
     """
 
     def __init__(self, dataset: str | None = None, min_depth: float | None = None, max_depth: float | None = None,
-                 crop: str | None = "auto", median_scaling: bool = False, backend: str = "auto"):
+                 crop: str | None = "auto", median_scaling: bool = False, backend: str = "auto", *,
+                 sync: bool = True, process_group=None):
         _settings(dataset, min_depth, max_depth, crop)
+        for name, flag in (("median_scaling", median_scaling), ("sync", sync)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be True or False, got {flag!r}")
         _ext.check_backend(backend)
         self.options = dict(dataset=dataset, min_depth=min_depth, max_depth=max_depth, crop=crop,
                             median_scaling=median_scaling, backend=backend)
+        self.sync, self.process_group = sync, process_group
         self.reset()
 
     def reset(self) -> None:
-        self._totals: torch.Tensor | None = None  # per-metric sums over images, float64, on the inputs' device
-        self._images: torch.Tensor | None = None
+        self.sums = torch.zeros(len(METRICS), dtype=torch.float64)  # over the images that came without ids
+        self.images = torch.zeros((), dtype=torch.int64)
+        self._rows: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # ids, values, has_valid
 
     @torch.no_grad()
-    def update(self, pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None = None) -> dict:
-        """Add a batch; returns its :func:`compute` result. No host synchronisation."""
+    def update(self, pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None = None, *, ids=None) -> dict:
+        """Add a batch (``ids``: one integer per image, e.g. its index in the data set, to count each image
+        once); returns its :func:`compute` result. No host synchronisation."""
         result = compute(pred, gt, mask=mask, **self.options)
-        has_valid = result["valid_pixels"] > 0
-        per_image = torch.stack([result["per_image"][name] for name in METRICS])
-        totals = torch.where(has_valid, per_image, 0.0).sum(1)
-        images = has_valid.sum()
-        if self._totals is None:
-            self._totals, self._images = totals, images
+        values, has_valid = per_image_rows(result)
+        device = values.device
+        if ids is None:
+            self.sums = self.sums.to(device) + torch.where(has_valid[:, None], values, 0.0).sum(0)
+            self.images = self.images.to(device) + has_valid.sum()
         else:
-            self._totals, self._images = self._totals + totals.to(self._totals.device), self._images + images.to(
-                self._images.device)
+            self._rows.append((_ids_of(ids, values.shape[0], device), values, has_valid))
         return result
 
+    def _state(self) -> tuple[torch.Tensor, ...]:
+        device = self.sums.device
+        if self._rows:
+            ids, values, has_valid = (torch.cat([r[k].to(device) for r in self._rows]) for k in range(3))
+        else:
+            ids = torch.zeros(0, dtype=torch.int64, device=device)
+            values = torch.zeros(0, len(METRICS), dtype=torch.float64, device=device)
+            has_valid = torch.zeros(0, dtype=torch.bool, device=device)
+        return self.sums, self.images, ids, values, has_valid
+
     def compute(self) -> dict[str, float]:
-        """Means over the images seen (0.0 each before any image with valid pixels) and ``"images"``, their number."""
-        if self._totals is None:
-            return {**{name: 0.0 for name in METRICS}, "images": 0}
-        images = int(self._images)
-        means = (self._totals / max(images, 1)).tolist()
-        return {**dict(zip(METRICS, means)), "images": images}
+        """Means over the images seen, on every rank unless ``sync=False`` (0.0 each before any image with
+        valid pixels), and ``"images"``, their number."""
+        sums, images, ids, values, has_valid = self._state()
+        group = distributed.active_group(self.process_group) if self.sync else None
+        if group is not None:
+            sums, images = distributed.all_reduce_count(sums, group), distributed.all_reduce_count(images, group)
+            ids, _ = distributed.all_gather_batch(ids, group, "ids")
+            rows, _ = distributed.all_gather_batch(torch.cat([values, has_valid[:, None].double()], 1), group, "rows")
+            values, has_valid = rows[:, :-1], rows[:, -1].bool()
+        return combine(sums, images, ids, values, has_valid)
+
+
+def __getattr__(name: str):
+    if name == "DepthMetricsTM":  # needs torchmetrics, which the library does not depend on
+        from ._torchmetrics import DepthMetricsTM
+
+        return DepthMetricsTM
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def boundary_f1(

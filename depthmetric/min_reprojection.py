@@ -18,7 +18,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from . import _checks, _ext
+from . import _checks, _ext, distributed
 from .reference import min_reprojection as _reference
 from .ssim import check_alpha, check_images
 
@@ -83,6 +83,8 @@ def min_reprojection_loss(
     generator: torch.Generator | None = None,
     noise: torch.Tensor | None = None,
     return_mask: bool = False,
+    normalize: str = "local",
+    process_group=None,
     backend: str = "auto",
 ):
     """Mean minimum-reprojection loss of ``target`` (``B,C,H,W``, usually ``C = 3``, values in [0, 1]).
@@ -99,7 +101,9 @@ def min_reprojection_loss(
     the auto-mask (``B,1,H,W`` bool, True where a warped image won) and the winner index (``B,1,H,W`` int64:
     ``0..S-1`` warped image s, ``S..2S-1`` identity of source s; with ``"mean"`` 0 for the warped average,
     S for the identity average). Gradients reach the warped images only. NaN/Inf pixels raise a
-    ``ValueError``; values outside [0, 1] are warned about once.
+    ``ValueError``; values outside [0, 1] are warned about once. Under ``torch.distributed``,
+    ``normalize="global"`` takes the mean over the pixels of the global batch (see ``depthmetric.distributed``:
+    the same as ``"local"`` when every rank has the same batch size, exact when they differ).
     """
     warped = _as_list("warped", warped)
     if sources is not None:
@@ -111,6 +115,7 @@ def min_reprojection_loss(
     if automask and sources is None:
         raise ValueError("automask=True needs sources (the unwarped source frames); pass them or automask=False")
     alpha = check_alpha(alpha)
+    distributed.check_normalize(normalize)
     _checks.tensor("target", target)
     used = sources if automask else []
     names = ("target", *(f"warped[{s}]" for s in range(len(warped))), *(f"sources[{s}]" for s in range(len(used))))
@@ -127,10 +132,15 @@ def min_reprojection_loss(
         loss, winner = torch.ops.depthmetric.min_reprojection(target, warped, used, noise, alpha, mean_sources)
     else:
         loss, winner = _reference.min_reprojection(target, warped, used, noise, alpha, mean_sources)
+    if normalize == "local":
+        mean = loss.mean()
+    else:
+        mean = distributed.global_mean(loss.sum(), torch.tensor(loss.numel(), device=loss.device), normalize,
+                                       process_group)
     if not return_mask:
-        return loss.mean()
+        return mean
     winner = winner.unsqueeze(1)
-    return loss.mean(), winner < S, winner
+    return mean, winner < S, winner
 
 
 class ReprojectionLoss(nn.Module):
@@ -143,25 +153,26 @@ class ReprojectionLoss(nn.Module):
     """
 
     def __init__(self, alpha: float = 0.85, automask: bool = True, reduce_sources: str = "min",
-                 backend: str = "auto"):
+                 normalize: str = "local", process_group=None, backend: str = "auto"):
         super().__init__()
         self.alpha = check_alpha(alpha)
         if reduce_sources not in REDUCE_SOURCES:
             raise ValueError(f"reduce_sources must be one of {REDUCE_SOURCES}, got {reduce_sources!r}")
         _ext.check_backend(backend)
         self.automask, self.reduce_sources, self.backend = bool(automask), reduce_sources, backend
+        self.normalize, self.process_group = distributed.check_normalize(normalize), process_group
 
     def forward(self, target: torch.Tensor, warped, sources=None, generator: torch.Generator | None = None,
                 return_mask: bool = False, noise: torch.Tensor | None = None):
         return min_reprojection_loss(
             target, warped, sources, alpha=self.alpha, automask=self.automask,
             reduce_sources=self.reduce_sources, generator=generator, noise=noise, return_mask=return_mask,
-            backend=self.backend,
+            normalize=self.normalize, process_group=self.process_group, backend=self.backend,
         )
 
     def extra_repr(self) -> str:
         return (f"alpha={self.alpha}, automask={self.automask}, reduce_sources={self.reduce_sources!r}, "
-                f"backend={self.backend!r}")
+                f"normalize={self.normalize!r}, backend={self.backend!r}")
 
 
 def _register_kernels() -> None:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import _checks, _ext
+from . import _checks, _ext, distributed
 from .reference import multi_range_contrastive as _reference
 
 __all__ = [
@@ -38,6 +38,7 @@ PRESETS: dict[str, dict] = {
 
 MAX_RANGES = 8  # csrc/multi_range_contrastive/pair_math.h kMaxRanges
 REDUCTIONS = ("mean", "sum", "none")
+ACROSS = ("local", "global")
 
 
 def sample_shifts(
@@ -68,6 +69,19 @@ def sample_shifts(
     within = torch.stack([zeros_w, draw(height, n_within), draw(width, n_within)], dim=1)
     across = torch.stack([draw(batch, n_across), zeros_a, zeros_a], dim=1)
     return torch.cat([within, across])
+
+
+def _check_distributed(normalize, across):
+    distributed.check_normalize(normalize)
+    if across not in ACROSS:
+        raise ValueError(f"across must be one of {ACROSS}, got {across!r}")
+
+
+def _drop_identity(shifts: torch.Tensor, B: int, H: int, W: int) -> torch.Tensor:
+    """Shifts drawn on another rank for its batch size can be no shift at all here (``s_k = B``): such a pair
+    is a pixel with itself, which sample_shifts never draws, so it is dropped."""
+    sizes = torch.tensor([B, H, W])
+    return shifts[(shifts.remainder(sizes) != 0).any(1)]
 
 
 def _check_config(r_p, ranges, margins, n_within, n_across, reduction):
@@ -128,6 +142,9 @@ def multi_range_contrastive_loss(
     generator: torch.Generator | None = None,
     mask: torch.Tensor | None = None,
     reduction: str = "mean",
+    normalize: str = "local",
+    across: str = "local",
+    process_group=None,
     backend: str = "auto",
 ) -> torch.Tensor:
     """MetricDepth's multi-range contrastive loss of ``features`` (``B,C,H,W``) under ground truth ``depth``.
@@ -138,15 +155,43 @@ def multi_range_contrastive_loss(
     ``generator``. ``reduction="mean"`` divides the summed pair losses by the number of counted pairs (0 when
     none is counted), ``"sum"`` is Eq. 13 and ``"none"`` returns the per-pixel sum over samples (``B,1,H,W``).
     The loss is float32 (float64 for float64 features).
+
+    Under ``torch.distributed`` (an initialised default group, or ``process_group``; SPEC section 5):
+
+    * Shifts not passed in are drawn on the group's first rank (from ``generator``, or torch's global RNG,
+      there) and sent to every rank, so all ranks use the same shifts in a step whatever their seeds; every
+      rank must call the loss, as every rank runs each DDP step.
+    * ``normalize="global"`` divides by the number of counted pairs of the global batch (``"sum"``: sums the
+      global batch), summed over the ranks, so every rank returns the global-batch loss and DDP's averaged
+      gradients are those of one process holding the global batch. ``"local"`` divides by this rank's count.
+    * ``across="global"`` draws the across-image samples from the global batch (the ranks' batches
+      concatenated in rank order; ``s_k`` in ``[1, B_global - 1]``): the feature maps and depths of all ranks
+      are gathered (autograd-aware: each rank's features receive the gradient of every pair they take part
+      in, on any rank), and the kernel reads each sample from the gathered map at its shifted index, without
+      rolled copies. Cost: the gathered map takes ``world_size`` times this rank's feature map (and depth) in
+      memory and one all-gather of it per call; the backward produces the gradient of the whole gathered map
+      and sums it over the ranks (an all-reduce of the same size; NCCL with equal batches: a
+      reduce-scatter); the loss itself still costs what this rank's anchors cost. With ``"local"``, samples
+      come from this rank's images only (none across images when it has one).
     """
     _checks.floating("features", features)
     _checks.ndim("features", features, 4, "B,C,H,W")
     r_p, ranges, margins = _check_config(r_p, ranges, margins, n_within, n_across, reduction)
+    _check_distributed(normalize, across)
     depth = _prepare_depth(depth, mask, features)
     _checks.finite("features", features)
+    group = distributed.active_group(process_group)
     B, _, H, W = features.shape
+    window = (0, B)  # the anchors: this rank's images, first and count
+    if across == "global" and group is not None:
+        features, start = distributed.all_gather_batch(features, group, "features")
+        depth, _ = distributed.all_gather_batch(depth, group, "depth")
+        window, B = (start, B), features.shape[0]
     if shifts is None:
-        shifts = sample_shifts(B, H, W, n_within, n_across, generator)
+        shifts = distributed.broadcast_from_first(lambda: sample_shifts(B, H, W, n_within, n_across, generator),
+                                                  group)
+        if group is not None and across == "local":
+            shifts = _drop_identity(shifts, B, H, W)
     elif not (isinstance(shifts, torch.Tensor) and shifts.dtype == torch.long and shifts.dim() == 2
               and shifts.shape[1] == 3):
         raise ValueError("shifts must be an int64 tensor of shape N,3 (batch, row, column shifts)")
@@ -154,16 +199,17 @@ def multi_range_contrastive_loss(
     if _ext.use_kernel(backend, features.device):
         lo, hi = [r[0] for r in ranges], [r[1] for r in ranges]
         loss, count, _ = torch.ops.depthmetric.multi_range_contrastive(
-            features, depth, shifts.to(features.device), r_p, lo, hi, margins
+            features, depth, shifts.to(features.device), r_p, lo, hi, margins, *window
         )
     else:
-        loss, count = _reference.multi_range_contrastive(features, depth, shifts.cpu(), r_p, ranges, margins)
+        loss, count = _reference.multi_range_contrastive(features, depth, shifts.cpu(), r_p, ranges, margins,
+                                                         *window)
 
     if reduction == "none":
         return loss.unsqueeze(1)
     if reduction == "sum":
-        return loss.sum()
-    return loss.sum() / count.sum().clamp(min=1).to(loss.dtype)
+        return distributed.all_reduce_sum(loss.sum(), group) if normalize == "global" else loss.sum()
+    return distributed.global_mean(loss.sum(), count.sum(), normalize, process_group)
 
 
 class MultiRangeContrastiveLoss(nn.Module):
@@ -182,11 +228,16 @@ class MultiRangeContrastiveLoss(nn.Module):
         n_within: int = 10,
         n_across: int = 4,
         reduction: str = "mean",
+        normalize: str = "local",
+        across: str = "local",
+        process_group=None,
         backend: str = "auto",
     ):
         super().__init__()
         self.r_p, self.ranges, self.margins = _check_config(r_p, ranges, margins, n_within, n_across, reduction)
         self.n_within, self.n_across, self.reduction = n_within, n_across, reduction
+        _check_distributed(normalize, across)
+        self.normalize, self.across, self.process_group = normalize, across, process_group
         _ext.check_backend(backend)
         self.backend = backend
 
@@ -202,40 +253,44 @@ class MultiRangeContrastiveLoss(nn.Module):
         return multi_range_contrastive_loss(
             features, depth, r_p=self.r_p, ranges=self.ranges, margins=self.margins, n_within=self.n_within,
             n_across=self.n_across, shifts=shifts, generator=generator, mask=mask, reduction=self.reduction,
-            backend=self.backend,
+            normalize=self.normalize, across=self.across, process_group=self.process_group, backend=self.backend,
         )
 
     def extra_repr(self) -> str:
         return (f"r_p={self.r_p}, ranges={self.ranges}, margins={self.margins}, n_within={self.n_within}, "
-                f"n_across={self.n_across}, reduction={self.reduction!r}, backend={self.backend!r}")
+                f"n_across={self.n_across}, reduction={self.reduction!r}, normalize={self.normalize!r}, "
+                f"across={self.across!r}, backend={self.backend!r}")
 
 
 def _register_kernels() -> None:
     """Fake kernels (for torch.compile / meta tensors) and autograd of the compiled op."""
 
     @torch.library.register_fake("depthmetric::multi_range_contrastive")
-    def _(features, depth, shifts, r_p, range_lo, range_hi, margins):
+    def _(features, depth, shifts, r_p, range_lo, range_hi, margins, anchor_start=0, anchor_count=None):
         B, _, H, W = features.shape
+        A = B - anchor_start if anchor_count is None else anchor_count
         return (
-            depth.new_empty((B, H, W)),
-            depth.new_empty((B, H, W), dtype=torch.int32),
-            depth.new_empty((shifts.shape[0], B, H, W)),
+            depth.new_empty((A, H, W)),
+            depth.new_empty((A, H, W), dtype=torch.int32),
+            depth.new_empty((shifts.shape[0], A, H, W)),
         )
 
     @torch.library.register_fake("depthmetric::_multi_range_contrastive_backward")
-    def _(grad_loss, features, shifts, coef):
+    def _(grad_loss, features, shifts, coef, anchor_start=0):
         return torch.empty_like(features)
 
     def setup_context(ctx, inputs, output):
         features, _, shifts, *_ = inputs
+        ctx.anchor_start = inputs[7] if len(inputs) > 7 else 0
         ctx.save_for_backward(features, shifts, output[2])
 
     def backward(ctx, grad_loss, grad_count, grad_coef):
         features, shifts, coef = ctx.saved_tensors
         grad = None
         if ctx.needs_input_grad[0]:
-            grad = torch.ops.depthmetric._multi_range_contrastive_backward(grad_loss, features, shifts, coef)
-        return grad, None, None, None, None, None, None
+            grad = torch.ops.depthmetric._multi_range_contrastive_backward(grad_loss, features, shifts, coef,
+                                                                            ctx.anchor_start)
+        return grad, None, None, None, None, None, None, None, None
 
     torch.library.register_autograd(
         "depthmetric::multi_range_contrastive", backward, setup_context=setup_context

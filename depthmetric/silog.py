@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from . import _ext
+from . import _ext, distributed
 from ._supervised import prepare_pair, safe_sqrt
 
 __all__ = ["SILogLoss", "silog_loss"]
@@ -37,6 +37,8 @@ def silog_loss(
     eps: float = 1e-7,
     variance_focus: float | None = None,
     interpolate: bool = True,
+    normalize: str = "local",
+    process_group=None,
     backend: str = "auto",
 ) -> torch.Tensor:
     """Scale-invariant log loss of ``pred`` against ``target`` (both ``B,1,H,W`` or ``B,H,W``, metres).
@@ -56,13 +58,31 @@ def silog_loss(
     another size is resized to the target's (bilinear, ``align_corners=True``, as ZoeDepth) when
     ``interpolate``. With no valid pixel, or ``pred == target``, the loss is 0 with a zero (not NaN)
     gradient. Returns a float32 scalar (float64 for float64 inputs).
+
+    Under ``torch.distributed``, ``normalize="global"`` pools the valid pixels of the global batch (every
+    rank's, see ``depthmetric.distributed``): the sums of ``g``, ``g^2`` and the pixel count are summed over
+    the ranks (of ``process_group``, default the whole world), so every rank returns the global loss and,
+    after DDP's gradient averaging, gets the gradient of one process holding the whole batch. The variance
+    is then formed from the pooled sums, ``(sum g^2 - (sum g)^2 / n) / (n - 1)``. ``"local"`` (default)
+    pools this rank's pixels only.
     """
     _check_config(beta, eps, variance_focus)
+    distributed.check_normalize(normalize)
     pred, target, valid = prepare_pair(pred, target, mask, interpolate)
     _ext.check_backend(backend, pred.device)
     valid = valid & (pred + eps > 0)
     g = torch.where(valid, torch.log(torch.where(valid, pred, 1.0) + eps) - torch.log(target + eps), 0.0)
     n = valid.sum().to(g.dtype)
+    if normalize == "global":
+        group = distributed.active_group(process_group)
+        s1, s2 = distributed.all_reduce_sum(torch.stack([g.sum(), g.pow(2).sum()]), group).unbind()
+        n = distributed.all_reduce_count(n, group)
+        mean = s1 / n.clamp(min=1)
+        if variance_focus is None:
+            dg = (s2 - s1 * mean).clamp(min=0) / (n - 1).clamp(min=1) + beta * mean.pow(2)
+        else:
+            dg = s2 / n.clamp(min=1) - variance_focus * mean.pow(2)
+        return 10.0 * safe_sqrt(dg)
     mean = g.sum() / n.clamp(min=1)
     if variance_focus is None:
         centred = torch.where(valid, g - mean, 0.0)
@@ -80,15 +100,18 @@ class SILogLoss(nn.Module):
     """
 
     def __init__(self, beta: float = 0.15, eps: float = 1e-7, variance_focus: float | None = None,
-                 backend: str = "auto"):
+                 normalize: str = "local", process_group=None, backend: str = "auto"):
         super().__init__()
         _check_config(beta, eps, variance_focus)
         _ext.check_backend(backend)
         self.beta, self.eps, self.variance_focus, self.backend = float(beta), float(eps), variance_focus, backend
+        self.normalize, self.process_group = distributed.check_normalize(normalize), process_group
 
     def forward(self, pred, target, mask=None, interpolate=True):
         return silog_loss(pred, target, mask, beta=self.beta, eps=self.eps, variance_focus=self.variance_focus,
-                          interpolate=interpolate, backend=self.backend)
+                          interpolate=interpolate, normalize=self.normalize, process_group=self.process_group,
+                          backend=self.backend)
 
     def extra_repr(self) -> str:
-        return f"beta={self.beta}, eps={self.eps}, variance_focus={self.variance_focus}, backend={self.backend!r}"
+        return (f"beta={self.beta}, eps={self.eps}, variance_focus={self.variance_focus}, "
+                f"normalize={self.normalize!r}, backend={self.backend!r}")

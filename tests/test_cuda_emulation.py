@@ -63,16 +63,16 @@ def test_min_reprojection_matches_cpu_kernel(emulated, automask, mean_sources, n
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16])
-@pytest.mark.parametrize("shape", [(1, 3, 4, 5), (2, 5, 7, 9)])
+@pytest.mark.parametrize("shape,anchors", [((1, 3, 4, 5), (0, 1)), ((2, 5, 7, 9), (0, 2)), ((3, 4, 5, 6), (1, 1))])
 @pytest.mark.parametrize("n_shifts", [0, 3, 40])  # 40: past the backward's 16-shift chunks
-def test_multi_range_contrastive_matches_cpu_kernel(emulated, n_shifts, shape, dtype):
+def test_multi_range_contrastive_matches_cpu_kernel(emulated, n_shifts, shape, anchors, dtype):
     features, depth, g = make_inputs(shape, dtype, "cpu", seed=n_shifts + shape[1])
     features = features.transpose(2, 3).contiguous().transpose(2, 3)  # strided features
     B, _, H, W = shape
     shifts = torch.stack([torch.randint(0, n, (n_shifts,), generator=g) for n in (B, H, W)], 1)
     acc = torch.float64 if dtype == torch.float64 else torch.float32
     depth = torch.where(torch.isfinite(depth) & (depth > 0), depth, 0.0)[:, 0].to(acc)
-    args = (features, depth, shifts, 0.1, [0.5, 1.0, 1.5], [1.0, 1.5, 2.0], [3.0, 6.0, 8.0])
+    args = (features, depth, shifts, 0.1, [0.5, 1.0, 1.5], [1.0, 1.5, 2.0], [3.0, 6.0, 8.0], *anchors)
     loss, count, coef = emulated.multi_range_contrastive(*args)
     cpu_loss, cpu_count, cpu_coef = torch.ops.depthmetric.multi_range_contrastive(*args)
     assert torch.equal(count, cpu_count)
@@ -80,8 +80,9 @@ def test_multi_range_contrastive_matches_cpu_kernel(emulated, n_shifts, shape, d
     torch.testing.assert_close(coef, cpu_coef, rtol=TOL[dtype], atol=TOL[dtype])
 
     grad_loss = torch.rand(loss.shape, generator=g, dtype=acc)
-    grad = emulated._multi_range_contrastive_backward(grad_loss, features, shifts, coef)
-    cpu_grad = torch.ops.depthmetric._multi_range_contrastive_backward(grad_loss, features, shifts, cpu_coef)
+    grad = emulated._multi_range_contrastive_backward(grad_loss, features, shifts, coef, anchors[0])
+    cpu_grad = torch.ops.depthmetric._multi_range_contrastive_backward(grad_loss, features, shifts, cpu_coef,
+                                                                        anchors[0])
     assert grad.dtype == dtype
     torch.testing.assert_close(grad, cpu_grad, rtol=TOL[dtype], atol=TOL[dtype])
 

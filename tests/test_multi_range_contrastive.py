@@ -175,6 +175,45 @@ def test_opcheck(dtype, device):
 
 @needs_ext
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("anchors", [(0, 1), (1, 2), (3, 1), (2, 0)])
+def test_anchor_window_matches_reference(anchors, dtype, device):
+    """The op's anchor images (across="global": this rank's images of the gathered batch) against the twin:
+    loss and count of the anchors only, and the gradient over the whole batch from their pairs alone."""
+    features, depth, g = make_inputs((4, 5, 6, 7), dtype, device, seed=sum(anchors))
+    depth = torch.where(torch.isfinite(depth) & (depth > 0), depth, 0.0)[:, 0].to(dtype)
+    shifts = torch.tensor([[0, 1, 2], [1, 0, 0], [3, 2, 5], [2, 0, 0]], device=device)
+    rule = (0.1, [0.5, 1.0], [1.0, 2.0], [3.0, 6.0])
+    leaf = features.detach().requires_grad_()
+    loss, count, _ = torch.ops.depthmetric.multi_range_contrastive(leaf, depth, shifts, *rule, *anchors)
+    assert loss.shape == (anchors[1], 6, 7)
+    weights = torch.rand(loss.shape, generator=g, dtype=loss.dtype).to(device)
+    (loss * weights).sum().backward()
+    twin = features.detach().requires_grad_()
+    ranges = list(zip(rule[1], rule[2]))
+    want_loss, want_count = reference_op(twin, depth, shifts.cpu(), rule[0], ranges, rule[3], *anchors)
+    (want_loss * weights).sum().backward()
+    tol = dict(rtol=1e-4, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-12)
+    assert torch.equal(count, want_count)
+    torch.testing.assert_close(loss, want_loss, **tol)
+    torch.testing.assert_close(leaf.grad, twin.grad, **tol)
+
+
+@needs_ext
+@pytest.mark.parametrize("device", DEVICES)
+def test_anchor_window_gradcheck_and_opcheck(device):
+    features, depth, g = make_inputs((3, 2, 4, 5), torch.float64, device, seed=4, invalid=0.1)
+    depth = torch.where(torch.isfinite(depth) & (depth > 0), depth, 0.0)[:, 0]
+    shifts = torch.tensor([[1, 1, 2], [2, 0, 0], [0, 3, 1]], device=device)
+    rule = (0.1, [0.3, 1.0], [1.0, 4.0], [2.0, 4.0])
+    features.requires_grad_(True)
+    assert torch.autograd.gradcheck(
+        lambda f: torch.ops.depthmetric.multi_range_contrastive(f, depth, shifts, *rule, 1, 2)[0], (features,))
+    torch.library.opcheck(torch.ops.depthmetric.multi_range_contrastive.default, (features, depth, shifts, *rule, 1, 2))
+
+
+@needs_ext
+@pytest.mark.parametrize("device", DEVICES)
 def test_training_step_under_torch_compile_fullgraph(device):
     torch._dynamo.reset()
     g = torch.Generator().manual_seed(0)

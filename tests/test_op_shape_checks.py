@@ -23,17 +23,18 @@ def _noise(device, s=1, h=H):
     return 1e-5 * torch.randn(s, B, h, W).to(device)
 
 
-def _contrastive(device, depth_shape=(B, H, W)):
+def _contrastive(device, depth_shape=(B, H, W), anchors=(0, B)):
     features, = _images(device, channels=4)
     shifts = torch.tensor([[0, 1, 2]], device=device)
-    return ops.multi_range_contrastive(features, torch.rand(depth_shape, device=device), shifts, 0.1, [], [], [])
+    return ops.multi_range_contrastive(features, torch.rand(depth_shape, device=device), shifts, 0.1, [], [], [],
+                                       *anchors)
 
 
-def _contrastive_backward(device, grad_shape=(B, H, W), coef_shape=(1, B, H, W)):
+def _contrastive_backward(device, grad_shape=(B, H, W), coef_shape=(1, B, H, W), anchor_start=0):
     features, = _images(device, channels=4)
     shifts = torch.tensor([[0, 1, 2]], device=device)
     return ops._multi_range_contrastive_backward(torch.rand(grad_shape, device=device), features, shifts,
-                                                 torch.rand(coef_shape, device=device))
+                                                 torch.rand(coef_shape, device=device), anchor_start)
 
 
 def _reprojection(device, warped_h=H, noise_h=H):
@@ -70,8 +71,10 @@ def _metric_sums(device, gt_shape=(B, 1, H, W), mask_shape=(B, 1, H, W), scale_s
 
 CASES = [  # (call, wrong argument, expected message)
     (_contrastive, dict(depth_shape=(B, H, W + 1)), r"depth must be B,H,W of features = \[2, 6, 7\]"),
-    (_contrastive_backward, dict(grad_shape=(B, H)), r"grad_loss must be B,H,W = \[2, 6, 7\], got \[2, 6\]"),
-    (_contrastive_backward, dict(coef_shape=(2, B, H, W)), r"coef must be N,B,H,W = \[1, 2, 6, 7\]"),
+    (_contrastive, dict(anchors=(1, 2)), r"anchor images 1\.\.3 must lie in the batch of 2"),
+    (_contrastive_backward, dict(grad_shape=(B, H, W + 1)), r"grad_loss must be A,H,W = \[2, 6, 7\], got \[2, 6, 8\]"),
+    (_contrastive_backward, dict(coef_shape=(2, B, H, W)), r"coef must be N,A,H,W = \[1, 2, 6, 7\]"),
+    (_contrastive_backward, dict(anchor_start=1), r"anchor images 1\.\.3 must lie in the batch of 2"),
     (_reprojection, dict(warped_h=H - 1), r"warped must be the target's B,C,H,W = \[2, 3, 6, 7\]"),
     (_reprojection, dict(noise_h=H + 1), r"noise must be S,B,H,W = \[1, 2, 6, 7\], got \[1, 2, 7, 7\]"),
     (_reprojection_backward, dict(grad_shape=(B, H, W, 1)), r"grad_loss must be B,H,W"),

@@ -58,28 +58,29 @@ std::vector<Shift> host_shifts(const Tensor& features, const Tensor& shifts_in) 
 
 template <typename scalar_t, bool kUnitStride>
 void forward_rows(const Tensor& features, const Tensor& depth, const std::vector<Shift>& shifts,
-                  const Rule<acc_type<scalar_t>>& rule, ForwardOutputs& out) {
+                  const Rule<acc_type<scalar_t>>& rule, const Anchors& anchors, ForwardOutputs& out) {
   using acc_t = acc_type<scalar_t>;
   const auto f = strided_view4<const scalar_t>(features);
   const int64_t s3 = kUnitStride ? 1 : f.s3;
   const int64_t B = features.size(0), C = features.size(1), H = features.size(2), W = features.size(3);
-  const int64_t N = static_cast<int64_t>(shifts.size()), total = B * H * W;
+  const int64_t N = static_cast<int64_t>(shifts.size()), total = anchors.count * H * W;
   const acc_t* d = data_of<const acc_t>(depth);
   acc_t* loss = data_of<acc_t>(out.loss);
   int32_t* count = data_of<int32_t>(out.count);
   acc_t* coef = data_of<acc_t>(out.coef);
 
-  torch::stable::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
+  // row: an anchor row (anchor image a = row / H, image b = anchors.start + a of the B); outputs by row.
+  torch::stable::parallel_for(0, anchors.count * H, 1, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> code(N * W);
     std::vector<acc_t> dist_sq(N * W);
     std::vector<int64_t> src_b(N), src_h(N);
     std::vector<char> active(N);
     for (int64_t row = begin; row < end; ++row) {
-      const int64_t b = row / H, h = row % H;
+      const int64_t b = anchors.start + row / H, h = row % H;
       for (int64_t n = 0; n < N; ++n) {
         src_b[n] = roll_back(b, shifts[n].b, B);
         src_h[n] = roll_back(h, shifts[n].h, H);
-        const acc_t* anchor_depth = d + row * W;
+        const acc_t* anchor_depth = d + (b * H + h) * W;
         const acc_t* sample_depth = d + (src_b[n] * H + src_h[n]) * W;
         acc_t* pairs = &code[n * W];
         for_roll_runs(shifts[n].w, W, false, [&](int64_t w0, int64_t w1, int64_t delta) {
@@ -123,41 +124,55 @@ void forward_rows(const Tensor& features, const Tensor& depth, const std::vector
 }
 
 // The gradient at pixel x gathers its pairs as anchor (x, x - s) and as sample (x + s, x), so each output
-// element is written once by one thread: deterministic, no atomics.
+// element is written once by one thread: deterministic, no atomics. x is an anchor only in the anchor images,
+// and x + s only counts when it is one; the weights of the other pairs are 0.
 template <typename scalar_t, bool kUnitStride>
 void backward_rows(const Tensor& grad_loss, const Tensor& features, const std::vector<Shift>& shifts,
-                   const Tensor& coef_t, Tensor& grad) {
+                   const Tensor& coef_t, const Anchors& anchors, Tensor& grad) {
   using acc_t = acc_type<scalar_t>;
   const auto f = strided_view4<const scalar_t>(features);
   const int64_t s3 = kUnitStride ? 1 : f.s3;
   const auto g_out = strided_view4<scalar_t>(grad);
   const int64_t B = features.size(0), C = features.size(1), H = features.size(2), W = features.size(3);
-  const int64_t N = static_cast<int64_t>(shifts.size()), total = B * H * W;
+  const int64_t N = static_cast<int64_t>(shifts.size()), total = anchors.count * H * W;
   const acc_t* g = data_of<const acc_t>(grad_loss);
   const acc_t* coef = data_of<const acc_t>(coef_t);
+  const auto anchor_row = [&](int64_t b, int64_t h) {  // the row of (b, h) in grad_loss and coef, or -1
+    const int64_t a = b - anchors.start;
+    return a >= 0 && a < anchors.count ? a * H + h : int64_t{-1};
+  };
 
   torch::stable::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> w_anchor(N * W), w_sample(N * W), w_sum(W), acc(W);
     std::vector<int64_t> b_q(N), h_q(N), b_p(N), h_p(N);
     std::vector<char> active(N);
     for (int64_t row = begin; row < end; ++row) {
-      const int64_t b = row / H, h = row % H;
+      const int64_t b = row / H, h = row % H, x_row = anchor_row(b, h);
       std::fill(w_sum.begin(), w_sum.end(), acc_t(0));
       for (int64_t n = 0; n < N; ++n) {
         b_q[n] = roll_back(b, shifts[n].b, B);
         h_q[n] = roll_back(h, shifts[n].h, H);
         b_p[n] = roll_forward(b, shifts[n].b, B);
         h_p[n] = roll_forward(h, shifts[n].h, H);
-        const acc_t* g_x = g + row * W;
-        const acc_t* c_x = coef + n * total + row * W;
-        const acc_t* g_p = g + (b_p[n] * H + h_p[n]) * W;
-        const acc_t* c_p = coef + n * total + (b_p[n] * H + h_p[n]) * W;
+        const int64_t p_row = anchor_row(b_p[n], h_p[n]);
         acc_t* wa = &w_anchor[n * W];
         acc_t* wb = &w_sample[n * W];
-        for (int64_t w = 0; w < W; ++w) wa[w] = g_x[w] * c_x[w];
-        for_roll_runs(shifts[n].w, W, true, [&](int64_t w0, int64_t w1, int64_t delta) {
-          for (int64_t w = w0; w < w1; ++w) wb[w] = g_p[w + delta] * c_p[w + delta];
-        });
+        if (x_row >= 0) {
+          const acc_t* g_x = g + x_row * W;
+          const acc_t* c_x = coef + n * total + x_row * W;
+          for (int64_t w = 0; w < W; ++w) wa[w] = g_x[w] * c_x[w];
+        } else {
+          std::fill(wa, wa + W, acc_t(0));
+        }
+        if (p_row >= 0) {
+          const acc_t* g_p = g + p_row * W;
+          const acc_t* c_p = coef + n * total + p_row * W;
+          for_roll_runs(shifts[n].w, W, true, [&](int64_t w0, int64_t w1, int64_t delta) {
+            for (int64_t w = w0; w < w1; ++w) wb[w] = g_p[w + delta] * c_p[w + delta];
+          });
+        } else {
+          std::fill(wb, wb + W, acc_t(0));
+        }
         bool any = false;
         for (int64_t w = 0; w < W; ++w) {
           w_sum[w] += wa[w] + wb[w];
@@ -191,28 +206,30 @@ void backward_rows(const Tensor& grad_loss, const Tensor& features, const std::v
 std::tuple<Tensor, Tensor, Tensor> forward_cpu(const Tensor& features, const Tensor& depth_in, const Tensor& shifts,
                                                double r_p, const std::vector<double>& range_lo,
                                                const std::vector<double>& range_hi,
-                                               const std::vector<double>& margins) {
-  check_forward(features, depth_in, shifts);
+                                               const std::vector<double>& margins, int64_t anchor_start,
+                                               std::optional<int64_t> anchor_count) {
+  const auto anchors = check_forward(features, depth_in, shifts, anchor_start, anchor_count);
   const auto host = host_shifts(features, shifts);
   const auto depth = torch::stable::contiguous(depth_in);
-  auto out = allocate_forward(features, static_cast<int64_t>(host.size()));
+  auto out = allocate_forward(features, static_cast<int64_t>(host.size()), anchors);
   DM_DISPATCH_FLOATING_TYPES(features.scalar_type(), "multi_range_contrastive_cpu", [&] {
     const auto rule = make_rule<acc_type<scalar_t>>(r_p, range_lo, range_hi, margins);
     with_unit_stride(features, [&](auto unit) {
-      forward_rows<scalar_t, decltype(unit)::value>(features, depth, host, rule, out);
+      forward_rows<scalar_t, decltype(unit)::value>(features, depth, host, rule, anchors, out);
     });
   });
   return {out.loss, out.count, out.coef};
 }
 
-Tensor backward_cpu(const Tensor& grad_loss, const Tensor& features, const Tensor& shifts, const Tensor& coef) {
-  check_backward(grad_loss, features, shifts, coef);
+Tensor backward_cpu(const Tensor& grad_loss, const Tensor& features, const Tensor& shifts, const Tensor& coef,
+                    int64_t anchor_start) {
+  const auto anchors = check_backward(grad_loss, features, shifts, coef, anchor_start);
   const auto host = host_shifts(features, shifts);
   auto grad = torch::stable::empty_like(features);
   DM_DISPATCH_FLOATING_TYPES(features.scalar_type(), "multi_range_contrastive_backward_cpu", [&] {
     with_unit_stride(features, [&](auto unit) {
       backward_rows<scalar_t, decltype(unit)::value>(torch::stable::contiguous(grad_loss), features, host,
-                                                     torch::stable::contiguous(coef), grad);
+                                                     torch::stable::contiguous(coef), anchors, grad);
     });
   });
   return grad;

@@ -26,13 +26,13 @@ constexpr int kBackwardMinBlocks = 3;
 template <typename scalar_t, typename acc_t, typename index_t>
 __global__ void __launch_bounds__(kThreadsPerBlock, kForwardMinBlocks)
     forward_kernel(StridedView4<const scalar_t, index_t> f, const acc_t* __restrict__ depth,
-                               const int64_t* __restrict__ shifts, index_t n_shifts, index_t B, index_t C,
-                               index_t H, index_t W, Rule<acc_t> rule, acc_t* __restrict__ loss,
-                               int32_t* __restrict__ count, acc_t* __restrict__ coef) {
-  const index_t total = B * H * W;
+                   const int64_t* __restrict__ shifts, index_t n_shifts, index_t B, index_t C, index_t H, index_t W,
+                   index_t anchor_start, index_t n_anchors, Rule<acc_t> rule, acc_t* __restrict__ loss,
+                   int32_t* __restrict__ count, acc_t* __restrict__ coef) {
+  const index_t total = n_anchors * H * W;  // x: an anchor pixel; its image is anchor_start + x / (H * W)
   for (index_t x = blockIdx.x * blockDim.x + threadIdx.x; x < total; x += gridDim.x * blockDim.x) {
-    const index_t w = x % W, h = (x / W) % H, b = x / (H * W);
-    const acc_t anchor_depth = depth[x];
+    const index_t w = x % W, h = (x / W) % H, b = anchor_start + x / (H * W);
+    const acc_t anchor_depth = depth[(b * H + h) * W + w];
     const index_t anchor = f.offset(b, 0, h, w);
     acc_t loss_sum = 0;
     int32_t counted = 0;
@@ -86,19 +86,22 @@ __global__ void __launch_bounds__(kThreadsPerBlock, kForwardMinBlocks)
 }
 
 // Gathers, for pixel x, its pairs as anchor (x, x - s) and as sample (x + s, x): each output element is
-// written by one thread only, so the gradient is deterministic. With more than kChunk shifts the partial
-// sums of later chunks are added to the output by the same thread (out_t is float32 then for 16-bit input).
+// written by one thread only, so the gradient is deterministic. x is an anchor only in the anchor images, and
+// x + s only counts when it is one. With more than kChunk shifts the partial sums of later chunks are added to
+// the output by the same thread (out_t is float32 then for 16-bit input).
 template <typename scalar_t, typename acc_t, typename out_t, typename index_t>
 __global__ void __launch_bounds__(kThreadsPerBlock, kBackwardMinBlocks)
     backward_kernel(const acc_t* __restrict__ grad_loss, StridedView4<const scalar_t, index_t> f,
-                                const int64_t* __restrict__ shifts, index_t n_shifts, index_t B, index_t C,
-                                index_t H, index_t W, const acc_t* __restrict__ coef,
-                                StridedView4<out_t, index_t> grad) {
-  const index_t total = B * H * W;
-  for (index_t x = blockIdx.x * blockDim.x + threadIdx.x; x < total; x += gridDim.x * blockDim.x) {
+                    const int64_t* __restrict__ shifts, index_t n_shifts, index_t B, index_t C, index_t H, index_t W,
+                    index_t anchor_start, index_t n_anchors, const acc_t* __restrict__ coef,
+                    StridedView4<out_t, index_t> grad) {
+  const index_t all = B * H * W, total = n_anchors * H * W;
+  for (index_t x = blockIdx.x * blockDim.x + threadIdx.x; x < all; x += gridDim.x * blockDim.x) {
     const index_t w = x % W, h = (x / W) % H, b = x / (H * W);
     const index_t self = f.offset(b, 0, h, w), out = grad.offset(b, 0, h, w);
-    const acc_t g = grad_loss[x];
+    const index_t x_anchor = (b - anchor_start) * H * W + h * W + w;  // x's index among the anchors
+    const bool x_is_anchor = b >= anchor_start && b - anchor_start < n_anchors;
+    const acc_t g = x_is_anchor ? grad_loss[x_anchor] : acc_t(0);
     for (index_t n0 = 0; n0 < n_shifts; n0 += kChunk) {
       index_t q_off[kChunk], p_off[kChunk];
       acc_t w_anchor[kChunk], w_sample[kChunk];
@@ -112,10 +115,11 @@ __global__ void __launch_bounds__(kThreadsPerBlock, kBackwardMinBlocks)
           const index_t sb = shifts[3 * n], sh = shifts[3 * n + 1], sw = shifts[3 * n + 2];
           q_off[k] = f.offset(roll_back(b, sb, B), 0, roll_back(h, sh, H), roll_back(w, sw, W));
           const index_t bp = roll_forward(b, sb, B), hp = roll_forward(h, sh, H), wp = roll_forward(w, sw, W);
-          const index_t p = (bp * H + hp) * W + wp;
+          const index_t p = ((bp - anchor_start) * H + hp) * W + wp;  // p's index among the anchors
           p_off[k] = f.offset(bp, 0, hp, wp);
-          w_anchor[k] = g * coef[n * total + x];
-          w_sample[k] = grad_loss[p] * coef[n * total + p];
+          w_anchor[k] = x_is_anchor ? g * coef[n * total + x_anchor] : acc_t(0);
+          w_sample[k] = bp >= anchor_start && bp - anchor_start < n_anchors ? grad_loss[p] * coef[n * total + p]
+                                                                            : acc_t(0);
           w_sum += w_anchor[k] + w_sample[k];
         }
       }
@@ -157,15 +161,16 @@ std::tuple<Tensor, Tensor, Tensor> forward_cuda(const Tensor& features, const Te
                                                 const Tensor& shifts_in, double r_p,
                                                 const std::vector<double>& range_lo,
                                                 const std::vector<double>& range_hi,
-                                                const std::vector<double>& margins) {
-  check_forward(features, depth_in, shifts_in);
+                                                const std::vector<double>& margins, int64_t anchor_start,
+                                                std::optional<int64_t> anchor_count) {
+  const auto anchors = check_forward(features, depth_in, shifts_in, anchor_start, anchor_count);
   const CudaDeviceGuard guard(features);
-  auto out = allocate_forward(features, shifts_in.size(0));
+  auto out = allocate_forward(features, shifts_in.size(0), anchors);
   const int64_t B = features.size(0), C = features.size(1), H = features.size(2), W = features.size(3);
   if (out.loss.numel() == 0) return {out.loss, out.count, out.coef};
   const auto shifts = reduced_shifts(features, shifts_in);
   const auto depth = torch::stable::contiguous(depth_in);
-  const bool int32 = fits_int32({storage_extent(features), out.coef.numel()});
+  const bool int32 = fits_int32({storage_extent(features), out.coef.numel(), depth_in.numel()});
   DM_DISPATCH_FLOATING_TYPES(features.scalar_type(), "multi_range_contrastive_cuda", [&] {
     using acc_t = acc_type<scalar_t>;
     with_index_type(int32, [&](auto index_tag) {
@@ -174,6 +179,7 @@ std::tuple<Tensor, Tensor, Tensor> forward_cuda(const Tensor& features, const Te
                 strided_view4<const scalar_t, index_t>(features), data_of<const acc_t>(depth),
                 data_of<const int64_t>(shifts), static_cast<index_t>(shifts.size(0)), static_cast<index_t>(B),
                 static_cast<index_t>(C), static_cast<index_t>(H), static_cast<index_t>(W),
+                static_cast<index_t>(anchors.start), static_cast<index_t>(anchors.count),
                 make_rule<acc_t>(r_p, range_lo, range_hi, margins), data_of<acc_t>(out.loss),
                 data_of<int32_t>(out.count), data_of<acc_t>(out.coef));
     });
@@ -182,13 +188,13 @@ std::tuple<Tensor, Tensor, Tensor> forward_cuda(const Tensor& features, const Te
 }
 
 Tensor backward_cuda(const Tensor& grad_loss_in, const Tensor& features, const Tensor& shifts_in,
-                     const Tensor& coef_in) {
-  check_backward(grad_loss_in, features, shifts_in, coef_in);
+                     const Tensor& coef_in, int64_t anchor_start) {
+  const auto anchors = check_backward(grad_loss_in, features, shifts_in, coef_in, anchor_start);
   const CudaDeviceGuard guard(features);
   const int64_t B = features.size(0), C = features.size(1), H = features.size(2), W = features.size(3);
   auto grad = torch::stable::empty_like(features);
   if (grad.numel() == 0) return grad;
-  if (shifts_in.size(0) == 0) return torch::stable::zero_(grad);
+  if (shifts_in.size(0) == 0 || anchors.count == 0) return torch::stable::zero_(grad);
   const auto shifts = reduced_shifts(features, shifts_in);
   const auto grad_loss = torch::stable::contiguous(grad_loss_in);
   const auto coef = torch::stable::contiguous(coef_in);
@@ -202,6 +208,7 @@ Tensor backward_cuda(const Tensor& grad_loss_in, const Tensor& features, const T
                   data_of<const acc_t>(grad_loss), strided_view4<const scalar_t, index_t>(features),
                   data_of<const int64_t>(shifts), static_cast<index_t>(shifts.size(0)), static_cast<index_t>(B),
                   static_cast<index_t>(C), static_cast<index_t>(H), static_cast<index_t>(W),
+                  static_cast<index_t>(anchors.start), static_cast<index_t>(anchors.count),
                   data_of<const acc_t>(coef), strided_view4<out_t, index_t>(dst));
       });
     };

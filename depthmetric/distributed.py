@@ -1,0 +1,174 @@
+"""What the losses and metrics need under ``torch.distributed`` (SPEC section 5): the process group in use,
+autograd-aware sums and gathers over it, and a collective "did any rank fail?".
+
+The *global batch* is the ranks' batches concatenated in rank order. A loss with ``normalize="global"``
+returns the global-batch loss on every rank; its sums go through :func:`all_reduce_sum`, whose backward
+sums the incoming gradients of all ranks, so that after DDP averages the parameter gradients (divides by the
+world size) they are exactly those of one process holding the whole global batch. Every rank must call
+such a loss, as every rank runs each DDP step.
+
+Without an initialised default group (one process), every helper is the identity.
+"""
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["active_group", "world_size", "rank", "all_reduce_sum", "all_reduce_count", "all_gather_batch",
+           "broadcast_from_first", "any_rank", "global_mean"]
+
+NORMALIZATIONS = ("local", "global")
+
+
+def active_group(process_group=None):
+    """The group to combine over: ``process_group``, else the default group when ``torch.distributed`` is
+    initialised, else ``None`` (one process)."""
+    if process_group is not None:
+        return process_group
+    if dist.is_available() and dist.is_initialized():
+        return dist.group.WORLD
+    return None
+
+
+def world_size(group) -> int:
+    return 1 if group is None else dist.get_world_size(group)
+
+
+def rank(group) -> int:
+    return 0 if group is None else dist.get_rank(group)
+
+
+def _comm_device(group, like: torch.device) -> torch.device:
+    """Where a collective's tensor must live: NCCL needs the current GPU, gloo takes CPU (and CUDA) tensors."""
+    if dist.get_backend(group) == dist.Backend.NCCL:
+        return torch.device("cuda", torch.cuda.current_device())
+    return like if like.type in ("cpu", "cuda") else torch.device("cpu")
+
+
+class _AllReduceSum(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, tensor, group):
+        ctx.group = group
+        out = tensor.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(out, group=group)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(grad, group=ctx.group)
+        return grad, None
+
+
+def all_reduce_sum(tensor: torch.Tensor, group) -> torch.Tensor:
+    """The sum of ``tensor`` over the ranks, differentiable: its backward sums the gradients of every rank
+    (so every rank must run it)."""
+    if group is None:
+        return tensor
+    return _AllReduceSum.apply(tensor, group)
+
+
+def all_reduce_count(count: torch.Tensor, group) -> torch.Tensor:
+    """A count or any other tensor without gradient, summed over the ranks."""
+    if group is None:
+        return count
+    out = count.detach().to(_comm_device(group, count.device), copy=True)
+    dist.all_reduce(out, group=group)
+    return out.to(count.device)
+
+
+def _batch_sizes(tensor: torch.Tensor, group, name: str) -> list[int]:
+    """Every rank's batch size; the other dimensions must agree on every rank."""
+    shape = torch.tensor(tensor.shape, dtype=torch.long, device=_comm_device(group, tensor.device))
+    shapes = [torch.zeros_like(shape) for _ in range(world_size(group))]
+    dist.all_gather(shapes, shape, group=group)
+    shapes = [tuple(s.tolist()) for s in shapes]
+    if any(s[1:] != shapes[0][1:] for s in shapes):
+        raise ValueError(f"{name} must have the same shape on every rank but for the batch size, got "
+                         f"{', '.join(f'rank {r}: {s}' for r, s in enumerate(shapes))}")
+    return [s[0] for s in shapes]
+
+
+class _AllGatherBatch(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, tensor, group, sizes):
+        ctx.group, ctx.sizes = group, sizes
+        ctx.rank = dist.get_rank(group)
+        width = max(ctx.sizes)
+        padded = tensor.new_zeros((width, *tensor.shape[1:]))
+        padded[: tensor.shape[0]] = tensor
+        parts = [torch.empty_like(padded) for _ in ctx.sizes]
+        dist.all_gather(parts, padded.contiguous(), group=group)
+        return torch.cat([p[:n] for p, n in zip(parts, ctx.sizes)])
+
+    @staticmethod
+    def backward(ctx, grad):
+        # Each rank holds the gradient of its own pairs with respect to every rank's images; the owner of an
+        # image needs their sum: reduce_scatter on NCCL (equal batches), else all_reduce and its own slice (gloo
+        # has no reduce_scatter).
+        n = ctx.sizes[ctx.rank]
+        if dist.get_backend(ctx.group) == dist.Backend.NCCL and len(set(ctx.sizes)) == 1:
+            out = grad.new_empty((n, *grad.shape[1:]))
+            dist.reduce_scatter_tensor(out, grad.contiguous(), group=ctx.group)
+            return out, None, None
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, group=ctx.group)
+        start = sum(ctx.sizes[: ctx.rank])
+        return grad[start:start + n], None, None
+
+
+def all_gather_batch(tensor: torch.Tensor, group, name: str = "tensor") -> tuple[torch.Tensor, int]:
+    """The ranks' ``tensor`` concatenated along dim 0 in rank order (batch sizes may differ, nothing else),
+    differentiable: each rank's part receives the sum of the gradients every rank sends it. Returns the global
+    tensor and the index of this rank's first row in it."""
+    if group is None:
+        return tensor, 0
+    sizes = _batch_sizes(tensor, group, name)
+    return _AllGatherBatch.apply(tensor, group, sizes), sum(sizes[: dist.get_rank(group)])
+
+
+def broadcast_from_first(make, group) -> torch.Tensor:
+    """``make()`` (an int64 tensor of up to 7 dimensions) drawn on the group's first rank and sent to every
+    rank, returned on the CPU: how random draws (the contrastive loss's shifts) are the same on every rank
+    whatever each rank's seed."""
+    if group is None:
+        return make()
+    device = _comm_device(group, torch.device("cpu"))
+    first = dist.get_global_rank(group, 0)
+    mine = make() if dist.get_rank(group) == 0 else None
+    header = torch.zeros(8, dtype=torch.long, device=device)  # ndim, then the sizes
+    if mine is not None:
+        header[0] = mine.dim()
+        header[1:1 + mine.dim()] = torch.tensor(mine.shape)
+    dist.broadcast(header, src=first, group=group)
+    shape = header[1:1 + int(header[0])].tolist()
+    buffer = mine.to(device) if mine is not None else torch.empty(shape, dtype=torch.long, device=device)
+    dist.broadcast(buffer, src=first, group=group)
+    return buffer.cpu()
+
+
+def any_rank(flags: torch.Tensor, group) -> torch.Tensor:
+    """``flags`` (bool, the same length on every rank) as a ``world_size x len`` bool table of every rank's
+    flags, so that all ranks can raise the same error."""
+    if group is None:
+        return flags.reshape(1, -1)
+    device = _comm_device(group, flags.device)
+    table = torch.zeros(world_size(group), flags.numel(), dtype=torch.int32, device=device)
+    table[dist.get_rank(group)] = flags.reshape(-1).to(device=device, dtype=torch.int32)
+    dist.all_reduce(table, group=group)
+    return table.bool().cpu()
+
+
+def check_normalize(normalize: str) -> str:
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
+    return normalize
+
+
+def global_mean(total: torch.Tensor, count: torch.Tensor, normalize: str, process_group=None) -> torch.Tensor:
+    """``total / count`` (0 when the count is 0): over this rank's data (``"local"``), or over the global batch
+    (``"global"``: both summed over the ranks, the total differentiably, see :func:`all_reduce_sum`)."""
+    if normalize == "global":
+        group = active_group(process_group)
+        total, count = all_reduce_sum(total, group), all_reduce_count(count, group)
+    return total / count.clamp(min=1).to(total.dtype)
