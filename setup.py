@@ -88,11 +88,13 @@ setup(
     version="0.1.0",
     description="Fused training losses and metrics for monocular depth estimation (PyTorch C++/CUDA extension)",
     packages=find_packages(include=["depthmetric", "depthmetric.*"]),
-    package_data={"depthmetric": ["data/samples/**/*"]},
+    package_data={"depthmetric": ["training/data/samples/**/*"]},
     ext_modules=_extensions(),
     cmdclass={"build_ext": BuildExtension},
     options={"bdist_wheel": {"py_limited_api": PY_LIMITED}},
     python_requires=">=3.10",
-    install_requires=["torch>=2.4", "numpy", "pillow", "tqdm", "matplotlib"],
-    entry_points={"console_scripts": ["depthmetric=depthmetric.__main__:main"]},
+    # The library imports torch alone (tests/test_package.py checks it); the training application needs more.
+    install_requires=["torch>=2.11"],
+    extras_require={"train": ["numpy", "pillow", "tqdm", "matplotlib", "tensorboard", "pyyaml"]},
+    entry_points={"console_scripts": ["depthmetric=depthmetric.training.cli:main"]},
 )

@@ -1,6 +1,7 @@
 """Input validation shared by every public op: each check names the offending argument."""
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 
@@ -28,6 +29,18 @@ def set_finite_checks(enabled: bool, *, collective: bool = True) -> None:
     """
     global _finite_checks, _collective_checks
     _finite_checks, _collective_checks = bool(enabled), bool(collective)
+
+
+@contextlib.contextmanager
+def rank_local():
+    """Inside, the value checks stay on this rank: for work one rank does alone (a figure, a log line), whose
+    checks no other rank would answer."""
+    global _collective_checks
+    saved, _collective_checks = _collective_checks, False
+    try:
+        yield
+    finally:
+        _collective_checks = saved
 
 
 def tensor(name: str, x) -> torch.Tensor:

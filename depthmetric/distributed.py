@@ -14,10 +14,18 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-__all__ = ["active_group", "world_size", "rank", "all_reduce_sum", "all_reduce_count", "all_gather_batch",
+__all__ = ["rank_local", "active_group", "world_size", "rank", "all_reduce_sum", "all_reduce_count", "all_gather_batch",
            "broadcast_from_first", "any_rank", "global_mean"]
 
 NORMALIZATIONS = ("local", "global")
+
+
+def rank_local():
+    """A context in which the NaN/Inf checks stay on this rank (see ``depthmetric.set_finite_checks``): for work
+    one rank does alone, e.g. the figure of a run on rank 0."""
+    from ._checks import rank_local as local
+
+    return local()
 
 
 def active_group(process_group=None):

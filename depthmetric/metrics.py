@@ -150,7 +150,8 @@ def compute(
 
     Returns a dict: one entry per name in :data:`METRICS`, a 0-d float64 tensor, the mean over the images
     with at least one counted pixel (0 when none has); ``"per_image"``: a dict of the same names to ``B``
-    float64 tensors (0 for an image without counted pixels); ``"valid_pixels"``: ``B`` int64 counts.
+    float64 tensors (0 for an image without counted pixels); ``"valid_pixels"``: ``B`` int64 counts;
+    ``"scale"``: the ``B`` float64 factors the prediction was multiplied by (1 without median scaling).
     """
     lo, hi, crop = _settings(dataset, min_depth, max_depth, crop)
     pred, gt, mask = checked_pair(pred, gt, mask, target_name="gt")
@@ -170,6 +171,7 @@ def compute(
     result: dict = {name: torch.where(has_valid, v, 0.0).sum() / images for name, v in per_image.items()}
     result["per_image"] = per_image
     result["valid_pixels"] = sums[:, 0].to(torch.int64)
+    result["scale"] = scale if scale is not None else torch.ones(sums.shape[0], dtype=torch.float64, device=sums.device)
     return result
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from depthmetric.__main__ import build_parser, main
+from depthmetric.training.cli import build_parser, main
 
 TINY = '{"width_mult": 0.35, "stages": 3, "blocks_per_stage": 1, "decoder_channels": 16, "features": 8}'
 RUN = ["--data", "synthetic", "--height", "48", "--width", "64", "--batch-size", "2", "--backend", "reference",
@@ -44,7 +44,7 @@ def run_dir(tmp_path_factory):
 
 
 def test_three_step_run_writes_its_outputs(run_dir):
-    for name in ("figure.png", "metrics.json", "checkpoint.pt"):
+    for name in ("figure.png", "metrics.json", "checkpoint.pt", "config.json"):
         assert (run_dir / name).stat().st_size > 0, name
     results = json.loads((run_dir / "metrics.json").read_text())
     assert results["history"]["step"] == [1, 2, 3]
@@ -70,9 +70,11 @@ def test_evaluate_and_predict(run_dir, tmp_path, capsys):
 
     image = tmp_path / "image.png"
     Image.fromarray((np.random.default_rng(0).random((50, 70, 3)) * 255).astype(np.uint8)).save(image)
-    depth_png = tmp_path / "depth.png"
-    assert main(["predict", str(image), "--checkpoint", str(run_dir / "checkpoint.pt"), "--out", str(depth_png),
+    out = tmp_path / "predictions"
+    assert main(["predict", str(image), "--checkpoint", str(run_dir / "checkpoint.pt"), "--out", str(out),
                  "--npy"]) == 0
+    depth_png = out / "image_depth.png"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["eval.json", "image.png", "predictions"]  # beside: nothing
     with Image.open(depth_png) as png:
         assert png.size == (70, 50) and png.mode == "RGB"
     depth = np.load(os.path.splitext(depth_png)[0] + ".npy")

@@ -1,4 +1,4 @@
-"""depthmetric.data: readers on the real samples, the standard-layout datasets, the embedded samples,
+"""depthmetric.training.data: readers on the real samples, the standard-layout datasets, the embedded samples,
 the synthetic scene generator and the augmentations."""
 import shutil
 
@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 import depthmetric as dm
-from depthmetric import data as dd
-from depthmetric.data.datasets import kb_crop
+from depthmetric.training import data as dd
+from depthmetric.training.data.datasets import kb_crop
 
 KITTI_DRIVE = "2011_09_26/2011_09_26_drive_0023_sync"
 

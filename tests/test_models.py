@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from depthmetric.models import (
+from depthmetric.training.models import (
     DepthNet,
     LTDepth,
     PoseNet,

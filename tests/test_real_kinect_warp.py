@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import depthmetric as dm
-from depthmetric.data import read_kinect_sequence
+from depthmetric.training.data import read_kinect_sequence
 
 needs_ext = pytest.mark.skipif(not dm.build_info()["compiled"], reason="extension not built")
 BACKENDS = ["reference", pytest.param("auto", marks=needs_ext)]

@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from depthmetric import _ext
-from depthmetric.train import TrainConfig, _batch_indices, _lr_factor, load_checkpoint, train
+from depthmetric.training import TrainConfig, build_task, load_checkpoint, train
+from depthmetric.training.loop import schedule
+from depthmetric.training.pipeline import training_batches
 
 needs_kernels = pytest.mark.skipif(not _ext.extension_loaded(), reason="compiled extension not built")
 
@@ -72,11 +74,11 @@ def test_resume_continues_the_step_count_and_the_run(tmp_path):
     first = train(_config(tmp_path, "resumed", steps=3, schedule="constant"))
     assert len(first["history"]["loss"]) == 3
     ckpt = first["files"]["checkpoint"]
-    assert torch.load(ckpt, weights_only=False)["step"] == 3
+    assert torch.load(ckpt, weights_only=True)["step"] == 3
     resumed = train(_config(tmp_path, "resumed", steps=6, schedule="constant"), resume=ckpt)
     assert resumed["history"]["step"] == [1, 2, 3, 4, 5, 6]
     assert resumed["timing"]["steps_this_run"] == 3
-    assert torch.load(ckpt, weights_only=False)["step"] == 6
+    assert torch.load(ckpt, weights_only=True)["step"] == 6
     torch.testing.assert_close(torch.tensor(resumed["history"]["loss"]), torch.tensor(straight["history"]["loss"]),
                                rtol=1e-6, atol=1e-6)
     assert resumed["metrics_before"] == first["metrics_before"]
@@ -98,23 +100,65 @@ def test_metric_loss_off_is_the_silog_baseline(tmp_path):
     torch.testing.assert_close(torch.tensor(result["history"]["loss"]), torch.tensor(result["history"]["silog"]))
 
 
-def test_batch_order_covers_each_epoch():
-    seen = [i for step in range(4) for i in _batch_indices(10, 5, step, seed=3)]
-    assert sorted(seen[:10]) == list(range(10)) and sorted(seen[10:]) == list(range(10))
-    assert _batch_indices(10, 5, 1, seed=3) == _batch_indices(10, 5, 1, seed=3)
+class Indexed(torch.utils.data.Dataset):
+    """Samples that say which item they are."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        return {"image": torch.full((3, 4, 4), float(i)), "depth": torch.ones(1, 4, 4)}
+
+
+def _items(config, rank=0, world=1, start=0):
+    return {step: batch["image"][:, 0, 0, 0].long().tolist()
+            for step, batch in training_batches(Indexed(10), config, rank, world, start)}
+
+
+def test_batches_cover_each_epoch_and_resume_in_place():
+    config = TrainConfig(steps=4, batch_size=5, augment=False, seed=3).resolved()
+    config.height = config.width = 4
+    seen = _items(config)
+    assert sorted(seen[0] + seen[1]) == list(range(10)) and sorted(seen[2] + seen[3]) == list(range(10))
+    assert _items(config, start=3) == {3: seen[3]}  # a resumed run skips to its step
+
+
+def test_ranks_batches_together_are_one_process_batch():
+    """DistributedSampler interleaves one permutation: W ranks of batch b at step k hold what one process of
+    batch W b holds at step k, which makes DDP on W ranks the same optimisation as one process."""
+    one = TrainConfig(steps=3, batch_size=4, augment=False, seed=5).resolved()
+    half = TrainConfig(steps=3, batch_size=2, augment=False, seed=5).resolved()
+    for c in (one, half):
+        c.height = c.width = 4
+    whole = _items(one)
+    ranks = [_items(half, rank, 2) for rank in range(2)]
+    for step in range(3):
+        assert sorted(ranks[0][step] + ranks[1][step]) == sorted(whole[step])
 
 
 def test_lr_schedule_warms_up_and_decays():
-    c = TrainConfig(steps=100, warmup=10)
-    factors = [_lr_factor(c, s) for s in range(100)]
-    assert factors[0] == pytest.approx(0.1) and max(factors) == pytest.approx(1.0, abs=1e-3)
-    assert factors[-1] < 0.1
-    assert _lr_factor(TrainConfig(schedule="constant", warmup=0), 50) == 1.0
+    config = TrainConfig(steps=100, warmup=10, lr=1.0)
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    lr = schedule(optimizer, config)
+    factors = []
+    for _ in range(100):
+        factors.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        lr.step()
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0) and max(factors) == pytest.approx(1.0)
+    assert factors[-1] < 0.1 and factors[-1] >= 0.05
+    constant = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    schedule(constant, TrainConfig(schedule="constant", warmup=0))
+    assert constant.param_groups[0]["lr"] == 1.0
 
 
 @pytest.mark.parametrize("field, value, match", [
     ("task", "unsupervised", "task"), ("backend", "gpu", "backend"), ("amp", "fp8", "amp"),
-    ("batch_size", 0, "batch_size"), ("schedule", "step", "schedule"),
+    ("batch_size", 0, "batch_size"), ("schedule", "step", "schedule"), ("dtype", "float16", "dtype"),
+    ("log", "wandb", "log"),
 ])
 def test_bad_config(field, value, match):
     with pytest.raises(ValueError, match=match):
@@ -136,14 +180,11 @@ def test_cuda_amp_run(tmp_path, amp):
 @pytest.mark.parametrize("task", ["supervised", "self-supervised"])
 def test_tasks_accept_a_compiled_network(task):
     """--compile hands the task a torch.compile wrapper, which has no len(): it must not be truth-tested."""
-    from depthmetric.train import build_task
-
     config = TrainConfig(task=task, data="synthetic", backend="reference")
     t = build_task(config, max_depth=10.0)
-    model = t.model if task == "supervised" else t.depth_net
-    compiled = torch.compile(model, backend="eager")
+    t.nets = {**t.modules(), "model": torch.compile(t.model, backend="eager")}
     batch = {"image": torch.rand(2, 3, 64, 64), "sources": torch.rand(2, 2, 3, 64, 64)}
-    out = t.forward(batch, compiled)
+    out = t.forward(batch)
     assert out["depth" if task == "supervised" else "disp0"].shape[-2:] == (64, 64)
 
 

@@ -172,7 +172,8 @@ class LTDepth(nn.Module):
         for stage, skip in zip(self.decoder, reversed(skips[:-1])):
             y = stage(y, skip)
         feats = self.head(y, size=size)
-        z = self.predict(feats).float()  # the depth head runs in float32 under autocast
+        z = self.predict(feats)
+        z = z.to(torch.promote_types(z.dtype, torch.float32))  # the depth head runs in float32 under autocast
         if self.output == "sigmoid":
             depth = self.min_depth + (self.max_depth - self.min_depth) * torch.sigmoid(z)
         else:

@@ -7,7 +7,7 @@
   depth root (uint16 PNG, metres * 256; a ``.npz`` with ``velodyne_depth`` also works). Lines whose depth
   is ``None`` (frames without ground truth) are skipped unless ``require_depth=False``.
 
-Both yield the sample dicts described in :mod:`depthmetric.data`.
+Both yield the sample dicts described in :mod:`depthmetric.training.data`.
 """
 from __future__ import annotations
 

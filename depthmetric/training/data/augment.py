@@ -9,8 +9,9 @@ through untouched.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
-__all__ = ["Compose", "RandomHorizontalFlip", "ColorJitter", "RandomCrop", "crop"]
+__all__ = ["Compose", "RandomHorizontalFlip", "ColorJitter", "RandomCrop", "crop", "resize"]
 
 _SPATIAL = ("image", "depth", "sources")
 
@@ -112,6 +113,30 @@ def crop(sample: dict, top: int, left: int, height: int, width: int) -> dict:
         K = out["K"].clone()
         K[0, 2] -= left
         K[1, 2] -= top
+        out["K"] = K
+    return out
+
+
+def resize(sample: dict, height: int, width: int) -> dict:
+    """Resize image and sources (bilinear, antialiased) and depth (nearest: never mixes valid with invalid
+    depth) to ``height x width``, and scale K with them (pixel centres at integers: ``x' = (x + 0.5) s - 0.5``)."""
+    h, w = sample["image"].shape[-2:]
+    out = dict(sample)
+    if (h, w) == (height, width):
+        return out
+    size = (height, width)
+    out["image"] = F.interpolate(sample["image"][None], size=size, mode="bilinear", align_corners=False,
+                                 antialias=True)[0]
+    if "sources" in sample:
+        out["sources"] = F.interpolate(sample["sources"], size=size, mode="bilinear", align_corners=False,
+                                       antialias=True)
+    if "depth" in sample:
+        out["depth"] = F.interpolate(sample["depth"][None], size=size, mode="nearest")[0]
+    if "K" in sample:
+        K = sample["K"].clone()
+        for row, s in ((0, width / w), (1, height / h)):
+            K[row, row] *= s
+            K[row, 2] = (K[row, 2] + 0.5) * s - 0.5
         out["K"] = K
     return out
 

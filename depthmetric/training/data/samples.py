@@ -1,4 +1,4 @@
-"""The small real RGB-D sample shipped inside the package (``depthmetric/data/samples/``, see its README
+"""The small real RGB-D sample shipped inside the package (``depthmetric/training/data/samples/``, see its README
 for provenance and terms): 3 NYU Depth V2 pairs and 5 consecutive KITTI raw frames with projected LiDAR.
 
 The samples are laid out like the full data sets and read by the same readers (:class:`NYUDepthV2`,
@@ -35,7 +35,7 @@ class SampleSet(Dataset):
 
 
 def load_samples(kind: str = "nyu", sequence: bool = False, transform=None) -> Dataset:
-    """The embedded sample as a Dataset of sample dicts (see :mod:`depthmetric.data`).
+    """The embedded sample as a Dataset of sample dicts (see :mod:`depthmetric.training.data`).
 
     ``kind="nyu"``: 3 supervised samples, 480x640, Kinect depth (holes are 0). ``kind="kitti"``:
     5 supervised samples, 375x1242, LiDAR depth (about 4% of pixels valid); with ``sequence=True`` the

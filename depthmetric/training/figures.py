@@ -78,9 +78,9 @@ def training_figure(
     """The summary figure of a run.
 
     ``rows``: dicts with ``image`` (``3,H,W`` in [0, 1]), ``pred`` (``H,W`` metres) and optionally ``gt``
-    (``H,W``, 0 = invalid) and ``label``; each becomes a row RGB | GT | prediction | error, where the error is
-    ``|pred - gt| / gt`` (AbsRel per pixel, clipped at ``error_max``) and GT and prediction share one colour
-    range. ``history``: ``{"step": [...], name: [...]}`` loss curves drawn below (log scale when positive);
+    (``H,W``, 0 = invalid), ``range`` (the evaluation's ``(min_depth, max_depth)``) and ``label``; each becomes
+    a row RGB | GT | prediction | error, where the error is ``|pred - gt| / gt`` (AbsRel per pixel, clipped at
+    ``error_max``) and GT and prediction share the ground truth's colour range. ``history``: ``{"step": [...], name: [...]}`` loss curves drawn below (log scale when positive);
     ``eval_history``: ``[{"step": s, "AbsRel": ..., ...}]`` drawn as AbsRel/delta1 markers on a second axis.
     Saves a PNG to ``path`` when given; returns the matplotlib figure.
     """
@@ -103,7 +103,11 @@ def training_figure(
         cells = gridspec.GridSpecFromSubplotSpec(1, 4, subplot_spec=grid[r], wspace=0.02)
         pred = _numpy_map(row["pred"])
         gt = _numpy_map(row["gt"]) if row.get("gt") is not None else None
-        vmin, vmax = depth_range(*(m for m in (gt, pred) if m is not None))
+        # Both panels on the ground truth's range (the prediction's can be far wider, e.g. a median-scaled
+        # self-supervised one), within the evaluation's depth range when the row gives it.
+        vmin, vmax = depth_range(gt) if gt is not None and _valid(gt).any() else depth_range(pred)
+        if row.get("range"):
+            vmin, vmax = max(vmin, row["range"][0]), min(vmax, row["range"][1])
         panels = [("RGB", _image_hwc(row["image"])),
                   ("ground truth", colorize(gt, vmin, vmax) if gt is not None else None),
                   ("prediction", colorize(pred, vmin, vmax))]

@@ -146,7 +146,8 @@ class DepthNet(nn.Module):
                 y = torch.cat([y, feats[i - 1]], 1)
             y = self.upconv1[k](y)
             if i < self.scales:
-                disps[i] = torch.sigmoid(self.dispconv[i](y).float())
+                d = self.dispconv[i](y)
+                disps[i] = torch.sigmoid(d.to(torch.promote_types(d.dtype, torch.float32)))
         return disps
 
     def depth(self, disp: torch.Tensor) -> torch.Tensor:
@@ -175,7 +176,8 @@ class PoseNet(nn.Module):
             raise ValueError(f"target and source must both be B,3,H,W, got {tuple(target.shape)} and "
                              f"{tuple(source.shape)}")
         x = _normalise(torch.cat([target, source], 1))
-        out = 0.01 * self.decoder(self.encoder(x)[-1]).float().mean((2, 3))
+        out = self.decoder(self.encoder(x)[-1])
+        out = 0.01 * out.to(torch.promote_types(out.dtype, torch.float32)).mean((2, 3))  # autocast: float32
         return out[:, :3], out[:, 3:]
 
     def matrix(self, target: torch.Tensor, source: torch.Tensor) -> torch.Tensor:

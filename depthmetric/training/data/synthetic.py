@@ -160,7 +160,7 @@ def _rigid(rotation_vector, translation) -> np.ndarray:
 class SyntheticScenes(Dataset):
     """``n`` random rooms with boxes, each seen by a target camera and ``sources`` nearby cameras.
 
-    Item ``i`` is a sequence sample (see :mod:`depthmetric.data`): ``image`` (target, 3,H,W), ``depth``
+    Item ``i`` is a sequence sample (see :mod:`depthmetric.training.data`): ``image`` (target, 3,H,W), ``depth``
     (target, 1,H,W, exact), ``sources`` (S,3,H,W), ``poses`` (S,4,4, exact target camera -> source camera)
     and ``K`` (3,3). Source cameras move along a random velocity (translation up to ``max_translation``
     metres and rotation up to ``max_rotation`` radians per axis per frame step): with ``sources=2`` they

@@ -1,0 +1,307 @@
+"""Command line: ``python -m depthmetric train | evaluate | predict | compare`` (also the ``depthmetric`` command).
+
+``python -m depthmetric train`` with no arguments is the main job: LTDepth trained with SILog + the fused
+multi-range contrastive loss on the NYU sample shipped in the package, metrics before and after, a figure
+and a JSON of the run under ``runs/``. ``torchrun --standalone --nproc_per_node=N -m depthmetric train ...``
+trains on N processes (DDP; ``evaluate`` likewise); ``--config run.yaml`` sets any option by name.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+
+__all__ = ["main", "build_parser"]
+
+
+def _bool(value: str) -> bool:
+    if value.lower() in ("on", "true", "1", "yes"):
+        return True
+    if value.lower() in ("off", "false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected on/off, got {value!r}")
+
+
+def _add_train_arguments(p: argparse.ArgumentParser) -> None:
+    from .config import AMP, DTYPES, LOGGERS, TASKS, TrainConfig
+
+    d = TrainConfig()
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="a .yaml/.yml or .json file of options by name (e.g. steps: 500); flags given on the "
+                        "command line win")
+    p.add_argument("--task", choices=TASKS, default=d.task,
+                   help="supervised: LTDepth, SILog + weight x multi-range contrastive; self-supervised: DepthNet + "
+                        "PoseNet, min-reprojection + smoothness (default: %(default)s)")
+    p.add_argument("--data", default=None,
+                   help="nyu | kitti | synthetic | <path>: the samples shipped in the package, the procedural "
+                        "scenes, or a data set on disk (default: nyu for supervised, kitti for self-supervised)")
+    p.add_argument("--data-root", default=None, help="root of a full data set (NYU Depth V2 / KITTI raw as "
+                                                     "downloaded) for --data nyu|kitti")
+    p.add_argument("--train-split", default=None, help="with --data-root: BTS-style split file of the training "
+                                                       "images (e.g. nyudepthv2_train_files_with_gt.txt)")
+    p.add_argument("--eval-split", default=None, help="with --data-root: split file of the evaluation images")
+    p.add_argument("--depth-root", default=None, help="folder of the split files' depth paths (default: the "
+                                                      "data root)")
+    p.add_argument("--height", type=int, default=None, help="training height (default 120; 96 self-supervised)")
+    p.add_argument("--width", type=int, default=None, help="training width (default 160; 128, or 320 on kitti, "
+                                                           "self-supervised)")
+    p.add_argument("--steps", type=int, default=d.steps, help="total optimisation steps (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help="images per process; under torchrun the global batch is N times it (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=d.workers, help="DataLoader worker processes (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=d.lr, help="AdamW peak learning rate (default: %(default)s)")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="default: %(default)s")
+    p.add_argument("--warmup", type=int, default=d.warmup, help="linear warm-up steps (default: %(default)s)")
+    p.add_argument("--schedule", choices=("cosine", "constant"), default=d.schedule, help="default: %(default)s")
+    p.add_argument("--metric-loss", type=_bool, default=d.metric_loss, metavar="on|off",
+                   help="add the multi-range contrastive loss on LTDepth's feature map; off = SILog-only baseline "
+                        "(default: on)")
+    p.add_argument("--metric-weight", type=float, default=d.metric_weight,
+                   help="weight of the contrastive loss, L = SILog + weight x L_re (default: %(default)s)")
+    p.add_argument("--metric-preset", default=None,
+                   help="MultiRangeContrastiveLoss preset (default nyu-lt; kitti-lt for kitti)")
+    p.add_argument("--metric-across", type=int, default=d.metric_across,
+                   help="across-image samples of the contrastive loss (default: %(default)s, the paper's 10 + 4)")
+    p.add_argument("--backend", choices=("auto", "cuda", "cpu", "reference"), default=d.backend,
+                   help="loss implementation: compiled kernels (auto/cpu/cuda) or the pure-PyTorch reference "
+                        "(default: %(default)s)")
+    p.add_argument("--device", default=d.device,
+                   help="cpu, cuda, cuda:1, ... (under torchrun cuda is each rank's own GPU) (default: %(default)s)")
+    p.add_argument("--dtype", choices=DTYPES, default=d.dtype,
+                   help="precision of model, data and losses (default: %(default)s)")
+    p.add_argument("--amp", choices=AMP, default=d.amp, help="autocast the network: bf16 or fp16 (CUDA) "
+                                                             "(default: %(default)s)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the depth network")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of the model and every random stream "
+                                                            "(default: %(default)s)")
+    p.add_argument("--no-deterministic", dest="deterministic", action="store_false",
+                   help="do not call torch.use_deterministic_algorithms on CPU")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--eval-every", type=int, default=d.eval_every, help="default: %(default)s")
+    p.add_argument("--no-augment", dest="augment", action="store_false", help="no flips/colour jitter/crops")
+    p.add_argument("--freeze-bn", action="store_true",
+                   help="BatchNorm layers keep their running statistics while training (on several CPU processes, "
+                        "where torch has no SyncBatchNorm, this makes every rank normalise alike)")
+    p.add_argument("--model", default=None, metavar="JSON",
+                   help='model constructor overrides, e.g. \'{"width_mult": 1.0, "stages": 5}\'')
+    p.add_argument("--out", default=None, help="output folder (default: runs/<name or timestamp>)")
+    p.add_argument("--name", default=None, help="run name for the default output folder")
+    p.add_argument("--resume", default=None, metavar="CHECKPOINT", help="continue a run from its checkpoint.pt")
+    p.add_argument("--no-figure", dest="figure", action="store_false", help="skip the PNG figure")
+    p.add_argument("--log", choices=LOGGERS, default=d.log,
+                   help="tensorboard: also write scalars and the figure to <out>/tensorboard (default: %(default)s)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
+
+
+def _config_from_args(args, parser) -> tuple:
+    """The TrainConfig of the command line over the ``--config`` file's values (flags given win), and the
+    checkpoint to resume from."""
+    from .config import TrainConfig, load_config_file
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    given = {k: v for k, v in vars(args).items() if k in fields and k != "model"}
+    values = load_config_file(args.config) if args.config else {}
+    resume = values.pop("resume", None)
+    defaults = {k: parser.get_default(k) for k in given}
+    values.update({k: v for k, v in given.items() if k not in values or v != defaults[k]})
+    if args.model:
+        values["model"] = json.loads(args.model)
+    values.setdefault("model", {})
+    if args.quiet:
+        values["progress"] = False
+    return TrainConfig(**values), args.resume or resume
+
+
+def _cmd_train(args) -> int:
+    from .loop import train
+
+    config, resume = _config_from_args(args, args.parser)
+    train(config, resume=resume)
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from .checkpoint import load_checkpoint
+    from .evaluation import evaluate, figure_rows, format_metrics
+    from .pipeline import load_data
+    from .runtime import start, stop
+
+    overrides = {"backend": args.backend, "device": args.device}
+    if args.data:
+        overrides["data"] = args.data
+    for name in ("data_root", "train_split", "eval_split", "depth_root"):
+        if getattr(args, name, None):
+            overrides[name] = getattr(args, name)
+    runtime = start(args.device)  # under torchrun each rank evaluates its share of the images
+    try:
+        overrides["device"] = str(runtime.device)
+        task, config, _ = load_checkpoint(args.checkpoint, **overrides)
+        _, eval_set, eval_dataset = load_data(config)
+        metrics = evaluate(task, eval_set, config, eval_dataset, runtime.device, runtime, limit=args.limit)
+    finally:
+        stop(runtime)
+    if not runtime.main:
+        return 0
+    print(f"{metrics['images']} images of {config.data}: {format_metrics(metrics)}")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"checkpoint": args.checkpoint, "data": config.data, "metrics": metrics}, f, indent=1)
+    if args.figure:
+        from .figures import training_figure
+
+        rows = figure_rows(task, eval_set, config, eval_dataset, runtime.device, keep=3)
+        training_figure(rows, path=args.figure, title=f"{args.checkpoint} on {config.data}")
+    return 0
+
+
+def _cmd_predict(args) -> int:
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from .checkpoint import load_checkpoint
+    from .evaluation import predict_image
+    from .figures import save_depth_png
+
+    task, config, _ = load_checkpoint(args.checkpoint, device=args.device)
+    os.makedirs(args.out, exist_ok=True)
+    for path in args.images:
+        rgb = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0
+        depth = predict_image(task, config, torch.from_numpy(rgb).permute(2, 0, 1))
+        out = os.path.join(args.out, os.path.splitext(os.path.basename(path))[0] + "_depth.png")
+        save_depth_png(depth, out, vmin=args.vmin, vmax=args.vmax)
+        if args.npy:
+            np.save(os.path.splitext(out)[0] + ".npy", depth.numpy())
+        print(f"{path}: depth {float(depth.min()):.2f}-{float(depth.max()):.2f} m -> {out}")
+    return 0
+
+
+def _run_child(argv: list[str]) -> dict:
+    """Run ``python -m depthmetric train ...`` in a fresh process (clean peak RSS) and read its results."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "depthmetric", "train", *argv], check=True)
+    wall = time.perf_counter() - start
+    out = argv[argv.index("--out") + 1]
+    with open(os.path.join(out, "metrics.json")) as f:
+        results = json.load(f)
+    results["timing"]["process_wall_seconds"] = wall
+    return results
+
+
+def _cmd_compare(args) -> int:
+    """The same training run with the compiled kernels and with the pure-PyTorch reference losses."""
+    import numpy as np
+
+    out = args.out or os.path.join("runs", "compare-" + time.strftime("%Y%m%d-%H%M%S"))
+    runs = {}
+    for backend in ("auto", "reference"):
+        argv = ["--backend", backend, "--out", os.path.join(out, backend), "--seed", str(args.seed),
+                "--steps", str(args.steps), "--eval-every", str(args.steps), *args.train_args]
+        print(f"== backend={backend}: python -m depthmetric train {' '.join(argv)}", flush=True)
+        runs[backend] = _run_child(argv)
+    kernel, reference = runs["auto"], runs["reference"]
+    a, b = np.asarray(kernel["history"]["loss"]), np.asarray(reference["history"]["loss"])
+    diff = np.abs(a - b)
+    rel = diff / np.maximum(np.abs(b), 1e-12)
+    tk, tr = kernel["timing"], reference["timing"]
+    summary = {
+        "steps": int(a.size),
+        "loss_first": float(a[0]), "loss_last_kernel": float(a[-1]), "loss_last_reference": float(b[-1]),
+        "max_abs_loss_diff": float(diff.max()),
+        "max_rel_loss_diff": float(rel.max()),
+        # Training amplifies float-level differences (summation order) step by step, as between any two
+        # implementations: the curves agree to float precision at first, then drift apart chaotically.
+        "steps_within_rel_1e-4": int(np.argmax(rel > 1e-4)) if (rel > 1e-4).any() else int(a.size),
+        "mean_loss_last_20": {"kernel": float(a[-20:].mean()), "reference": float(b[-20:].mean())},
+        "train_seconds": {"kernel": tk["train_seconds"], "reference": tr["train_seconds"]},
+        "loss_seconds": {"kernel": tk["loss_seconds"], "reference": tr["loss_seconds"]},
+        "peak_rss_mb": {"kernel": tk["peak_rss_mb"], "reference": tr["peak_rss_mb"]},
+        "speedup_train": tr["train_seconds"] / tk["train_seconds"],
+        "speedup_loss": tr["loss_seconds"] / tk["loss_seconds"],
+        "metrics_after": {"kernel": kernel["metrics_after"], "reference": reference["metrics_after"]},
+        "device": kernel["device"], "threads": tk["threads"], "torch": kernel["torch"],
+    }
+    with open(os.path.join(out, "compare.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    print(f"\nsame seed, {summary['steps']} steps: the first {summary['steps_within_rel_1e-4']} losses agree within "
+          f"1e-4 relative; max |loss_kernel - loss_reference| = {summary['max_abs_loss_diff']:.2e} (relative "
+          f"{summary['max_rel_loss_diff']:.2e}); mean loss of the last 20 steps "
+          f"{summary['mean_loss_last_20']['kernel']:.4f} vs {summary['mean_loss_last_20']['reference']:.4f}")
+    print(f"training loop: kernel {tk['train_seconds']:.1f} s, reference {tr['train_seconds']:.1f} s "
+          f"({summary['speedup_train']:.2f}x); losses alone (forward+backward): {tk['loss_seconds']:.2f} s vs "
+          f"{tr['loss_seconds']:.2f} s ({summary['speedup_loss']:.2f}x); peak RSS {tk['peak_rss_mb']:.0f} MB vs "
+          f"{tr['peak_rss_mb']:.0f} MB")
+    print(f"wrote {os.path.join(out, 'compare.json')}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="depthmetric", description="Train, evaluate and run depth models with depthmetric's fused losses.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a depth model (no arguments: the main job on the shipped NYU sample)")
+    _add_train_arguments(p)
+    p.set_defaults(func=_cmd_train, parser=p)
+
+    p = sub.add_parser("evaluate", help="metrics of a checkpoint on a data set")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", default=None, help="nyu | kitti | synthetic | <path> (default: the checkpoint's)")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--eval-split", default=None, help="with --data-root: split file of the evaluation images")
+    p.add_argument("--depth-root", default=None)
+    p.add_argument("--backend", default="auto", choices=("auto", "cuda", "cpu", "reference"))
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
+    p.add_argument("--out", default=None, help="write the metrics as JSON here")
+    p.add_argument("--figure", default=None, help="write a PNG of the first predictions here")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("predict", help="coloured depth PNG of images")
+    p.add_argument("images", nargs="+", help="RGB image files")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--out", default=os.path.join("runs", "predict"),
+                   help="output folder of <image>_depth.png (default: %(default)s)")
+    p.add_argument("--npy", action="store_true", help="also write the depth in metres as .npy")
+    p.add_argument("--vmin", type=float, default=None, help="colour range (default: robust range of the map)")
+    p.add_argument("--vmax", type=float, default=None)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("compare", help="the same run with the compiled kernels and the reference losses: loss "
+                                       "curves, time and peak memory")
+    p.add_argument("--steps", type=int, default=100, help="default: %(default)s")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="default: runs/compare-<timestamp>")
+    p.add_argument("train_args", nargs=argparse.REMAINDER,
+                   help="further arguments for both train runs (after --), e.g. -- --data synthetic")
+    p.set_defaults(func=_cmd_compare)
+    return parser
+
+
+def _passive_openmp(argv: list[str] | None) -> None:
+    """Re-run the command with ``OMP_WAIT_POLICY=PASSIVE`` unless the user set it (only from the real command
+    line, ``argv=None``). OpenMP's default spinning workers lose their time slices on a shared machine:
+    on 2 cores shared with other jobs a training step took 6.4 s with spinning and 0.7 s without. The
+    variable must be set before torch loads OpenMP, hence a fresh process."""
+    if argv is not None or "OMP_WAIT_POLICY" in os.environ or os.environ.get("DEPTHMETRIC_NO_REEXEC"):
+        return
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "DEPTHMETRIC_NO_REEXEC": "1"}
+    os.execve(sys.executable, [sys.executable, "-m", "depthmetric", *sys.argv[1:]], env)
+
+
+def main(argv: list[str] | None = None) -> int:
+    _passive_openmp(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "train_args", None) and args.train_args[0] == "--":
+        args.train_args = args.train_args[1:]
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

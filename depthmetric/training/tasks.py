@@ -1,0 +1,146 @@
+"""The two tasks a run trains: their networks, their forward pass and their losses.
+
+Under torch.distributed the losses normalise over the global batch (``normalize="global"``) and the
+contrastive loss draws its across-image samples from it (``across="global"``), so the DDP gradients are those
+of one process holding the global batch (SPEC section 5).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .. import MultiRangeContrastiveLoss, ReprojectionLoss, SILogLoss, edge_aware_smoothness, warp
+from .config import TrainConfig
+from .models import DepthNet, LTDepth, PoseNet, transformation_from_parameters
+
+__all__ = ["SupervisedTask", "SelfSupervisedTask", "build_task", "set_train_mode", "LT_SMALL", "RESNET_SMALL"]
+
+# The main job's model: MobileNetV3-Large at half width, four stages of at most two blocks (~0.1 M parameters).
+LT_SMALL = dict(width_mult=0.5, stages=4, blocks_per_stage=2, decoder_channels=64, features=16)
+RESNET_SMALL = dict(width=16, blocks=(1, 1, 1, 1))
+
+
+class _Task:
+    """``modules()`` are the trained networks (checkpointed by name); ``nets`` the callables the forward pass
+    uses, the same networks or their DDP / torch.compile wrappers (set by the loop)."""
+
+    name: str
+
+    def modules(self) -> dict:
+        raise NotImplementedError
+
+    @property
+    def nets(self) -> dict:
+        return getattr(self, "_nets", None) or self.modules()
+
+    @nets.setter
+    def nets(self, value: dict) -> None:
+        self._nets = value
+
+    @property
+    def model(self):
+        return self.modules()["model"]
+
+
+class SupervisedTask(_Task):
+    """LTDepth trained with ``SILogLoss`` + ``metric_weight * MultiRangeContrastiveLoss`` on its feature map."""
+
+    name = "supervised"
+
+    def __init__(self, config: TrainConfig, max_depth: float, distributed: bool = False):
+        self.config = config
+        self.net = LTDepth(**{**LT_SMALL, "max_depth": max_depth, **config.model})
+        scope = "global" if distributed else "local"
+        self.depth_loss = SILogLoss(normalize=scope, backend=config.backend)
+        self.metric_loss = (MultiRangeContrastiveLoss.preset(config.metric_preset, n_across=config.metric_across,
+                                                             normalize=scope, across=scope, backend=config.backend)
+                            if config.metric_loss else None)
+
+    def modules(self) -> dict:
+        return {"model": self.net}
+
+    def forward(self, batch: dict) -> dict:
+        depth, feats = self.nets["model"](batch["image"], return_features=True)
+        return {"depth": depth, "features": feats} if self.metric_loss is not None else {"depth": depth}
+
+    def criterion(self, outputs: dict, batch: dict, generator) -> tuple[torch.Tensor, dict]:
+        dtype = torch.float64 if self.config.dtype == "float64" else torch.float32
+        silog = self.depth_loss(outputs["depth"].to(dtype), batch["depth"])
+        parts = {"silog": silog}
+        total = silog
+        if self.metric_loss is not None:
+            contrastive = self.metric_loss(outputs["features"], batch["depth"], generator=generator)
+            parts["contrastive"] = contrastive
+            total = total + self.config.metric_weight * contrastive
+        return total, parts
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+
+class SelfSupervisedTask(_Task):
+    """DepthNet + PoseNet trained with min-reprojection (auto-masked) + edge-aware smoothness over 4 scales
+    (Monodepth2: each scale's disparity upsampled to the input resolution for the reprojection, smoothness at
+    the scale's own resolution weighted ``1e-3 / 2^scale``, the sum averaged over the scales)."""
+
+    name = "self-supervised"
+    smoothness_weight = 1e-3
+
+    def __init__(self, config: TrainConfig, max_depth: float, distributed: bool = False):
+        self.config = config
+        self.depth_net = DepthNet(**{**RESNET_SMALL, "decoder_width": 8, "max_depth": max_depth, **config.model})
+        self.pose_net = PoseNet(**RESNET_SMALL, hidden=64)
+        self.reprojection = ReprojectionLoss(normalize="global" if distributed else "local", backend=config.backend)
+
+    def modules(self) -> dict:
+        return {"model": self.depth_net, "pose": self.pose_net}
+
+    def forward(self, batch: dict) -> dict:
+        depth_net, pose_net = self.nets["model"], self.nets["pose"]
+        disps = depth_net(batch["image"])
+        sources = batch["sources"]
+        poses = [transformation_from_parameters(*pose_net(batch["image"], sources[:, s]))
+                 for s in range(sources.shape[1])]
+        return {**{f"disp{s}": d for s, d in enumerate(disps)}, "poses": torch.stack(poses, 1)}
+
+    def criterion(self, outputs: dict, batch: dict, generator) -> tuple[torch.Tensor, dict]:
+        target, sources, K = batch["image"], batch["sources"], batch["K"]
+        size = target.shape[-2:]
+        source_list = list(sources.unbind(1))
+        reprojection = smoothness = 0.0
+        for scale in range(DepthNet.scales):
+            disp = outputs[f"disp{scale}"].to(target.dtype)
+            full = F.interpolate(disp, size=size, mode="bilinear", align_corners=False)
+            depth = self.depth_net.depth(full)
+            warped = [warp(src, depth, outputs["poses"][:, s], K) for s, src in enumerate(source_list)]
+            reprojection = reprojection + self.reprojection(target, warped, source_list, generator=generator)
+            color = F.interpolate(target, size=disp.shape[-2:], mode="area") if scale else target
+            smoothness = smoothness + self.smoothness_weight / 2 ** scale * edge_aware_smoothness(disp, color)
+        reprojection, smoothness = reprojection / DepthNet.scales, smoothness / DepthNet.scales
+        return reprojection + smoothness, {"reprojection": reprojection, "smoothness": smoothness}
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        return self.depth_net.depth(self.depth_net(images)[0])
+
+
+def set_train_mode(task, training: bool) -> None:
+    """Training (or evaluation) mode for the task's networks; with ``freeze_bn`` BatchNorm stays in
+    evaluation mode while training."""
+    for module in task.modules().values():
+        module.train(training)
+        if training and task.config.freeze_bn:
+            for layer in module.modules():
+                if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm):
+                    layer.eval()
+
+
+def build_task(config: TrainConfig, max_depth: float | None = None, distributed: bool = False):
+    config = config.resolved()
+    if max_depth is None:
+        max_depth = {"kitti": 80.0}.get(config.data, 10.0) if config.task == "supervised" else 100.0
+    task = (SupervisedTask if config.task == "supervised" else SelfSupervisedTask)(config, max_depth, distributed)
+    for module in task.modules().values():
+        module.to(getattr(torch, config.dtype))
+    return task
