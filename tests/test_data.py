@@ -194,10 +194,22 @@ def test_embedded_samples():
     total = sum(f.stat().st_size for f in dd.SAMPLES_DIR.rglob("*") if f.is_file())
     assert total < 10 * 2**20
     assert (dd.SAMPLES_DIR / "README.md").is_file() and (dd.SAMPLES_DIR / "kitti" / "LICENSE.md").is_file()
+    tum = dd.load_samples("tum")  # the held-out indoor pairs of the NYU runs: TUM depth is metres x 5000
+    assert len(tum) == 2 and all(item["image"].shape == (3, 480, 640) for item in tum)
+    assert all(0.5 < _valid(item["depth"]).median().item() < 5.0 for item in tum)
+    assert (dd.SAMPLES_DIR / "tum" / "SOURCE_LICENSE.txt").is_file()
     with pytest.raises(ValueError, match="kind"):
-        dd.load_samples("tum")
+        dd.load_samples("middlebury")
     with pytest.raises(ValueError, match="no frame sequence"):
         dd.load_samples("nyu", sequence=True)
+
+
+def test_nyu_runs_evaluate_on_held_out_frames():
+    from depthmetric.training import TrainConfig, load_data
+
+    train_set, eval_set, preset = load_data(TrainConfig().resolved())
+    assert preset == "nyu" and len(train_set) == 3 and len(eval_set) == 2
+    assert not any(torch.equal(a["image"], b["image"]) for a in train_set for b in eval_set)
 
 
 # --- synthetic scenes ---------------------------------------------------------------------------------------

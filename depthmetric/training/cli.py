@@ -1,4 +1,5 @@
-"""Command line: ``python -m depthmetric train | evaluate | predict | compare`` (also the ``depthmetric`` command).
+"""Command line: ``python -m depthmetric train | evaluate | predict | compare | ablate`` (also the ``depthmetric``
+command).
 
 ``python -m depthmetric train`` with no arguments is the main job: LTDepth trained with SILog + the fused
 multi-range contrastive loss on the NYU sample shipped in the package, metrics before and after, a figure
@@ -11,7 +12,6 @@ import argparse
 import dataclasses
 import json
 import os
-import subprocess
 import sys
 import time
 
@@ -78,6 +78,8 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the depth network")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the model and every random stream "
                                                             "(default: %(default)s)")
+    p.add_argument("--init-ulps", type=int, default=d.init_ulps,
+                   help="move every initial weight this many ulps: how far rounding alone takes a run apart")
     p.add_argument("--no-deterministic", dest="deterministic", action="store_false",
                    help="do not call torch.use_deterministic_algorithms on CPU")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -133,7 +135,7 @@ def _cmd_evaluate(args) -> int:
     overrides = {"backend": args.backend, "device": args.device}
     if args.data:
         overrides["data"] = args.data
-    for name in ("data_root", "train_split", "eval_split", "depth_root"):
+    for name in ("data_root", "train_split", "eval_split", "depth_root", "dtype"):
         if getattr(args, name, None):
             overrides[name] = getattr(args, name)
     runtime = start(args.device)  # under torchrun each rank evaluates its share of the images
@@ -180,62 +182,26 @@ def _cmd_predict(args) -> int:
     return 0
 
 
-def _run_child(argv: list[str]) -> dict:
-    """Run ``python -m depthmetric train ...`` in a fresh process (clean peak RSS) and read its results."""
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "depthmetric", "train", *argv], check=True)
-    wall = time.perf_counter() - start
-    out = argv[argv.index("--out") + 1]
-    with open(os.path.join(out, "metrics.json")) as f:
-        results = json.load(f)
-    results["timing"]["process_wall_seconds"] = wall
-    return results
-
-
 def _cmd_compare(args) -> int:
-    """The same training run with the compiled kernels and with the pure-PyTorch reference losses."""
-    import numpy as np
+    """The same training run with the compiled kernels, the reference losses and the reference from weights
+    one ulp away (see ``experiments.compare``)."""
+    from .experiments import compare
 
     out = args.out or os.path.join("runs", "compare-" + time.strftime("%Y%m%d-%H%M%S"))
-    runs = {}
-    for backend in ("auto", "reference"):
-        argv = ["--backend", backend, "--out", os.path.join(out, backend), "--seed", str(args.seed),
-                "--steps", str(args.steps), "--eval-every", str(args.steps), *args.train_args]
-        print(f"== backend={backend}: python -m depthmetric train {' '.join(argv)}", flush=True)
-        runs[backend] = _run_child(argv)
-    kernel, reference = runs["auto"], runs["reference"]
-    a, b = np.asarray(kernel["history"]["loss"]), np.asarray(reference["history"]["loss"])
-    diff = np.abs(a - b)
-    rel = diff / np.maximum(np.abs(b), 1e-12)
-    tk, tr = kernel["timing"], reference["timing"]
-    summary = {
-        "steps": int(a.size),
-        "loss_first": float(a[0]), "loss_last_kernel": float(a[-1]), "loss_last_reference": float(b[-1]),
-        "max_abs_loss_diff": float(diff.max()),
-        "max_rel_loss_diff": float(rel.max()),
-        # Training amplifies float-level differences (summation order) step by step, as between any two
-        # implementations: the curves agree to float precision at first, then drift apart chaotically.
-        "steps_within_rel_1e-4": int(np.argmax(rel > 1e-4)) if (rel > 1e-4).any() else int(a.size),
-        "mean_loss_last_20": {"kernel": float(a[-20:].mean()), "reference": float(b[-20:].mean())},
-        "train_seconds": {"kernel": tk["train_seconds"], "reference": tr["train_seconds"]},
-        "loss_seconds": {"kernel": tk["loss_seconds"], "reference": tr["loss_seconds"]},
-        "peak_rss_mb": {"kernel": tk["peak_rss_mb"], "reference": tr["peak_rss_mb"]},
-        "speedup_train": tr["train_seconds"] / tk["train_seconds"],
-        "speedup_loss": tr["loss_seconds"] / tk["loss_seconds"],
-        "metrics_after": {"kernel": kernel["metrics_after"], "reference": reference["metrics_after"]},
-        "device": kernel["device"], "threads": tk["threads"], "torch": kernel["torch"],
-    }
-    with open(os.path.join(out, "compare.json"), "w") as f:
-        json.dump(summary, f, indent=1)
-    print(f"\nsame seed, {summary['steps']} steps: the first {summary['steps_within_rel_1e-4']} losses agree within "
-          f"1e-4 relative; max |loss_kernel - loss_reference| = {summary['max_abs_loss_diff']:.2e} (relative "
-          f"{summary['max_rel_loss_diff']:.2e}); mean loss of the last 20 steps "
-          f"{summary['mean_loss_last_20']['kernel']:.4f} vs {summary['mean_loss_last_20']['reference']:.4f}")
-    print(f"training loop: kernel {tk['train_seconds']:.1f} s, reference {tr['train_seconds']:.1f} s "
-          f"({summary['speedup_train']:.2f}x); losses alone (forward+backward): {tk['loss_seconds']:.2f} s vs "
-          f"{tr['loss_seconds']:.2f} s ({summary['speedup_loss']:.2f}x); peak RSS {tk['peak_rss_mb']:.0f} MB vs "
-          f"{tr['peak_rss_mb']:.0f} MB")
-    print(f"wrote {os.path.join(out, 'compare.json')}")
+    compare(args.steps, args.seed, out, args.dtype, args.train_args)
+    return 0
+
+
+def _cmd_ablate(args) -> int:
+    from .experiments import ablate
+    from .runtime import start, stop
+
+    config, _ = _config_from_args(args, args.parser)
+    runtime = start(config.device)  # under torchrun: every rank runs the sweep, each run on all ranks
+    try:
+        ablate(config, args.seeds, args.weights, args.out or os.path.join("runs", "ablate"), runtime)
+    finally:
+        stop(runtime)
     return 0
 
 
@@ -257,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="auto", choices=("auto", "cuda", "cpu", "reference"))
     p.add_argument("--device", default="cpu")
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
+    p.add_argument("--dtype", choices=("float32", "float64"), default=None,
+                   help="precision of the evaluation (default: the checkpoint's)")
     p.add_argument("--out", default=None, help="write the metrics as JSON here")
     p.add_argument("--figure", default=None, help="write a PNG of the first predictions here")
     p.set_defaults(func=_cmd_evaluate)
@@ -276,10 +244,20 @@ def build_parser() -> argparse.ArgumentParser:
                                        "curves, time and peak memory")
     p.add_argument("--steps", type=int, default=100, help="default: %(default)s")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                   help="precision of the runs (float64: the backends' curves agree to ~1e-9) (default: %(default)s)")
     p.add_argument("--out", default=None, help="default: runs/compare-<timestamp>")
     p.add_argument("train_args", nargs=argparse.REMAINDER,
                    help="further arguments for both train runs (after --), e.g. -- --data synthetic")
     p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser("ablate", help="the paper's ablation of the regulariser (none, uniform, multi-range, "
+                                      "optionally a weight sweep) over seeds, on held-out data")
+    _add_train_arguments(p)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="default: %(default)s")
+    p.add_argument("--weights", type=float, nargs="*", default=[],
+                   help="also multi-range with these --metric-weight values, e.g. 0.1 0.3")
+    p.set_defaults(func=_cmd_ablate, parser=p, steps=200)
     return parser
 
 

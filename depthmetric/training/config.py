@@ -46,6 +46,7 @@ class TrainConfig:
     amp: str = "off"
     compile: bool = False
     seed: int = 0
+    init_ulps: int = 0  # move every initial weight this many ulps (nextafter): how a run amplifies rounding
     deterministic: bool = True
     threads: int | None = None  # torch.set_num_threads; None keeps torch's default (one per core)
     workers: int = 0  # DataLoader worker processes

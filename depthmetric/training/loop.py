@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import resource
 import time
@@ -43,6 +44,16 @@ def schedule(optimizer, config: TrainConfig):
         return warmup
     cosine = lr.CosineAnnealingLR(optimizer, T_max=config.steps - config.warmup, eta_min=0.05 * config.lr)
     return lr.SequentialLR(optimizer, [warmup, cosine], milestones=[config.warmup])
+
+
+@torch.no_grad()
+def _move_ulps(task, ulps: int) -> None:
+    """Every floating parameter ``ulps`` representable numbers up (down when negative)."""
+    for module in task.modules().values():
+        for p in module.parameters():
+            target = torch.full_like(p, math.inf if ulps > 0 else -math.inf)
+            for _ in range(abs(ulps)):
+                p.copy_(torch.nextafter(p, target))
 
 
 def _peak_rss_mb() -> float:
@@ -116,6 +127,8 @@ def _train(config: TrainConfig, resume: str | None, datasets, runtime) -> dict:
     if train_set is None:
         raise ValueError("training on --data-root needs --train-split")
     task = build_task(config, max_depth=state["max_depth"] if state else None, distributed=runtime.distributed)
+    if config.init_ulps and state is None:
+        _move_ulps(task, config.init_ulps)
     for module in task.modules().values():
         module.to(device)
     set_train_mode(task, True)

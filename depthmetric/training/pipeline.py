@@ -42,10 +42,10 @@ def load_data(config: TrainConfig):
     """``(train_set, eval_set, eval_dataset_name)`` for ``config.data``; ``eval_dataset_name`` (``"nyu"``,
     ``"kitti"`` or None) picks the metric preset (depth range and crop).
 
-    * ``nyu`` / ``kitti`` without ``data_root``: the samples shipped in the package (3 NYU pairs; 5 KITTI
-      frames, or their 3 middle frames with both neighbours for self-supervised training). They are so few
-      that the same images serve for training and evaluation: the main job shows the losses fitting
-      real data, not generalisation.
+    * ``nyu`` / ``kitti`` without ``data_root``: the samples shipped in the package. ``nyu`` trains on its 3
+      NYU pairs and evaluates on the 2 shipped TUM RGB-D pairs (held out: another Kinect, other rooms);
+      ``kitti`` has no frames that may be held out (5 KITTI frames, or their 3 middle frames with both
+      neighbours for self-supervised training), so they serve for training and evaluation alike.
     * ``nyu`` / ``kitti`` with ``data_root``: the full data set in its official layout read through BTS-style
       split files ``train_split`` and ``eval_split`` (``depth_root`` for the depth maps when elsewhere).
     * ``synthetic``: procedural rooms (exact depth and poses), ``synthetic_size`` for training and 8 others
@@ -59,7 +59,9 @@ def load_data(config: TrainConfig):
         size = dict(height=config.height, width=config.width, sources=sources)
         return (data.SyntheticScenes(config.synthetic_size, seed=config.seed, **size),
                 data.SyntheticScenes(8, seed=config.seed + 10_000, **size), None)
-    if kind in ("nyu", "kitti") and config.data_root is None:
+    if kind == "nyu" and config.data_root is None:
+        return data.load_samples("nyu", sequence=sequence), data.load_samples("tum"), "nyu"
+    if kind == "kitti" and config.data_root is None:
         samples = data.load_samples(kind, sequence=sequence)
         return samples, data.load_samples(kind) if sequence else samples, kind
     if kind in ("nyu", "kitti"):

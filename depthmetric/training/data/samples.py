@@ -16,7 +16,7 @@ from .datasets import KITTIEigen, NYUDepthV2
 __all__ = ["SAMPLES_DIR", "SampleSet", "load_samples"]
 
 SAMPLES_DIR = pathlib.Path(__file__).resolve().parent / "samples"
-KINDS = ("nyu", "kitti")
+KINDS = ("nyu", "kitti", "tum")
 
 
 class SampleSet(Dataset):
@@ -37,7 +37,8 @@ class SampleSet(Dataset):
 def load_samples(kind: str = "nyu", sequence: bool = False, transform=None) -> Dataset:
     """The embedded sample as a Dataset of sample dicts (see :mod:`depthmetric.training.data`).
 
-    ``kind="nyu"``: 3 supervised samples, 480x640, Kinect depth (holes are 0). ``kind="kitti"``:
+    ``kind="nyu"``: 3 supervised samples, 480x640, Kinect depth (holes are 0). ``kind="tum"``: 2 TUM RGB-D
+    samples, 480x640, another Kinect in other rooms (the NYU runs' held-out set). ``kind="kitti"``:
     5 supervised samples, 375x1242, LiDAR depth (about 4% of pixels valid); with ``sequence=True`` the
     3 middle frames as sequence samples whose ``sources`` are the previous and next frame (no poses; the
     depth is the target's LiDAR). NYU has no sequence in the sample. ``transform(sample)`` is applied per
@@ -52,6 +53,10 @@ def load_samples(kind: str = "nyu", sequence: bool = False, transform=None) -> D
         if sequence:
             raise ValueError("the NYU sample has no frame sequence; use kind='kitti' for sequence=True")
         data = NYUDepthV2(root, root / "split.txt")
+    elif kind == "tum":
+        if sequence:
+            raise ValueError("the TUM sample has no frame sequence; use kind='kitti' for sequence=True")
+        data = NYUDepthV2(root, root / "split.txt", depth_scale=5000.0)  # TUM depth: metres x 5000
     elif sequence:
         data = KITTIEigen(root, root / "sequence_split.txt", sources=(-1, 1))
     else:
