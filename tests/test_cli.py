@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import depthmetric as dm
+
 from depthmetric.training.cli import build_parser, main
 
 TINY = '{"width_mult": 0.35, "stages": 3, "blocks_per_stage": 1, "decoder_channels": 16, "features": 8}'
@@ -23,7 +25,7 @@ def test_module_help_exits_zero():
     assert "--metric-weight" in done.stdout and "--backend" in done.stdout
 
 
-@pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["predict"], ["compare"]])
+@pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["predict"], ["compare"], ["ablate"]])
 def test_help_of_each_command(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([*command, "--help"])
@@ -85,3 +87,33 @@ def test_bad_arguments_exit_nonzero():
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--metric-loss", "maybe"])
     assert exit_info.value.code == 2
+
+
+def test_ablate_writes_its_summary_and_resumes(tmp_path, capsys):
+    out = tmp_path / "ablate"
+    argv = ["ablate", *RUN, "--steps", "2", "--seeds", "0", "1", "--weights", "0.5", "--out", str(out)]
+    assert main(argv) == 0
+    summary = json.loads((out / "ablation.json").read_text())
+    assert list(summary["runs"]) == ["none", "uniform", "multi-range", "multi-range w=0.5"]
+    assert all(len(runs) == 2 for runs in summary["runs"].values())
+    assert summary["std"]["none"]["AbsRel"] >= 0 and (out / "ablation.png").stat().st_size > 0
+    assert "AbsRel" in capsys.readouterr().out
+    first = (out / "none" / "seed0" / "metrics.json").stat().st_mtime_ns
+    assert main(argv) == 0  # a finished sweep: every run is read back, none trained again
+    assert (out / "none" / "seed0" / "metrics.json").stat().st_mtime_ns == first
+    assert json.loads((out / "ablation.json").read_text())["mean"] == summary["mean"]
+
+
+@pytest.mark.skipif(not dm.build_info()["compiled"], reason="compare runs the compiled kernels")
+def test_compare_reports_each_pair(tmp_path):
+    out = tmp_path / "compare"
+    backend = RUN.index("--backend")
+    common = RUN[:backend] + RUN[backend + 2:]  # compare sets each run's backend itself
+    assert main(["compare", "--steps", "2", "--dtype", "float64", "--out", str(out), "--", *common]) == 0
+    runs = {name: json.loads((out / name / "config.json").read_text()) for name in ("kernel", "reference")}
+    assert runs["kernel"]["backend"] == "auto" and runs["reference"]["backend"] == "reference"
+    summary = json.loads((out / "compare.json").read_text())
+    assert set(summary["pairs"]) == {"kernel vs reference", "reference vs reference+1ulp"}
+    assert summary["pairs"]["kernel vs reference"]["max_rel_loss_diff"] < 1e-9
+    assert summary["pairs"]["reference vs reference+1ulp"]["max_rel_loss_diff"] > 0
+    assert (out / "compare.png").stat().st_size > 0
