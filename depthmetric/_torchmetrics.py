@@ -20,9 +20,10 @@ class DepthMetricsTM(Metric):
     higher_is_better = None
 
     def __init__(self, dataset=None, min_depth=None, max_depth=None, crop="auto", median_scaling=False,
-                 backend="auto", **kwargs):
+                 backend="auto", bounds="open", **kwargs):
         super().__init__(**kwargs)
-        self._options = metrics.DepthMetrics(dataset, min_depth, max_depth, crop, median_scaling, backend).options
+        self._options = metrics.DepthMetrics(dataset, min_depth, max_depth, crop, median_scaling, backend,
+                                             bounds=bounds).options
         self.add_state("sums", default=torch.zeros(len(metrics.METRICS), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("images", default=torch.zeros((), dtype=torch.int64), dist_reduce_fx="sum")
         self.add_state("ids", default=[], dist_reduce_fx="cat")

@@ -82,6 +82,16 @@ def _settings(dataset, min_depth, max_depth, crop):
     return lo, hi, crop
 
 
+BOUNDS = ("open", "closed")
+
+
+def _check_bounds(bounds: str) -> bool:
+    """``True`` for the closed interval ``[min_depth, max_depth]``."""
+    if bounds not in BOUNDS:
+        raise ValueError(f"bounds must be one of {BOUNDS}, got {bounds!r}")
+    return bounds == "closed"
+
+
 def _median(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Per-image median of ``x`` (``B,...``) over ``valid``, as ``numpy.median`` (mean of the two middle
     values for an even count); 0 for an image without valid entries."""
@@ -93,11 +103,11 @@ def _median(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return torch.where(n > 0, mid, 0.0)
 
 
-def _median_scale(pred, gt, mask, lo, hi, window) -> torch.Tensor:
+def _median_scale(pred, gt, mask, lo, hi, closed, window) -> torch.Tensor:
     """Monodepth2's per-image ``median(gt) / median(pred)`` over the evaluated pixels (before clamping)."""
     r0, r1, c0, c1 = window
     p, g = pred[:, 0, r0:r1, c0:c1].double(), gt[:, 0, r0:r1, c0:c1].double()
-    valid = _checks.valid_depth(g) & (g >= lo) & (g <= hi) & torch.isfinite(p)
+    valid = _checks.valid_depth(g) & _reference.in_range(g, lo, hi, closed) & torch.isfinite(p)
     if mask is not None:
         valid &= mask[:, 0, r0:r1, c0:c1]
     med_p = _median(p, valid)
@@ -132,6 +142,7 @@ def compute(
     median_scaling: bool = False,
     *,
     mask: torch.Tensor | None = None,
+    bounds: str = "open",
     interpolate: bool = True,
     backend: str = "auto",
 ) -> dict:
@@ -140,8 +151,8 @@ def compute(
     ``dataset`` ``"nyu"`` (depth 1e-3..10 m, Eigen crop) or ``"kitti"`` (1e-3..80 m, Garg crop) sets the
     defaults; an explicit ``min_depth``/``max_depth`` overrides them, ``crop="auto"`` takes the dataset's
     crop and ``crop=None`` none (see :func:`crop_window`). Per image, a pixel counts when it lies in the
-    crop, ``gt`` is finite, ``> 0`` and in ``[min_depth, max_depth]`` (inclusive, as the SPEC says) and
-    ``mask`` (optional) is True. The prediction is first multiplied by ``median(gt) / median(pred)`` over
+    crop, ``gt`` is finite, ``> 0`` and ``min_depth < gt < max_depth`` (strict, as Monodepth2, BTS and
+    ZoeDepth count it and the SPEC says; ``bounds="closed"`` counts both ends) and ``mask`` (optional) is True. The prediction is first multiplied by ``median(gt) / median(pred)`` over
     those pixels when ``median_scaling`` (Monodepth2, for self-supervised models), then clamped to
     ``[min_depth, max_depth]`` as the standard evaluation code does; a pixel whose prediction is then not
     ``> 0`` (only possible without ``min_depth``) is left out, having no log. NaN/Inf predictions raise (see
@@ -154,17 +165,18 @@ def compute(
     ``"scale"``: the ``B`` float64 factors the prediction was multiplied by (1 without median scaling).
     """
     lo, hi, crop = _settings(dataset, min_depth, max_depth, crop)
+    closed = _check_bounds(bounds)
     pred, gt, mask = checked_pair(pred, gt, mask, target_name="gt")
     pred = resized_prediction(pred, gt, interpolate, "gt", dtype=_checks.accumulate_dtype(pred.dtype))
     if pred.dtype != gt.dtype:
         common = torch.promote_types(pred.dtype, gt.dtype)
         pred, gt = pred.to(common), gt.to(common)
     window = crop_window(crop, gt.shape[-2], gt.shape[-1], dataset)
-    scale = _median_scale(pred, gt, mask, lo, hi, window) if median_scaling else None
+    scale = _median_scale(pred, gt, mask, lo, hi, closed, window) if median_scaling else None
     if _ext.use_kernel(backend, pred.device):
-        sums = torch.ops.depthmetric.depth_metric_sums(pred, gt, mask, scale, lo, hi, list(window))
+        sums = torch.ops.depthmetric.depth_metric_sums(pred, gt, mask, scale, lo, hi, list(window), closed)
     else:
-        sums = _reference.depth_metric_sums(pred, gt, mask, scale, lo, hi, window)
+        sums = _reference.depth_metric_sums(pred, gt, mask, scale, lo, hi, window, closed)
     per_image = from_sums(sums)
     has_valid = sums[:, 0] > 0
     images = has_valid.sum().clamp(min=1).to(torch.float64)
@@ -232,14 +244,15 @@ class DepthMetrics:
 
     def __init__(self, dataset: str | None = None, min_depth: float | None = None, max_depth: float | None = None,
                  crop: str | None = "auto", median_scaling: bool = False, backend: str = "auto", *,
-                 sync: bool = True, process_group=None):
+                 bounds: str = "open", sync: bool = True, process_group=None):
         _settings(dataset, min_depth, max_depth, crop)
         for name, flag in (("median_scaling", median_scaling), ("sync", sync)):
             if not isinstance(flag, bool):
                 raise TypeError(f"{name} must be True or False, got {flag!r}")
         _ext.check_backend(backend)
+        _check_bounds(bounds)
         self.options = dict(dataset=dataset, min_depth=min_depth, max_depth=max_depth, crop=crop,
-                            median_scaling=median_scaling, backend=backend)
+                            median_scaling=median_scaling, bounds=bounds, backend=backend)
         self.sync, self.process_group = sync, process_group
         self.reset()
 

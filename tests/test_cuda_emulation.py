@@ -120,7 +120,7 @@ def test_depth_metric_sums_match_cpu_kernel(emulated, shape, dtype):
     mask = torch.rand(shape, generator=g) < 0.8
     scale = torch.rand(B, generator=g, dtype=torch.float64) + 0.5
     window = [H // 5, H - H // 7, W // 6, W]
-    for args in ((None, None, 0.0, math.inf, [0, H, 0, W]), (mask, scale, 0.1, 8.0, window)):
+    for args in ((None, None, 0.0, math.inf, [0, H, 0, W], False), (mask, scale, 0.1, 8.0, window, True)):
         got = emulated.depth_metric_sums(pred, gt, *args)
         want = torch.ops.depthmetric.depth_metric_sums(pred, gt, *args)
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-9)  # float64 sums, other order

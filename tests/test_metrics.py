@@ -42,7 +42,7 @@ def np_image(pred, gt, lo, hi, window, median_scaling=False, mask=None):
     keep = np.zeros(gt.shape, bool)
     keep[r0:r1, c0:c1] = True
     with np.errstate(invalid="ignore"):
-        keep &= np.isfinite(gt) & (gt > 0) & (gt >= lo) & (gt <= hi)
+        keep &= np.isfinite(gt) & (gt > 0) & (gt > lo) & (gt < hi)  # strict, as Monodepth2's evaluation
     if mask is not None:
         keep &= mask
     p, g = pred[keep].astype(np.float64), gt[keep].astype(np.float64)
@@ -230,10 +230,26 @@ def test_kernel_matches_reference(device, dtype, tol, shape):
     scale = torch.rand(shape[0], dtype=torch.float64, device=device) + 0.5
     window = [H // 5, H - H // 7, W // 6, W]
     for args in ((None, None, 0.0, math.inf, [0, H, 0, W]), (mask, scale, 0.1, 8.0, window)):
-        got = torch.ops.depthmetric.depth_metric_sums(pred, gt, *args)
-        want = reference_sums(pred, gt, *args[:4], tuple(args[4]))
-        assert got.dtype == torch.float64 and got.shape == (shape[0], 10)
-        torch.testing.assert_close(got, want, rtol=tol, atol=tol * 10)
+        for closed in (False, True):
+            got = torch.ops.depthmetric.depth_metric_sums(pred, gt, *args, closed)
+            want = reference_sums(pred, gt, *args[:4], tuple(args[4]), closed)
+            assert got.dtype == torch.float64 and got.shape == (shape[0], 10)
+            torch.testing.assert_close(got, want, rtol=tol, atol=tol * 10)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_depth_range_is_strict_unless_closed(backend):
+    """Monodepth2, BTS and ZoeDepth count min_depth < gt < max_depth: NYU depth capped at exactly 10 m, or
+    at 1e-3, is left out. Worked by hand: open counts gt 0.5 alone (AbsRel |0.6 - 0.5| / 0.5 = 0.2); closed
+    also counts gt 1e-3 (pred 0.002: AbsRel 1) and gt 10 (pred 10: AbsRel 0), mean (1 + 0.2 + 0) / 3 = 0.4."""
+    gt = torch.tensor([1e-3, 0.5, 10.0, 11.0], dtype=torch.float64).view(1, 1, 1, 4)
+    pred = torch.tensor([0.002, 0.6, 10.0, 9.0], dtype=torch.float64).view(1, 1, 1, 4)
+    strict = compute(pred, gt, dataset="nyu", crop=None, backend=backend)
+    assert strict["valid_pixels"].tolist() == [1] and float(strict["AbsRel"]) == pytest.approx(0.2)
+    closed = compute(pred, gt, dataset="nyu", crop=None, bounds="closed", backend=backend)
+    assert closed["valid_pixels"].tolist() == [3] and float(closed["AbsRel"]) == pytest.approx(0.4)
+    with pytest.raises(ValueError, match="bounds"):
+        compute(pred, gt, bounds="inclusive", backend=backend)
 
 
 @needs_kernel

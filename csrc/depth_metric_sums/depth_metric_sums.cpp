@@ -3,7 +3,8 @@
 #include <torch/csrc/stable/library.h>
 
 STABLE_TORCH_LIBRARY_FRAGMENT(depthmetric, m) {
+  // closed: count min_depth <= gt <= max_depth instead of the strict min_depth < gt < max_depth.
   m.def(
       "depth_metric_sums(Tensor pred, Tensor gt, Tensor? mask, Tensor? scale, float min_depth, float max_depth, "
-      "int[] window) -> Tensor");
+      "int[] window, bool closed=False) -> Tensor");
 }

@@ -25,11 +25,13 @@ struct Sums {
   }
 };
 
-// Adds pixel (p, g) when it counts: g valid and in [lo, hi]; p (already scaled) clamped to [lo, hi] as the
-// standard evaluation code does, then valid. A NaN p fails both clamp comparisons and stays invalid.
+// Adds pixel (p, g) when it counts: g valid and in (lo, hi), strictly as Monodepth2, BTS and ZoeDepth count
+// it (SPEC section 4), or in [lo, hi] when closed; p (already scaled) clamped to [lo, hi] as the standard
+// evaluation code does, then valid. A NaN p fails both clamp comparisons and stays invalid.
 template <typename acc_t>
-DM_HOST_DEVICE void add_pixel(acc_t p, acc_t g, acc_t lo, acc_t hi, Sums& s) {
-  if (!(is_valid_depth(g) && g >= lo && g <= hi)) return;
+DM_HOST_DEVICE void add_pixel(acc_t p, acc_t g, acc_t lo, acc_t hi, bool closed, Sums& s) {
+  const bool in_range = closed ? (g >= lo && g <= hi) : (g > lo && g < hi);
+  if (!(is_valid_depth(g) && in_range)) return;
   p = p < lo ? lo : (p > hi ? hi : p);
   if (!is_valid_depth(p)) return;
   const acc_t d = p - g, q = p / g;  // divisions, not a reciprocal: p == g must give exactly q == 1

@@ -11,6 +11,14 @@ SUMS = ("count", "abs_rel", "sq_rel", "sq_err", "log_err", "log_err_sq", "abs_lo
         "delta3")
 
 
+def in_range(gt: torch.Tensor, min_depth: float, max_depth: float, closed: bool) -> torch.Tensor:
+    """The SPEC's evaluated depths: ``min_depth < gt < max_depth``, strictly as Monodepth2, BTS and ZoeDepth
+    count them (a NYU depth capped at exactly 10 m is left out), or the closed interval."""
+    if closed:
+        return (gt >= min_depth) & (gt <= max_depth)
+    return (gt > min_depth) & (gt < max_depth)
+
+
 def depth_metric_sums(
     pred: torch.Tensor,
     gt: torch.Tensor,
@@ -19,19 +27,20 @@ def depth_metric_sums(
     min_depth: float,
     max_depth: float,
     window: tuple[int, int, int, int],
+    closed: bool = False,
 ) -> torch.Tensor:
     """``B,10`` float64 sums over the counted pixels of each image (columns :data:`SUMS`).
 
     ``pred``, ``gt``: ``B,1,H,W`` of one float dtype; per-pixel math runs in its accumulation dtype.
     A pixel inside ``window = (row0, row1, col0, col1)`` counts when ``gt`` is finite, ``> 0`` and in
-    ``[min_depth, max_depth]``, ``mask`` (``B,1,H,W`` bool, optional) is True, and the prediction, multiplied
+    ``(min_depth, max_depth)`` (``[min_depth, max_depth]`` when ``closed``; see :func:`in_range`), ``mask`` (``B,1,H,W`` bool, optional) is True, and the prediction, multiplied
     by ``scale`` (``B`` float64, optional) and clamped to ``[min_depth, max_depth]``, is finite and ``> 0``.
     """
     acc = accumulate_dtype(pred.dtype)
     r0, r1, c0, c1 = window
     p = pred[:, 0, r0:r1, c0:c1].to(acc)
     g = gt[:, 0, r0:r1, c0:c1].to(acc)
-    valid = valid_depth(g) & (g >= min_depth) & (g <= max_depth)
+    valid = valid_depth(g) & in_range(g, min_depth, max_depth, closed)
     if mask is not None:
         valid &= mask[:, 0, r0:r1, c0:c1]
     if scale is not None:

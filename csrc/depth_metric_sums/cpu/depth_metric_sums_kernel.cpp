@@ -16,7 +16,7 @@ namespace {
 
 template <typename scalar_t>
 void sums_rows(const Tensor& pred, const Tensor& gt, const std::optional<Tensor>& mask, const double* scale,
-               double min_depth, double max_depth, const Window& w, Tensor& out) {
+               double min_depth, double max_depth, bool closed, const Window& w, Tensor& out) {
   using acc_t = acc_type<scalar_t>;
   const auto p = strided_view4<const scalar_t>(pred);
   const auto g = strided_view4<const scalar_t>(gt);
@@ -34,7 +34,7 @@ void sums_rows(const Tensor& pred, const Tensor& gt, const std::optional<Tensor>
       for (int64_t c = w.c0; c < w.c1; ++c) {
         if (mv.data && !mv(b, 0, h, c)) continue;
         const acc_t pv = static_cast<acc_t>(p(b, 0, h, c)) * s;
-        add_pixel<acc_t>(pv, static_cast<acc_t>(g(b, 0, h, c)), lo, hi, acc);
+        add_pixel<acc_t>(pv, static_cast<acc_t>(g(b, 0, h, c)), lo, hi, closed, acc);
       }
       rows[row] = acc;
     }
@@ -50,13 +50,13 @@ void sums_rows(const Tensor& pred, const Tensor& gt, const std::optional<Tensor>
 
 Tensor sums_cpu(const Tensor& pred, const Tensor& gt, const std::optional<Tensor>& mask,
                 const std::optional<Tensor>& scale, double min_depth, double max_depth,
-                const std::vector<int64_t>& window) {
+                const std::vector<int64_t>& window, bool closed) {
   const Window w = check_inputs(pred, gt, mask, scale, min_depth, max_depth, window);
   auto out = zeros(pred, {pred.size(0), kNumSums}, ScalarType::Double);
   const auto scale_c = scale.has_value() ? std::optional<Tensor>(torch::stable::contiguous(*scale)) : std::nullopt;
   DM_DISPATCH_FLOATING_TYPES(pred.scalar_type(), "depth_metric_sums_cpu", [&] {
-    sums_rows<scalar_t>(pred, gt, mask, scale_c ? data_of<const double>(*scale_c) : nullptr, min_depth, max_depth, w,
-                        out);
+    sums_rows<scalar_t>(pred, gt, mask, scale_c ? data_of<const double>(*scale_c) : nullptr, min_depth, max_depth,
+                        closed, w, out);
   });
   return out;
 }

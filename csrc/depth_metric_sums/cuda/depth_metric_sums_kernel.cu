@@ -23,7 +23,7 @@ constexpr int64_t kPixelsPerThread = 8;
 template <typename scalar_t>
 __global__ void partial_sums_kernel(StridedView4<const scalar_t> p, StridedView4<const scalar_t> g,
                                     StridedView4<const bool> m, const double* __restrict__ scale,
-                                    acc_type<scalar_t> lo, acc_type<scalar_t> hi, int64_t r0, int64_t c0,
+                                    acc_type<scalar_t> lo, acc_type<scalar_t> hi, bool closed, int64_t r0, int64_t c0,
                                     int64_t cols, int64_t n_pixels, double* __restrict__ partial) {
   using acc_t = acc_type<scalar_t>;
   const int64_t b = blockIdx.y;
@@ -34,7 +34,7 @@ __global__ void partial_sums_kernel(StridedView4<const scalar_t> p, StridedView4
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t h = r0 + i / cols, c = c0 + i % cols;
     if (m.data && !m(b, 0, h, c)) continue;
-    add_pixel<acc_t>(static_cast<acc_t>(p(b, 0, h, c)) * s, static_cast<acc_t>(g(b, 0, h, c)), lo, hi, acc);
+    add_pixel<acc_t>(static_cast<acc_t>(p(b, 0, h, c)) * s, static_cast<acc_t>(g(b, 0, h, c)), lo, hi, closed, acc);
   }
   __shared__ double warp_sums[kWarps][kNumSums];
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
@@ -66,7 +66,7 @@ __global__ void finish_kernel(const double* __restrict__ partial, int64_t chunks
 
 Tensor sums_cuda(const Tensor& pred, const Tensor& gt, const std::optional<Tensor>& mask,
                  const std::optional<Tensor>& scale, double min_depth, double max_depth,
-                 const std::vector<int64_t>& window) {
+                 const std::vector<int64_t>& window, bool closed) {
   const Window w = check_inputs(pred, gt, mask, scale, min_depth, max_depth, window);
   const CudaDeviceGuard guard(pred);
   const int64_t B = pred.size(0), n_pixels = w.rows() * w.cols();
@@ -84,7 +84,7 @@ Tensor sums_cuda(const Tensor& pred, const Tensor& gt, const std::optional<Tenso
     DM_LAUNCH(partial_sums_kernel<scalar_t>, dim3(static_cast<unsigned>(chunks), static_cast<unsigned>(B)),
               kThreadsPerBlock, strided_view4<const scalar_t>(pred), strided_view4<const scalar_t>(gt), mv,
               scale_c ? data_of<const double>(*scale_c) : nullptr, static_cast<acc_t>(min_depth),
-              static_cast<acc_t>(max_depth), w.r0, w.c0, w.cols(), n_pixels, data_of<double>(partial));
+              static_cast<acc_t>(max_depth), closed, w.r0, w.c0, w.cols(), n_pixels, data_of<double>(partial));
   });
   const int64_t n_out = B * kNumSums;
   DM_LAUNCH(finish_kernel, grid_for(n_out), kThreadsPerBlock, data_of<const double>(partial), chunks, n_out,
