@@ -107,11 +107,13 @@ def check_values(named: dict, unit_range: bool = False) -> None:
     if unit_range and not _warned_outside_unit:
         for k in present:
             lo, hi = extremes[k]
-            if lo < 0 or hi > 1:
+            slack = 4 * torch.finfo(named[names[k]].dtype).eps  # rounding, e.g. a warp giving 1 + 2e-16
+            if lo < -slack or hi > 1 + slack:
                 _warned_outside_unit = True
-                warnings.warn(f"{names[k]} has values outside [0, 1] (min {lo:.4g}, max {hi:.4g}); SSIM's "
+                warnings.warn(f"{names[k]} has values outside [0, 1] (min {lo:.10g}, max {hi:.10g}); SSIM's "
                               "constants assume images in [0, 1]. This warning is shown once.", stacklevel=4)
                 break
+
 
 def depth_map(name: str, depth, batch: int | None = None) -> torch.Tensor:
     """Accept ``B,1,H,W`` or ``B,H,W`` depth and return ``B,1,H,W``; NaN/Inf/<=0 stay, they mean invalid."""

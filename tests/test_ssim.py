@@ -291,3 +291,17 @@ def test_outside_unit_range_warns_once(monkeypatch):
         warnings.simplefilter("error")
         dm.ssim(x - 1, y, backend="reference")
         dm.ssim(x, y, backend="reference")
+
+
+def test_unit_range_warning_allows_rounding_and_prints_its_digits(monkeypatch):
+    """A warped image can hold 1 + 2e-16 (rounding): no warning; a real excess prints enough digits."""
+    monkeypatch.setattr(_checks, "_warned_outside_unit", False)
+    x = torch.full((1, 3, 6, 6), 1.0 + 2e-16, dtype=torch.float64)
+    assert float(x.max()) > 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dm.ssim(x, x.clone(), backend="reference")
+    y = x.clone()
+    y[0, 0, 0, 0] = 1.0001
+    with pytest.warns(UserWarning, match=r"max 1\.0001\)"):
+        dm.ssim(x, y, backend="reference")
