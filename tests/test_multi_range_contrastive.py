@@ -108,6 +108,22 @@ def test_all_invalid_gives_zero_loss_and_zero_grad(device):
         assert loss.item() == 0.0 and torch.count_nonzero(grad) == 0
 
 
+@pytest.mark.parametrize("backend", ["reference"] + (["auto"] if dm.build_info()["compiled"] else []))
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("case", ["1x1 map", "no shifts"])
+def test_no_counted_pair_gives_zero_with_a_zero_gradient(case, reduction, backend):
+    """The SPEC: with no counted pair the loss is 0 with a zero gradient on every backend (not a constant
+    without grad_fn, on which backward() raises)."""
+    shape = (2, 4, 1, 1) if case == "1x1 map" else (2, 4, 3, 3)
+    features = torch.randn(shape, requires_grad=True)
+    depth = torch.rand(shape[0], 1, *shape[2:]) + 1
+    kw = dict(n_across=0) if case == "1x1 map" else dict(shifts=torch.zeros(0, 3, dtype=torch.long))
+    loss = mrc_loss(features, depth, reduction=reduction, backend=backend, **kw)
+    loss.sum().backward()
+    assert torch.count_nonzero(loss) == 0 and features.grad is not None
+    assert torch.count_nonzero(features.grad) == 0
+
+
 @needs_ext
 @pytest.mark.parametrize("device", DEVICES)
 def test_zero_distance_gradient_is_zero_not_nan(device):

@@ -28,7 +28,8 @@ def multi_range_contrastive(
     anchors = slice(anchor_start, depth.shape[0] if anchor_count is None else anchor_start + anchor_count)
     f = features.to(acc)
     valid = valid_depth(depth)
-    loss = torch.zeros_like(depth[anchors])
+    # Zero, but a function of the features: with no counted pair the loss still has a (zero) gradient.
+    loss = 0.0 * f[anchors].sum(1)
     count = torch.zeros(loss.shape, dtype=torch.int32, device=depth.device)
     for sb, sh, sw in shifts.tolist():
         f_s = torch.roll(f, (sb, sh, sw), dims=(0, 2, 3))[anchors]
