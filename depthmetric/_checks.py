@@ -89,10 +89,11 @@ def check_values(named: dict, unit_range: bool = False) -> None:
         return
     group = distributed.active_group() if _collective_checks else None
     names = list(named)
-    present = [k for k, name in enumerate(names) if named[name].numel()]
+    # Empty and meta tensors hold no values to check (shape inference on meta still runs).
+    present = [k for k, name in enumerate(names) if named[name].numel() and named[name].device.type != "meta"]
     if not present and group is None:
         return
-    extremes = [(0.0, 0.0)] * len(names)  # an empty tensor holds no bad value
+    extremes = [(0.0, 0.0)] * len(names)
     if present:
         found = torch.stack([torch.stack(torch.aminmax(named[names[k]].detach())).double() for k in present])
         for k, lo_hi in zip(present, found.tolist()):

@@ -338,6 +338,8 @@ def boundary_f1(
     if pred.shape != gt.shape:
         raise ValueError(f"pred must have gt's shape {tuple(gt.shape)}, got {tuple(pred.shape)}")
     mask = _checks.mask_map("mask", mask, gt)
+    if pred.device.type == "meta":  # shape inference: the contour histogram needs values
+        return torch.empty(pred.shape[0], dtype=torch.float64, device=pred.device)
     acc = torch.promote_types(_checks.accumulate_dtype(pred.dtype), _checks.accumulate_dtype(gt.dtype))
     pred, gt = pred[:, 0].to(acc), gt[:, 0].to(acc)
     valid = _checks.valid_depth(gt) & _checks.valid_depth(pred)

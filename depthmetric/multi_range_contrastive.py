@@ -202,6 +202,9 @@ def multi_range_contrastive_loss(
             features, depth, shifts.to(features.device), r_p, lo, hi, margins, *window
         )
     else:
+        if shifts.device.type == "meta":
+            raise ValueError("shifts on the meta device hold no values for the reference twin to roll by; pass "
+                             "them on the CPU, or use the compiled op (backend='auto') for shape inference")
         loss, count = _reference.multi_range_contrastive(features, depth, shifts.cpu(), r_p, ranges, margins,
                                                          *window)
 
