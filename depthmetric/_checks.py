@@ -43,6 +43,34 @@ def rank_local():
         _collective_checks = saved
 
 
+def generator(name: str, g) -> torch.Generator | None:
+    """``None`` or a ``torch.Generator``."""
+    if g is not None and not isinstance(g, torch.Generator):
+        raise TypeError(f"{name} must be a torch.Generator or None, got {type(g).__name__}")
+    return g
+
+
+def count(name: str, value) -> int:
+    """An int >= 0 (bool is not a count)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return value
+
+
+def numbers(name: str, values, length: int | None = None) -> list[float]:
+    """A sequence of real numbers (of ``length`` items when given) as floats."""
+    if isinstance(values, (str, bytes, torch.Tensor)) or not hasattr(values, "__iter__"):
+        raise TypeError(f"{name} must be a sequence of numbers, got {type(values).__name__} {values!r}")
+    values = list(values)
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
+        raise TypeError(f"{name} must hold numbers, got {values!r}")
+    if length is not None and len(values) != length:
+        raise ValueError(f"{name} must have {length} numbers, got {values!r}")
+    return [float(v) for v in values]
+
+
 def tensor(name: str, x) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")

@@ -327,7 +327,7 @@ def boundary_f1(
     ``> 0`` prediction and ``mask`` True; other pairs are contours in neither map. An image without any
     contour in either map scores 0, as in Depth Pro.
     """
-    ts = [float(t) for t in thresholds]
+    ts = _checks.numbers("thresholds", thresholds)
     if not ts or any(not (math.isfinite(t) and t >= 0) for t in ts):
         raise ValueError(f"thresholds must be a non-empty sequence of finite percentages >= 0, got {thresholds!r}")
     _checks.floating("pred", pred)

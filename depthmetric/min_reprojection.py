@@ -56,6 +56,7 @@ def draw_identity_noise(
     ``generator`` (on its device; the global RNG of the target's device when ``None``)."""
     B, _, H, W = target.shape
     acc = _checks.accumulate_dtype(target.dtype)
+    generator = _checks.generator("generator", generator)
     device = generator.device if generator is not None else target.device
     noise = torch.randn((n_sources, B, H, W), generator=generator, device=device, dtype=acc)
     return (noise * NOISE_STD).to(target.device)

@@ -55,6 +55,10 @@ def sample_shifts(
     shifted; with ``H == W == 1`` there are none); ``n_across`` draw ``s_k`` from ``[1, B-1]`` (none when
     ``B == 1``). The tensor lives on the generator's device (CPU by default).
     """
+    for name, value in (("batch", batch), ("height", height), ("width", width), ("n_within", n_within),
+                        ("n_across", n_across)):
+        _checks.count(name, value)
+    generator = _checks.generator("generator", generator)
     device = generator.device if generator is not None else torch.device("cpu")
 
     def draw(size: int, n: int) -> torch.Tensor:
@@ -87,10 +91,10 @@ def _drop_identity(shifts: torch.Tensor, B: int, H: int, W: int) -> torch.Tensor
 def _check_config(r_p, ranges, margins, n_within, n_across, reduction):
     if not (isinstance(r_p, (int, float)) and r_p > 0 and math.isfinite(r_p)):
         raise ValueError(f"r_p must be a positive finite number, got {r_p!r}")
-    ranges = [tuple(float(v) for v in r) for r in ranges]
-    if any(len(r) != 2 for r in ranges):
-        raise ValueError(f"ranges must be (lo, hi) pairs, got {ranges!r}")
-    margins = [float(m) for m in margins]
+    if isinstance(ranges, (str, bytes)) or not hasattr(ranges, "__iter__"):
+        raise TypeError(f"ranges must be a sequence of (lo, hi) pairs, got {ranges!r}")
+    ranges = [tuple(_checks.numbers(f"ranges[{j}]", r, length=2)) for j, r in enumerate(ranges)]
+    margins = _checks.numbers("margins", margins)
     if len(margins) != len(ranges):
         raise ValueError(f"len(margins) ({len(margins)}) must equal len(ranges) ({len(ranges)})")
     if len(ranges) > MAX_RANGES:
