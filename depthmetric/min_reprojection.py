@@ -63,13 +63,14 @@ def draw_identity_noise(
 
 
 def _check_noise(noise, n_sources: int, target: torch.Tensor) -> torch.Tensor:
-    _checks.tensor("noise", noise)
+    _checks.floating("noise", noise)  # integer noise would be cast silently
     B, _, H, W = target.shape
     if noise.dim() == 5 and noise.shape[2] == 1:
         noise = noise[:, :, 0]
     if tuple(noise.shape) != (n_sources, B, H, W):
         raise ValueError(f"noise must be S,B,H,W = {(n_sources, B, H, W)} (or S,B,1,H,W), got {tuple(noise.shape)}")
     _checks.same_device(target=target, noise=noise)
+    _checks.finite("noise", noise)
     return noise.to(_checks.accumulate_dtype(target.dtype))
 
 

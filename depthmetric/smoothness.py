@@ -23,7 +23,8 @@ def edge_aware_smoothness(disp: torch.Tensor, image: torch.Tensor) -> torch.Tens
     resolution. The mean of ``d`` is taken per image over ``H,W`` (plus 1e-7, as Monodepth2 does); ``dx``
     and ``dy`` are forward differences, so the two means run over ``B*H*(W-1)`` and ``B*(H-1)*W`` values.
     The image only weights the loss (its gradient still flows if it requires grad, as in Monodepth2).
-    Returns a scalar, float32 for 16/32-bit input and float64 for float64 input.
+    Returns a scalar, float32 for 16/32-bit input and float64 for float64 input. NaN/Inf in either input
+    raise a ``ValueError`` (see ``depthmetric.set_finite_checks``).
     """
     _checks.floating("image", image)
     _checks.ndim("image", image, 4, "B,C,H,W")
@@ -36,6 +37,7 @@ def edge_aware_smoothness(disp: torch.Tensor, image: torch.Tensor) -> torch.Tens
         )
     if disp.shape[2] < 2 or disp.shape[3] < 2:
         raise ValueError(f"disp must be at least 2x2 to have both gradients, got shape {tuple(disp.shape)}")
+    _checks.check_values({"disp": disp, "image": image})  # a NaN/Inf would turn the loss NaN
     dtype = _checks.accumulate_dtype(torch.promote_types(disp.dtype, image.dtype))
     d = disp.to(dtype)
     img = image.to(dtype)

@@ -147,7 +147,8 @@ def warp(
     target-camera -> source-camera transform (``B,4,4`` or ``4,4``), ``K`` the intrinsics at this
     resolution; ``inv_K`` defaults to the inverse of ``K[:3, :3]``. Pixels projecting outside the source
     take the border value (``padding_mode="border"``), as in Monodepth2. Returns ``B,C,H,W`` in the
-    image's dtype, differentiable in ``image``, ``depth``, ``T`` and ``K``.
+    image's dtype, differentiable in ``image``, ``depth``, ``T`` and ``K``. NaN/Inf in ``image`` or ``depth``
+    raise a ``ValueError`` (see ``depthmetric.set_finite_checks``).
     """
     _checks.floating("image", image)
     _checks.ndim("image", image, 4, "B,C,H,W")
@@ -158,6 +159,8 @@ def warp(
             f"depth is {depth.shape[2]}x{depth.shape[3]} but image is {image.shape[2]}x{image.shape[3]}; "
             "resize the depth (or the image) to the resolution being warped"
         )
+    # A NaN/Inf depth (a diverged network) would warp to a plausible image yet put NaN into depth's gradient.
+    _checks.check_values({"image": image, "depth": depth})
     batch, _, height, width = image.shape
     K = _matrix("K", K, batch, (3, 4), image.device)
     # one geometry dtype for all inputs (a float64 image gets float64 geometry); 16-bit grids would
