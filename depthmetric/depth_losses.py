@@ -144,15 +144,28 @@ def multi_scale_derivative_loss(pred, target, mask=None, *, operator: str = "sch
     return _reduce(per_image, scale_count > 0, reduction, normalize, process_group)
 
 
-def scale_shift_invariant_loss(pred, target, mask=None, *, reduction: str = "mean", interpolate: bool = True,
-                               normalize: str = "local", process_group=None, backend: str = "auto") -> torch.Tensor:
+POOLS = ("image", "batch")
+
+
+def scale_shift_invariant_loss(pred, target, mask=None, *, reduction: str = "mean", pool: str = "image",
+                               interpolate: bool = True, normalize: str = "local", process_group=None,
+                               backend: str = "auto") -> torch.Tensor:
     """Scale-and-shift-invariant loss (MiDaS): per image, the least-squares ``s, t`` minimising
     ``sum (s * pred + t - target)^2`` over the valid pixels, then the mean of ``|s * pred + t - target|``.
+
+    ``pool="image"`` (default) averages each image's pixels, then the images; ``pool="batch"`` takes one mean
+    over the valid pixels of the whole batch, as ZoeDepth's ``ScaleAndShiftInvariantLoss`` does (images with
+    more valid pixels weigh more; with ``reduction="mean"`` only; ``normalize="global"`` pools the pixels of
+    the global batch).
 
     ``s, t`` are differentiable functions of ``pred`` (as in MiDaS), computed from centred sums for
     accuracy. When the valid predictions are (numerically) constant the scale is undetermined: ``s = 0`` and
     ``t`` = the mean target (the best shift-only fit).
     """
+    if pool not in POOLS:
+        raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
+    if pool == "batch" and reduction != "mean":
+        raise ValueError("pool='batch' is one mean over the batch's pixels: it needs reduction='mean'")
     pred, target, valid = _prepare(pred, target, mask, interpolate, backend, reduction, normalize)
     dims = (1, 2, 3)
     m = valid.to(pred.dtype)
@@ -169,6 +182,8 @@ def scale_shift_invariant_loss(pred, target, mask=None, *, reduction: str = "mea
     s = torch.where(determined, cov / torch.where(determined, var, 1.0), 0.0)
     t = g_mean - s * p_mean
     residual = (s.view(-1, 1, 1, 1) * pred + t.view(-1, 1, 1, 1) - target).abs() * m
+    if pool == "batch":
+        return distributed.global_mean(residual.sum(), count.sum(), normalize, process_group)
     per_image = residual.sum(dims) / n
     return _reduce(per_image, count > 0, reduction, normalize, process_group)
 
@@ -221,17 +236,21 @@ class MultiScaleDerivativeLoss(nn.Module):
 class ScaleShiftInvariantLoss(nn.Module):
     """MiDaS-style scale-and-shift-invariant loss; see :func:`scale_shift_invariant_loss`."""
 
-    def __init__(self, reduction: str = "mean", normalize: str = "local", process_group=None, backend: str = "auto"):
+    def __init__(self, reduction: str = "mean", pool: str = "image", normalize: str = "local", process_group=None,
+                 backend: str = "auto"):
         super().__init__()
         _check_reduction(reduction)
+        if pool not in POOLS:
+            raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
         _ext.check_backend(backend)
-        self.reduction, self.backend = reduction, backend
+        self.reduction, self.pool, self.backend = reduction, pool, backend
         self.normalize, self.process_group = distributed.check_normalize(normalize), process_group
 
     def forward(self, pred, target, mask=None, interpolate=True):
-        return scale_shift_invariant_loss(pred, target, mask, reduction=self.reduction, interpolate=interpolate,
-                                          normalize=self.normalize, process_group=self.process_group,
-                                          backend=self.backend)
+        return scale_shift_invariant_loss(pred, target, mask, reduction=self.reduction, pool=self.pool,
+                                          interpolate=interpolate, normalize=self.normalize,
+                                          process_group=self.process_group, backend=self.backend)
 
     def extra_repr(self) -> str:
-        return f"reduction={self.reduction!r}, normalize={self.normalize!r}, backend={self.backend!r}"
+        return (f"reduction={self.reduction!r}, pool={self.pool!r}, normalize={self.normalize!r}, "
+                f"backend={self.backend!r}")

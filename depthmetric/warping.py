@@ -140,6 +140,7 @@ def warp(
     T: torch.Tensor,
     K: torch.Tensor,
     inv_K: torch.Tensor | None = None,
+    align_corners: bool = True,
 ) -> torch.Tensor:
     """Synthesise the target view from the source ``image`` (``B,C,H,W``).
 
@@ -149,9 +150,16 @@ def warp(
     take the border value (``padding_mode="border"``), as in Monodepth2. Returns ``B,C,H,W`` in the
     image's dtype, differentiable in ``image``, ``depth``, ``T`` and ``K``. NaN/Inf in ``image`` or ``depth``
     raise a ``ValueError`` (see ``depthmetric.set_finite_checks``).
+
+    The grid of :func:`project` puts pixel centres at integers, which ``grid_sample`` reads exactly with
+    ``align_corners=True`` (the default: a point that projects onto pixel ``(x, y)`` samples it).
+    ``align_corners=False`` reproduces Monodepth2 on torch >= 1.3, which builds the same grid but samples
+    with ``grid_sample``'s default, so its warps sit up to half a pixel off towards the borders.
     """
     _checks.floating("image", image)
     _checks.ndim("image", image, 4, "B,C,H,W")
+    if not isinstance(align_corners, bool):
+        raise TypeError(f"align_corners must be True or False, got {align_corners!r}")
     depth = _checks.depth_map("depth", depth, batch=image.shape[0])
     _checks.same_device(image=image, depth=depth)
     if depth.shape[2:] != image.shape[2:]:
@@ -170,5 +178,6 @@ def warp(
         inv_K = torch.linalg.inv(K[:, :3, :3].to(dtype))
     points = backproject(depth.to(dtype), inv_K)
     grid = project(points, K, T, height, width).to(dtype)
-    warped = F.grid_sample(image.to(dtype), grid, mode="bilinear", padding_mode="border", align_corners=True)
+    warped = F.grid_sample(image.to(dtype), grid, mode="bilinear", padding_mode="border",
+                           align_corners=align_corners)
     return warped.to(image.dtype)

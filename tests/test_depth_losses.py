@@ -198,3 +198,28 @@ def test_bad_input(call, exc, name):
     pred, target = pair()
     with pytest.raises(exc, match=name):
         call(pred, target)
+
+
+def test_ssi_batch_pool_is_zoedepths_one_mean_over_the_batch():
+    """ZoeDepth's ScaleAndShiftInvariantLoss: one L1 mean over all valid pixels of the batch; ours per image
+    by default. An independent numpy least-squares fit per image gives both numbers."""
+    g = torch.Generator().manual_seed(3)
+    pred = torch.rand(2, 1, 6, 7, generator=g, dtype=torch.float64) + 0.5
+    target = torch.rand(2, 1, 6, 7, generator=g, dtype=torch.float64) + 0.5
+    mask = torch.ones(2, 1, 6, 7, dtype=torch.bool)
+    mask[1, :, 2:] = False  # unequal valid counts: 42 and 14
+    residuals = []
+    for b in range(2):
+        p, t = pred[b][mask[b]].numpy(), target[b][mask[b]].numpy()
+        (s, shift), *_ = np.linalg.lstsq(np.stack([p, np.ones_like(p)], 1), t, rcond=None)
+        residuals.append(np.abs(s * p + shift - t))
+    per_image = np.mean([r.mean() for r in residuals])
+    batch = np.concatenate(residuals).mean()
+    assert abs(per_image - batch) > 1e-3  # the two conventions differ here
+    assert float(scale_shift_invariant_loss(pred, target, mask)) == pytest.approx(per_image, rel=1e-10)
+    assert float(scale_shift_invariant_loss(pred, target, mask, pool="batch")) == pytest.approx(batch, rel=1e-10)
+    assert float(ScaleShiftInvariantLoss(pool="batch")(pred, target, mask)) == pytest.approx(batch, rel=1e-10)
+    with pytest.raises(ValueError, match="pool"):
+        scale_shift_invariant_loss(pred, target, pool="pixels")
+    with pytest.raises(ValueError, match="reduction='mean'"):
+        scale_shift_invariant_loss(pred, target, pool="batch", reduction="none")

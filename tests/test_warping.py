@@ -195,3 +195,18 @@ def test_smoothness_bad_input():
         dm.edge_aware_smoothness(disp.int(), image)
     with pytest.raises(ValueError, match="2x2"):
         dm.edge_aware_smoothness(disp[..., :1, :], image[..., :1, :])
+
+
+def test_align_corners_false_reproduces_monodepth2s_half_pixel_offset():
+    """An identity warp of a ramp image[., x] = x: with align_corners=True every pixel samples itself; with
+    False (Monodepth2 on torch >= 1.3) pixel x samples x * W / (W - 1) - 0.5, clamped at the border.
+    Worked by hand for W = 5: 0, 0.75, 2, 3.25, 4."""
+    image = torch.arange(5.0, dtype=torch.float64).expand(1, 1, 3, 5).contiguous()
+    depth = torch.ones(1, 1, 3, 5, dtype=torch.float64)
+    K = torch.tensor([[4.0, 0, 2], [0, 4.0, 1], [0, 0, 1]], dtype=torch.float64)
+    T = torch.eye(4, dtype=torch.float64)
+    torch.testing.assert_close(dm.warp(image, depth, T, K), image)
+    shifted = dm.warp(image, depth, T, K, align_corners=False)
+    torch.testing.assert_close(shifted[0, 0, 1], torch.tensor([0.0, 0.75, 2.0, 3.25, 4.0], dtype=torch.float64))
+    with pytest.raises(TypeError, match="align_corners"):
+        dm.warp(image, depth, T, K, align_corners="yes")
