@@ -2,7 +2,8 @@
 
 ``window="box3"`` with reflection padding is Monodepth2's SSIM (3x3 mean, ``nn.ReflectionPad2d(1)``);
 ``window="gauss11"`` (sigma 1.5) with ``padding="same"`` (zero padding) or ``"valid"`` (cropped by 5) matches
-pytorch-msssim and fused-ssim. The compiled op computes the window moments and the SSIM in one pass and
+pytorch-msssim and fused-ssim; ``padding="reflect"`` reflects the border as kornia's ``padding="same"`` does.
+The compiled op computes the window moments and the SSIM in one pass and
 keeps only four per-pixel partial derivatives for backward (no mu/sigma maps; none at all when no gradient
 is wanted, e.g. under ``torch.no_grad()``); the backward is a gather
 of the transposed window, deterministic, and maps gradients through reflection padding exactly as
@@ -19,7 +20,7 @@ __all__ = ["ssim", "photometric_error", "WINDOWS", "PADDINGS"]
 
 WINDOWS = {"box3": 0, "gauss11": 1}  # codes of csrc/ssim/ssim_math.h
 PADDINGS = {"reflect": 0, "same": 1, "valid": 2}
-_PADDINGS_OF = {"box3": ("reflect",), "gauss11": ("same", "valid")}
+_PADDINGS_OF = {"box3": ("reflect",), "gauss11": ("same", "valid", "reflect")}
 _RADIUS = {"box3": 1, "gauss11": 5}
 REDUCTIONS = ("none", "mean")
 
@@ -33,7 +34,7 @@ def check_window(window: str, padding: str | None) -> str:
     if padding not in _PADDINGS_OF[window]:
         raise ValueError(f"padding={padding!r} does not go with window={window!r}; use one of "
                          f"{_PADDINGS_OF[window]} (box3 is Monodepth2's reflect-padded SSIM, gauss11 pads with "
-                         "zeros ('same') or crops ('valid'))")
+                         "zeros ('same'), crops ('valid') or reflects ('reflect', kornia's 'same'))")
     return padding
 
 
@@ -73,7 +74,7 @@ def ssim(
     """SSIM map of images ``x``, ``y`` (``B,C,H,W`` in [0, 1]), differentiable in both.
 
     ``padding`` defaults to the window's own: ``"reflect"`` for ``box3`` (its only one), ``"same"`` for
-    ``gauss11`` (``"valid"`` crops 5 pixels per side). Returns ``B,C,H',W'`` (``reduction="none"``) or its
+    ``gauss11`` (``"valid"`` crops 5 pixels per side, ``"reflect"`` reflects the border). Returns ``B,C,H',W'`` (``reduction="none"``) or its
     mean, in float32 (float64 for float64 input). This is SSIM itself; Monodepth2's module returns
     ``clamp((1 - SSIM) / 2, 0, 1)``, which :func:`photometric_error` applies. NaN/Inf pixels raise a
     ``ValueError``; values outside [0, 1] are warned about once.

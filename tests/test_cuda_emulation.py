@@ -88,7 +88,8 @@ def test_multi_range_contrastive_matches_cpu_kernel(emulated, n_shifts, shape, a
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16])
-@pytest.mark.parametrize("window,padding", [("box3", "reflect"), ("gauss11", "same"), ("gauss11", "valid")])
+@pytest.mark.parametrize("window,padding", [("box3", "reflect"), ("gauss11", "same"), ("gauss11", "valid"),
+                                            ("gauss11", "reflect")])
 @pytest.mark.parametrize("shape", [(1, 2, 11, 11), (2, 3, 21, 37)])
 def test_ssim_matches_cpu_kernel(emulated, shape, window, padding, dtype):
     g = torch.Generator().manual_seed(shape[2] + len(window))

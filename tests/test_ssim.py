@@ -22,7 +22,7 @@ def exact_cudnn_conv():
         yield
 
 
-CONFIGS = [("box3", "reflect"), ("gauss11", "same"), ("gauss11", "valid")]
+CONFIGS = [("box3", "reflect"), ("gauss11", "same"), ("gauss11", "valid"), ("gauss11", "reflect")]
 SHAPES = [(1, 3, 5, 7), (2, 3, 9, 13), (1, 1, 12, 11), (2, 2, 2, 3)]
 TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
 # SSIM's gradient divides by the window variances (+ C2), which amplifies float32 rounding: two float32
@@ -35,7 +35,8 @@ def backend_of(device):
 
 
 def fits(shape, window, padding):
-    smallest = {"reflect": 2, "same": 1, "valid": 11}[padding]
+    radius = 1 if window == "box3" else 5
+    smallest = {"reflect": radius + 1, "same": 1, "valid": 2 * radius + 1}[padding]
     return min(shape[2:]) >= smallest
 
 
@@ -195,8 +196,10 @@ def scipy_ssim(x: np.ndarray, y: np.ndarray, padding: str) -> np.ndarray:
     """SSIM of one channel, written independently with scipy's Gaussian filter (sigma 1.5, 11 taps)."""
     from scipy.ndimage import gaussian_filter
 
-    def filt(a):  # truncate * sigma = 5: an 11-tap kernel; zeros outside the image, as "same" pads
-        return gaussian_filter(a, sigma=1.5, truncate=5 / 1.5, mode="constant", cval=0.0)
+    def filt(a):  # truncate * sigma = 5: an 11-tap kernel; zeros outside the image as "same" pads, or
+        # the border mirrored without repeating it ("mirror", as ReflectionPad2d and kornia's "same")
+        mode = "mirror" if padding == "reflect" else "constant"
+        return gaussian_filter(a, sigma=1.5, truncate=5 / 1.5, mode=mode, cval=0.0)
 
     mx, my = filt(x), filt(y)
     vx, vy, cxy = filt(x * x) - mx * mx, filt(y * y) - my * my, filt(x * y) - mx * my
@@ -206,7 +209,7 @@ def scipy_ssim(x: np.ndarray, y: np.ndarray, padding: str) -> np.ndarray:
 
 
 @needs_ext
-@pytest.mark.parametrize("padding", ["same", "valid"])
+@pytest.mark.parametrize("padding", ["same", "valid", "reflect"])
 def test_gauss11_matches_scipy(padding):
     x, y = images((2, 3, 23, 29), torch.float64, "cpu", seed=23)
     got = dm.ssim(x, y, "gauss11", padding).numpy()
@@ -253,8 +256,8 @@ def test_bad_input():
         dm.ssim(x, y, window="gauss7", backend="reference")
     with pytest.raises(ValueError, match="padding='same' does not go with window='box3'"):
         dm.ssim(x, y, window="box3", padding="same", backend="reference")
-    with pytest.raises(ValueError, match="padding='reflect' does not go with window='gauss11'"):
-        dm.ssim(x, y, window="gauss11", padding="reflect", backend="reference")
+    with pytest.raises(ValueError, match="padding='same' does not go with window='box3'"):
+        dm.ssim(x, y, window="box3", padding="same", backend="reference")
     with pytest.raises(ValueError, match="needs H and W >= 11"):
         dm.ssim(x, y, window="gauss11", padding="valid", backend="reference")
     with pytest.raises(ValueError, match="y has shape"):

@@ -25,6 +25,8 @@ def _moments(x: torch.Tensor, y: torch.Tensor, window: str, padding: str):
     g = gaussian_window(x.dtype, x.device)
     kernel = torch.outer(g, g).expand(x.shape[1], 1, 11, 11)
     pad = 5 if padding == "same" else 0
+    if padding == "reflect":  # kornia's padding="same": the border reflected, as ReflectionPad2d does
+        x, y = nn.ReflectionPad2d(5)(x), nn.ReflectionPad2d(5)(y)
 
     def filt(t):
         return F.conv2d(t, kernel, padding=pad, groups=x.shape[1])
