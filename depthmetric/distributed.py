@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-__all__ = ["rank_local", "active_group", "world_size", "rank", "all_reduce_sum", "all_reduce_count", "all_gather_batch",
+__all__ = ["rank_local", "active_group", "world_size", "all_reduce_sum", "all_reduce_count", "all_gather_batch",
            "broadcast_from_first", "any_rank", "global_mean"]
 
 NORMALIZATIONS = ("local", "global")
@@ -40,10 +40,6 @@ def active_group(process_group=None):
 
 def world_size(group) -> int:
     return 1 if group is None else dist.get_world_size(group)
-
-
-def rank(group) -> int:
-    return 0 if group is None else dist.get_rank(group)
 
 
 def _comm_device(group, like: torch.device) -> torch.device:

@@ -74,8 +74,8 @@ def ssim(
     """SSIM map of images ``x``, ``y`` (``B,C,H,W`` in [0, 1]), differentiable in both.
 
     ``padding`` defaults to the window's own: ``"reflect"`` for ``box3`` (its only one), ``"same"`` for
-    ``gauss11`` (``"valid"`` crops 5 pixels per side, ``"reflect"`` reflects the border). Returns ``B,C,H',W'`` (``reduction="none"``) or its
-    mean, in float32 (float64 for float64 input). This is SSIM itself; Monodepth2's module returns
+    ``gauss11`` (``"valid"`` crops 5 pixels per side, ``"reflect"`` reflects the border). Returns
+    ``B,C,H',W'`` (``reduction="none"``) or its mean, in float32 (float64 for float64 input). This is SSIM itself; Monodepth2's module returns
     ``clamp((1 - SSIM) / 2, 0, 1)``, which :func:`photometric_error` applies. NaN/Inf pixels raise a
     ``ValueError``; values outside [0, 1] are warned about once.
     """

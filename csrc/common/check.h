@@ -31,7 +31,6 @@ inline std::string to_text(torch::headeronly::IntHeaderOnlyArrayRef sizes) {  //
   for (size_t i = 0; i < sizes.size(); ++i) out += (i ? ", " : "") + std::to_string(sizes[i]);
   return out + "]";
 }
-inline std::string to_text(const std::vector<int64_t>& sizes) { return to_text(torch::headeronly::IntHeaderOnlyArrayRef(sizes)); }
 
 template <typename T, typename = std::enable_if_t<std::is_arithmetic_v<T>>>
 std::string to_text(T v) {

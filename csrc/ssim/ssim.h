@@ -38,7 +38,8 @@ inline Geometry check_forward(const Tensor& x, const Tensor& y, int64_t window, 
   return {r, make_axis(x.size(2), padding, r), make_axis(x.size(3), padding, r)};
 }
 
-inline void check_backward(const Tensor& grad, const Tensor& x, const Tensor& y, const Tensor& partials, const Geometry& geo) {
+inline void check_backward(const Tensor& grad, const Tensor& x, const Tensor& y, const Tensor& partials,
+                           const Geometry& geo) {
   const auto B = x.size(0), C = x.size(1);
   check_shape(grad, {B, C, geo.h.n_out, geo.w.n_out}, "grad", "the SSIM map's B,C,H',W'");
   check_shape(partials, {kPartials, B, C, geo.h.n_out, geo.w.n_out}, "partials", "4,B,C,H',W'");

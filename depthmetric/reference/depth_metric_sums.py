@@ -33,8 +33,9 @@ def depth_metric_sums(
 
     ``pred``, ``gt``: ``B,1,H,W`` of one float dtype; per-pixel math runs in its accumulation dtype.
     A pixel inside ``window = (row0, row1, col0, col1)`` counts when ``gt`` is finite, ``> 0`` and in
-    ``(min_depth, max_depth)`` (``[min_depth, max_depth]`` when ``closed``; see :func:`in_range`), ``mask`` (``B,1,H,W`` bool, optional) is True, and the prediction, multiplied
-    by ``scale`` (``B`` float64, optional) and clamped to ``[min_depth, max_depth]``, is finite and ``> 0``.
+    ``(min_depth, max_depth)`` (``[min_depth, max_depth]`` when ``closed``; see :func:`in_range`), ``mask``
+    (``B,1,H,W`` bool, optional) is True, and the prediction, multiplied by ``scale`` (``B`` float64,
+    optional) and clamped to ``[min_depth, max_depth]``, is finite and ``> 0``.
     """
     acc = accumulate_dtype(pred.dtype)
     r0, r1, c0, c1 = window

@@ -15,7 +15,7 @@ import torch
 from .config import TrainConfig
 from .tasks import build_task
 
-__all__ = ["FORMAT", "save_checkpoint", "read_checkpoint", "load_checkpoint", "restore"]
+__all__ = ["FORMAT", "save_checkpoint", "read_checkpoint", "saved_config", "load_checkpoint", "restore"]
 
 FORMAT = "depthmetric-checkpoint-1"
 
@@ -55,13 +55,18 @@ def read_checkpoint(path: str) -> dict:
     return state
 
 
+def saved_config(state: dict, **overrides) -> TrainConfig:
+    """The run's TrainConfig as the checkpoint stored it (fields this version does not know are dropped), with
+    ``overrides`` replacing fields."""
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{**{k: v for k, v in state["config"].items() if k in fields}, **overrides})
+
+
 def restore(state: dict, **overrides):
     """``(task, config)`` rebuilt from a checkpoint's state, its networks loaded; ``overrides`` replace config
     fields (e.g. ``backend``, ``device``, ``data``)."""
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    saved = {k: v for k, v in state["config"].items() if k in fields}
-    config = TrainConfig(**{**saved, **overrides})
-    config.model = {**saved.get("model", {}), **state["models"]["model"]["config"]}
+    config = saved_config(state, **overrides)
+    config.model = {**state["config"].get("model", {}), **state["models"]["model"]["config"]}
     if "blocks" in config.model:
         config.model["blocks"] = tuple(config.model["blocks"])
     task = build_task(config, max_depth=state["max_depth"], distributed=overrides.get("world_size", 1) > 1)

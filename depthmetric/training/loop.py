@@ -25,7 +25,7 @@ import torch
 
 from .. import _ext
 from . import figures
-from .checkpoint import read_checkpoint, save_checkpoint
+from .checkpoint import read_checkpoint, save_checkpoint, saved_config
 from .config import TrainConfig, write_config_file
 from .evaluation import evaluate, figure_rows, format_metrics
 from .logs import RunLog
@@ -80,7 +80,7 @@ def train(config: TrainConfig, resume: str | None = None, datasets=None) -> dict
 
 
 def _resumed_config(config: TrainConfig, state: dict, resume: str) -> TrainConfig:
-    saved = TrainConfig(**{k: v for k, v in state["config"].items() if k in {f.name for f in dataclasses.fields(TrainConfig)}})
+    saved = saved_config(state)
     # A resumed run keeps what defines the model and the random streams; the rest may change.
     return dataclasses.replace(config, task=saved.task, seed=saved.seed, model=saved.model, dtype=saved.dtype,
                                data=saved.data if config.data is None else config.data,
