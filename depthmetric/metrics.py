@@ -382,7 +382,7 @@ def _register_kernels() -> None:
     differentiated)."""
 
     @torch.library.register_fake("depthmetric::depth_metric_sums")
-    def _(pred, gt, mask, scale, min_depth, max_depth, window):
+    def _(pred, gt, mask, scale, min_depth, max_depth, window, closed=False):
         return pred.new_empty((pred.shape[0], len(_reference.SUMS)), dtype=torch.float64)
 
 

@@ -274,6 +274,8 @@ def test_kernel_opcheck():
                           (pred, gt, mask, scale, 1e-3, 10.0, [1, 8, 0, 11]))
     torch.library.opcheck(torch.ops.depthmetric.depth_metric_sums.default,
                           (pred, gt, None, None, 0.0, math.inf, [0, 9, 0, 11]))
+    torch.library.opcheck(torch.ops.depthmetric.depth_metric_sums.default,
+                          (pred, gt, mask, scale, 1e-3, 10.0, [1, 8, 0, 11], True))  # the closed interval
 
 
 @needs_kernel
