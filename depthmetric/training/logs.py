@@ -10,7 +10,7 @@ __all__ = ["RunLog"]
 
 class RunLog:
     def __init__(self, kind: str, out: str, enabled: bool, progress: bool, total: int, initial: int):
-        self.enabled, self.progress = enabled, progress and enabled
+        self.progress = progress and enabled
         self.writer = None
         if enabled and kind == "tensorboard":
             from torch.utils.tensorboard import SummaryWriter
