@@ -1,4 +1,5 @@
-"""Standard depth evaluation metrics (SPEC section 4) and Depth Pro's boundary F1 (seed 002).
+"""Standard depth evaluation metrics (SPEC section 4); Depth Pro's boundary F1 and recall (seed 002) are
+in ``depthmetric.boundary`` and exported here.
 
 ``compute`` returns, for a batch, ``AbsRel, SqRel, RMSE, RMSE_log, log10, SILog, delta1, delta2, delta3``
 per image and their means; ``DepthMetrics`` accumulates them over an evaluation set, averaging per image
@@ -26,10 +27,11 @@ import math
 import torch
 
 from . import _checks, _ext, distributed
+from .boundary import boundary_f1, boundary_recall
 from .reference import depth_metric_sums as _reference
 from ._supervised import checked_pair, resized_prediction
 
-__all__ = ["METRICS", "DATASETS", "compute", "DepthMetrics", "boundary_f1", "crop_window"]
+__all__ = ["METRICS", "DATASETS", "compute", "DepthMetrics", "boundary_f1", "boundary_recall", "crop_window"]
 
 METRICS = ("AbsRel", "SqRel", "RMSE", "RMSE_log", "log10", "SILog", "delta1", "delta2", "delta3")
 
@@ -304,77 +306,6 @@ def __getattr__(name: str):
 
         return DepthMetricsTM
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def boundary_f1(
-    pred: torch.Tensor,
-    gt: torch.Tensor,
-    thresholds=range(5, 26),
-    mask: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Depth Pro's scale-invariant boundary F1 of each image (``B`` float64, in [0, 1]).
-
-    For a threshold ``t`` (percent), there is an occluding contour between 4-neighbours ``i``, ``j`` when
-    ``d(j) / d(i) > 1 + t/100`` with ``d`` the *inverse* depth (Depth Pro's ``SI_boundary_F1`` inverts the
-    depth first; the set of contours is the same as with depth, but each pair direction is swapped).
-    For each of the four directions (left, top, right, bottom) precision = ``|c_pred & c_gt| / max(|c_pred|, 1)``
-    and recall = ``|c_pred & c_gt| / max(|c_gt|, 1)``; P and R are the means over the directions and
-    ``F1 = 2PR / (P + R)`` (0 when ``P + R = 0``). The F1 values are averaged over ``thresholds`` weighted by
-    ``1 + t/100``, as Depth Pro's released code does (``weights = thresholds / thresholds.sum()``; the paper
-    calls it a weighted average; its code samples ten ratios 1.05..1.25, here ``t = 5..25`` by default).
-
-    A neighbour pair counts only when both pixels have a valid ground truth (finite, ``> 0``), a finite
-    ``> 0`` prediction and ``mask`` True; other pairs are contours in neither map. An image without any
-    contour in either map scores 0, as in Depth Pro.
-    """
-    ts = _checks.numbers("thresholds", thresholds)
-    if not ts or any(not (math.isfinite(t) and t >= 0) for t in ts):
-        raise ValueError(f"thresholds must be a non-empty sequence of finite percentages >= 0, got {thresholds!r}")
-    _checks.floating("pred", pred)
-    pred = _checks.depth_map("pred", pred)
-    gt = _checks.depth_map("gt", gt, batch=pred.shape[0])
-    _checks.floating("gt", gt)
-    _checks.same_device(pred=pred, gt=gt)
-    if pred.shape != gt.shape:
-        raise ValueError(f"pred must have gt's shape {tuple(gt.shape)}, got {tuple(pred.shape)}")
-    mask = _checks.mask_map("mask", mask, gt)
-    if pred.device.type == "meta":  # shape inference: the contour histogram needs values
-        return torch.empty(pred.shape[0], dtype=torch.float64, device=pred.device)
-    acc = torch.promote_types(_checks.accumulate_dtype(pred.dtype), _checks.accumulate_dtype(gt.dtype))
-    pred, gt = pred[:, 0].to(acc), gt[:, 0].to(acc)
-    valid = _checks.valid_depth(gt) & _checks.valid_depth(pred)
-    if mask is not None:
-        valid &= mask[:, 0]
-    inv_p = 1.0 / torch.where(valid, pred, 1.0)
-    inv_g = 1.0 / torch.where(valid, gt, 1.0)
-    order = sorted(range(len(ts)), key=ts.__getitem__)
-    ratios = torch.tensor([1 + ts[k] / 100 for k in order], dtype=acc, device=pred.device)
-    B, T = pred.shape[0], len(ts)
-
-    def counts_above(values: torch.Tensor, pair_valid: torch.Tensor) -> torch.Tensor:
-        """``B,T``: per image, how many valid pairs have ``values > ratios[k]`` (one histogram, no loop over t)."""
-        above = torch.bucketize(values, ratios, right=False)  # number of ratios strictly below each value
-        above = torch.where(pair_valid, above, 0)
-        bins = (above + torch.arange(B, device=pred.device).view(-1, 1, 1) * (T + 1)).reshape(-1)
-        hist = torch.bincount(bins, minlength=B * (T + 1)).view(B, T + 1)
-        return hist.flip(1).cumsum(1).flip(1)[:, 1:].to(torch.float64)
-
-    precision = torch.zeros(B, T, dtype=torch.float64, device=pred.device)
-    recall = torch.zeros_like(precision)
-    for dim in (-1, -2):  # horizontal, then vertical neighbours; each pair in both directions
-        n = pred.shape[dim] - 1
-        pair_valid = valid.narrow(dim, 0, n) & valid.narrow(dim, 1, n)
-        for a, b in ((0, 1), (1, 0)):  # ratio of the pixel at offset a over its neighbour at offset b
-            r_p = inv_p.narrow(dim, a, n) / inv_p.narrow(dim, b, n)
-            r_g = inv_g.narrow(dim, a, n) / inv_g.narrow(dim, b, n)
-            both = counts_above(torch.minimum(r_p, r_g), pair_valid)
-            precision += both / counts_above(r_p, pair_valid).clamp(min=1)
-            recall += both / counts_above(r_g, pair_valid).clamp(min=1)
-    precision, recall = precision / 4, recall / 4
-    total = precision + recall
-    f1 = torch.where(total > 0, 2 * precision * recall / torch.where(total > 0, total, 1.0), 0.0)
-    weights = ratios.to(torch.float64) / ratios.to(torch.float64).sum()
-    return (f1 * weights).sum(1)
 
 
 def _register_kernels() -> None:

@@ -1,5 +1,5 @@
 """depthmetric.metrics: the standard metrics against an independent numpy implementation (random and real
-NYU / KITTI depth), known values, crops, the fused kernel against its twin, DepthMetrics, boundary F1."""
+NYU / KITTI depth), known values, crops, the fused kernel against its twin and DepthMetrics (boundary F1 and recall: test_boundary.py)."""
 import math
 
 import numpy as np
@@ -8,7 +8,7 @@ import torch
 
 import depthmetric as dm
 from depthmetric import _ext
-from depthmetric.metrics import METRICS, DepthMetrics, boundary_f1, compute, crop_window
+from depthmetric.metrics import METRICS, DepthMetrics, compute, crop_window
 from depthmetric.reference.depth_metric_sums import depth_metric_sums as reference_sums
 
 from .conftest import DEVICES
@@ -307,66 +307,9 @@ def test_auto_raises_without_kernel(monkeypatch):
     (lambda p, g: compute(p, g, mask=(g > 1)[..., :4], backend="reference"), ValueError, "mask"),
     (lambda p, g: compute(p * float("nan"), g, backend="reference"), ValueError, "pred"),
     (lambda p, g: compute(p, g, backend="tpu"), ValueError, "backend"),
-    (lambda p, g: boundary_f1(p, g, thresholds=[]), ValueError, "thresholds"),
-    (lambda p, g: boundary_f1(p, g[..., :5]), ValueError, "pred"),
     (lambda p, g: DepthMetrics(dataset="sun"), ValueError, "dataset"),
 ])
 def test_bad_input(call, exc, name):
     pred, gt = random_pair(B=2, H=8, W=10, invalid=False)
     with pytest.raises(exc, match=name):
         call(pred, gt)
-
-
-# ---------- Depth Pro's boundary F1 ----------
-
-def np_boundary_f1(pred, gt, valid, percents):
-    """Depth Pro's SI_boundary_F1 (boundary_f1 on inverse depth, threshold-weighted mean), with pairs that
-    touch an invalid pixel removed from both contour maps."""
-    inv_p, inv_g = 1.0 / np.where(valid, pred, 1.0), 1.0 / np.where(valid, gt, 1.0)
-
-    def contours(d, t):
-        h_ok, v_ok = valid[:, 1:] & valid[:, :-1], valid[1:, :] & valid[:-1, :]
-        return [(d[:, :-1] / d[:, 1:] > t) & h_ok, (d[:-1, :] / d[1:, :] > t) & v_ok,
-                (d[:, 1:] / d[:, :-1] > t) & h_ok, (d[1:, :] / d[:-1, :] > t) & v_ok]
-
-    thresholds = np.array([1 + t / 100 for t in percents])
-    scores = []
-    for t in thresholds:
-        cp, cg = contours(inv_p, t), contours(inv_g, t)
-        r = np.mean([np.count_nonzero(a & b) / max(np.count_nonzero(b), 1) for a, b in zip(cp, cg)])
-        p = np.mean([np.count_nonzero(a & b) / max(np.count_nonzero(a), 1) for a, b in zip(cp, cg)])
-        scores.append(0.0 if p + r == 0 else 2 * p * r / (p + r))
-    return float(np.sum(np.array(scores) * thresholds / thresholds.sum()))
-
-
-def blocky_depth(B, H, W, seed):
-    """Piecewise-constant scenes with noise: plenty of occluding contours at many ratios."""
-    g = torch.Generator().manual_seed(seed)
-    blocks = torch.rand(B, 1, H // 4 + 1, W // 4 + 1, generator=g, dtype=torch.float64) * 4 + 1
-    depth = blocks.repeat_interleave(4, -2).repeat_interleave(4, -1)[..., :H, :W]
-    return depth * (1 + 0.02 * torch.rand(B, 1, H, W, generator=g, dtype=torch.float64))
-
-
-@pytest.mark.parametrize("percents", [range(5, 26), [25, 5, 12.5]])
-def test_boundary_f1_against_numpy(percents):
-    gt = blocky_depth(3, 23, 37, 0)
-    pred = gt * torch.exp(0.1 * torch.randn(gt.shape, generator=torch.Generator().manual_seed(1), dtype=gt.dtype))
-    gt[0, 0, 3:6, 4:9] = 0.0
-    gt[1, 0, 0, 0] = float("nan")
-    mask = torch.rand(gt.shape, generator=torch.Generator().manual_seed(2)) < 0.9
-    got = boundary_f1(pred, gt, thresholds=percents, mask=mask)
-    valid = (np.isfinite(gt.numpy()) & (np.nan_to_num(gt.numpy()) > 0) & mask.numpy())[:, 0]
-    want = [np_boundary_f1(pred[b, 0].numpy(), np.nan_to_num(gt[b, 0].numpy()), valid[b], list(percents))
-            for b in range(3)]
-    np.testing.assert_allclose(got.numpy(), want, rtol=1e-12, atol=1e-12)
-    assert 0.2 < float(got.mean()) < 1
-
-
-def test_boundary_f1_known_values():
-    gt = blocky_depth(2, 16, 16, 3)
-    assert torch.allclose(boundary_f1(gt, gt), torch.ones(2, dtype=torch.float64))
-    assert torch.allclose(boundary_f1(gt * 3.7, gt), torch.ones(2, dtype=torch.float64))  # scale-invariant
-    flat = torch.full_like(gt, 2.0)
-    assert torch.equal(boundary_f1(flat, gt), torch.zeros(2, dtype=torch.float64))  # no predicted contour
-    assert torch.equal(boundary_f1(flat, flat), torch.zeros(2, dtype=torch.float64))  # no contour at all
-    assert boundary_f1(gt[:, 0].float(), gt[:, 0].float()).shape == (2,)
