@@ -90,6 +90,19 @@ def ndim(name: str, x: torch.Tensor, dims: int, layout: str) -> torch.Tensor:
     return x
 
 
+def channels(name: str, x: torch.Tensor) -> torch.Tensor:
+    """A ``B,C,H,W`` image or feature map has at least one channel (an empty batch or image is fine)."""
+    if x.shape[1] == 0:
+        raise ValueError(f"{name} has no channels (shape {tuple(x.shape)}): an image or feature map needs C >= 1")
+    return x
+
+
+def mean(x: torch.Tensor) -> torch.Tensor:
+    """``x.mean()``, but 0 for an empty ``x`` (a loss over no pixel, as over no valid pixel), with a zero
+    gradient instead of NaN."""
+    return x.mean() if x.numel() else x.sum()
+
+
 def same_device(**tensors: torch.Tensor) -> torch.device:
     items = [(k, v) for k, v in tensors.items() if v is not None]
     first_name, first = items[0]

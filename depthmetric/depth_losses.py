@@ -79,10 +79,9 @@ def trimmed_mae_loss(pred, target, mask=None, *, trim: float = 0.2, reduction: s
     """
     _check_trim(trim)
     pred, target, valid = _prepare(pred, target, mask, interpolate, backend, reduction, normalize)
-    B = pred.shape[0]
-    err = torch.where(valid, (pred - target).abs(), math.inf).reshape(B, -1)
+    err = torch.where(valid, (pred - target).abs(), math.inf).flatten(1)
     ordered, _ = err.sort(dim=1)
-    n = valid.reshape(B, -1).sum(1)
+    n = valid.flatten(1).sum(1)
     keep = n - torch.floor(n.to(torch.float64) * trim).to(n.dtype)
     kept = torch.arange(ordered.shape[1], device=pred.device) < keep[:, None]
     per_image = torch.where(kept, ordered, 0.0).sum(1) / keep.clamp(min=1).to(pred.dtype)
@@ -125,9 +124,9 @@ def multi_scale_derivative_loss(pred, target, mask=None, *, operator: str = "sch
     weight = _stencils(operator, pred.dtype, pred.device)
     support = (weight != 0).any(0, keepdim=True).to(pred.dtype)
     diff = torch.where(valid, pred - target, 0.0)
-    B = pred.shape[0]
-    scale_sum = pred.new_zeros(B)
-    scale_count = pred.new_zeros(B)
+    # zeros that carry a (zero) gradient even when no scale fits the image
+    scale_sum = (diff * 0).sum((1, 2, 3))
+    scale_count = torch.zeros_like(scale_sum)
     for j in range(scales):
         if j:
             diff = F.avg_pool2d(diff, 2)

@@ -99,7 +99,7 @@ def min_reprojection_loss(
     replaces the minimum over warped images by their average and, as Monodepth2's ``avg_reprojection``
     does, compares it with the average of the identity errors (the noise averaged along).
 
-    Returns the mean of the per-pixel loss (float32; float64 for float64). With ``return_mask=True`` also
+    Returns the mean of the per-pixel loss (float32; float64 for float64; 0 for an empty batch). With ``return_mask=True`` also
     the auto-mask (``B,1,H,W`` bool, True where a warped image won) and the winner index (``B,1,H,W`` int64:
     ``0..S-1`` warped image s, ``S..2S-1`` identity of source s; with ``"mean"`` 0 for the warped average,
     S for the identity average). Gradients reach the warped images only. NaN/Inf pixels raise a
@@ -135,7 +135,7 @@ def min_reprojection_loss(
     else:
         loss, winner = _reference.min_reprojection(target, warped, used, noise, alpha, mean_sources)
     if normalize == "local":
-        mean = loss.mean()
+        mean = _checks.mean(loss)
     else:
         mean = distributed.global_mean(loss.sum(), torch.tensor(loss.numel(), device=loss.device), normalize,
                                        process_group)

@@ -180,6 +180,7 @@ def multi_range_contrastive_loss(
     """
     _checks.floating("features", features)
     _checks.ndim("features", features, 4, "B,C,H,W")
+    _checks.channels("features", features)
     r_p, ranges, margins = _check_config(r_p, ranges, margins, n_within, n_across, reduction)
     _check_distributed(normalize, across)
     depth = _prepare_depth(depth, mask, features)

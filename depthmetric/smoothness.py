@@ -23,11 +23,12 @@ def edge_aware_smoothness(disp: torch.Tensor, image: torch.Tensor) -> torch.Tens
     resolution. The mean of ``d`` is taken per image over ``H,W`` (plus 1e-7, as Monodepth2 does); ``dx``
     and ``dy`` are forward differences, so the two means run over ``B*H*(W-1)`` and ``B*(H-1)*W`` values.
     The image only weights the loss (its gradient still flows if it requires grad, as in Monodepth2).
-    Returns a scalar, float32 for 16/32-bit input and float64 for float64 input. NaN/Inf in either input
+    Returns a scalar (0 for an empty batch), float32 for 16/32-bit input and float64 for float64 input. NaN/Inf in either input
     raise a ``ValueError`` (see ``depthmetric.set_finite_checks``).
     """
     _checks.floating("image", image)
     _checks.ndim("image", image, 4, "B,C,H,W")
+    _checks.channels("image", image)
     _checks.floating("disp", disp)
     disp = _checks.depth_map("disp", disp, batch=image.shape[0])
     _checks.same_device(disp=disp, image=image)
@@ -44,6 +45,6 @@ def edge_aware_smoothness(disp: torch.Tensor, image: torch.Tensor) -> torch.Tens
     d = d / (d.mean(dim=(2, 3), keepdim=True) + _MEAN_EPS)
     weight_x = torch.exp(-(img[..., :, 1:] - img[..., :, :-1]).abs().mean(1, keepdim=True))
     weight_y = torch.exp(-(img[..., 1:, :] - img[..., :-1, :]).abs().mean(1, keepdim=True))
-    loss_x = ((d[..., :, 1:] - d[..., :, :-1]).abs() * weight_x).mean()
-    loss_y = ((d[..., 1:, :] - d[..., :-1, :]).abs() * weight_y).mean()
+    loss_x = _checks.mean((d[..., :, 1:] - d[..., :, :-1]).abs() * weight_x)
+    loss_y = _checks.mean((d[..., 1:, :] - d[..., :-1, :]).abs() * weight_y)
     return loss_x + loss_y

@@ -48,6 +48,7 @@ def check_images(names: tuple[str, ...], images: tuple[torch.Tensor, ...], windo
             raise ValueError(f"{name} has shape {tuple(x.shape)} but {names[0]} has {tuple(first.shape)}")
         if x.dtype != first.dtype:
             raise TypeError(f"{name} is {x.dtype} but {names[0]} is {first.dtype}")
+    _checks.channels(names[0], first)
     _checks.same_device(**dict(zip(names, images)))
     r = _RADIUS[window]
     smallest = {"reflect": r + 1, "same": 1, "valid": 2 * r + 1}[padding]
@@ -75,7 +76,7 @@ def ssim(
 
     ``padding`` defaults to the window's own: ``"reflect"`` for ``box3`` (its only one), ``"same"`` for
     ``gauss11`` (``"valid"`` crops 5 pixels per side, ``"reflect"`` reflects the border). Returns
-    ``B,C,H',W'`` (``reduction="none"``) or its mean, in float32 (float64 for float64 input). This is SSIM itself; Monodepth2's module returns
+    ``B,C,H',W'`` (``reduction="none"``) or its mean (0 for an empty batch), in float32 (float64 for float64 input). This is SSIM itself; Monodepth2's module returns
     ``clamp((1 - SSIM) / 2, 0, 1)``, which :func:`photometric_error` applies. NaN/Inf pixels raise a
     ``ValueError``; values outside [0, 1] are warned about once.
     """
@@ -87,7 +88,7 @@ def ssim(
         out = _kernel_ssim(x, y, window, padding)
     else:
         out = _reference.ssim(x, y, window, padding)
-    return out.mean() if reduction == "mean" else out
+    return _checks.mean(out) if reduction == "mean" else out
 
 
 def photometric_error(

@@ -84,7 +84,7 @@ def backproject(depth: torch.Tensor, inv_K: torch.Tensor) -> torch.Tensor:
     inv_K = _matrix("inv_K", inv_K, batch, (3, 4), depth.device)
     dtype = _geometry_dtype(depth.dtype, inv_K.dtype)
     rays = inv_K[:, :3, :3].to(dtype) @ _pixel_grid(height, width, dtype, depth.device)
-    points = depth.reshape(batch, 1, -1).to(dtype) * rays
+    points = depth.flatten(2).to(dtype) * rays
     return torch.cat([points, torch.ones_like(points[:, :1])], 1)
 
 
@@ -121,7 +121,7 @@ def project(
     if points.shape[1] != 4:
         raise ValueError(f"points must be homogeneous (4 rows: x, y, z, 1), got shape {tuple(points.shape)}")
     if height < 2 or width < 2:
-        raise ValueError(f"the image must be at least 2x2 to normalise coordinates, got {height}x{width}")
+        raise ValueError(f"height and width must be >= 2 to normalise coordinates, got {height}x{width}")
     batch = points.shape[0]
     K = _matrix("K", K, batch, (3, 4), points.device)
     T = _matrix("T", T, batch, (4,), points.device)
@@ -158,6 +158,7 @@ def warp(
     """
     _checks.floating("image", image)
     _checks.ndim("image", image, 4, "B,C,H,W")
+    _checks.channels("image", image)
     if not isinstance(align_corners, bool):
         raise TypeError(f"align_corners must be True or False, got {align_corners!r}")
     depth = _checks.depth_map("depth", depth, batch=image.shape[0])
@@ -170,6 +171,8 @@ def warp(
     # A NaN/Inf depth (a diverged network) would warp to a plausible image yet put NaN into depth's gradient.
     _checks.check_values({"image": image, "depth": depth})
     batch, _, height, width = image.shape
+    if height < 2 or width < 2:
+        raise ValueError(f"image must be at least 2x2 to be warped, got shape {tuple(image.shape)}")
     K = _matrix("K", K, batch, (3, 4), image.device)
     # one geometry dtype for all inputs (a float64 image gets float64 geometry); 16-bit grids would
     # misplace samples by up to ~0.4% of the image width, so a 16-bit image is sampled in float32.

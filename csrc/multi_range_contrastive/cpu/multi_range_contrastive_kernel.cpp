@@ -48,7 +48,8 @@ void with_unit_stride(const Tensor& features, Body&& body) {
 std::vector<Shift> host_shifts(const Tensor& features, const Tensor& shifts_in) {
   const auto shifts = torch::stable::contiguous(shifts_in);
   const int64_t B = features.size(0), H = features.size(2), W = features.size(3);
-  std::vector<Shift> out(shifts.size(0));
+  std::vector<Shift> out(shifts.size(0), Shift{0, 0, 0});
+  if (B * H * W == 0) return out;  // no pixel to pair (and a shift modulo 0 would trap)
   const int64_t* s = data_of<const int64_t>(shifts);
   for (size_t n = 0; n < out.size(); ++n) {
     out[n] = {reduce_shift(s[3 * n], B), reduce_shift(s[3 * n + 1], H), reduce_shift(s[3 * n + 2], W)};
