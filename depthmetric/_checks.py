@@ -7,7 +7,7 @@ import warnings
 
 import torch
 
-from . import distributed
+from . import _autograd, distributed
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -123,10 +123,11 @@ def check_values(named: dict, unit_range: bool = False) -> None:
 
     One ``aminmax`` per tensor (it propagates NaN, so no boolean copy of the input is made) and one host
     synchronisation for all of them; under ``torch.distributed``, one all-reduce of a flag per tensor, so that
-    every rank raises the same error. Off with :func:`set_finite_checks`; skipped inside ``torch.compile``.
+    every rank raises the same error. Off with :func:`set_finite_checks`; skipped inside ``torch.compile`` and
+    ``torch.vmap`` (no value can be read there).
     """
     global _warned_outside_unit
-    if not _finite_checks or torch.compiler.is_compiling():
+    if not _finite_checks or torch.compiler.is_compiling() or _autograd.under_vmap():
         return
     group = distributed.active_group() if _collective_checks else None
     names = list(named)

@@ -26,7 +26,7 @@ import math
 
 import torch
 
-from . import _checks, _ext, distributed
+from . import _autograd, _checks, _ext, distributed
 from .boundary import boundary_f1, boundary_recall
 from .reference import depth_metric_sums as _reference
 from ._supervised import checked_pair, resized_prediction
@@ -176,6 +176,7 @@ def compute(
     window = crop_window(crop, gt.shape[-2], gt.shape[-1], dataset)
     scale = _median_scale(pred, gt, mask, lo, hi, closed, window) if median_scaling else None
     if _ext.use_kernel(backend, pred.device):
+        _autograd.check_untransformed("depthmetric.metrics.compute", (pred, gt))
         sums = torch.ops.depthmetric.depth_metric_sums(pred, gt, mask, scale, lo, hi, list(window), closed)
     else:
         sums = _reference.depth_metric_sums(pred, gt, mask, scale, lo, hi, window, closed)

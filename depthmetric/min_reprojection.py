@@ -18,7 +18,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from . import _checks, _ext, distributed
+from . import _autograd, _checks, _ext, distributed
 from .reference import min_reprojection as _reference
 from .ssim import check_alpha, check_images
 
@@ -131,6 +131,7 @@ def min_reprojection_loss(
     target = target.detach()
     used = [s.detach() for s in used]
     if _ext.use_kernel(backend, target.device):
+        _autograd.check_untransformed("depthmetric.min_reprojection_loss", (target, *warped, *used, noise))
         loss, winner = torch.ops.depthmetric.min_reprojection(target, warped, used, noise, alpha, mean_sources)
     else:
         loss, winner = _reference.min_reprojection(target, warped, used, noise, alpha, mean_sources)
@@ -191,12 +192,18 @@ def _register_kernels() -> None:
         return [torch.empty_like(w) for w in warped]
 
     def setup_context(ctx, inputs, output):
-        target, warped, sources, _, alpha, mean_sources = inputs
-        ctx.alpha, ctx.mean_sources, ctx.n_sources = alpha, mean_sources, len(sources)
-        ctx.save_for_backward(target, output[1], *warped)
+        target, warped, sources, noise, alpha, mean_sources = inputs
+        ctx.alpha, ctx.mean_sources, ctx.n_warped, ctx.n_sources = alpha, mean_sources, len(warped), len(sources)
+        ctx.save_for_backward(target, output[1], noise, *warped, *sources)
 
     def backward(ctx, grad_loss, grad_winner):
-        target, winner, *warped = ctx.saved_tensors
+        target, winner, noise, *images = ctx.saved_tensors
+        warped, sources = images[:ctx.n_warped], images[ctx.n_warped:]
+        if torch.is_grad_enabled():  # create_graph=True: a gradient that can be differentiated again
+            grads = _autograd.reference_vjp(
+                lambda *w: _reference.min_reprojection(target, list(w), sources, noise, ctx.alpha, ctx.mean_sources)[0],
+                warped, grad_loss, [True] * ctx.n_warped)
+            return None, grads, [None] * ctx.n_sources, None, None, None
         # grad_loss goes as it comes (the gradient of a mean is an expanded scalar): the CUDA kernel reads it
         # through its strides, the CPU kernel makes it contiguous.
         grads = torch.ops.depthmetric._min_reprojection_backward(

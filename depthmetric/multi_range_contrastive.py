@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import _checks, _ext, distributed
+from . import _autograd, _checks, _ext, distributed
 from .reference import multi_range_contrastive as _reference
 
 __all__ = [
@@ -202,6 +202,7 @@ def multi_range_contrastive_loss(
         raise ValueError("shifts must be an int64 tensor of shape N,3 (batch, row, column shifts)")
 
     if _ext.use_kernel(backend, features.device):
+        _autograd.check_untransformed("depthmetric.multi_range_contrastive_loss", (features, depth))
         lo, hi = [r[0] for r in ranges], [r[1] for r in ranges]
         loss, count, _ = torch.ops.depthmetric.multi_range_contrastive(
             features, depth, shifts.to(features.device), r_p, lo, hi, margins, *window
@@ -288,14 +289,20 @@ def _register_kernels() -> None:
         return torch.empty_like(features)
 
     def setup_context(ctx, inputs, output):
-        features, _, shifts, *_ = inputs
+        features, depth, shifts, r_p, range_lo, range_hi, margins = inputs[:7]
         ctx.anchor_start = inputs[7] if len(inputs) > 7 else 0
-        ctx.save_for_backward(features, shifts, output[2])
+        ctx.rule = r_p, list(zip(range_lo, range_hi)), margins  # for the twin, under create_graph
+        ctx.save_for_backward(features, shifts, output[2], depth)
 
     def backward(ctx, grad_loss, grad_count, grad_coef):
-        features, shifts, coef = ctx.saved_tensors
+        features, shifts, coef, depth = ctx.saved_tensors
         grad = None
-        if ctx.needs_input_grad[0]:
+        if ctx.needs_input_grad[0] and torch.is_grad_enabled():  # create_graph=True: differentiable again
+            grad, = _autograd.reference_vjp(
+                lambda f: _reference.multi_range_contrastive(f, depth, shifts.cpu(), *ctx.rule, ctx.anchor_start,
+                                                             grad_loss.shape[0])[0],
+                (features,), grad_loss, [True])
+        elif ctx.needs_input_grad[0]:
             grad = torch.ops.depthmetric._multi_range_contrastive_backward(grad_loss, features, shifts, coef,
                                                                             ctx.anchor_start)
         return grad, None, None, None, None, None, None, None, None

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from . import _checks, _ext
+from . import _autograd, _checks, _ext
 from .reference import ssim as _reference
 
 __all__ = ["ssim", "photometric_error", "WINDOWS", "PADDINGS"]
@@ -59,6 +59,7 @@ def check_images(names: tuple[str, ...], images: tuple[torch.Tensor, ...], windo
 
 
 def _kernel_ssim(x: torch.Tensor, y: torch.Tensor, window: str, padding: str) -> torch.Tensor:
+    _autograd.check_untransformed("depthmetric.ssim", (x, y))
     # The four per-pixel partials are only written when a backward can follow (5x the map's bytes saved).
     with_partials = torch.is_grad_enabled() and (x.requires_grad or y.requires_grad)
     return torch.ops.depthmetric.ssim(x, y, WINDOWS[window], PADDINGS[padding], with_partials)[0]
@@ -134,8 +135,15 @@ def _register_kernels() -> None:
         ctx.window, ctx.padding = window, padding
         ctx.save_for_backward(x, y, output[1])
 
+    names = ({code: name for name, code in WINDOWS.items()}, {code: name for name, code in PADDINGS.items()})
+
     def backward(ctx, grad, grad_partials):
         x, y, partials = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: a gradient that can be differentiated again
+            window, padding = names[0][ctx.window], names[1][ctx.padding]
+            grad_x, grad_y = _autograd.reference_vjp(lambda x, y: _reference.ssim(x, y, window, padding), (x, y),
+                                                     grad, ctx.needs_input_grad[:2])
+            return grad_x, grad_y, None, None, None
         # grad goes as it comes (from a mean, an expanded scalar): the CUDA kernel reads it through its strides,
         # the CPU kernel makes it contiguous.
         grad_x, grad_y = torch.ops.depthmetric._ssim_backward(grad, x, y, partials, ctx.window, ctx.padding)
