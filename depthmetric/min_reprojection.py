@@ -53,10 +53,15 @@ def draw_identity_noise(
     n_sources: int, target: torch.Tensor, generator: torch.Generator | None = None
 ) -> torch.Tensor:
     """The tie-breaking noise of the identity errors: ``S,B,H,W`` i.i.d. normal of std 1e-5, drawn from
-    ``generator`` (on its device; the global RNG of the target's device when ``None``)."""
+    ``generator`` (on its device; the global RNG of the target's device when ``None``). Pass it as ``noise=``
+    to keep a ``torch.compile(fullgraph=True)`` step reproducible (Dynamo cannot trace a ``torch.Generator``):
+    the same seed gives the loss of an eager call with ``generator=``."""
     B, _, H, W = target.shape
     acc = _checks.accumulate_dtype(target.dtype)
     generator = _checks.generator("generator", generator)
+    if generator is not None and torch.compiler.is_compiling():
+        raise RuntimeError("min_reprojection_loss: a torch.Generator cannot be traced by torch.compile; draw the "
+                           "noise outside the compiled region (draw_identity_noise) and pass it as noise=")
     device = generator.device if generator is not None else target.device
     noise = torch.randn((n_sources, B, H, W), generator=generator, device=device, dtype=acc)
     return (noise * NOISE_STD).to(target.device)

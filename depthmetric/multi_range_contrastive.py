@@ -88,6 +88,20 @@ def _drop_identity(shifts: torch.Tensor, B: int, H: int, W: int) -> torch.Tensor
     return shifts[(shifts.remainder(sizes) != 0).any(1)]
 
 
+def _draw_shifts(B: int, H: int, W: int, n_within: int, n_across: int, generator, group, across: str):
+    """One call's shifts (``B``: the images samples come from), drawn on the group's first rank and sent to
+    every rank, so that all ranks use the same shifts in a step."""
+    _checks.generator("generator", generator)
+    if generator is not None and torch.compiler.is_compiling():
+        raise RuntimeError("multi_range_contrastive_loss: a torch.Generator cannot be traced by torch.compile; draw "
+                           "the shifts outside the compiled region (MultiRangeContrastiveLoss.draw_shifts or "
+                           "sample_shifts) and pass them as shifts=")
+    shifts = distributed.broadcast_from_first(lambda: sample_shifts(B, H, W, n_within, n_across, generator), group)
+    if group is not None and across == "local":
+        shifts = _drop_identity(shifts, B, H, W)
+    return shifts
+
+
 def _check_config(r_p, ranges, margins, n_within, n_across, reduction):
     if not (isinstance(r_p, (int, float)) and r_p > 0 and math.isfinite(r_p)):
         raise ValueError(f"r_p must be a positive finite number, got {r_p!r}")
@@ -193,10 +207,7 @@ def multi_range_contrastive_loss(
         depth, _ = distributed.all_gather_batch(depth, group, "depth")
         window, B = (start, B), features.shape[0]
     if shifts is None:
-        shifts = distributed.broadcast_from_first(lambda: sample_shifts(B, H, W, n_within, n_across, generator),
-                                                  group)
-        if group is not None and across == "local":
-            shifts = _drop_identity(shifts, B, H, W)
+        shifts = _draw_shifts(B, H, W, n_within, n_across, generator, group, across)
     elif not (isinstance(shifts, torch.Tensor) and shifts.dtype == torch.long and shifts.dim() == 2
               and shifts.shape[1] == 3):
         raise ValueError("shifts must be an int64 tensor of shape N,3 (batch, row, column shifts)")
@@ -257,6 +268,20 @@ class MultiRangeContrastiveLoss(nn.Module):
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
         return cls(**{**PRESETS[name], **overrides})
+
+    def draw_shifts(self, features: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The shifts this loss would draw for ``features`` (``B,C,H,W``) from ``generator``, to pass as
+        ``shifts=``. Drawn outside a ``torch.compile(fullgraph=True)`` region (Dynamo cannot trace a
+        ``torch.Generator``), they keep a compiled step reproducible: the same seed gives the same loss as an
+        eager call with ``generator=``. Under ``torch.distributed`` every rank must call it (the shifts are
+        drawn on the first rank; with ``across="global"``, over the global batch)."""
+        _checks.tensor("features", features)
+        _checks.ndim("features", features, 4, "B,C,H,W")
+        group = distributed.active_group(self.process_group)
+        B, _, H, W = features.shape
+        if self.across == "global" and group is not None:
+            B = int(distributed.all_reduce_count(torch.tensor(B, device=features.device), group))
+        return _draw_shifts(B, H, W, self.n_within, self.n_across, generator, group, self.across)
 
     def forward(self, features, depth, generator=None, mask=None, shifts=None):
         return multi_range_contrastive_loss(

@@ -279,3 +279,16 @@ def test_bad_input(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         call(target, [w + 2 for w in warped], sources)
+
+
+@needs_ext
+def test_compiled_step_with_noise_drawn_outside_matches_the_seeded_eager_call():
+    torch._dynamo.reset()
+    target, warped, sources, _ = scene((2, 3, 10, 12), 2, torch.float32, "cpu", seed=29)
+    compiled = torch.compile(lambda w, n: dm.min_reprojection_loss(target, w, sources, noise=n), fullgraph=True)
+    noise = dm.draw_identity_noise(2, target, torch.Generator().manual_seed(4))
+    eager = dm.min_reprojection_loss(target, warped, sources, generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(compiled(warped, noise), eager, rtol=1e-6, atol=1e-8)
+    g = torch.Generator().manual_seed(0)
+    with pytest.raises(Exception, match="draw_identity_noise"):
+        torch.compile(lambda w: dm.min_reprojection_loss(target, w, sources, generator=g), fullgraph=True)(warped)

@@ -383,3 +383,31 @@ def test_direct_op_call_checks_its_inputs():
         torch.ops.depthmetric.multi_range_contrastive(features, depth[:, 0].double(), shifts, 0.1, [], [], [])
     with pytest.raises(RuntimeError, match="same length"):
         torch.ops.depthmetric.multi_range_contrastive(features, depth[:, 0].float(), shifts, 0.1, [0.5], [], [])
+
+
+@needs_ext
+def test_compiled_step_draws_reproducible_shifts_outside_the_graph():
+    """The documented path for torch.compile(fullgraph=True) with reproducible randomness: draw_shifts from a
+    seeded generator outside the graph gives, inside it, the loss of an eager call with that generator."""
+    torch._dynamo.reset()
+    g = torch.Generator().manual_seed(3)
+    features = torch.randn(3, 4, 8, 10, generator=g)
+    depth = 0.5 + 3 * torch.rand(3, 1, 8, 10, generator=g)
+    loss_fn = dm.MultiRangeContrastiveLoss.preset("nyu-lt")
+    compiled = torch.compile(lambda f, s: loss_fn(f, depth, shifts=s), fullgraph=True)
+    runs = [compiled(features, loss_fn.draw_shifts(features, torch.Generator().manual_seed(7))) for _ in range(2)]
+    eager = loss_fn(features, depth, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(runs[0], runs[1])
+    torch.testing.assert_close(runs[0], eager, rtol=1e-6, atol=0)
+    assert not torch.equal(eager, loss_fn(features, depth, generator=torch.Generator().manual_seed(8)))
+    with pytest.raises(TypeError, match="features must be a torch.Tensor"):
+        loss_fn.draw_shifts(None)
+
+
+def test_a_generator_inside_a_compiled_region_names_the_way_out():
+    torch._dynamo.reset()
+    g = torch.Generator().manual_seed(0)
+    features, depth = torch.randn(2, 4, 6, 6), 0.5 + 3 * torch.rand(2, 1, 6, 6)
+    with pytest.raises(Exception, match="draw_shifts or sample_shifts"):
+        torch.compile(lambda f: dm.multi_range_contrastive_loss(f, depth, generator=g, backend="reference"),
+                      fullgraph=True)(features)
