@@ -28,7 +28,7 @@ def set_finite_checks(enabled: bool, *, collective: bool = True) -> None:
     the checks local (for ops called on one rank only, e.g. logging on rank 0).
     """
     global _finite_checks, _collective_checks
-    _finite_checks, _collective_checks = bool(enabled), bool(collective)
+    _finite_checks, _collective_checks = flag("enabled", enabled), flag("collective", collective)
 
 
 @contextlib.contextmanager
@@ -48,6 +48,20 @@ def generator(name: str, g) -> torch.Generator | None:
     if g is not None and not isinstance(g, torch.Generator):
         raise TypeError(f"{name} must be a torch.Generator or None, got {type(g).__name__}")
     return g
+
+
+def flag(name: str, value) -> bool:
+    """``True`` or ``False`` (not 0/1 or a string: ``"no"`` would be truthy)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def real(name: str, value) -> float:
+    """A real number (int or float, not bool or str) as a float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    return float(value)
 
 
 def count(name: str, value) -> int:

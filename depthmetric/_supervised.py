@@ -24,6 +24,7 @@ def checked_pair(pred, target, mask=None, target_name: str = "target"):
 def resized_prediction(pred, target, interpolate: bool, target_name: str = "target", dtype=None):
     """``pred`` resized to the target's size (bilinear, ``align_corners=True`` as ZoeDepth, computed in
     ``dtype``, default ``pred``'s) when the sizes differ and ``interpolate``; a ValueError when not."""
+    _checks.flag("interpolate", interpolate)
     if pred.shape[-2:] == target.shape[-2:]:
         return pred
     if not interpolate:

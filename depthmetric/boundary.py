@@ -172,9 +172,8 @@ def boundary_recall(
     ``thresholds``. NaN/Inf predictions raise.
     """
     ts = _check_thresholds(thresholds)
-    if not (isinstance(alpha_threshold, (int, float)) and not isinstance(alpha_threshold, bool)
-            and math.isfinite(alpha_threshold)):
-        raise TypeError(f"alpha_threshold must be a finite number, got {alpha_threshold!r}")
+    if not math.isfinite(_checks.real("alpha_threshold", alpha_threshold)):
+        raise ValueError(f"alpha_threshold must be finite, got {alpha_threshold!r}")
     _checks.floating("pred", pred)
     pred = _checks.depth_map("pred", pred)
     _checks.tensor("gt_mask", gt_mask)

@@ -55,16 +55,16 @@ def _reduce(per_image: torch.Tensor, has_valid: torch.Tensor, reduction: str, no
     return distributed.global_mean(per_image.sum(), has_valid.sum(), normalize, process_group)
 
 
-def _prepare(pred, target, mask, interpolate, backend, reduction, normalize):
+def _prepare(pred, target, mask, interpolate, backend, reduction, normalize, process_group):
     _check_reduction(reduction)
-    distributed.check_normalize(normalize)
+    distributed.check_normalize(normalize, process_group)
     pred, target, valid = prepare_pair(pred, target, mask, interpolate)
     _ext.check_backend(backend, pred.device)
     return pred, target, valid
 
 
 def _check_trim(trim) -> None:
-    if not (isinstance(trim, (int, float)) and 0 <= trim < 1):
+    if not 0 <= _checks.real("trim", trim) < 1:
         raise ValueError(f"trim must be a number in [0, 1), got {trim!r}")
 
 
@@ -78,7 +78,7 @@ def trimmed_mae_loss(pred, target, mask=None, *, trim: float = 0.2, reduction: s
     ``n - floor(trim * n)`` averaged (ties are dropped in any order: the sum is the same).
     """
     _check_trim(trim)
-    pred, target, valid = _prepare(pred, target, mask, interpolate, backend, reduction, normalize)
+    pred, target, valid = _prepare(pred, target, mask, interpolate, backend, reduction, normalize, process_group)
     err = torch.where(valid, (pred - target).abs(), math.inf).flatten(1)
     ordered, _ = err.sort(dim=1)
     n = valid.flatten(1).sum(1)
@@ -102,9 +102,9 @@ def _stencils(operator: str, dtype, device) -> torch.Tensor:
 def _check_derivative_config(operator, p, scales) -> None:
     if operator not in OPERATORS:
         raise ValueError(f"operator must be one of {OPERATORS}, got {operator!r}")
-    if p not in (1, 2):
+    if isinstance(p, bool) or p not in (1, 2):
         raise ValueError(f"p must be 1 or 2, got {p!r}")
-    if not (isinstance(scales, int) and scales >= 1):
+    if _checks.count("scales", scales) < 1:
         raise ValueError(f"scales must be an int >= 1, got {scales!r}")
 
 
@@ -120,7 +120,7 @@ def multi_scale_derivative_loss(pred, target, mask=None, *, operator: str = "sch
     without any, e.g. sparse LiDAR or a tiny image, is left out rather than counted as 0).
     """
     _check_derivative_config(operator, p, scales)
-    pred, target, valid = _prepare(pred, target, mask, interpolate, backend, reduction, normalize)
+    pred, target, valid = _prepare(pred, target, mask, interpolate, backend, reduction, normalize, process_group)
     weight = _stencils(operator, pred.dtype, pred.device)
     support = (weight != 0).any(0, keepdim=True).to(pred.dtype)
     diff = torch.where(valid, pred - target, 0.0)
@@ -165,7 +165,7 @@ def scale_shift_invariant_loss(pred, target, mask=None, *, reduction: str = "mea
         raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
     if pool == "batch" and reduction != "mean":
         raise ValueError("pool='batch' is one mean over the batch's pixels: it needs reduction='mean'")
-    pred, target, valid = _prepare(pred, target, mask, interpolate, backend, reduction, normalize)
+    pred, target, valid = _prepare(pred, target, mask, interpolate, backend, reduction, normalize, process_group)
     dims = (1, 2, 3)
     m = valid.to(pred.dtype)
     count = m.sum(dims)
@@ -197,7 +197,7 @@ class TrimmedMAELoss(nn.Module):
         _check_reduction(reduction)
         _ext.check_backend(backend)
         self.trim, self.reduction, self.backend = float(trim), reduction, backend
-        self.normalize, self.process_group = distributed.check_normalize(normalize), process_group
+        self.normalize, self.process_group = distributed.check_normalize(normalize, process_group), process_group
 
     def forward(self, pred, target, mask=None, interpolate=True):
         return trimmed_mae_loss(pred, target, mask, trim=self.trim, reduction=self.reduction,
@@ -219,7 +219,7 @@ class MultiScaleDerivativeLoss(nn.Module):
         _check_reduction(reduction)
         _ext.check_backend(backend)
         self.operator, self.p, self.scales, self.reduction, self.backend = operator, p, scales, reduction, backend
-        self.normalize, self.process_group = distributed.check_normalize(normalize), process_group
+        self.normalize, self.process_group = distributed.check_normalize(normalize, process_group), process_group
 
     def forward(self, pred, target, mask=None, interpolate=True):
         return multi_scale_derivative_loss(pred, target, mask, operator=self.operator, p=self.p, scales=self.scales,
@@ -243,7 +243,7 @@ class ScaleShiftInvariantLoss(nn.Module):
             raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
         _ext.check_backend(backend)
         self.reduction, self.pool, self.backend = reduction, pool, backend
-        self.normalize, self.process_group = distributed.check_normalize(normalize), process_group
+        self.normalize, self.process_group = distributed.check_normalize(normalize, process_group), process_group
 
     def forward(self, pred, target, mask=None, interpolate=True):
         return scale_shift_invariant_loss(pred, target, mask, reduction=self.reduction, pool=self.pool,

@@ -163,10 +163,18 @@ def any_rank(flags: torch.Tensor, group) -> torch.Tensor:
     return table.bool().cpu()
 
 
-def check_normalize(normalize: str) -> str:
+def check_normalize(normalize: str, process_group=None) -> str:
+    """The distributed arguments of a loss: ``normalize`` and an optional ``process_group``."""
     if normalize not in NORMALIZATIONS:
         raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
+    check_process_group(process_group)
     return normalize
+
+
+def check_process_group(process_group) -> None:
+    if process_group is not None and not (dist.is_available() and isinstance(process_group, dist.ProcessGroup)):
+        raise TypeError(f"process_group must be a torch.distributed ProcessGroup or None, got "
+                        f"{type(process_group).__name__}")
 
 
 def global_mean(total: torch.Tensor, count: torch.Tensor, normalize: str, process_group=None) -> torch.Tensor:

@@ -55,6 +55,8 @@ def crop_window(crop: str | None, height: int, width: int, dataset: str | None =
       Garg et al. as Monodepth2 and ZoeDepth compute it.
     * ``None``: the whole image.
     """
+    if dataset is not None and dataset not in DATASETS:
+        raise ValueError(f"dataset must be one of {sorted(DATASETS)} or None, got {dataset!r}")
     if crop is None:
         return 0, height, 0, width
     if crop == "garg":
@@ -77,8 +79,8 @@ def _settings(dataset, min_depth, max_depth, crop):
     min_depth = preset["min_depth"] if min_depth is None else min_depth
     max_depth = preset["max_depth"] if max_depth is None else max_depth
     crop = preset["crop"] if crop == "auto" else crop
-    lo = 0.0 if min_depth is None else float(min_depth)
-    hi = math.inf if max_depth is None else float(max_depth)
+    lo = 0.0 if min_depth is None else _checks.real("min_depth", min_depth)
+    hi = math.inf if max_depth is None else _checks.real("max_depth", max_depth)
     if not (lo >= 0 and lo < hi):
         raise ValueError(f"min_depth must be >= 0 and below max_depth, got min_depth={min_depth}, max_depth={max_depth}")
     return lo, hi, crop
@@ -168,6 +170,7 @@ def compute(
     """
     lo, hi, crop = _settings(dataset, min_depth, max_depth, crop)
     closed = _check_bounds(bounds)
+    _checks.flag("median_scaling", median_scaling)
     pred, gt, mask = checked_pair(pred, gt, mask, target_name="gt")
     pred = resized_prediction(pred, gt, interpolate, "gt", dtype=_checks.accumulate_dtype(pred.dtype))
     if pred.dtype != gt.dtype:
@@ -249,9 +252,9 @@ class DepthMetrics:
                  crop: str | None = "auto", median_scaling: bool = False, backend: str = "auto", *,
                  bounds: str = "open", sync: bool = True, process_group=None):
         _settings(dataset, min_depth, max_depth, crop)
-        for name, flag in (("median_scaling", median_scaling), ("sync", sync)):
-            if not isinstance(flag, bool):
-                raise TypeError(f"{name} must be True or False, got {flag!r}")
+        _checks.flag("median_scaling", median_scaling)
+        _checks.flag("sync", sync)
+        distributed.check_process_group(process_group)
         _ext.check_backend(backend)
         _check_bounds(bounds)
         self.options = dict(dataset=dataset, min_depth=min_depth, max_depth=max_depth, crop=crop,

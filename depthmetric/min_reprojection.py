@@ -56,6 +56,8 @@ def draw_identity_noise(
     ``generator`` (on its device; the global RNG of the target's device when ``None``). Pass it as ``noise=``
     to keep a ``torch.compile(fullgraph=True)`` step reproducible (Dynamo cannot trace a ``torch.Generator``):
     the same seed gives the loss of an eager call with ``generator=``."""
+    _checks.count("n_sources", n_sources)
+    _checks.ndim("target", _checks.floating("target", target), 4, "B,C,H,W")
     B, _, H, W = target.shape
     acc = _checks.accumulate_dtype(target.dtype)
     generator = _checks.generator("generator", generator)
@@ -119,10 +121,12 @@ def min_reprojection_loss(
             raise ValueError(f"sources has {len(sources)} images but warped has {len(warped)}: one each")
     if reduce_sources not in REDUCE_SOURCES:
         raise ValueError(f"reduce_sources must be one of {REDUCE_SOURCES}, got {reduce_sources!r}")
+    _checks.flag("automask", automask)
+    _checks.flag("return_mask", return_mask)
     if automask and sources is None:
         raise ValueError("automask=True needs sources (the unwarped source frames); pass them or automask=False")
     alpha = check_alpha(alpha)
-    distributed.check_normalize(normalize)
+    distributed.check_normalize(normalize, process_group)
     _checks.tensor("target", target)
     used = sources if automask else []
     names = ("target", *(f"warped[{s}]" for s in range(len(warped))), *(f"sources[{s}]" for s in range(len(used))))
@@ -167,8 +171,8 @@ class ReprojectionLoss(nn.Module):
         if reduce_sources not in REDUCE_SOURCES:
             raise ValueError(f"reduce_sources must be one of {REDUCE_SOURCES}, got {reduce_sources!r}")
         _ext.check_backend(backend)
-        self.automask, self.reduce_sources, self.backend = bool(automask), reduce_sources, backend
-        self.normalize, self.process_group = distributed.check_normalize(normalize), process_group
+        self.automask, self.reduce_sources, self.backend = _checks.flag("automask", automask), reduce_sources, backend
+        self.normalize, self.process_group = distributed.check_normalize(normalize, process_group), process_group
 
     def forward(self, target: torch.Tensor, warped, sources=None, generator: torch.Generator | None = None,
                 return_mask: bool = False, noise: torch.Tensor | None = None):

@@ -75,8 +75,8 @@ def sample_shifts(
     return torch.cat([within, across])
 
 
-def _check_distributed(normalize, across):
-    distributed.check_normalize(normalize)
+def _check_distributed(normalize, across, process_group):
+    distributed.check_normalize(normalize, process_group)
     if across not in ACROSS:
         raise ValueError(f"across must be one of {ACROSS}, got {across!r}")
 
@@ -103,7 +103,7 @@ def _draw_shifts(B: int, H: int, W: int, n_within: int, n_across: int, generator
 
 
 def _check_config(r_p, ranges, margins, n_within, n_across, reduction):
-    if not (isinstance(r_p, (int, float)) and r_p > 0 and math.isfinite(r_p)):
+    if not (_checks.real("r_p", r_p) > 0 and math.isfinite(r_p)):
         raise ValueError(f"r_p must be a positive finite number, got {r_p!r}")
     if isinstance(ranges, (str, bytes)) or not hasattr(ranges, "__iter__"):
         raise TypeError(f"ranges must be a sequence of (lo, hi) pairs, got {ranges!r}")
@@ -124,9 +124,8 @@ def _check_config(r_p, ranges, margins, n_within, n_across, reduction):
     for j, m in enumerate(margins):
         if not (m >= 0 and math.isfinite(m)):
             raise ValueError(f"margins[{j}] must be a finite number >= 0, got {m}")
-    for name, value in (("n_within", n_within), ("n_across", n_across)):
-        if not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+    _checks.count("n_within", n_within)
+    _checks.count("n_across", n_across)
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     return float(r_p), ranges, margins
@@ -196,7 +195,7 @@ def multi_range_contrastive_loss(
     _checks.ndim("features", features, 4, "B,C,H,W")
     _checks.channels("features", features)
     r_p, ranges, margins = _check_config(r_p, ranges, margins, n_within, n_across, reduction)
-    _check_distributed(normalize, across)
+    _check_distributed(normalize, across, process_group)
     depth = _prepare_depth(depth, mask, features)
     _checks.finite("features", features)
     group = distributed.active_group(process_group)
@@ -256,7 +255,7 @@ class MultiRangeContrastiveLoss(nn.Module):
         super().__init__()
         self.r_p, self.ranges, self.margins = _check_config(r_p, ranges, margins, n_within, n_across, reduction)
         self.n_within, self.n_across, self.reduction = n_within, n_across, reduction
-        _check_distributed(normalize, across)
+        _check_distributed(normalize, across, process_group)
         self.normalize, self.across, self.process_group = normalize, across, process_group
         _ext.check_backend(backend)
         self.backend = backend

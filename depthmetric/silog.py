@@ -13,18 +13,18 @@ import math
 import torch
 from torch import nn
 
-from . import _ext, distributed
+from . import _checks, _ext, distributed
 from ._supervised import prepare_pair, safe_sqrt
 
 __all__ = ["SILogLoss", "silog_loss"]
 
 
 def _check_config(beta, eps, variance_focus):
-    if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta >= 0):
+    if not (math.isfinite(_checks.real("beta", beta)) and beta >= 0):
         raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
-    if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0):
+    if not (math.isfinite(_checks.real("eps", eps)) and eps >= 0):
         raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
-    if variance_focus is not None and not (isinstance(variance_focus, (int, float)) and 0 <= variance_focus <= 1):
+    if variance_focus is not None and not 0 <= _checks.real("variance_focus", variance_focus) <= 1:
         raise ValueError(f"variance_focus must be None or a number in [0, 1], got {variance_focus!r}")
 
 
@@ -67,7 +67,7 @@ def silog_loss(
     pools this rank's pixels only.
     """
     _check_config(beta, eps, variance_focus)
-    distributed.check_normalize(normalize)
+    distributed.check_normalize(normalize, process_group)
     pred, target, valid = prepare_pair(pred, target, mask, interpolate)
     _ext.check_backend(backend, pred.device)
     valid = valid & (pred + eps > 0)
@@ -105,7 +105,7 @@ class SILogLoss(nn.Module):
         _check_config(beta, eps, variance_focus)
         _ext.check_backend(backend)
         self.beta, self.eps, self.variance_focus, self.backend = float(beta), float(eps), variance_focus, backend
-        self.normalize, self.process_group = distributed.check_normalize(normalize), process_group
+        self.normalize, self.process_group = distributed.check_normalize(normalize, process_group), process_group
 
     def forward(self, pred, target, mask=None, interpolate=True):
         return silog_loss(pred, target, mask, beta=self.beta, eps=self.eps, variance_focus=self.variance_focus,

@@ -108,7 +108,7 @@ def photometric_error(
 
 
 def check_alpha(alpha) -> float:
-    if not (isinstance(alpha, (int, float)) and 0 <= alpha <= 1):
+    if not 0 <= _checks.real("alpha", alpha) <= 1:
         raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}")
     return float(alpha)
 

@@ -159,8 +159,7 @@ def warp(
     _checks.floating("image", image)
     _checks.ndim("image", image, 4, "B,C,H,W")
     _checks.channels("image", image)
-    if not isinstance(align_corners, bool):
-        raise TypeError(f"align_corners must be True or False, got {align_corners!r}")
+    _checks.flag("align_corners", align_corners)
     depth = _checks.depth_map("depth", depth, batch=image.shape[0])
     _checks.same_device(image=image, depth=depth)
     if depth.shape[2:] != image.shape[2:]:

@@ -337,7 +337,7 @@ def test_presets_are_the_papers_tables():
         (dict(ranges=[(0.5, 1.0)], margins=[3, 6]), ValueError, "len\\(margins\\)"),
         (dict(ranges=[(0.5, 1.0)], margins=[-1]), ValueError, "margins\\[0\\]"),
         (dict(n_within=-1), ValueError, "n_within"),
-        (dict(n_across=1.5), ValueError, "n_across"),
+        (dict(n_across=1.5), TypeError, "n_across"),
         (dict(reduction="avg"), ValueError, "reduction"),
         (dict(backend="gpu"), ValueError, "backend"),
         (dict(r_p=0.0), ValueError, "r_p"),
