@@ -11,6 +11,7 @@ Sample dicts (what every Dataset here yields, and what the training loop consume
 from .augment import ColorJitter, Compose, RandomCrop, RandomHorizontalFlip
 from .datasets import KITTIEigen, NYUDepthV2, read_split_file
 from .readers import (
+    MalformedFileError,
     depth_tensor,
     intrinsics,
     kitti_intrinsics,
