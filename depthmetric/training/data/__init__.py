@@ -34,6 +34,7 @@ __all__ = [
     "ColorJitter",
     "Compose",
     "KITTIEigen",
+    "MalformedFileError",
     "NYUDepthV2",
     "RandomCrop",
     "RandomHorizontalFlip",
