@@ -40,6 +40,9 @@ OPS = {  # name: (call(backend), output shape)
     "DepthMetrics.update": (lambda b: dm.metrics.DepthMetrics(backend=b).update(meta(2, 1, 8, 8), meta(2, 1, 8, 8))
                             ["per_image"]["RMSE"], (2,)),
     "boundary_f1": (lambda b: dm.metrics.boundary_f1(meta(2, 1, 8, 8), meta(2, 1, 8, 8)), (2,)),
+    "boundary_recall": (lambda b: dm.metrics.boundary_recall(meta(2, 1, 8, 8), meta(2, 1, 8, 8, dtype=torch.bool)),
+                        (2,)),
+    "project": (lambda b: dm.project(meta(2, 4, 64), K, T, 8, 8), (2, 8, 8, 2)),
 }
 
 

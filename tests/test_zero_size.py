@@ -50,6 +50,8 @@ OPS = {
     "edge_aware_smoothness": (lambda B, C, H, W, b: (lambda d, i: (dm.edge_aware_smoothness(d, i), [d, i]))(
         depth(B, H, W), image(B, C, H, W)), "image", "disp"),
     "backproject": (lambda B, C, H, W, b: (lambda d: (dm.backproject(d, K), [d]))(depth(B, H, W)), None, None),
+    "project": (lambda B, C, H, W, b: (lambda d: (dm.project(dm.backproject(d, K), K, T, H, W), [d]))(
+        depth(B, H, W)), None, "height"),
     "warp": (lambda B, C, H, W, b: (lambda i, d: (dm.warp(i, d, T, K), [i, d]))(image(B, C, H, W), depth(B, H, W)),
              "image", "image"),
     "metrics.compute": (lambda B, C, H, W, b: (dm.metrics.compute(depth(B, H, W).detach(), depth(B, H, W, 2).detach(),
