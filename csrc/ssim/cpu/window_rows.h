@@ -89,8 +89,8 @@ class RowTaps {
   const acc_t* weights() const { return win_.w; }
   const acc_t* row(int k) const { return rows_[k]; }
   const acc_t* const* rows() const { return rows_; }
-  // The input value at the centre of output p's window (the centre row is never padding).
-  acc_t centre(int64_t p) const { return rows_[win_.radius][p + win_.radius]; }
+  // The input values at the centres of the outputs' windows, entry p for output p (never padding).
+  const acc_t* centre() const { return rows_[win_.radius] + win_.radius; }
 
  private:
   template <typename scalar_t>
