@@ -38,6 +38,25 @@ CASES = [
 ]
 
 
+# Analytic floating-point operations per pixel (for the roofline floor; a multiply-add is 2, a comparison,
+# division, log or exp 1), forward and backward. silog: validity (1), two logs and their difference (3),
+# the sums of g and g^2 (3); backward 2 per pixel and 4 for the scalar's chain. trimmed_mae: |p - g| (2),
+# the k-th value's selection (about 2 comparisons per pixel), the trimmed sum (2); backward a sign and a
+# scale (2). multiscale_derivative: the difference (1), Scharr in x and y as two separable 3-tap filters
+# each (24), |.| and sums (4), over 4 scales of a quarter of the pixels each (x 4/3, rounded up); backward
+# the transposed filters (about as many). ssi: the least-squares sums (p, p^2, pg, g: 8), the aligned residual
+# and its |.| sum (5); backward 6. metrics (the fused sums, forward only): range and validity (6), clamp (2),
+# difference and ratio (2), one log, max ratio (2), |d| (1), the 10 sums with their terms (20).
+_FLOPS = {"silog": (7, 6), "trimmed_mae": (6, 2), "multiscale_derivative": (39, 39), "ssi": (13, 6),
+          "metrics": (34, 0)}
+
+
+def flops(case: Case, mode: str) -> float:
+    fwd, bwd = _FLOPS[case.op]
+    pixels = case.dims["B"] * case.dims["H"] * case.dims["W"]
+    return pixels * (fwd if mode == "fwd" else fwd + bwd)
+
+
 def _resolve(path: str):
     obj = depthmetric
     for part in path.split("."):

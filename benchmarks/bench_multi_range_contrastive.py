@@ -27,6 +27,20 @@ CASES = [
 ]
 
 
+def flops(case: Case, mode: str) -> float:
+    """Analytic floating-point operations (for the roofline floor; a multiply-add is 2, a comparison,
+    division or square root 1). Forward, per pair (one per anchor pixel and shift): the squared feature
+    distance, a difference and a multiply-add per channel (3C); the depth differential and its class
+    (|d_a - d_s| 2, positive 1, 3 ranges x 2 comparisons), sqrt, 1/l, the hinge (2) and the sum (1): 15.
+    Backward, per pixel: its own feature times the sum of its pair weights (C), and per pair it is in as
+    anchor and as sample, a pair weight (the incoming gradient times the saved coefficient, 1) and a
+    multiply-add per channel (2C), each: N (4C + 2) + C."""
+    B, C, H, W = (case.dims[k] for k in "BCHW")
+    N = N_WITHIN + N_ACROSS
+    fwd = B * H * W * N * (3 * C + 15)
+    return fwd if mode == "fwd" else fwd + B * H * W * (N * (4 * C + 2) + C)
+
+
 def unavailable(op: str) -> str | None:
     return None  # on main since issue 2
 

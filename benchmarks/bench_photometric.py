@@ -50,6 +50,45 @@ CASES = (
     + _cases("edge_aware_smoothness", ("pytorch",))
 )
 
+# Analytic floating-point operations (for the roofline floor), per pixel and channel unless said otherwise.
+# A multiply, add, division, square root, comparison or clamp side is 1, a multiply-add 2; a separable
+# window of 2r+1 taps costs 2r+1 multiply-adds per axis and map (box3: 12, gauss11: 44). SSIM of one set of
+# moments: 18 (luminance and contrast terms, one division); its three partials for a gradient in x (mu_x,
+# E[x^2], E[xy]; 15) times the incoming gradient (3); the gradient of one pixel from the three transposed
+# window sums, d_mx + 2 d_sq x + d_xy y (5). Only x (the warped images) is differentiated.
+_RADII = {"ssim_box3": 1, "ssim_gauss11": 5, "min_reprojection": 1}
+_SSIM, _SSIM_PARTIALS, _GRAD_COMBINE = 18, 15 + 3, 5
+
+
+def _window_flops(r: int) -> int:
+    return 2 * 2 * (2 * r + 1)
+
+
+def flops(case: Case, mode: str) -> float:
+    B, H, W = (case.dims[k] for k in "BHW")
+    pixels, C = B * H * W, 3
+    if case.op == "edge_aware_smoothness":
+        # disparity normalised by its mean (2); x and y differences of disparity (2) and of the image (6),
+        # image differences' absolute values averaged over channels (10), two exp, two products, two sums.
+        # Backward: through the products and differences (about half the forward).
+        fwd = 26
+        return pixels * (fwd if mode == "fwd" else fwd + fwd // 2)
+    win = _window_flops(_RADII[case.op])
+    if case.op == "min_reprojection":
+        # Per channel: the target's window mean and E[y^2] (1 product, 2 windows); per candidate (2 warped,
+        # 2 identity sources) x^2 and xy (2), 3 windows, SSIM, the clamped (1 - S) / 2 (4) and the L1 term
+        # weighted into the channel sum (5). Per pixel: tie-breaking noise on the identity errors (2), the
+        # minimum of 4 (3), the mean (1). Backward per warped image and channel: SSIM's partials (15), the
+        # selection, clamp slope and weight (5), 3 transposed windows, the gradient (5) and the L1 sign (3).
+        fwd = C * (1 + 2 * win + 2 * N_SOURCES * (2 + 3 * win + _SSIM + 4 + 5)) + 2 + 3 + 1
+        bwd = N_SOURCES * C * (15 + 5 + 3 * win + _GRAD_COMBINE + 3)
+    else:
+        # x^2, y^2, xy (3), 5 windows, SSIM, the mean (1); backward: partials, 3 transposed windows, gradient.
+        fwd = C * (3 + 5 * win + _SSIM + 1)
+        bwd = C * (_SSIM_PARTIALS + 3 * win + _GRAD_COMBINE)
+    return pixels * (fwd if mode == "fwd" else fwd + bwd)
+
+
 _API = {"ssim_box3": "ssim", "ssim_gauss11": "ssim", "min_reprojection": "min_reprojection_loss",
         "edge_aware_smoothness": "edge_aware_smoothness"}
 N_SOURCES = 2

@@ -7,7 +7,10 @@ A bench file ``benchmarks/bench_<group>.py`` declares:
 - ``make_inputs(case, device, generator) -> dict``: fresh random inputs (never zeros); tensors that need a
   gradient are leaves with ``requires_grad=True`` (lists of tensors are allowed as values);
 - ``make_fn(case, backend, device) -> callable | str``: the op as ``fn(inputs) -> output`` (a scalar for
-  ops with a backward), or a string saying why ``backend`` is skipped (a peer not installed, CUDA only...).
+  ops with a backward), or a string saying why ``backend`` is skipped (a peer not installed, CUDA only...);
+- ``flops(case, mode) -> float``: the floating-point operations the op must do in ``mode`` ("fwd" or
+  "fwd_bwd"), counted analytically beside CASES (the count is the op's, not a backend's: a backend that
+  recomputes or materialises more does more than this).
 
 How it measures (per case, per backend, per mode "fwd" and "fwd_bwd"):
 
@@ -28,10 +31,12 @@ How it measures (per case, per backend, per mode "fwd" and "fwd_bwd"):
   sum's maximum is the peak extra memory of the call. (tracemalloc cannot see these allocations and RSS
   high-water marks are blurred by the malloc arena and need a process per case.) Scratch memory a kernel
   takes outside the tensor allocator (a small ``std::vector`` per thread) is not counted, on either device.
-- The memory-bandwidth floor: the bytes an op must move (each input tensor read once, each output and, for
-  fwd_bwd, each input gradient written once) over the bandwidth of a large device-to-device tensor copy
-  measured in the same run (``dst.copy_(src)``, read + write counted). ``bw_fraction = floor / median``:
-  1.0 would mean the op runs at copy speed.
+- The roofline floor of a case: the larger of the memory time, the bytes the op must move (each input
+  tensor read once, each output and, for fwd_bwd, each input gradient written once) over the bandwidth of
+  a large device-to-device tensor copy (``dst.copy_(src)``, read + write counted), and the compute time,
+  the bench file's ``flops`` over the rate of a large fp32 ``torch.mm`` (2 n^3 operations, TF32 off), both
+  measured in the same run with the run's threads. ``roofline_fraction = floor / median``: 1.0 would mean
+  the op runs at copy speed or at matmul speed, whichever binds (``bound``: "memory" or "compute").
 """
 from __future__ import annotations
 
@@ -85,14 +90,15 @@ class Settings:
     max_sets: int
     set_target_bytes: int  # input sets are added until together they pass this size (at least 2)
     copy_bytes: int  # size of the bandwidth copy
+    mm_size: int  # n of the n x n fp32 matmul that gives the flop rate
 
     @staticmethod
     def for_run(device: torch.device, quick: bool) -> "Settings":
         if quick:
-            return Settings(0, 3, 3, 0.0, 0.0, 2, 0, 32 << 20)
+            return Settings(0, 3, 3, 0.0, 0.0, 2, 0, 32 << 20, 256)
         if device.type == "cuda":
-            return Settings(5, 30, 300, 0.4, 5.0, 8, 512 << 20, 1 << 30)
-        return Settings(0, 5, 25, 1.5, 4.0, 4, 256 << 20, 256 << 20)
+            return Settings(5, 30, 300, 0.4, 5.0, 8, 512 << 20, 1 << 30, 8192)
+        return Settings(0, 5, 25, 1.5, 4.0, 4, 256 << 20, 256 << 20, 2048)
 
 
 # --------------------------------------------------------------------------------------------- bench files
@@ -263,16 +269,50 @@ def peak_extra_bytes(call: Callable[[InputSet], Any], inputs: InputSet, device: 
     return peak, out_bytes
 
 
+def _median_seconds(call: Callable[[], Any], device: torch.device, repeats: int) -> float:
+    """Median seconds of ``call`` after two warm-up calls."""
+    for _ in range(2):
+        call()
+    settings = Settings(warmup=0, min_repeats=repeats, max_repeats=repeats, budget_s=0.0, patience_s=1e9,
+                        max_sets=1, set_target_bytes=0, copy_bytes=0, mm_size=0)
+    return statistics.median(time_calls(lambda _: call(), [InputSet({}, [])], device, settings))
+
+
 def copy_bandwidth(device: torch.device, size_bytes: int, repeats: int = 10) -> float:
     """Bytes per second of a large device-to-device ``copy_`` (read + write counted)."""
     src = torch.rand(size_bytes // 4, device=device)
     dst = torch.empty_like(src)
-    settings = Settings(warmup=0, min_repeats=repeats, max_repeats=repeats, budget_s=0.0, patience_s=1e9,
-                        max_sets=1, set_target_bytes=0, copy_bytes=size_bytes)
-    for _ in range(2):
-        dst.copy_(src)
-    times = time_calls(lambda _: dst.copy_(src), [InputSet({}, [])], device, settings)
-    return 2 * src.numel() * src.element_size() / statistics.median(times)
+    return 2 * src.numel() * src.element_size() / _median_seconds(lambda: dst.copy_(src), device, repeats)
+
+
+def matmul_rate(device: torch.device, n: int, repeats: int = 5) -> float:
+    """Floating-point operations per second of an n x n fp32 ``torch.mm`` (2 n^3 per product: n^3
+    multiply-adds), in full fp32 precision (TF32 would count a faster, less precise product)."""
+    a, b = torch.rand(n, n, device=device), torch.rand(n, n, device=device)
+    out = torch.empty(n, n, device=device)
+    precision = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        return 2 * n**3 / _median_seconds(lambda: torch.mm(a, b, out=out), device, repeats)
+    finally:
+        torch.set_float32_matmul_precision(precision)
+
+
+@dataclasses.dataclass(frozen=True)
+class Roofline:
+    """The machine's two limits, measured in the same run as the cases."""
+
+    bandwidth: float  # bytes/s of a large copy, read + write
+    flop_rate: float  # fp32 operations/s of a large matmul
+
+    @staticmethod
+    def measure(device: torch.device, settings: Settings) -> "Roofline":
+        return Roofline(copy_bandwidth(device, settings.copy_bytes), matmul_rate(device, settings.mm_size))
+
+    def floor(self, nbytes: float, flops: float) -> tuple[float, str]:
+        """Seconds an op moving ``nbytes`` and doing ``flops`` needs at best, and which limit binds."""
+        memory, compute = nbytes / self.bandwidth, flops / self.flop_rate
+        return (memory, "memory") if memory >= compute else (compute, "compute")
 
 
 def summarize(times: list[float]) -> dict:
@@ -321,8 +361,9 @@ def mode_calls(fn: Callable, case: Case, sets: list[InputSet]) -> dict[str, Call
 
 
 def measure_backend(fn: Callable, case: Case, sets: list[InputSet], device: torch.device,
-                    settings: Settings, bandwidth: float) -> dict:
-    """Both modes of one backend: peak extra memory, timing, bytes moved and bandwidth fraction.
+                    settings: Settings, roofline: Roofline, flops: Callable[[str], float]) -> dict:
+    """Both modes of one backend: peak extra memory, timing, bytes moved, flops (``flops(mode)``) and the
+    fraction of the roofline floor reached.
 
     Per mode: ``settings.warmup`` calls, then the memory call (also a warm-up: nothing is timed before it
     has run once), then the timed calls.
@@ -337,7 +378,10 @@ def measure_backend(fn: Callable, case: Case, sets: list[InputSet], device: torc
         stats["peak_mib"] = peak / 2**20
         # fwd_bwd's output is the input gradients; add the forward's output (a scalar loss, usually)
         stats["bytes"] = in_bytes + out_bytes + (results["fwd"]["bytes"] - in_bytes if mode == "fwd_bwd" else 0)
-        stats["bw_fraction"] = stats["bytes"] / bandwidth / (stats["median_ms"] / 1e3)
+        stats["flops"] = float(flops(mode))
+        floor, stats["bound"] = roofline.floor(stats["bytes"], stats["flops"])
+        stats["floor_ms"] = floor * 1e3
+        stats["roofline_fraction"] = stats["floor_ms"] / stats["median_ms"]
         results[mode] = stats
     return results
 
@@ -362,7 +406,7 @@ def resolve(module, case: Case, backend: str, device: torch.device):
     return module.make_fn(case, backend, device)
 
 
-def run_case(module, case: Case, device: torch.device, settings: Settings, bandwidth: float,
+def run_case(module, case: Case, device: torch.device, settings: Settings, roofline: Roofline,
              log: Callable[[str], None] = lambda _: None) -> list[dict]:
     reason = module.unavailable(case.op)
     if reason:
@@ -380,7 +424,8 @@ def run_case(module, case: Case, device: torch.device, settings: Settings, bandw
             if isinstance(fn, str):
                 row.update(status="skipped", reason=fn)
             else:
-                row.update(measure_backend(fn, case, sets, device, settings, bandwidth))
+                row.update(measure_backend(fn, case, sets, device, settings, roofline,
+                                           lambda mode: module.flops(case, mode)))
         except Exception as error:  # an op that fails (or runs out of memory) is reported, not fatal
             row.update(status="error", reason=_first_line(error))
         _free(device)
@@ -421,10 +466,12 @@ def add_ratios(rows: list[dict]) -> list[dict]:
 
 
 def run(pairs, device: torch.device, settings: Settings, log: Callable[[str], None] = lambda _: None):
-    """Measure the copy bandwidth, then every ``(module, case)``; returns ``(bandwidth B/s, rows)``."""
-    bandwidth = copy_bandwidth(device, settings.copy_bytes)
-    log(f"copy bandwidth on {device.type}: {bandwidth / 1e9:.1f} GB/s")
+    """Measure the roofline (copy bandwidth, matmul rate), then every ``(module, case)``; returns
+    ``(roofline, rows)``."""
+    roofline = Roofline.measure(device, settings)
+    log(f"copy bandwidth on {device.type}: {roofline.bandwidth / 1e9:.1f} GB/s, fp32 matmul "
+        f"{roofline.flop_rate / 1e9:.1f} GFLOP/s")
     rows: list[dict] = []
     for module, case in pairs:
-        rows.extend(run_case(module, case, device, settings, bandwidth, log))
-    return bandwidth, add_ratios(rows)
+        rows.extend(run_case(module, case, device, settings, roofline, log))
+    return roofline, add_ratios(rows)

@@ -11,7 +11,7 @@ import subprocess
 
 import torch
 
-from benchmarks.harness import MODES
+from benchmarks.harness import MODES, Roofline
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "benchmarks" / "results"
@@ -58,7 +58,7 @@ def git_commit() -> str:
     return commit + ("-dirty" if dirty else "")
 
 
-def environment(device: torch.device, run_set: str, bandwidth: float) -> dict:
+def environment(device: torch.device, run_set: str, roofline: Roofline) -> dict:
     import depthmetric
 
     return {
@@ -75,7 +75,8 @@ def environment(device: torch.device, run_set: str, bandwidth: float) -> dict:
         "cpu_cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "run_set": run_set,
-        "copy_bandwidth_gbs": bandwidth / 1e9,
+        "copy_bandwidth_gbs": roofline.bandwidth / 1e9,
+        "matmul_gflops": roofline.flop_rate / 1e9,
         "depthmetric_build": depthmetric.build_info(),
     }
 
@@ -83,17 +84,19 @@ def environment(device: torch.device, run_set: str, bandwidth: float) -> dict:
 # ------------------------------------------------------------------------------------------------ table
 
 COLUMNS = ("op", "shape", "dtype", "device", "backend", "fwd ms (IQR)", "fwd+bwd ms (IQR)", "peak MiB",
-           "speed-up", "mem ratio", "BW floor")
+           "speed-up", "mem ratio", "roofline")
 
 LEGEND = (
     "Times: median over repeats with the interquartile range; fwd runs with autograd recording (a training "
     "forward). peak MiB: peak memory allocated during one call beyond its inputs (CUDA: "
     "max_memory_allocated delta; CPU: allocator events recorded by torch.profiler). speed-up and mem ratio: "
     "the reference's time and peak divided by this row's (above 1 = faster / lighter; no mem ratio where this "
-    "row's peak is under 0.1 MiB). BW floor: time to "
-    "move the op's bytes (inputs read once, outputs and gradients written once) at the copy bandwidth "
-    "measured in the same run, over the median time (100% = copy speed). peak, speed-up, mem ratio and BW "
-    "floor are of fwd+bwd, or of fwd for forward-only ops."
+    "row's peak is under 0.1 MiB). roofline: the case's floor over the median time (100% = at the "
+    "machine's limit), the floor being the larger of the time to move the op's bytes (inputs read once, "
+    "outputs and gradients written once) at the copy bandwidth and the time to do its floating-point "
+    "operations (counted per op in its bench file) at the rate of a large fp32 matmul, both measured in the "
+    "same run; mem or flop says which limit binds. peak, speed-up, mem ratio and roofline are of fwd+bwd, "
+    "or of fwd for forward-only ops."
 )
 
 
@@ -118,6 +121,10 @@ def _ratio(x) -> str:
     return "-" if x is None else f"{x:.2f}x"
 
 
+def _roofline(stats: dict) -> str:
+    return f"{100 * stats['roofline_fraction']:.1f}% ({'mem' if stats['bound'] == 'memory' else 'flop'})"
+
+
 def table_rows(rows: list[dict]) -> list[tuple[str, ...]]:
     out = []
     for row in rows:
@@ -126,7 +133,7 @@ def table_rows(rows: list[dict]) -> list[tuple[str, ...]]:
         main = _main_mode(row)
         out.append((row["op"], row["shape"], row["dtype"], row["device"], row["backend"], _time(row["fwd"]),
                     _time(row["fwd_bwd"]), f"{main['peak_mib']:.1f}", _ratio(main["speedup"]),
-                    _ratio(main["mem_ratio"]), f"{100 * main['bw_fraction']:.1f}%"))
+                    _ratio(main["mem_ratio"]), _roofline(main)))
     return out
 
 
@@ -173,6 +180,7 @@ def render_markdown(rows: list[dict], env: dict) -> str:
         f"- device: {env['device_name']} ({env['device']}); CPU {env['cpu_model']}, {env['cpu_cores']} cores, "
         f"{env['torch_threads']} torch threads",
         f"- copy bandwidth (device-to-device `copy_`, read + write): {env['copy_bandwidth_gbs']:.1f} GB/s",
+        f"- fp32 matmul rate (large `torch.mm`, TF32 off): {env['matmul_gflops']:.1f} GFLOP/s",
         f"- machine load (1-minute average, other users of the machine){_load(env).replace(', load average', ':')}",
         f"- run set: `{env['run_set']}`; command: `{env.get('command', 'python -m benchmarks')}`",
         "",
@@ -225,6 +233,12 @@ def plot(path: pathlib.Path, rows: list[dict], env: dict) -> bool:
             ax_time.plot(xs, [s["median_ms"] for _, s in points], label=backend, **style)
             ax_time.fill_between(xs, [s["q1_ms"] for _, s in points], [s["q3_ms"] for _, s in points], alpha=0.2)
             ax_mem.plot(xs, [max(s["peak_mib"], 1e-3) for _, s in points], label=backend, **style)
+        floors = {}  # the case's roofline floor (the first backend's bytes: outputs differ by a scalar at most)
+        for r in op_rows:
+            if r[mode]:
+                floors.setdefault(shapes.index(r["shape"]), r[mode]["floor_ms"])
+        xs = sorted(floors)
+        ax_time.plot(xs, [floors[x] for x in xs], color="0.4", linestyle=":", linewidth=1.5, label="roofline floor")
         label = "fwd+bwd" if mode == "fwd_bwd" else "fwd"
         ax_time.set_title(f"{op}: {label} time", fontsize=10)
         ax_mem.set_title(f"{op}: {label} peak extra memory", fontsize=10)

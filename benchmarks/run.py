@@ -69,8 +69,8 @@ def main(argv=None) -> int:
             print(message, file=sys.stderr, flush=True)
 
     load_before = os.getloadavg()[0]
-    bandwidth, rows = harness.run(pairs, device, harness.Settings.for_run(device, args.quick), log)
-    env = report.environment(device, "+".join(sorted(sets)), bandwidth)
+    roofline, rows = harness.run(pairs, device, harness.Settings.for_run(device, args.quick), log)
+    env = report.environment(device, "+".join(sorted(sets)), roofline)
     env["load_average"] = [load_before, os.getloadavg()[0]]  # 1-minute, before and after: others' load
     env["command"] = "python -m benchmarks " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     print(report.render_text(rows, env))

@@ -5,7 +5,7 @@
 pytorch-msssim and fused-ssim; ``padding="reflect"`` reflects the border as kornia's ``padding="same"`` does.
 The compiled op computes the window moments and the SSIM in one pass and
 keeps only four per-pixel partial derivatives for backward (no mu/sigma maps; none at all when no gradient
-is wanted, e.g. under ``torch.no_grad()``); the backward is a gather
+is wanted, e.g. under ``torch.no_grad()``, nor for box3 on CPU, whose backward recomputes them); the backward is a gather
 of the transposed window, deterministic, and maps gradients through reflection padding exactly as
 autograd through ``ReflectionPad2d`` does.
 """
@@ -60,8 +60,11 @@ def check_images(names: tuple[str, ...], images: tuple[torch.Tensor, ...], windo
 
 def _kernel_ssim(x: torch.Tensor, y: torch.Tensor, window: str, padding: str) -> torch.Tensor:
     _autograd.check_untransformed("depthmetric.ssim", (x, y))
-    # The four per-pixel partials are only written when a backward can follow (5x the map's bytes saved).
-    with_partials = torch.is_grad_enabled() and (x.requires_grad or y.requires_grad)
+    # The four per-pixel partials are only written when a backward can follow (5x the map's bytes saved),
+    # and on CPU only for gauss11: for box3 the CPU backward recomputes the moments in less time than it
+    # takes to write the partials to fresh memory and read them back (benchmarks/results/NOTES_cpu.md).
+    with_partials = (torch.is_grad_enabled() and (x.requires_grad or y.requires_grad)
+                     and (x.device.type != "cpu" or window != "box3"))
     return torch.ops.depthmetric.ssim(x, y, WINDOWS[window], PADDINGS[padding], with_partials)[0]
 
 

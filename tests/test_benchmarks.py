@@ -5,6 +5,7 @@ import math
 import pathlib
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -14,9 +15,10 @@ from benchmarks import harness, report
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 ENV_KEYS = {"date", "git_commit", "torch_version", "device", "device_name", "device_slug", "cpu_model",
-            "cpu_cores", "torch_threads", "run_set", "copy_bandwidth_gbs", "depthmetric_build"}
-STAT_KEYS = {"median_ms", "q1_ms", "q3_ms", "min_ms", "max_ms", "repeats", "peak_mib", "bytes", "bw_fraction",
-             "speedup", "mem_ratio"}
+            "cpu_cores", "torch_threads", "run_set", "copy_bandwidth_gbs", "matmul_gflops",
+            "depthmetric_build"}
+STAT_KEYS = {"median_ms", "q1_ms", "q3_ms", "min_ms", "max_ms", "repeats", "peak_mib", "bytes", "flops", "floor_ms",
+             "bound", "roofline_fraction", "speedup", "mem_ratio"}
 
 
 def positive_finite(x) -> bool:
@@ -47,7 +49,7 @@ def test_quick_json_schema(quick_run):
     env, rows = data["environment"], data["results"]
     assert ENV_KEYS <= env.keys()
     assert env["device"] == "cpu" and env["run_set"] == "quick"
-    assert positive_finite(env["copy_bandwidth_gbs"])
+    assert positive_finite(env["copy_bandwidth_gbs"]) and positive_finite(env["matmul_gflops"])
 
     ops_expected = set(harness.op_names(harness.load_groups()))
     assert ops_expected == {r["op"] for r in rows}, "every op of every bench file has rows"
@@ -65,7 +67,11 @@ def test_quick_json_schema(quick_run):
             assert stats["repeats"] >= 3
             assert 0 < stats["min_ms"] <= stats["q1_ms"] <= stats["median_ms"] <= stats["q3_ms"] <= stats["max_ms"]
             assert stats["peak_mib"] >= 0 and math.isfinite(stats["peak_mib"])
-            assert stats["bytes"] > 0 and positive_finite(stats["bw_fraction"])
+            assert stats["bytes"] > 0 and positive_finite(stats["flops"])
+            assert positive_finite(stats["roofline_fraction"]) and stats["bound"] in ("memory", "compute")
+            floor, _ = harness.Roofline(env["copy_bandwidth_gbs"] * 1e9, env["matmul_gflops"] * 1e9).floor(
+                stats["bytes"], stats["flops"])
+            assert stats["floor_ms"] == pytest.approx(floor * 1e3)
             for ratio in ("speedup", "mem_ratio"):
                 assert stats[ratio] is None or positive_finite(stats[ratio]), (row, ratio)
             if row["backend"] == "reference":
@@ -112,6 +118,43 @@ def test_cpu_peak_memory_sees_torch_allocations():
     peak, out_bytes = harness.peak_extra_bytes(lambda _: torch.ones(4 << 20).sum(), inputs, torch.device("cpu"))
     assert 16 << 20 <= peak < 17 << 20
     assert out_bytes == 4
+
+
+def test_roofline_floor_is_the_larger_limit():
+    """Worked by hand: 10 GB/s and 100 GFLOP/s. 1 GB and 5 GFLOP: memory 0.1 s, compute 0.05 s -> 0.1 s,
+    memory bound; 1 GB and 50 GFLOP: compute 0.5 s binds."""
+    roofline = harness.Roofline(bandwidth=10e9, flop_rate=100e9)
+    assert roofline.floor(1e9, 5e9) == (pytest.approx(0.1), "memory")
+    assert roofline.floor(1e9, 50e9) == (pytest.approx(0.5), "compute")
+
+
+def test_roofline_fraction_of_a_measured_case():
+    """measure_backend turns the floor into the fraction of it reached: a call of about 20 ms whose floor
+    is 10 ms (memory, 4 MiB at 400 MiB/s; its 1 MFLOP takes 1 ms at 1 GFLOP/s) reaches about half."""
+    case = harness.Case("op", "shape", {}, sets=("quick",), backward=False)
+    data = {"x": torch.zeros(1 << 20)}  # 4 MiB read; the output is 4 bytes
+    sets = [harness.InputSet(data, [])] * 2
+    settings = harness.Settings(0, 3, 3, 0.0, 0.0, 2, 0, 0, 0)
+    roofline = harness.Roofline(bandwidth=((4 << 20) + 4) / 10e-3, flop_rate=1e9)
+
+    def op(inputs):
+        time.sleep(0.02)
+        return inputs["x"][:1].sum()
+
+    stats = harness.measure_backend(op, case, sets, torch.device("cpu"), settings, roofline, lambda mode: 1e6)["fwd"]
+    assert stats["bound"] == "memory" and stats["floor_ms"] == pytest.approx(10.0)
+    assert stats["roofline_fraction"] == pytest.approx(10.0 / stats["median_ms"])
+    assert 0.3 < stats["roofline_fraction"] < 0.5
+
+
+def test_every_case_counts_its_flops():
+    """Each bench file counts the floating-point operations of every case, more with the backward."""
+    for module in harness.load_groups():
+        for case in module.CASES:
+            fwd = module.flops(case, "fwd")
+            assert positive_finite(fwd), (case.op, case.shape)
+            if case.backward:
+                assert module.flops(case, "fwd_bwd") > fwd, (case.op, case.shape)
 
 
 def test_summary_statistics():

@@ -143,7 +143,8 @@ def test_opcheck(with_partials, window, padding, device):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("window", ["box3", "gauss11"])
 def test_no_partials_without_a_gradient(window, device):
-    """Without a gradient to come the forward writes the SSIM map alone, and the same map."""
+    """Without a gradient to come the forward writes the SSIM map alone, and the same map; the CPU backward
+    recomputes the partials when it is given none."""
     x, y = images((2, 3, 14, 19), torch.float32, device, seed=19)
     code = dm.WINDOWS[window], dm.PADDINGS["reflect" if window == "box3" else "same"]
     full, partials = torch.ops.depthmetric.ssim(x, y, *code)
@@ -153,8 +154,14 @@ def test_no_partials_without_a_gradient(window, device):
     x.requires_grad_(True)
     with torch.no_grad():
         assert torch.equal(dm.ssim(x, y, window, backend=backend_of(device)), full)
-    with pytest.raises(RuntimeError, match="partials must be 4,B,C,H',W'"):
-        torch.ops.depthmetric._ssim_backward(torch.ones_like(full), x.detach(), y, none, *code)
+    grad = torch.rand_like(full)
+    if device == "cpu":  # the CPU backward recomputes the partials it is not given: the same gradients
+        recomputed = torch.ops.depthmetric._ssim_backward(grad, x.detach(), y, none, *code)
+        saved = torch.ops.depthmetric._ssim_backward(grad, x.detach(), y, partials, *code)
+        assert all(torch.equal(a, b) for a, b in zip(recomputed, saved))
+    else:
+        with pytest.raises(RuntimeError, match="partials must be 4,B,C,H',W'"):
+            torch.ops.depthmetric._ssim_backward(grad, x.detach(), y, none, *code)
 
 
 @needs_ext

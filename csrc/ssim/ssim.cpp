@@ -4,7 +4,8 @@
 STABLE_TORCH_LIBRARY_FRAGMENT(depthmetric, m) {
   // window: 0 box3, 1 gauss11; padding: 0 reflect, 1 same (zeros), 2 valid. partials holds, per output pixel,
   // the four derivatives of SSIM with respect to the window moments that backward needs; without
-  // with_partials (no gradient wanted) it is empty and the forward writes the SSIM map alone.
+  // with_partials it is empty and the forward writes the SSIM map alone: no gradient wanted, or, on CPU
+  // only, a backward that recomputes the moments from x and y (given empty partials).
   m.def(
       "ssim(Tensor x, Tensor y, int window, int padding, bool with_partials=True) -> (Tensor ssim, Tensor partials)");
   m.def(

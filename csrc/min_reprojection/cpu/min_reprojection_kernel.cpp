@@ -9,6 +9,7 @@
 #include <tuple>
 
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include "common/tensor_views.h"
@@ -52,6 +53,55 @@ __attribute__((noinline)) void coefficient_row(int64_t n, const acc_t* __restric
   }
 }
 
+// One candidate's photometric error of one row, added to its channel sum e: alpha/C * clamp((1 - SSIM)/2)
+// + (1 - alpha)/C * |x - y| at the window centres. Out of line with restrict pointers so that it vectorises.
+template <typename acc_t>
+__attribute__((noinline)) void error_row(int64_t n, const acc_t* __restrict__ mx, const acc_t* __restrict__ my,
+                                         const acc_t* __restrict__ xx, const acc_t* __restrict__ yy,
+                                         const acc_t* __restrict__ xy, const acc_t* __restrict__ x,
+                                         const acc_t* __restrict__ y, acc_t w_ssim, acc_t w_l1,
+                                         acc_t* __restrict__ e) {
+  for (int64_t p = 0; p < n; ++p) {
+    const acc_t d = ssim::dssim(ssim::ssim_terms(ssim::Moments<acc_t>{mx[p], my[p], xx[p], yy[p], xy[p]}).ssim).value;
+    e[p] += w_ssim * d + w_l1 * std::abs(x[p] - y[p]);
+  }
+}
+
+// The gradient of one warped row from the transposed window sums of the coefficient fields (mu_x, E[x^2],
+// E[xy]) and the L1 term's weight coef * (1 - alpha)/C times sign(x - y). Unit stride at compile time when
+// the rows are contiguous, so the loop vectorises.
+template <typename scalar_t, typename acc_t, typename Stride>
+void gradient_row(int64_t n, const acc_t* const* f, const acc_t* __restrict__ coef, acc_t w_l1,
+                  const scalar_t* __restrict__ x, const scalar_t* __restrict__ y, scalar_t* __restrict__ gx,
+                  Stride sx, Stride sy, Stride sg) {
+  const acc_t *__restrict__ f0 = f[0], *__restrict__ f1 = f[1], *__restrict__ f2 = f[2];
+  for (int64_t q = 0; q < n; ++q) {
+    const acc_t xq = static_cast<acc_t>(x[q * sx]), yq = static_cast<acc_t>(y[q * sy]);
+    const acc_t diff = xq - yq;
+    const acc_t sign = diff > acc_t(0) ? acc_t(1) : (diff < acc_t(0) ? acc_t(-1) : acc_t(0));
+    gx[q * sg] = static_cast<scalar_t>(f0[q] + acc_t(2) * f1[q] * xq + f2[q] * yq + coef[q] * w_l1 * sign);
+  }
+}
+
+// g(p) * selection(p) over one row: the weight of output p in the gradient of warped image s; returns
+// whether any is nonzero. Out of line with restrict pointers, and the test in a loop of its own, so that
+// both loops vectorise.
+template <typename acc_t>
+__attribute__((noinline)) bool selection_row(int64_t n, const acc_t* __restrict__ g, const int64_t* __restrict__ winner,
+                                             int64_t s, int64_t n_sources, bool mean_sources, acc_t* __restrict__ out) {
+  // selected() of a winning pixel, the winners compared as int32 (candidate indices, < 2^31): SSE2 can
+  // vectorise that, an int64 comparison it cannot.
+  const int32_t key = static_cast<int32_t>(mean_sources ? 0 : s);
+  const acc_t share = selected<acc_t>(key, s, n_sources, mean_sources);
+  for (int64_t p = 0; p < n; ++p) {
+    const acc_t w = g[p] * share;
+    out[p] = static_cast<int32_t>(winner[p]) == key ? w : acc_t(0);
+  }
+  int32_t any = 0;
+  for (int64_t p = 0; p < n; ++p) any |= out[p] != acc_t(0);
+  return any != 0;
+}
+
 template <typename scalar_t>
 void forward_rows(const Tensor& target, const TensorList& warped, const TensorList& sources, const Tensor& noise,
                   double alpha_d, bool mean_sources, Tensor& loss, Tensor& winner) {
@@ -70,23 +120,23 @@ void forward_rows(const Tensor& target, const TensorList& warped, const TensorLi
   int64_t* idx = data_of<int64_t>(winner);
 
   torch::stable::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
-    RowTaps<acc_t> tx(win, ah, aw), ty(win, ah, aw);
-    MomentRow<acc_t> m(W, tx.len());
+    // One ring of converted rows per image and channel, so each input row is converted once per task.
+    std::vector<RowTaps<acc_t>> taps((K + 1) * C, RowTaps<acc_t>(win, ah, aw));
+    MomentRow<acc_t> m(W, taps[0].len());
     std::vector<acc_t> pe(K * W);
     for (int64_t row = begin; row < end; ++row) {
       const int64_t b = row / H, h = row % H;
       std::fill(pe.begin(), pe.end(), acc_t(0));
       for (int64_t c = 0; c < C; ++c) {
+        RowTaps<acc_t>& ty = taps[K * C + c];
         ty.load(tv, b, c, h);
         m.compute_y(win, ty);
         for (int64_t k = 0; k < K; ++k) {
+          RowTaps<acc_t>& tx = taps[k * C + c];
           tx.load(cands[k], b, c, h);
           m.compute_x(win, tx, ty);
-          acc_t* e = &pe[k * W];
-          for (int64_t p = 0; p < W; ++p) {
-            const acc_t d = ssim::dssim(ssim::ssim_terms(m.at(p)).ssim).value;
-            e[p] += w_ssim * d + w_l1 * std::abs(tx.centre(p) - ty.centre(p));
-          }
+          error_row(W, m.mx.data(), m.my.data(), m.xx.data(), m.yy.data(), m.xy.data(), tx.centre(), ty.centre(),
+                    w_ssim, w_l1, &pe[k * W]);
         }
       }
       for (int64_t s = S; s < K; ++s) {  // identity errors get the tie-breaking noise
@@ -147,15 +197,9 @@ void backward_rows(const Tensor& grad_loss, const Tensor& target, const TensorLi
     for (int64_t task = begin; task < end; ++task) {
       const int64_t c = (task / blocks) % C, b = (task / (blocks * C)) % B, s = task / (blocks * C * B);
       const int64_t q0 = (task % blocks) * kRowBlock, q1 = std::min(H, q0 + kRowBlock);
-      // g(p) * selection(p): the weight of output p in the gradient of warped image s.
       const auto weight_row = [&](int64_t h) {
-        bool any = false;
-        for (int64_t p = 0; p < W; ++p) {
-          const int64_t at = (b * H + h) * W + p;
-          coef[p] = g[at] * selected<acc_t>(idx[at], s, S, mean_sources);
-          any |= coef[p] != acc_t(0);
-        }
-        return any;
+        const int64_t at = (b * H + h) * W;
+        return selection_row(W, g + at, idx + at, s, S, mean_sources, coef.data());
       };
       // Coefficient rows: weight * alpha/C * dclamp/dSSIM times SSIM's partials in mu_x, E[x^2], E[xy].
       const auto fill = [&](int64_t p_h, acc_t* const* rows) {
@@ -174,12 +218,13 @@ void backward_rows(const Tensor& grad_loss, const Tensor& target, const TensorLi
       for (int64_t q_h = q0; q_h < q1; ++q_h) {
         tr.gather(q_h, fill, fields);
         weight_row(q_h);
-        for (int64_t q = 0; q < W; ++q) {
-          const acc_t xq = static_cast<acc_t>(wv[s](b, c, q_h, q)), yq = static_cast<acc_t>(tv(b, c, q_h, q));
-          const acc_t diff = xq - yq;
-          const acc_t sign = diff > acc_t(0) ? acc_t(1) : (diff < acc_t(0) ? acc_t(-1) : acc_t(0));
-          gv[s](b, c, q_h, q) = static_cast<scalar_t>(fields[0][q] + acc_t(2) * fields[1][q] * xq +
-                                                      fields[2][q] * yq + coef[q] * w_l1 * sign);
+        const scalar_t *xr = &wv[s](b, c, q_h, 0), *yr = &tv(b, c, q_h, 0);
+        scalar_t* gr = &gv[s](b, c, q_h, 0);
+        if (wv[s].s3 == 1 && tv.s3 == 1 && gv[s].s3 == 1) {
+          const std::integral_constant<int64_t, 1> one;
+          gradient_row(W, fields, coef.data(), w_l1, xr, yr, gr, one, one, one);
+        } else {
+          gradient_row(W, fields, coef.data(), w_l1, xr, yr, gr, wv[s].s3, tv.s3, gv[s].s3);
         }
       }
     }

@@ -1,10 +1,14 @@
 // CPU kernels of depthmetric::ssim: the forward works one output row at a time, the backward one input row
-// at a time over blocks of rows (the transposed window gathers from a ring of coefficient rows).
+// at a time over blocks of rows (the transposed window gathers from a ring of coefficient rows). Given no
+// partials, the backward recomputes each output row's moments once per block (the ring): for box3 that
+// costs less than writing the four partial maps to fresh memory and reading them back (see
+// benchmarks/results/NOTES_cpu.md).
 #include <torch/csrc/stable/library.h>
 #include <torch/csrc/stable/ops.h>
 
 #include <algorithm>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "common/tensor_views.h"
@@ -15,7 +19,57 @@ namespace depthmetric {
 namespace ssim {
 namespace {
 
-constexpr int64_t kRowBlock = 32;  // input rows per backward task; the ring refills 2r rows per block
+constexpr int64_t kRowBlock = 64;  // input rows per backward task; the ring refills 2r rows per block
+
+// SSIM and its four partials over one output row. Out of line with restrict pointers so that GCC
+// vectorises it (inlined, the stores might alias MomentRow's vectors and the loop stays scalar).
+template <typename acc_t>
+__attribute__((noinline)) void ssim_row(int64_t n, const acc_t* __restrict__ mx, const acc_t* __restrict__ my,
+                                        const acc_t* __restrict__ xx, const acc_t* __restrict__ yy,
+                                        const acc_t* __restrict__ xy, acc_t* __restrict__ s,
+                                        acc_t* __restrict__ d_mx, acc_t* __restrict__ d_my,
+                                        acc_t* __restrict__ d_sq, acc_t* __restrict__ d_xy) {
+  for (int64_t p = 0; p < n; ++p) {
+    const auto t = ssim_terms(Moments<acc_t>{mx[p], my[p], xx[p], yy[p], xy[p]});
+    s[p] = t.ssim;
+    d_mx[p] = t.d_mx;
+    d_my[p] = t.d_my;
+    d_sq[p] = t.d_sq;
+    d_xy[p] = t.d_xy;
+  }
+}
+
+// The incoming gradient times SSIM's four partials over one output row (the backward's coefficient rows,
+// from recomputed moments). Out of line with restrict pointers, like ssim_row.
+template <typename acc_t>
+__attribute__((noinline)) void coefficient_row(int64_t n, const acc_t* __restrict__ mx, const acc_t* __restrict__ my,
+                                               const acc_t* __restrict__ xx, const acc_t* __restrict__ yy,
+                                               const acc_t* __restrict__ xy, const acc_t* __restrict__ g,
+                                               acc_t* __restrict__ c_mx, acc_t* __restrict__ c_my,
+                                               acc_t* __restrict__ c_sq, acc_t* __restrict__ c_xy) {
+  for (int64_t p = 0; p < n; ++p) {
+    const auto t = ssim_terms(Moments<acc_t>{mx[p], my[p], xx[p], yy[p], xy[p]});
+    c_mx[p] = g[p] * t.d_mx;
+    c_my[p] = g[p] * t.d_my;
+    c_sq[p] = g[p] * t.d_sq;
+    c_xy[p] = g[p] * t.d_xy;
+  }
+}
+
+// The input gradients of one row from the transposed window sums of the four coefficient fields (see
+// SsimTerms): gx = f0 + 2 f2 x + f3 y, gy = f1 + 2 f2 y + f3 x. Unit stride at compile time when the rows
+// are contiguous, so the loop vectorises.
+template <typename scalar_t, typename acc_t, typename Stride>
+void gradient_row(int64_t n, const acc_t* const* f, const scalar_t* __restrict__ x, const scalar_t* __restrict__ y,
+                  scalar_t* __restrict__ gx, scalar_t* __restrict__ gy, Stride sx, Stride sy, Stride sgx, Stride sgy) {
+  const acc_t *__restrict__ f0 = f[0], *__restrict__ f1 = f[1], *__restrict__ f2 = f[2], *__restrict__ f3 = f[3];
+  for (int64_t q = 0; q < n; ++q) {
+    const acc_t xq = static_cast<acc_t>(x[q * sx]), yq = static_cast<acc_t>(y[q * sy]);
+    const acc_t sq2 = acc_t(2) * f2[q];
+    gx[q * sgx] = static_cast<scalar_t>(f0[q] + sq2 * xq + f3[q] * yq);
+    gy[q * sgy] = static_cast<scalar_t>(f1[q] + sq2 * yq + f3[q] * xq);
+  }
+}
 
 template <typename scalar_t>
 void forward_rows(const Tensor& x, const Tensor& y, const Geometry& geo, int64_t window, Tensor& out,
@@ -41,14 +95,8 @@ void forward_rows(const Tensor& x, const Tensor& y, const Geometry& geo, int64_t
         continue;
       }
       acc_t* d_mx = part + row * Wo;
-      for (int64_t p = 0; p < Wo; ++p) {
-        const auto t = ssim_terms(m.at(p));
-        dst[p] = t.ssim;
-        d_mx[p] = t.d_mx;
-        d_mx[plane + p] = t.d_my;
-        d_mx[2 * plane + p] = t.d_sq;
-        d_mx[3 * plane + p] = t.d_xy;
-      }
+      ssim_row(Wo, m.mx.data(), m.my.data(), m.xx.data(), m.yy.data(), m.xy.data(), dst, d_mx, d_mx + plane,
+               d_mx + 2 * plane, d_mx + 3 * plane);
     }
   });
 }
@@ -61,12 +109,17 @@ void backward_rows(const Tensor& grad, const Tensor& x, const Tensor& y, const T
   const auto xv = strided_view4<const scalar_t>(x), yv = strided_view4<const scalar_t>(y);
   const auto gx = strided_view4<scalar_t>(grad_x), gy = strided_view4<scalar_t>(grad_y);
   const int64_t C = x.size(1), H = x.size(2), W = x.size(3), Ho = geo.h.n_out, Wo = geo.w.n_out;
-  const int64_t plane = grad.numel(), blocks = (H + kRowBlock - 1) / kRowBlock;
-  const acc_t* g = data_of<const acc_t>(grad);
-  const acc_t* part = data_of<const acc_t>(partials);
+  const int64_t plane = x.size(0) * C * Ho * Wo, blocks = (H + kRowBlock - 1) / kRowBlock;
+  const bool unit = xv.s3 == 1 && yv.s3 == 1 && gx.s3 == 1 && gy.s3 == 1;
+  // The incoming gradient is read through its strides: from a mean it is an expanded scalar (stride 0),
+  // which a contiguous copy would turn into a full map written and read again.
+  const auto gv = strided_view4<const acc_t>(grad);
+  const acc_t* part = partials.numel() ? data_of<const acc_t>(partials) : nullptr;  // none: recompute
   torch::stable::parallel_for(0, x.size(0) * C * blocks, 1, [&](int64_t begin, int64_t end) {
     TransposedRows<acc_t> tr(win, geo.h, geo.w, kPartials);
-    std::vector<acc_t> sums(kPartials * W);
+    RowTaps<acc_t> tx(win, geo.h, geo.w), ty(win, geo.h, geo.w);
+    MomentRow<acc_t> m(Wo, tx.len());
+    std::vector<acc_t> sums(kPartials * W), g_row(Wo);
     acc_t* fields[kPartials] = {&sums[0], &sums[W], &sums[2 * W], &sums[3 * W]};
     for (int64_t task = begin; task < end; ++task) {
       const int64_t bc = task / blocks, b = bc / C, c = bc % C;
@@ -75,18 +128,35 @@ void backward_rows(const Tensor& grad, const Tensor& x, const Tensor& y, const T
       // Coefficient rows: the incoming gradient times each saved partial derivative.
       const auto fill = [&](int64_t p_h, acc_t* const* rows) {
         const int64_t at = (bc * Ho + p_h) * Wo;
+        const acc_t* g = &gv(b, c, p_h, 0);
+        if (gv.s3 != 1) {
+          for (int64_t p = 0; p < Wo; ++p) g_row[p] = g[p * gv.s3];
+          g = g_row.data();
+        }
+        if (part == nullptr) {
+          tx.load(xv, b, c, p_h);
+          ty.load(yv, b, c, p_h);
+          m.compute_y(win, ty);
+          m.compute_x(win, tx, ty);
+          coefficient_row(Wo, m.mx.data(), m.my.data(), m.xx.data(), m.yy.data(), m.xy.data(), g, rows[0], rows[1],
+                          rows[2], rows[3]);
+          return;
+        }
         for (int64_t f = 0; f < kPartials; ++f) {
           const acc_t* pf = part + f * plane + at;
-          for (int64_t p = 0; p < Wo; ++p) rows[f][p] = g[at + p] * pf[p];
+          for (int64_t p = 0; p < Wo; ++p) rows[f][p] = g[p] * pf[p];
         }
       };
       for (int64_t q_h = q0; q_h < q1; ++q_h) {
         tr.gather(q_h, fill, fields);
-        for (int64_t q = 0; q < W; ++q) {
-          const acc_t xq = static_cast<acc_t>(xv(b, c, q_h, q)), yq = static_cast<acc_t>(yv(b, c, q_h, q));
-          const acc_t sq2 = acc_t(2) * fields[2][q];
-          gx(b, c, q_h, q) = static_cast<scalar_t>(fields[0][q] + sq2 * xq + fields[3][q] * yq);
-          gy(b, c, q_h, q) = static_cast<scalar_t>(fields[1][q] + sq2 * yq + fields[3][q] * xq);
+        const scalar_t *xr = &xv(b, c, q_h, 0), *yr = &yv(b, c, q_h, 0);
+        scalar_t *gxr = &gx(b, c, q_h, 0), *gyr = &gy(b, c, q_h, 0);
+        if (unit) {
+          gradient_row(W, fields, xr, yr, gxr, gyr, std::integral_constant<int64_t, 1>{},
+                       std::integral_constant<int64_t, 1>{}, std::integral_constant<int64_t, 1>{},
+                       std::integral_constant<int64_t, 1>{});
+        } else {
+          gradient_row(W, fields, xr, yr, gxr, gyr, xv.s3, yv.s3, gx.s3, gy.s3);
         }
       }
     }
@@ -107,12 +177,12 @@ std::tuple<Tensor, Tensor> forward_cpu(const Tensor& x, const Tensor& y, int64_t
 std::tuple<Tensor, Tensor> backward_cpu(const Tensor& grad, const Tensor& x, const Tensor& y, const Tensor& partials,
                                         int64_t window, int64_t padding) {
   const auto geo = check_forward(x, y, window, padding);
-  check_backward(grad, x, y, partials, geo);
+  check_backward(grad, x, y, partials, geo, /*can_recompute=*/true);
   auto grad_x = torch::stable::empty_like(x), grad_y = torch::stable::empty_like(y);
   if (x.numel() == 0) return {grad_x, grad_y};
   DM_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ssim_backward_cpu", [&] {
-    backward_rows<scalar_t>(torch::stable::contiguous(grad), x, y, torch::stable::contiguous(partials), geo, window,
-                            grad_x, grad_y);
+    const auto saved = partials.numel() ? torch::stable::contiguous(partials) : partials;
+    backward_rows<scalar_t>(grad, x, y, saved, geo, window, grad_x, grad_y);
   });
   return {grad_x, grad_y};
 }

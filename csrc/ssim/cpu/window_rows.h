@@ -1,9 +1,12 @@
 // Row-at-a-time window statistics for the CPU kernels of depthmetric::ssim and depthmetric::min_reprojection.
 // Everything runs on contiguous acc_t row buffers in simple loops over a row, so the compiler vectorises
-// them; the separable window costs 2 (2r+1) multiply-adds per statistic and pixel.
+// them; the separable window costs 2 (2r+1) multiply-adds per statistic and pixel. The tap loops have a
+// compile-time length (3 or 11, see with_taps), so they unroll into the loop over a row: each output sums
+// its taps in registers and is stored once, instead of one pass over a row buffer per tap.
 #pragma once
 
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
 #include "common/check.h"
@@ -24,77 +27,135 @@ inline Interior interior(const Axis& a, int r, int64_t len) {
   return {shift, std::max<int64_t>(0, -shift), std::min<int64_t>(len, a.n - shift)};
 }
 
+// Calls f(std::integral_constant<int, 2r + 1>) for the window's radius r (box3: 1, gauss11: 5).
+template <typename F>
+void with_taps(int radius, F&& f) {
+  if (radius == 1) {
+    f(std::integral_constant<int, 3>{});
+  } else {
+    DM_CHECK(radius == kMaxRadius, "internal: window radius ", radius);
+    f(std::integral_constant<int, 2 * kMaxRadius + 1>{});
+  }
+}
+
+// out[i] = sum_k w[k] * in[i + k], k < T, for i < n (a correlation along a row; T taps summed in order).
+template <int T, typename acc_t>
+void correlate_row(const acc_t* w, int64_t n, const acc_t* __restrict__ in, acc_t* __restrict__ out) {
+  acc_t wk[T];
+  std::copy(w, w + T, wk);
+  for (int64_t i = 0; i < n; ++i) {
+    acc_t acc = 0;
+    for (int k = 0; k < T; ++k) acc += wk[k] * in[i + k];
+    out[i] = acc;
+  }
+}
+
+// out[u] = sum_k w[k] * rows[k][u] for u < n (the vertical taps of one row; T rows summed in order).
+template <int T, typename acc_t>
+void weighted_rows(const acc_t* w, const acc_t* const* rows, int64_t n, acc_t* __restrict__ out) {
+  acc_t wk[T];
+  const acc_t* rk[T];
+  std::copy(w, w + T, wk);
+  std::copy(rows, rows + T, rk);
+  for (int64_t u = 0; u < n; ++u) {
+    acc_t acc = 0;
+    for (int k = 0; k < T; ++k) acc += wk[k] * rk[k][u];
+    out[u] = acc;
+  }
+}
+
 // The input rows one output row reads from one B,C plane, converted to acc_t and padded along the row:
-// entry u of a row is tap position t = u + offset - r, so output p's window is entries p .. p + 2r.
+// entry u of a row is tap position t = u + offset - r, so output p's window is entries p .. p + 2r. Tap k
+// (offset k - r) is row(k), a row of zeros for a zero-padded one. The converted rows are kept in a ring of
+// 2r+1 slots keyed by their source row, so the next output row of the same image converts one new row,
+// not 2r+1 (the 2r+1 source rows of one output row fall in distinct slots, reflected or not).
 template <typename acc_t>
 class RowTaps {
  public:
   RowTaps(const Window<acc_t>& win, const Axis& ah, const Axis& aw)
-      : win_(win), ah_(ah), aw_(aw), len_(aw.n_out + 2 * win.radius), data_((2 * win.radius + 1) * len_) {}
+      : win_(win), ah_(ah), aw_(aw), len_(aw.n_out + 2 * win.radius), slots_(2 * win.radius + 1),
+        data_(slots_ * len_), zero_(len_, acc_t(0)), tag_(slots_, nullptr) {}
 
   template <typename scalar_t>
   void load(const StridedView4<const scalar_t>& v, int64_t b, int64_t c, int64_t p_h) {
-    n_ = 0;
     for (int d = -win_.radius; d <= win_.radius; ++d) {
       const int64_t row = ah_.source(p_h + ah_.offset + d);
-      if (row < 0) continue;  // a zero-padded row adds nothing
-      acc_t* dst = &data_[n_ * len_];
-      const scalar_t* src = &v(b, c, row, 0);
-      // The interior is a plain (vectorisable) converting copy; only the few edge entries pad or reflect.
-      const auto [shift, lo, hi] = interior(aw_, win_.radius, len_);
-      const auto edge = [&](int64_t u) {
-        const int64_t col = aw_.source(u + shift);
-        dst[u] = col < 0 ? acc_t(0) : static_cast<acc_t>(src[col * v.s3]);
-      };
-      for (int64_t u = 0; u < lo; ++u) edge(u);
-      for (int64_t u = hi; u < len_; ++u) edge(u);
-      if (v.s3 == 1) {
-        for (int64_t u = lo; u < hi; ++u) dst[u] = static_cast<acc_t>(src[u + shift]);
-      } else {
-        for (int64_t u = lo; u < hi; ++u) dst[u] = static_cast<acc_t>(src[(u + shift) * v.s3]);
-      }
-      if (d == 0) centre_ = n_;
-      weight_[n_++] = win_.tap(d);
+      rows_[d + win_.radius] = row < 0 ? zero_.data() : converted(v, &v(b, c, row, 0), row);
     }
   }
 
   int64_t len() const { return len_; }
-  int n() const { return n_; }
-  acc_t weight(int k) const { return weight_[k]; }
-  const acc_t* row(int k) const { return &data_[k * len_]; }
-  // The input value at the centre of output p's window (the centre row is never padding).
-  acc_t centre(int64_t p) const { return data_[centre_ * len_ + p + win_.radius]; }
+  int taps() const { return slots_; }
+  const acc_t* weights() const { return win_.w; }
+  const acc_t* row(int k) const { return rows_[k]; }
+  const acc_t* const* rows() const { return rows_; }
+  // The input values at the centres of the outputs' windows, entry p for output p (never padding).
+  const acc_t* centre() const { return rows_[win_.radius] + win_.radius; }
 
  private:
+  template <typename scalar_t>
+  const acc_t* converted(const StridedView4<const scalar_t>& v, const scalar_t* src, int64_t row) {
+    const int64_t s = row % slots_;
+    acc_t* dst = &data_[s * len_];
+    if (tag_[s] == src) return dst;  // a row of the same tensor: the same data (inputs are read-only)
+    tag_[s] = src;
+    // The interior is a plain (vectorisable) converting copy; only the few edge entries pad or reflect.
+    const auto [shift, lo, hi] = interior(aw_, win_.radius, len_);
+    const auto edge = [&](int64_t u) {
+      const int64_t col = aw_.source(u + shift);
+      dst[u] = col < 0 ? acc_t(0) : static_cast<acc_t>(src[col * v.s3]);
+    };
+    for (int64_t u = 0; u < lo; ++u) edge(u);
+    for (int64_t u = hi; u < len_; ++u) edge(u);
+    if (v.s3 == 1) {
+      for (int64_t u = lo; u < hi; ++u) dst[u] = static_cast<acc_t>(src[u + shift]);
+    } else {
+      for (int64_t u = lo; u < hi; ++u) dst[u] = static_cast<acc_t>(src[(u + shift) * v.s3]);
+    }
+    return dst;
+  }
+
   Window<acc_t> win_;
   Axis ah_, aw_;
   int64_t len_;
-  std::vector<acc_t> data_;
-  acc_t weight_[2 * kMaxRadius + 1];
-  int n_ = 0, centre_ = 0;
+  int slots_;
+  std::vector<acc_t> data_, zero_;
+  std::vector<const void*> tag_;
+  const acc_t* rows_[2 * kMaxRadius + 1] = {};
 };
 
-// Window mean of a (b == nullptr) or of a * b over the n_out outputs of one row: vertical taps into
-// `vert` (length len), then the horizontal taps into `out`.
-template <typename acc_t>
-void window_mean(const Window<acc_t>& win, const RowTaps<acc_t>& a, const RowTaps<acc_t>* b, int64_t n_out,
-                 acc_t* vert, acc_t* out) {
-  const int64_t len = a.len();
-  std::fill(vert, vert + len, acc_t(0));
-  for (int k = 0; k < a.n(); ++k) {
-    const acc_t w = a.weight(k);
-    const acc_t* ra = a.row(k);
-    if (b == nullptr) {
-      for (int64_t u = 0; u < len; ++u) vert[u] += w * ra[u];
-    } else {
-      const acc_t* rb = b->row(k);
-      for (int64_t u = 0; u < len; ++u) vert[u] += w * ra[u] * rb[u];
+// The vertical sums of a (b == nullptr) and a*a, or of a, a*a and a*b, over one row: T taps, in registers.
+template <int T, typename acc_t>
+void vertical_moments(const acc_t* w, const acc_t* const* ra, const acc_t* const* rb, int64_t n,
+                      acc_t* __restrict__ s, acc_t* __restrict__ ss, acc_t* __restrict__ sab) {
+  acc_t wk[T];
+  const acc_t* a[T];
+  const acc_t* b[T];
+  std::copy(w, w + T, wk);
+  std::copy(ra, ra + T, a);
+  if (rb == nullptr) {
+    for (int64_t u = 0; u < n; ++u) {
+      acc_t m = 0, mm = 0;
+      for (int k = 0; k < T; ++k) {
+        m += wk[k] * a[k][u];
+        mm += wk[k] * a[k][u] * a[k][u];
+      }
+      s[u] = m;
+      ss[u] = mm;
     }
+    return;
   }
-  std::fill(out, out + n_out, acc_t(0));
-  for (int j = 0; j <= 2 * win.radius; ++j) {
-    const acc_t w = win.w[j];
-    for (int64_t p = 0; p < n_out; ++p) out[p] += w * vert[p + j];
+  std::copy(rb, rb + T, b);
+  for (int64_t u = 0; u < n; ++u) {
+    acc_t m = 0, mm = 0, mab = 0;
+    for (int k = 0; k < T; ++k) {
+      m += wk[k] * a[k][u];
+      mm += wk[k] * a[k][u] * a[k][u];
+      mab += wk[k] * a[k][u] * b[k][u];
+    }
+    s[u] = m;
+    ss[u] = mm;
+    sab[u] = mab;
   }
 }
 
@@ -102,21 +163,30 @@ void window_mean(const Window<acc_t>& win, const RowTaps<acc_t>& a, const RowTap
 template <typename acc_t>
 struct MomentRow {
   explicit MomentRow(int64_t n_out, int64_t len)
-      : n(n_out), mx(n_out), my(n_out), xx(n_out), yy(n_out), xy(n_out), vert(len) {}
+      : n(n_out), mx(n_out), my(n_out), xx(n_out), yy(n_out), xy(n_out), v0(len), v1(len), v2(len) {}
 
   void compute_y(const Window<acc_t>& win, const RowTaps<acc_t>& y) {
-    window_mean(win, y, static_cast<const RowTaps<acc_t>*>(nullptr), n, vert.data(), my.data());
-    window_mean(win, y, &y, n, vert.data(), yy.data());
+    with_taps(win.radius, [&](auto taps) {
+      constexpr int T = decltype(taps)::value;
+      vertical_moments<T>(y.weights(), y.rows(), static_cast<const acc_t* const*>(nullptr), y.len(), v0.data(),
+                          v1.data(), static_cast<acc_t*>(nullptr));
+      correlate_row<T>(win.w, n, v0.data(), my.data());
+      correlate_row<T>(win.w, n, v1.data(), yy.data());
+    });
   }
   void compute_x(const Window<acc_t>& win, const RowTaps<acc_t>& x, const RowTaps<acc_t>& y) {
-    window_mean(win, x, static_cast<const RowTaps<acc_t>*>(nullptr), n, vert.data(), mx.data());
-    window_mean(win, x, &x, n, vert.data(), xx.data());
-    window_mean(win, x, &y, n, vert.data(), xy.data());
+    with_taps(win.radius, [&](auto taps) {
+      constexpr int T = decltype(taps)::value;
+      vertical_moments<T>(x.weights(), x.rows(), y.rows(), x.len(), v0.data(), v1.data(), v2.data());
+      correlate_row<T>(win.w, n, v0.data(), mx.data());
+      correlate_row<T>(win.w, n, v1.data(), xx.data());
+      correlate_row<T>(win.w, n, v2.data(), xy.data());
+    });
   }
   Moments<acc_t> at(int64_t p) const { return {mx[p], my[p], xx[p], yy[p], xy[p]}; }
 
   int64_t n;
-  std::vector<acc_t> mx, my, xx, yy, xy, vert;
+  std::vector<acc_t> mx, my, xx, yy, xy, v0, v1, v2;  // v*: vertical sums, len entries
 };
 
 // The transpose of the window for backward: given per-output coefficient rows G(p_h, .), accumulate for
@@ -127,8 +197,8 @@ class TransposedRows {
  public:
   TransposedRows(const Window<acc_t>& win, const Axis& ah, const Axis& aw, int n_fields)
       : win_(win), ah_(ah), aw_(aw), fields_(n_fields), slots_(2 * win.radius + 1),
-        ring_(static_cast<size_t>(slots_) * n_fields * aw.n_out), tag_(slots_, -1), vert_(aw.n_out),
-        pad_(aw.n_out + 2 * win.radius) {
+        ring_(static_cast<size_t>(slots_) * n_fields * aw.n_out), tag_(slots_, -1), zero_(aw.n_out, acc_t(0)),
+        vert_(aw.n_out + 4 * win.radius, acc_t(0)), pad_(aw.n_out + 2 * win.radius) {
     DM_CHECK(n_fields <= kMaxFields, "at most ", kMaxFields, " coefficient fields");
   }
 
@@ -141,41 +211,50 @@ class TransposedRows {
   // out[f] receives aw.n input columns of field f.
   template <typename Fill>
   void gather(int64_t q_h, Fill&& fill, acc_t* const* out) {
+    with_taps(win_.radius, [&](auto taps) { gather_taps<decltype(taps)::value>(q_h, fill, out); });
+  }
+
+ private:
+  template <int T, typename Fill>
+  void gather_taps(int64_t q_h, Fill& fill, acc_t* const* out) {
     const int64_t n_out = aw_.n_out, r = win_.radius;
     const int64_t lo = ah_.first_output(q_h, win_.radius), hi = ah_.last_output(q_h, win_.radius);
-    for (int f = 0; f < fields_; ++f) std::fill(out[f], out[f] + aw_.n, acc_t(0));
-    if (lo > hi) return;
-    for (int64_t p_h = lo; p_h <= hi; ++p_h) slot(p_h, fill);
+    // Output row p_h = q_h - offset - r + k is tap k; rows outside [lo, hi] or of weight 0 read zeros.
+    acc_t w[T];
+    int64_t src[T];
+    for (int k = 0; k < T; ++k) {
+      const int64_t p_h = q_h - ah_.offset - r + k;
+      w[k] = p_h >= lo && p_h <= hi ? ah_.weight(win_, p_h, q_h) : acc_t(0);
+      src[k] = w[k] == acc_t(0) ? -1 : p_h;
+      if (src[k] >= 0) slot(src[k], fill);
+    }
+    acc_t* vert = &vert_[2 * r];  // 2r zeros on either side: the transposed taps run over a full window
     for (int f = 0; f < fields_; ++f) {
-      std::fill(vert_.begin(), vert_.end(), acc_t(0));
-      for (int64_t p_h = lo; p_h <= hi; ++p_h) {
-        const acc_t w = ah_.weight(win_, p_h, q_h);
-        if (w == acc_t(0)) continue;
-        const acc_t* g = &ring_[(static_cast<size_t>(p_h % slots_) * fields_ + f) * n_out];
-        for (int64_t p = 0; p < n_out; ++p) vert_[p] += w * g[p];
+      const acc_t* rows[T];
+      for (int k = 0; k < T; ++k) {
+        rows[k] = src[k] < 0 ? zero_.data() : &ring_[(static_cast<size_t>(src[k] % slots_) * fields_ + f) * n_out];
       }
-      // Full (transposed) horizontal convolution into tap positions, then fold the positions back onto
-      // input columns: direct ones, and the mirrored ones of reflection padding.
-      std::fill(pad_.begin(), pad_.end(), acc_t(0));
-      for (int j = 0; j <= 2 * r; ++j) {
-        const acc_t w = win_.w[j];
-        for (int64_t p = 0; p < n_out; ++p) pad_[p + j] += w * vert_[p];
-      }
-      // The interior is a plain add; only the few edge positions pad or reflect.
-      acc_t* dst = out[f];
+      weighted_rows<T>(w, rows, n_out, vert);
+      // Full (transposed) horizontal convolution into tap positions, pad[u] = sum_j w_j vert[u - j], with
+      // the taps reversed so it is a correlation; then fold the positions back onto input columns: direct
+      // ones, and the mirrored ones of reflection padding.
+      acc_t flipped[T];
+      std::reverse_copy(win_.w, win_.w + T, flipped);
       const int64_t len = n_out + 2 * r;
-      const auto [shift, lo, hi] = interior(aw_, win_.radius, len);
-      for (int64_t u = lo; u < hi; ++u) dst[u + shift] += pad_[u];
+      correlate_row<T>(flipped, len, vert_.data(), pad_.data());
+      acc_t* dst = out[f];
+      std::fill(dst, dst + aw_.n, acc_t(0));
+      const auto [shift, in_lo, in_hi] = interior(aw_, win_.radius, len);
+      for (int64_t u = in_lo; u < in_hi; ++u) dst[u + shift] += pad_[u];
       const auto fold_edge = [&](int64_t u) {
         const int64_t q = aw_.source(u + shift);
         if (q >= 0) dst[q] += pad_[u];
       };
-      for (int64_t u = 0; u < lo; ++u) fold_edge(u);
-      for (int64_t u = hi; u < len; ++u) fold_edge(u);
+      for (int64_t u = 0; u < in_lo; ++u) fold_edge(u);
+      for (int64_t u = in_hi; u < len; ++u) fold_edge(u);
     }
   }
 
- private:
   template <typename Fill>
   void slot(int64_t p_h, Fill& fill) {
     const int s = static_cast<int>(p_h % slots_);
@@ -191,7 +270,7 @@ class TransposedRows {
   int fields_, slots_;
   std::vector<acc_t> ring_;
   std::vector<int64_t> tag_;
-  std::vector<acc_t> vert_, pad_;
+  std::vector<acc_t> zero_, vert_, pad_;  // vert_: a row of vertical sums with 2r zeros on either side
 };
 
 }  // namespace ssim

@@ -169,7 +169,7 @@ std::tuple<Tensor, Tensor> forward_cuda(const Tensor& x, const Tensor& y, int64_
 std::tuple<Tensor, Tensor> backward_cuda(const Tensor& grad, const Tensor& x, const Tensor& y,
                                          const Tensor& partials_in, int64_t window, int64_t padding) {
   const auto geo = check_forward(x, y, window, padding);
-  check_backward(grad, x, y, partials_in, geo);
+  check_backward(grad, x, y, partials_in, geo, /*can_recompute=*/false);
   const CudaDeviceGuard guard(x);
   const auto partials = torch::stable::contiguous(partials_in);
   auto grad_x = torch::stable::empty_like(x), grad_y = torch::stable::empty_like(y);
