@@ -130,8 +130,8 @@ def _register_kernels() -> None:
         return x.new_empty(shape, dtype=acc), x.new_empty((4, *shape) if with_partials else (0,), dtype=acc)
 
     @torch.library.register_fake("depthmetric::_ssim_backward")
-    def _(grad, x, y, partials, window, padding):
-        return torch.empty_like(x), torch.empty_like(y)
+    def _(grad, x, y, partials, window, padding, need_x=True, need_y=True):
+        return (torch.empty_like(x) if need_x else x.new_empty(0)), (torch.empty_like(y) if need_y else y.new_empty(0))
 
     def setup_context(ctx, inputs, output):
         x, y, window, padding = inputs[:4]
@@ -149,9 +149,10 @@ def _register_kernels() -> None:
             return grad_x, grad_y, None, None, None
         # grad goes as it comes (from a mean, an expanded scalar): the CUDA kernel reads it through its strides,
         # the CPU kernel makes it contiguous.
-        grad_x, grad_y = torch.ops.depthmetric._ssim_backward(grad, x, y, partials, ctx.window, ctx.padding)
-        return (grad_x if ctx.needs_input_grad[0] else None, grad_y if ctx.needs_input_grad[1] else None,
-                None, None, None)
+        need_x, need_y = ctx.needs_input_grad[:2]
+        grad_x, grad_y = torch.ops.depthmetric._ssim_backward(grad, x, y, partials, ctx.window, ctx.padding,
+                                                              need_x, need_y)
+        return grad_x if need_x else None, grad_y if need_y else None, None, None, None
 
     torch.library.register_autograd("depthmetric::ssim", backward, setup_context=setup_context)
 

@@ -109,6 +109,10 @@ def test_ssim_matches_cpu_kernel(emulated, shape, window, padding, dtype):
     for got, want in zip(grads, cpu_grads):
         assert got.dtype == dtype
         torch.testing.assert_close(got, want, rtol=TOL[dtype], atol=TOL[dtype])
+    for need in ((True, False), (False, True)):  # a gradient not needed comes back empty, the other the same
+        masked = emulated._ssim_backward(grad, x, y, partials, *args[2:], *need)
+        for got, full, wanted in zip(masked, grads, need):
+            assert torch.equal(got, full) if wanted else got.numel() == 0
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16])

@@ -167,6 +167,29 @@ def test_no_partials_without_a_gradient(window, device):
 @needs_ext
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("window", ["box3", "gauss11"])
+def test_only_the_gradients_asked_for_are_computed(window, device):
+    """A gradient of one image alone is the same as when both are taken, and the other is neither computed
+    nor allocated (empty from the op), through the op and through autograd."""
+    x, y = images((2, 3, 14, 19), torch.float64, device, seed=23)
+    code = dm.WINDOWS[window], dm.PADDINGS["reflect" if window == "box3" else "same"]
+    out, partials = torch.ops.depthmetric.ssim(x, y, *code)
+    grad = torch.rand_like(out)
+    both = torch.ops.depthmetric._ssim_backward(grad, x, y, partials, *code)
+    for need in ((True, False), (False, True)):
+        got = torch.ops.depthmetric._ssim_backward(grad, x, y, partials, *code, *need)
+        for g, full, wanted in zip(got, both, need):
+            assert torch.equal(g, full) if wanted else g.numel() == 0
+        torch.library.opcheck(torch.ops.depthmetric._ssim_backward.default, (grad, x, y, partials, *code, *need))
+    xg, yg = x.clone().requires_grad_(), y.clone().requires_grad_()
+    gx, = torch.autograd.grad(dm.ssim(xg, y, window, backend=backend_of(device)).sum(), xg)
+    gy, = torch.autograd.grad(dm.ssim(x, yg, window, backend=backend_of(device)).sum(), yg)
+    gx1, gy1 = torch.autograd.grad(dm.ssim(xg, yg, window, backend=backend_of(device)).sum(), (xg, yg))
+    assert torch.equal(gx, gx1) and torch.equal(gy, gy1)
+
+
+@needs_ext
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("window", ["box3", "gauss11"])
 def test_backward_is_deterministic(window, device):
     x, y = images((2, 3, 40, 50), torch.float32, device, seed=17)
     weights = torch.rand(2, 3, 40, 50, device=device)

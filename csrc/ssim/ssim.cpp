@@ -8,7 +8,8 @@ STABLE_TORCH_LIBRARY_FRAGMENT(depthmetric, m) {
   // only, a backward that recomputes the moments from x and y (given empty partials).
   m.def(
       "ssim(Tensor x, Tensor y, int window, int padding, bool with_partials=True) -> (Tensor ssim, Tensor partials)");
+  // A gradient not asked for (need_x / need_y false) is neither computed nor allocated: it comes back empty.
   m.def(
-      "_ssim_backward(Tensor grad, Tensor x, Tensor y, Tensor partials, int window, int padding) "
-      "-> (Tensor grad_x, Tensor grad_y)");
+      "_ssim_backward(Tensor grad, Tensor x, Tensor y, Tensor partials, int window, int padding, bool need_x=True, "
+      "bool need_y=True) -> (Tensor grad_x, Tensor grad_y)");
 }

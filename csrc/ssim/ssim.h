@@ -38,6 +38,17 @@ inline Geometry check_forward(const Tensor& x, const Tensor& y, int64_t window, 
   return {r, make_axis(x.size(2), padding, r), make_axis(x.size(3), padding, r)};
 }
 
+// The gradient of an input, or an empty tensor when it is not needed (see the schema).
+inline Tensor allocate_gradient(const Tensor& like, bool needed) {
+  return needed ? torch::stable::empty_like(like) : empty(like, {0}, like.scalar_type());
+}
+
+// A writable view of a gradient; none (null) for one not needed, which the kernels then do not write.
+template <typename scalar_t>
+StridedView4<scalar_t> gradient_view(const Tensor& grad) {
+  return grad.numel() ? strided_view4<scalar_t>(grad) : StridedView4<scalar_t>{};
+}
+
 // can_recompute: the backward recomputes the partials when they are empty (the CPU kernel).
 inline void check_backward(const Tensor& grad, const Tensor& x, const Tensor& y, const Tensor& partials,
                            const Geometry& geo, bool can_recompute) {

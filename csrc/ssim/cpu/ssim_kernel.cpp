@@ -60,14 +60,14 @@ __attribute__((noinline)) void coefficient_row(int64_t n, const acc_t* __restric
 // SsimTerms): gx = f0 + 2 f2 x + f3 y, gy = f1 + 2 f2 y + f3 x. Unit stride at compile time when the rows
 // are contiguous, so the loop vectorises.
 template <typename scalar_t, typename acc_t, typename Stride>
-void gradient_row(int64_t n, const acc_t* const* f, const scalar_t* __restrict__ x, const scalar_t* __restrict__ y,
-                  scalar_t* __restrict__ gx, scalar_t* __restrict__ gy, Stride sx, Stride sy, Stride sgx, Stride sgy) {
-  const acc_t *__restrict__ f0 = f[0], *__restrict__ f1 = f[1], *__restrict__ f2 = f[2], *__restrict__ f3 = f[3];
+void gradient_row(int64_t n, const acc_t* __restrict__ own, const acc_t* __restrict__ f2, const acc_t* __restrict__ f3,
+                  const scalar_t* __restrict__ a, const scalar_t* __restrict__ b, scalar_t* __restrict__ g, Stride sa,
+                  Stride sb, Stride sg) {
+  // d SSIM / d a from the gathered coefficient rows, b the other image: own + 2 f2 a + f3 b (the same form
+  // for x, own = f0, and for y, own = f1).
   for (int64_t q = 0; q < n; ++q) {
-    const acc_t xq = static_cast<acc_t>(x[q * sx]), yq = static_cast<acc_t>(y[q * sy]);
-    const acc_t sq2 = acc_t(2) * f2[q];
-    gx[q * sgx] = static_cast<scalar_t>(f0[q] + sq2 * xq + f3[q] * yq);
-    gy[q * sgy] = static_cast<scalar_t>(f1[q] + sq2 * yq + f3[q] * xq);
+    const acc_t aq = static_cast<acc_t>(a[q * sa]), bq = static_cast<acc_t>(b[q * sb]);
+    g[q * sg] = static_cast<scalar_t>(own[q] + acc_t(2) * f2[q] * aq + f3[q] * bq);
   }
 }
 
@@ -107,10 +107,11 @@ void backward_rows(const Tensor& grad, const Tensor& x, const Tensor& y, const T
   using acc_t = acc_type<scalar_t>;
   const auto win = make_window<acc_t>(window);
   const auto xv = strided_view4<const scalar_t>(x), yv = strided_view4<const scalar_t>(y);
-  const auto gx = strided_view4<scalar_t>(grad_x), gy = strided_view4<scalar_t>(grad_y);
+  const bool need_x = grad_x.numel() != 0, need_y = grad_y.numel() != 0;
+  const auto gx = gradient_view<scalar_t>(grad_x), gy = gradient_view<scalar_t>(grad_y);
   const int64_t C = x.size(1), H = x.size(2), W = x.size(3), Ho = geo.h.n_out, Wo = geo.w.n_out;
   const int64_t plane = x.size(0) * C * Ho * Wo, blocks = (H + kRowBlock - 1) / kRowBlock;
-  const bool unit = xv.s3 == 1 && yv.s3 == 1 && gx.s3 == 1 && gy.s3 == 1;
+  const bool unit = xv.s3 == 1 && yv.s3 == 1 && (!need_x || gx.s3 == 1) && (!need_y || gy.s3 == 1);
   // The incoming gradient is read through its strides: from a mean it is an expanded scalar (stride 0),
   // which a contiguous copy would turn into a full map written and read again.
   const auto gv = strided_view4<const acc_t>(grad);
@@ -150,14 +151,17 @@ void backward_rows(const Tensor& grad, const Tensor& x, const Tensor& y, const T
       for (int64_t q_h = q0; q_h < q1; ++q_h) {
         tr.gather(q_h, fill, fields);
         const scalar_t *xr = &xv(b, c, q_h, 0), *yr = &yv(b, c, q_h, 0);
-        scalar_t *gxr = &gx(b, c, q_h, 0), *gyr = &gy(b, c, q_h, 0);
-        if (unit) {
-          gradient_row(W, fields, xr, yr, gxr, gyr, std::integral_constant<int64_t, 1>{},
-                       std::integral_constant<int64_t, 1>{}, std::integral_constant<int64_t, 1>{},
-                       std::integral_constant<int64_t, 1>{});
-        } else {
-          gradient_row(W, fields, xr, yr, gxr, gyr, xv.s3, yv.s3, gx.s3, gy.s3);
-        }
+        const auto emit = [&](const acc_t* own, const scalar_t* a, const scalar_t* o, scalar_t* g, int64_t sa,
+                              int64_t so, int64_t sg) {
+          if (unit) {
+            const std::integral_constant<int64_t, 1> one;
+            gradient_row(W, own, fields[2], fields[3], a, o, g, one, one, one);
+          } else {
+            gradient_row(W, own, fields[2], fields[3], a, o, g, sa, so, sg);
+          }
+        };
+        if (need_x) emit(fields[0], xr, yr, &gx(b, c, q_h, 0), xv.s3, yv.s3, gx.s3);
+        if (need_y) emit(fields[1], yr, xr, &gy(b, c, q_h, 0), yv.s3, xv.s3, gy.s3);
       }
     }
   });
@@ -175,11 +179,11 @@ std::tuple<Tensor, Tensor> forward_cpu(const Tensor& x, const Tensor& y, int64_t
 }
 
 std::tuple<Tensor, Tensor> backward_cpu(const Tensor& grad, const Tensor& x, const Tensor& y, const Tensor& partials,
-                                        int64_t window, int64_t padding) {
+                                        int64_t window, int64_t padding, bool need_x, bool need_y) {
   const auto geo = check_forward(x, y, window, padding);
   check_backward(grad, x, y, partials, geo, /*can_recompute=*/true);
-  auto grad_x = torch::stable::empty_like(x), grad_y = torch::stable::empty_like(y);
-  if (x.numel() == 0) return {grad_x, grad_y};
+  auto grad_x = allocate_gradient(x, need_x), grad_y = allocate_gradient(y, need_y);
+  if (x.numel() == 0 || !(need_x || need_y)) return {grad_x, grad_y};
   DM_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ssim_backward_cpu", [&] {
     const auto saved = partials.numel() ? torch::stable::contiguous(partials) : partials;
     backward_rows<scalar_t>(grad, x, y, saved, geo, window, grad_x, grad_y);

@@ -83,7 +83,7 @@ template <typename scalar_t, typename acc_t, int R>
 __global__ void backward_kernel(StridedView4<const acc_t> grad, const acc_t* __restrict__ partials, int64_t plane,
                                 StridedView4<const scalar_t> x, StridedView4<const scalar_t> y, int64_t C, Axis ah,
                                 Axis aw, Window<acc_t> win, StridedView4<scalar_t> grad_x,
-                                StridedView4<scalar_t> grad_y) {
+                                StridedView4<scalar_t> grad_y, bool need_x, bool need_y) {
   constexpr int TH = tile_h<acc_t>(), IH = TH + 2 * R, IW = kTileW + 2 * R;
   __shared__ acc_t sg[kPartials][IH][IW];
   __shared__ acc_t hs[kPartials][IH][kTileW];
@@ -126,8 +126,8 @@ __global__ void backward_kernel(StridedView4<const acc_t> grad, const acc_t* __r
     for (int f = 0; f < kPartials; ++f) s[f] += w * hs[f][threadIdx.y + k][threadIdx.x];
   }
   const acc_t xq = static_cast<acc_t>(x(b, c, q_h, q_w)), yq = static_cast<acc_t>(y(b, c, q_h, q_w));
-  grad_x(b, c, q_h, q_w) = static_cast<scalar_t>(s[0] + acc_t(2) * s[2] * xq + s[3] * yq);
-  grad_y(b, c, q_h, q_w) = static_cast<scalar_t>(s[1] + acc_t(2) * s[2] * yq + s[3] * xq);
+  if (need_x) grad_x(b, c, q_h, q_w) = static_cast<scalar_t>(s[0] + acc_t(2) * s[2] * xq + s[3] * yq);
+  if (need_y) grad_y(b, c, q_h, q_w) = static_cast<scalar_t>(s[1] + acc_t(2) * s[2] * yq + s[3] * xq);
 }
 
 // Calls f(std::integral_constant<int, R>) for the window's radius.
@@ -167,13 +167,14 @@ std::tuple<Tensor, Tensor> forward_cuda(const Tensor& x, const Tensor& y, int64_
 }
 
 std::tuple<Tensor, Tensor> backward_cuda(const Tensor& grad, const Tensor& x, const Tensor& y,
-                                         const Tensor& partials_in, int64_t window, int64_t padding) {
+                                         const Tensor& partials_in, int64_t window, int64_t padding, bool need_x,
+                                         bool need_y) {
   const auto geo = check_forward(x, y, window, padding);
   check_backward(grad, x, y, partials_in, geo, /*can_recompute=*/false);
   const CudaDeviceGuard guard(x);
   const auto partials = torch::stable::contiguous(partials_in);
-  auto grad_x = torch::stable::empty_like(x), grad_y = torch::stable::empty_like(y);
-  if (x.numel() == 0) return {grad_x, grad_y};
+  auto grad_x = allocate_gradient(x, need_x), grad_y = allocate_gradient(y, need_y);
+  if (x.numel() == 0 || !(need_x || need_y)) return {grad_x, grad_y};
   DM_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ssim_backward_cuda", [&] {
     using acc_t = acc_type<scalar_t>;
     constexpr int TH = tile_h<acc_t>();
@@ -183,7 +184,8 @@ std::tuple<Tensor, Tensor> backward_cuda(const Tensor& grad, const Tensor& x, co
       DM_LAUNCH((backward_kernel<scalar_t, acc_t, R>), tiles(geo.h.n, geo.w.n, x.size(0) * x.size(1), TH),
                 dim3(kTileW, TH), strided_view4<const acc_t>(grad), data_of<const acc_t>(partials), grad.numel(),
                 strided_view4<const scalar_t>(x), strided_view4<const scalar_t>(y), x.size(1), geo.h, geo.w,
-                make_window<acc_t>(window), strided_view4<scalar_t>(grad_x), strided_view4<scalar_t>(grad_y));
+                make_window<acc_t>(window), gradient_view<scalar_t>(grad_x), gradient_view<scalar_t>(grad_y), need_x,
+                need_y);
     });
   });
   return {grad_x, grad_y};
