@@ -57,6 +57,27 @@ std::vector<Shift> host_shifts(const Tensor& features, const Tensor& shifts_in) 
   return out;
 }
 
+// The codes of n pairs of contiguous depths. The rule by value: a reference could alias the stores, which
+// keeps GCC from vectorising.
+template <typename acc_t>
+void classify_run(const Rule<acc_t> rule, const acc_t* __restrict__ anchor, const acc_t* __restrict__ sample,
+                  int64_t n, acc_t* __restrict__ code) {
+  for (int64_t w = 0; w < n; ++w) code[w] = rule.classify(anchor[w], sample[w]);
+}
+
+// One shift's pairs of an anchor row: their terms added to the row's loss and count, their coefficients
+// stored (an ignored pair's term is 0: its code is below any distance).
+template <typename acc_t>
+void pair_terms_row(const acc_t* __restrict__ code, const acc_t* __restrict__ dist_sq, int64_t W,
+                    acc_t* __restrict__ loss, int32_t* __restrict__ count, acc_t* __restrict__ coef) {
+  for (int64_t w = 0; w < W; ++w) {
+    const PairTerm<acc_t> term = pair_term(code[w], dist_sq[w]);
+    loss[w] += term.loss;
+    count[w] += is_counted(code[w]);
+    coef[w] = term.coef;
+  }
+}
+
 template <typename scalar_t, bool kUnitStride>
 void forward_rows(const Tensor& features, const Tensor& depth, const std::vector<Shift>& shifts,
                   const Rule<acc_type<scalar_t>>& rule, const Anchors& anchors, ForwardOutputs& out) {
@@ -85,7 +106,7 @@ void forward_rows(const Tensor& features, const Tensor& depth, const std::vector
         const acc_t* sample_depth = d + (src_b[n] * H + src_h[n]) * W;
         acc_t* pairs = &code[n * W];
         for_roll_runs(shifts[n].w, W, false, [&](int64_t w0, int64_t w1, int64_t delta) {
-          for (int64_t w = w0; w < w1; ++w) pairs[w] = rule.classify(anchor_depth[w], sample_depth[w + delta]);
+          classify_run(rule, anchor_depth + w0, sample_depth + w0 + delta, w1 - w0, pairs + w0);
         });
         active[n] = 0;
         for (int64_t w = 0; w < W; ++w) active[n] |= is_counted(pairs[w]);
@@ -105,20 +126,13 @@ void forward_rows(const Tensor& features, const Tensor& depth, const std::vector
           });
         }
       }
-      for (int64_t w = 0; w < W; ++w) {
-        acc_t loss_sum = 0;
-        int32_t counted = 0;
-        for (int64_t n = 0; n < N; ++n) {
-          PairTerm<acc_t> term{0, 0};
-          if (is_counted(code[n * W + w])) {
-            term = pair_term(code[n * W + w], dist_sq[n * W + w]);
-            loss_sum += term.loss;
-            ++counted;
-          }
-          coef[n * total + row * W + w] = term.coef;
-        }
-        loss[row * W + w] = loss_sum;
-        count[row * W + w] = counted;
+      // Shift by shift over contiguous rows (the per-pixel sums keep their order over n): vectorised.
+      acc_t* loss_row = loss + row * W;
+      int32_t* count_row = count + row * W;
+      std::fill(loss_row, loss_row + W, acc_t(0));
+      std::fill(count_row, count_row + W, 0);
+      for (int64_t n = 0; n < N; ++n) {
+        pair_terms_row(&code[n * W], &dist_sq[n * W], W, loss_row, count_row, coef + n * total + row * W);
       }
     }
   });
