@@ -62,11 +62,12 @@ def _extensions():
     if with_cuda and os.path.isdir(nvidia_include):
         include_dirs.append(nvidia_include)
     # -fno-trapping-math lets GCC turn the clamps of the per-pixel loops into vector selects (it only gives up
-    # floating-point exception flags, which nothing reads; results are unchanged). The C++ standard is torch's.
+    # floating-point exception flags, which nothing reads; results are unchanged), and -fno-math-errno lets it
+    # vectorise sqrt (errno is never read either). The C++ standard is torch's.
     # No -fopenmp: torch::stable::parallel_for runs its work inside libtorch's own parallel backend.
     # -DUSE_CUDA declares the stable C shim's CUDA entry points (the current stream).
     # -fvisibility=hidden: torch's stable types are hidden, and so is everything of ours but PyInit__C.
-    extra = {"cxx": ["-O3", "-fno-trapping-math", "-fvisibility=hidden"],
+    extra = {"cxx": ["-O3", "-fno-trapping-math", "-fno-math-errno", "-fvisibility=hidden"],
              "nvcc": ["-O3", "-lineinfo", "-DUSE_CUDA", "-Xcompiler", "-fvisibility=hidden"]}
     # The CPU kernels, the schemas and the Python module in depthmetric._C; the CUDA kernels in
     # depthmetric._C_cuda, a library of its own that needs libtorch_cuda and libcudart, so that the same wheel

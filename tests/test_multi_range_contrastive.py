@@ -99,6 +99,17 @@ def test_many_shifts_cross_the_chunk_boundary(dtype, device):
 
 
 @needs_ext
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_wide_rows_split_images_into_several_cpu_row_bands(dtype):
+    """The CPU kernels give a task a band of rows whose buffers take about 1 MiB: at W = 3000 and 14 shifts a
+    band is 1 to 3 rows, so an 8-row image is split and the shifted rows cross the bands."""
+    features, depth, g = make_inputs((3, 2, 8, 3000), dtype, "cpu", seed=8)
+    shifts = dm.sample_shifts(3, 8, 3000, 10, 4, generator=g)
+    tol = 1e-6 if dtype == torch.float64 else 1e-4
+    assert_matches_float64_reference(features, depth, shifts, "cpu", loss_tol=tol, grad_tol=tol)
+
+
+@needs_ext
 @pytest.mark.parametrize("device", DEVICES)
 def test_all_invalid_gives_zero_loss_and_zero_grad(device):
     features, _, _ = make_inputs((2, 3, 4, 5), torch.float32, device, seed=0)

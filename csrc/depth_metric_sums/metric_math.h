@@ -25,29 +25,53 @@ struct Sums {
   }
 };
 
-// Adds pixel (p, g) when it counts: g valid and in (lo, hi), strictly as Monodepth2, BTS and ZoeDepth count
-// it (SPEC section 4), or in [lo, hi] when closed; p (already scaled) clamped to [lo, hi] as the standard
-// evaluation code does, then valid. A NaN p fails both clamp comparisons and stays invalid.
+// A pixel's terms before the log. It counts when g is valid and in (lo, hi), strictly as Monodepth2, BTS and
+// ZoeDepth count it (SPEC section 4), or in [lo, hi] when closed; p (already scaled) clamped to [lo, hi] as the
+// standard evaluation code does, then valid. A NaN p fails both clamp comparisons and stays invalid. Selects,
+// no branches: the CPU computes a row of them in one vectorised loop and the logs in another.
+template <typename acc_t>
+struct PixelTerms {
+  bool counted;
+  acc_t abs_rel, sq_rel, sq_err;
+  acc_t q;      // p / g, whose log is the log error (1 when not counted: a finite log)
+  acc_t ratio;  // max(p/g, g/p)
+};
+
+template <typename acc_t>
+DM_HOST_DEVICE PixelTerms<acc_t> pixel_terms(acc_t p, acc_t g, acc_t lo, acc_t hi, bool closed) {
+  const bool in_range = ((g > lo) | (closed & (g == lo))) & ((g < hi) | (closed & (g == hi)));
+  p = p < lo ? lo : (p > hi ? hi : p);
+  const bool counted = is_valid_depth(g) & in_range & is_valid_depth(p);
+  const acc_t d = p - g, q = p / g;  // divisions, not a reciprocal: p == g must give exactly q == 1
+  const acc_t abs_d = d < acc_t(0) ? -d : d;
+  const acc_t zero(0);
+  return {counted, counted ? abs_d / g : zero, counted ? d * d / g : zero, counted ? d * d : zero,
+          counted ? q : acc_t(1), q > acc_t(1) ? q : g / p};
+}
+
+// A pixel's ten addends to the sums, in Column order, from its terms and err = log q (log p - log g with one
+// log; 0 when not counted): all 0 for a pixel that does not count.
+template <typename acc_t>
+DM_HOST_DEVICE void addends(const PixelTerms<acc_t>& t, acc_t err, acc_t (&a)[kNumSums]) {
+  const acc_t one = t.counted ? acc_t(1) : acc_t(0);
+  a[kCount] = one;
+  a[kAbsRel] = t.abs_rel;
+  a[kSqRel] = t.sq_rel;
+  a[kSqErr] = t.sq_err;
+  a[kLogErr] = err;
+  a[kLogErrSq] = err * err;
+  a[kAbsLogErr] = err < acc_t(0) ? -err : err;
+  a[kDelta1] = t.ratio < acc_t(1.25) ? one : acc_t(0);
+  a[kDelta2] = t.ratio < acc_t(1.5625) ? one : acc_t(0);    // 1.25^2, exact in binary
+  a[kDelta3] = t.ratio < acc_t(1.953125) ? one : acc_t(0);  // 1.25^3, exact in binary
+}
+
 template <typename acc_t>
 DM_HOST_DEVICE void add_pixel(acc_t p, acc_t g, acc_t lo, acc_t hi, bool closed, Sums& s) {
-  const bool in_range = closed ? (g >= lo && g <= hi) : (g > lo && g < hi);
-  if (!(is_valid_depth(g) && in_range)) return;
-  p = p < lo ? lo : (p > hi ? hi : p);
-  if (!is_valid_depth(p)) return;
-  const acc_t d = p - g, q = p / g;  // divisions, not a reciprocal: p == g must give exactly q == 1
-  const acc_t err = dm_log(q);      // log p - log g with one log
-  const acc_t ratio = q > acc_t(1) ? q : g / p;  // max(p/g, g/p)
-  const acc_t abs_d = d < acc_t(0) ? -d : d;
-  s.v[kCount] += 1.0;
-  s.v[kAbsRel] += static_cast<double>(abs_d / g);
-  s.v[kSqRel] += static_cast<double>(d * d / g);
-  s.v[kSqErr] += static_cast<double>(d * d);
-  s.v[kLogErr] += static_cast<double>(err);
-  s.v[kLogErrSq] += static_cast<double>(err * err);
-  s.v[kAbsLogErr] += static_cast<double>(err < acc_t(0) ? -err : err);
-  s.v[kDelta1] += ratio < acc_t(1.25) ? 1.0 : 0.0;
-  s.v[kDelta2] += ratio < acc_t(1.5625) ? 1.0 : 0.0;    // 1.25^2, exact in binary
-  s.v[kDelta3] += ratio < acc_t(1.953125) ? 1.0 : 0.0;  // 1.25^3, exact in binary
+  const PixelTerms<acc_t> t = pixel_terms(p, g, lo, hi, closed);
+  acc_t a[kNumSums];
+  addends(t, dm_log(t.q), a);
+  for (int k = 0; k < kNumSums; ++k) s.v[k] += static_cast<double>(a[k]);
 }
 
 }  // namespace dms

@@ -30,19 +30,18 @@ struct Rule {
   acc_t hi[kMaxRanges];
   acc_t margin[kMaxRanges];
 
-  // An invalid depth, or a differential in no range, gives kIgnored.
+  // An invalid depth, or a differential in no range, gives kIgnored. Selects, no branches, so the CPU loops
+  // over a row vectorise; the ranges past n_ranges are zero ((0, 0]) and match no differential.
   DM_HOST_DEVICE acc_t classify(acc_t anchor_depth, acc_t sample_depth) const {
-    if (!is_valid_depth(anchor_depth) || !is_valid_depth(sample_depth)) return PairCode<acc_t>::kIgnored;
+    const bool valid = is_valid_depth(anchor_depth) & is_valid_depth(sample_depth);
     const acc_t dr = anchor_depth > sample_depth ? anchor_depth - sample_depth : sample_depth - anchor_depth;
-    if (dr < r_p) return PairCode<acc_t>::kPositive;
     acc_t code = PairCode<acc_t>::kIgnored;
 #if defined(__CUDACC__)
 #pragma unroll
 #endif
-    for (int j = 0; j < kMaxRanges; ++j) {
-      if (j < n_ranges && dr > lo[j] && dr <= hi[j]) code = margin[j];
-    }
-    return code;
+    for (int j = 0; j < kMaxRanges; ++j) code = (dr > lo[j]) & (dr <= hi[j]) ? margin[j] : code;
+    code = dr < r_p ? PairCode<acc_t>::kPositive : code;
+    return valid ? code : PairCode<acc_t>::kIgnored;
   }
 };
 
@@ -63,9 +62,9 @@ template <typename acc_t>
 DM_HOST_DEVICE PairTerm<acc_t> pair_term(acc_t code, acc_t dist_sq) {
   const acc_t l = dm_sqrt(dist_sq);
   const acc_t inv_l = l > acc_t(0) ? acc_t(1) / l : acc_t(0);
-  if (code == PairCode<acc_t>::kPositive) return {l, inv_l};
   const acc_t gap = code - l;
-  return gap > acc_t(0) ? PairTerm<acc_t>{gap, -inv_l} : PairTerm<acc_t>{acc_t(0), acc_t(0)};
+  const bool positive = code == PairCode<acc_t>::kPositive, hinge = gap > acc_t(0);
+  return {positive ? l : (hinge ? gap : acc_t(0)), positive ? inv_l : (hinge ? -inv_l : acc_t(0))};
 }
 
 template <typename acc_t>

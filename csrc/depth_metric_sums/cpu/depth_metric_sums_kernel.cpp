@@ -14,6 +14,85 @@ namespace depthmetric {
 namespace dms {
 namespace {
 
+constexpr int kLanes = 4;  // interleaved partial sums of a row
+
+// A row's terms up to the log, one array per term (restrict pointers and no array of structs, so that GCC
+// vectorises).
+template <typename acc_t>
+void terms_run(const acc_t* __restrict__ p, const acc_t* __restrict__ g, int64_t n, acc_t lo, acc_t hi, bool closed,
+               acc_t* __restrict__ counted, acc_t* __restrict__ abs_rel, acc_t* __restrict__ sq_rel,
+               acc_t* __restrict__ sq_err, acc_t* __restrict__ q, acc_t* __restrict__ ratio) {
+  for (int64_t i = 0; i < n; ++i) {
+    const PixelTerms<acc_t> t = pixel_terms(p[i], g[i], lo, hi, closed);
+    counted[i] = t.counted ? acc_t(1) : acc_t(0);
+    abs_rel[i] = t.abs_rel;
+    sq_rel[i] = t.sq_rel;
+    sq_err[i] = t.sq_err;
+    q[i] = t.q;
+    ratio[i] = t.ratio;
+  }
+}
+
+// The addends of a row, one array per sum (a[k * n + i]: sum k, pixel i).
+template <typename acc_t>
+void addends_run(const acc_t* __restrict__ counted, const acc_t* __restrict__ abs_rel,
+                 const acc_t* __restrict__ sq_rel, const acc_t* __restrict__ sq_err, const acc_t* __restrict__ ratio,
+                 const acc_t* __restrict__ err, int64_t n, acc_t* __restrict__ a) {
+  for (int64_t i = 0; i < n; ++i) {
+    const PixelTerms<acc_t> t{counted[i] != acc_t(0), abs_rel[i], sq_rel[i], sq_err[i], acc_t(1), ratio[i]};
+    acc_t pixel[kNumSums];
+    addends(t, err[i], pixel);
+    for (int k = 0; k < kNumSums; ++k) a[k * n + i] = pixel[k];
+  }
+}
+
+// The double sum of x[0..n), pixel i into lane i % kLanes, the lanes added in order at the end: independent
+// additions that vectorise, in a fixed order.
+template <typename acc_t>
+double lane_sum(const acc_t* __restrict__ x, int64_t n) {
+  double lanes[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int j = 0; j < kLanes; ++j) lanes[j] += static_cast<double>(x[i + j]);
+  }
+  for (; i < n; ++i) lanes[i % kLanes] += static_cast<double>(x[i]);
+  double total = lanes[0];
+  for (int j = 1; j < kLanes; ++j) total += lanes[j];
+  return total;
+}
+
+// A row's sums in four loops over its pixels: the terms (vectorised), the logs (a scalar call each), the
+// addends (vectorised) and their sums. Each loop over a row had the per-pixel branch of the whole pixel
+// before, unpredictable on real ground truth, and no vector code.
+template <typename acc_t>
+struct RowPass {
+  enum { kP, kG, kCounted, kAbsRel, kSqRel, kSqErr, kQ, kRatio, kErr, kAddends };
+  int64_t n;
+  std::vector<acc_t> buffer;
+  std::vector<int64_t> index;
+  explicit RowPass(int64_t cols) : n(cols), buffer((kAddends + kNumSums) * cols), index(cols) {}
+  acc_t* at(int k) { return buffer.data() + k * n; }
+
+  Sums run(acc_t lo, acc_t hi, bool closed) {
+    terms_run(at(kP), at(kG), n, lo, hi, closed, at(kCounted), at(kAbsRel), at(kSqRel), at(kSqErr), at(kQ),
+              at(kRatio));
+    // Logs of the counted pixels only (sparse ground truth counts few), gathered without branches.
+    const acc_t *q = at(kQ), *counted = at(kCounted);
+    acc_t* err = at(kErr);
+    int64_t m = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      index[m] = i;
+      m += counted[i] != acc_t(0);
+      err[i] = acc_t(0);
+    }
+    for (int64_t j = 0; j < m; ++j) err[index[j]] = dm_log(q[index[j]]);
+    addends_run(at(kCounted), at(kAbsRel), at(kSqRel), at(kSqErr), at(kRatio), at(kErr), n, at(kAddends));
+    Sums s;
+    for (int k = 0; k < kNumSums; ++k) s.v[k] = lane_sum(at(kAddends) + k * n, n);
+    return s;
+  }
+};
+
 template <typename scalar_t>
 void sums_rows(const Tensor& pred, const Tensor& gt, const std::optional<Tensor>& mask, const double* scale,
                double min_depth, double max_depth, bool closed, const Window& w, Tensor& out) {
@@ -22,21 +101,23 @@ void sums_rows(const Tensor& pred, const Tensor& gt, const std::optional<Tensor>
   const auto g = strided_view4<const scalar_t>(gt);
   const StridedView4<const bool> mv = mask.has_value() ? strided_view4<const bool>(*mask)
                                                        : StridedView4<const bool>{nullptr, 0, 0, 0, 0};
-  const int64_t B = pred.size(0), R = w.rows();
+  const int64_t B = pred.size(0), R = w.rows(), n = w.cols();
   const acc_t lo = static_cast<acc_t>(min_depth), hi = static_cast<acc_t>(max_depth);
   std::vector<Sums> rows(B * R);
   torch::stable::parallel_for(0, B * R, 1, [&](int64_t begin, int64_t end) {
+    RowPass<acc_t> pass(n);
     for (int64_t row = begin; row < end; ++row) {
       const int64_t b = row / R, h = w.r0 + row % R;
       const acc_t s = scale ? static_cast<acc_t>(scale[b]) : acc_t(1);
-      Sums acc;
-      acc.zero();
-      for (int64_t c = w.c0; c < w.c1; ++c) {
-        if (mv.data && !mv(b, 0, h, c)) continue;
-        const acc_t pv = static_cast<acc_t>(p(b, 0, h, c)) * s;
-        add_pixel<acc_t>(pv, static_cast<acc_t>(g(b, 0, h, c)), lo, hi, closed, acc);
+      acc_t *pv = pass.at(pass.kP), *gv = pass.at(pass.kG);
+      for (int64_t i = 0; i < n; ++i) {
+        pv[i] = static_cast<acc_t>(p(b, 0, h, w.c0 + i)) * s;
+        gv[i] = static_cast<acc_t>(g(b, 0, h, w.c0 + i));
       }
-      rows[row] = acc;
+      if (mv.data) {  // a masked-out pixel as an invalid ground truth
+        for (int64_t i = 0; i < n; ++i) gv[i] = mv(b, 0, h, w.c0 + i) ? gv[i] : acc_t(0);
+      }
+      rows[row] = pass.run(lo, hi, closed);
     }
   });
   double* o = data_of<double>(out);
