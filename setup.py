@@ -34,6 +34,11 @@ TORCH_TARGET = (2, 11)
 PY_LIMITED = "cp310"
 # Every architecture CUDA 13 and current torch builds support, plus PTX of the newest for later GPUs.
 DEFAULT_CUDA_ARCHS = "7.5;8.0;8.6;8.9;9.0;10.0;12.0+PTX"
+# The host compiler's optimisation flags (CMakeLists.txt reads them from here). -fno-trapping-math lets GCC
+# turn the clamps of the per-pixel loops into vector selects and -fno-math-errno lets it vectorise sqrt: they
+# give up floating-point exception flags and errno, which nothing reads; results are unchanged. No -march:
+# the wheel runs on any x86-64 (benchmarks/results/NOTES_cpu.md measures what AVX2 would add).
+CXX_OPT_FLAGS = ["-O3", "-fno-trapping-math", "-fno-math-errno"]
 
 
 def _cuda_arch_list():
@@ -61,13 +66,11 @@ def _extensions():
     nvidia_include = os.path.join(sysconfig.get_paths()["purelib"], "nvidia", "cu13", "include")
     if with_cuda and os.path.isdir(nvidia_include):
         include_dirs.append(nvidia_include)
-    # -fno-trapping-math lets GCC turn the clamps of the per-pixel loops into vector selects (it only gives up
-    # floating-point exception flags, which nothing reads; results are unchanged), and -fno-math-errno lets it
-    # vectorise sqrt (errno is never read either). The C++ standard is torch's.
+    # The C++ standard is torch's.
     # No -fopenmp: torch::stable::parallel_for runs its work inside libtorch's own parallel backend.
     # -DUSE_CUDA declares the stable C shim's CUDA entry points (the current stream).
     # -fvisibility=hidden: torch's stable types are hidden, and so is everything of ours but PyInit__C.
-    extra = {"cxx": ["-O3", "-fno-trapping-math", "-fno-math-errno", "-fvisibility=hidden"],
+    extra = {"cxx": [*CXX_OPT_FLAGS, "-fvisibility=hidden"],
              "nvcc": ["-O3", "-lineinfo", "-DUSE_CUDA", "-Xcompiler", "-fvisibility=hidden"]}
     # The CPU kernels, the schemas and the Python module in depthmetric._C; the CUDA kernels in
     # depthmetric._C_cuda, a library of its own that needs libtorch_cuda and libcudart, so that the same wheel
