@@ -10,15 +10,9 @@ ZoeDepth ``compute_errors``): ``RMSE_log = sqrt(mean((log g - log p)^2))``,
 
 The per-image sums come from one fused pass, ``depthmetric::depth_metric_sums`` (CPU and CUDA; the
 vectorised PyTorch twin in ``depthmetric.reference.depth_metric_sums`` runs with ``backend="reference"``),
-which reads each prediction and ground-truth pixel once. Measured on the 2-core CPU machine (torch 2.14.1,
-float32, dataset preset crops, time.perf_counter median of 7, two runs on a machine shared at load ~5-6, so
-noisy): B8 480x640 fused 66-125 ms vs vectorised 537-880 ms (7-8x); B4 375x1242 fused 68-89 ms vs
-vectorised 915-952 ms (10-14x). The kernel is kept: >= 2x on CPU. The whole ``compute`` call (crop,
-median scaling and the NaN/Inf check of ``pred`` are shared by both paths) gains less; measured with
-``python -m benchmarks --ops metrics``: CPU B8 480x640 1.14x, B4 375x1242 2.39x
-(benchmarks/results/cpu-amd-epyc-2c.md); NVIDIA H100 B8 480x640 1.11 vs 2.03 ms (1.82x), B4 375x1242
-0.72 vs 1.44 ms (1.99x) (benchmarks/results/nvidia-h100-80gb-hbm3.md). ``depthmetric.set_finite_checks(False)``
-skips the NaN/Inf check.
+which reads each prediction and ground-truth pixel once; crop, median scaling and the NaN/Inf check of
+``pred`` (``depthmetric.set_finite_checks(False)`` skips it) are shared by both paths. How much faster the
+whole ``compute`` call is: ``python -m benchmarks --ops metrics`` and ``benchmarks/results/``.
 """
 from __future__ import annotations
 
