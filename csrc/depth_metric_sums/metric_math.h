@@ -25,50 +25,58 @@ struct Sums {
   }
 };
 
-// A pixel's terms before the log. It counts when g is valid and in (lo, hi), strictly as Monodepth2, BTS and
-// ZoeDepth count it (SPEC section 4), or in [lo, hi] when closed; p (already scaled) clamped to [lo, hi] as the
-// standard evaluation code does, then valid. A NaN p fails both clamp comparisons and stays invalid. Selects,
-// no branches: the CPU computes a row of them in one vectorised loop and the logs in another.
+// p (already scaled) clamped to [lo, hi] as the standard evaluation code does. A NaN p fails both
+// comparisons and stays NaN, so it does not count.
+template <typename acc_t>
+DM_HOST_DEVICE acc_t clamp_pred(acc_t p, acc_t lo, acc_t hi) {
+  return p < lo ? lo : (p > hi ? hi : p);
+}
+
+// Whether a pixel counts: g valid and in (lo, hi), strictly as Monodepth2, BTS and ZoeDepth count it (SPEC
+// section 4), or in [lo, hi] when closed, and the clamped p valid. Bitwise operators, no branches.
+template <typename acc_t>
+DM_HOST_DEVICE bool counts(acc_t p, acc_t g, acc_t lo, acc_t hi, bool closed) {
+  const bool in_range = ((g > lo) | (closed & (g == lo))) & ((g < hi) | (closed & (g == hi)));
+  return is_valid_depth(g) & in_range & is_valid_depth(p);
+}
+
+// A counted pixel's terms before the log. Selects, no branches: the CPU computes a run of counted pixels in
+// one vectorised loop and their logs in another.
 template <typename acc_t>
 struct PixelTerms {
-  bool counted;
   acc_t abs_rel, sq_rel, sq_err;
-  acc_t q;      // p / g, whose log is the log error (1 when not counted: a finite log)
+  acc_t q;      // p / g, whose log is the log error
   acc_t ratio;  // max(p/g, g/p)
 };
 
 template <typename acc_t>
-DM_HOST_DEVICE PixelTerms<acc_t> pixel_terms(acc_t p, acc_t g, acc_t lo, acc_t hi, bool closed) {
-  const bool in_range = ((g > lo) | (closed & (g == lo))) & ((g < hi) | (closed & (g == hi)));
-  p = p < lo ? lo : (p > hi ? hi : p);
-  const bool counted = is_valid_depth(g) & in_range & is_valid_depth(p);
+DM_HOST_DEVICE PixelTerms<acc_t> pixel_terms(acc_t p, acc_t g) {
   const acc_t d = p - g, q = p / g;  // divisions, not a reciprocal: p == g must give exactly q == 1
   const acc_t abs_d = d < acc_t(0) ? -d : d;
-  const acc_t zero(0);
-  return {counted, counted ? abs_d / g : zero, counted ? d * d / g : zero, counted ? d * d : zero,
-          counted ? q : acc_t(1), q > acc_t(1) ? q : g / p};
+  return {abs_d / g, d * d / g, d * d, q, q > acc_t(1) ? q : g / p};
 }
 
-// A pixel's ten addends to the sums, in Column order, from its terms and err = log q (log p - log g with one
-// log; 0 when not counted): all 0 for a pixel that does not count.
+// A counted pixel's ten addends to the sums, in Column order, from its terms and err = log q (log p - log g
+// with one log).
 template <typename acc_t>
 DM_HOST_DEVICE void addends(const PixelTerms<acc_t>& t, acc_t err, acc_t (&a)[kNumSums]) {
-  const acc_t one = t.counted ? acc_t(1) : acc_t(0);
-  a[kCount] = one;
+  a[kCount] = acc_t(1);
   a[kAbsRel] = t.abs_rel;
   a[kSqRel] = t.sq_rel;
   a[kSqErr] = t.sq_err;
   a[kLogErr] = err;
   a[kLogErrSq] = err * err;
   a[kAbsLogErr] = err < acc_t(0) ? -err : err;
-  a[kDelta1] = t.ratio < acc_t(1.25) ? one : acc_t(0);
-  a[kDelta2] = t.ratio < acc_t(1.5625) ? one : acc_t(0);    // 1.25^2, exact in binary
-  a[kDelta3] = t.ratio < acc_t(1.953125) ? one : acc_t(0);  // 1.25^3, exact in binary
+  a[kDelta1] = t.ratio < acc_t(1.25) ? acc_t(1) : acc_t(0);
+  a[kDelta2] = t.ratio < acc_t(1.5625) ? acc_t(1) : acc_t(0);    // 1.25^2, exact in binary
+  a[kDelta3] = t.ratio < acc_t(1.953125) ? acc_t(1) : acc_t(0);  // 1.25^3, exact in binary
 }
 
 template <typename acc_t>
 DM_HOST_DEVICE void add_pixel(acc_t p, acc_t g, acc_t lo, acc_t hi, bool closed, Sums& s) {
-  const PixelTerms<acc_t> t = pixel_terms(p, g, lo, hi, closed);
+  p = clamp_pred(p, lo, hi);
+  if (!counts(p, g, lo, hi, closed)) return;
+  const PixelTerms<acc_t> t = pixel_terms(p, g);
   acc_t a[kNumSums];
   addends(t, dm_log(t.q), a);
   for (int k = 0; k < kNumSums; ++k) s.v[k] += static_cast<double>(a[k]);
