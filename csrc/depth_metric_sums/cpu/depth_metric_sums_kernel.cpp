@@ -72,7 +72,7 @@ double lane_sum(const acc_t* __restrict__ x, int64_t n) {
 }
 
 // A row's sums: its counted pixels are first compacted into a run (without branches, while the row is read),
-// then the run goes through four loops: the terms (vectorised), the logs (a scalar call each), the addends
+// then the run goes through four loops: the terms (vectorised), the logs (vectorised for float), the addends
 // (vectorised) and their sums. Sparse ground truth (KITTI: ~15 % counted) skips the rest of the row; one
 // branchy loop over the whole pixel had an unpredictable branch and no vector code.
 template <typename acc_t>
