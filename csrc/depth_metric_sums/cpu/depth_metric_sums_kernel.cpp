@@ -4,6 +4,7 @@
 #include <torch/csrc/stable/library.h>
 #include <torch/csrc/stable/ops.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "common/tensor_views.h"
@@ -15,6 +16,10 @@ namespace dms {
 namespace {
 
 constexpr int kLanes = 4;  // interleaved partial sums of a row
+// Pixels per pass of the addends: a compile-time column stride in their buffer, so that GCC sees that the ten
+// columns' stores cannot overlap (with a runtime stride it needed more than 10 alias checks and gave up).
+// A multiple of kLanes, so pixel j of a run goes to lane j % kLanes whatever the pass.
+constexpr int64_t kChunk = 256;
 
 // A row's clamped predictions and whether each pixel counts (1 or 0), vectorised: the compaction that
 // follows is then a scalar loop of moves only.
@@ -43,7 +48,7 @@ void terms_run(const acc_t* __restrict__ p, const acc_t* __restrict__ g, int64_t
   }
 }
 
-// The addends of a run of counted pixels, one array per sum (a[k * n + i]: sum k, pixel i).
+// The addends of up to kChunk counted pixels, one array per sum (a[k * kChunk + i]: sum k, pixel i).
 template <typename acc_t>
 void addends_run(const acc_t* __restrict__ abs_rel, const acc_t* __restrict__ sq_rel,
                  const acc_t* __restrict__ sq_err, const acc_t* __restrict__ ratio, const acc_t* __restrict__ err,
@@ -52,23 +57,19 @@ void addends_run(const acc_t* __restrict__ abs_rel, const acc_t* __restrict__ sq
     const PixelTerms<acc_t> t{abs_rel[i], sq_rel[i], sq_err[i], acc_t(1), ratio[i]};
     acc_t pixel[kNumSums];
     addends(t, err[i], pixel);
-    for (int k = 0; k < kNumSums; ++k) a[k * n + i] = pixel[k];
+    for (int k = 0; k < kNumSums; ++k) a[k * kChunk + i] = pixel[k];
   }
 }
 
-// The double sum of x[0..n), element i into lane i % kLanes, the lanes added in order at the end: independent
-// additions that vectorise, in a fixed order.
+// x[0..n) added in double, element i into lane i % kLanes: independent additions that vectorise, in a fixed
+// order (the lanes are added in order at the end of the row).
 template <typename acc_t>
-double lane_sum(const acc_t* __restrict__ x, int64_t n) {
-  double lanes[kLanes] = {};
+void lane_add(const acc_t* __restrict__ x, int64_t n, double* __restrict__ lanes) {
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
     for (int j = 0; j < kLanes; ++j) lanes[j] += static_cast<double>(x[i + j]);
   }
   for (; i < n; ++i) lanes[i % kLanes] += static_cast<double>(x[i]);
-  double total = lanes[0];
-  for (int j = 1; j < kLanes; ++j) total += lanes[j];
-  return total;
 }
 
 // A row's sums: its counted pixels are first compacted into a run (without branches, while the row is read),
@@ -80,7 +81,7 @@ struct RowPass {
   enum { kRowP, kRowG, kClamped, kCounted, kP, kG, kAbsRel, kSqRel, kSqErr, kQ, kRatio, kErr, kAddends };
   int64_t n;
   std::vector<acc_t> buffer;
-  explicit RowPass(int64_t cols) : n(cols), buffer((kAddends + kNumSums) * cols) {}
+  explicit RowPass(int64_t cols) : n(cols), buffer(kAddends * cols + kNumSums * kChunk) {}
   acc_t* at(int k) { return buffer.data() + k * n; }
 
   // The row read into at(kRowP) (scaled) and at(kRowG) (masked).
@@ -99,9 +100,17 @@ struct RowPass {
     acc_t* err = at(kErr);
     for (int64_t i = 0; i < m; ++i) err[i] = dm_log(q[i]);
     acc_t* a = at(kAddends);
-    addends_run(at(kAbsRel), at(kSqRel), at(kSqErr), at(kRatio), err, m, a);
+    double lanes[kNumSums][kLanes] = {};
+    for (int64_t i = 0; i < m; i += kChunk) {
+      const int64_t len = std::min(kChunk, m - i);
+      addends_run(at(kAbsRel) + i, at(kSqRel) + i, at(kSqErr) + i, at(kRatio) + i, err + i, len, a);
+      for (int k = 0; k < kNumSums; ++k) lane_add(a + k * kChunk, len, lanes[k]);
+    }
     Sums s;
-    for (int k = 0; k < kNumSums; ++k) s.v[k] = lane_sum(a + k * m, m);
+    for (int k = 0; k < kNumSums; ++k) {
+      s.v[k] = lanes[k][0];
+      for (int j = 1; j < kLanes; ++j) s.v[k] += lanes[k][j];
+    }
     return s;
   }
 };
