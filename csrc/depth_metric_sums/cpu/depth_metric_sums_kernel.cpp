@@ -22,13 +22,13 @@ constexpr int kLanes = 4;  // interleaved partial sums of a row
 constexpr int64_t kChunk = 256;
 
 // A row's clamped predictions and whether each pixel counts (1 or 0), vectorised: the compaction that
-// follows is then a scalar loop of moves only.
+// follows is then a scalar loop of moves and integer adds only.
 template <typename acc_t>
 void counts_run(const acc_t* __restrict__ p, const acc_t* __restrict__ g, int64_t n, acc_t lo, acc_t hi, bool closed,
-                acc_t* __restrict__ p_clamped, acc_t* __restrict__ counted) {
+                acc_t* __restrict__ p_clamped, int32_t* __restrict__ counted) {
   for (int64_t i = 0; i < n; ++i) {
     p_clamped[i] = clamp_pred(p[i], lo, hi);
-    counted[i] = counts(p_clamped[i], g[i], lo, hi, closed) ? acc_t(1) : acc_t(0);
+    counted[i] = counts(p_clamped[i], g[i], lo, hi, closed);
   }
 }
 
@@ -78,22 +78,23 @@ void lane_add(const acc_t* __restrict__ x, int64_t n, double* __restrict__ lanes
 // branchy loop over the whole pixel had an unpredictable branch and no vector code.
 template <typename acc_t>
 struct RowPass {
-  enum { kRowP, kRowG, kClamped, kCounted, kP, kG, kAbsRel, kSqRel, kSqErr, kQ, kRatio, kErr, kAddends };
+  enum { kRowP, kRowG, kClamped, kP, kG, kAbsRel, kSqRel, kSqErr, kQ, kRatio, kErr, kAddends };
   int64_t n;
   std::vector<acc_t> buffer;
-  explicit RowPass(int64_t cols) : n(cols), buffer(kAddends * cols + kNumSums * kChunk) {}
+  std::vector<int32_t> counted;
+  explicit RowPass(int64_t cols) : n(cols), buffer(kAddends * cols + kNumSums * kChunk), counted(cols) {}
   acc_t* at(int k) { return buffer.data() + k * n; }
 
   // The row read into at(kRowP) (scaled) and at(kRowG) (masked).
   Sums run(acc_t lo, acc_t hi, bool closed) {
-    counts_run(at(kRowP), at(kRowG), n, lo, hi, closed, at(kClamped), at(kCounted));
-    const acc_t *pc = at(kClamped), *gr = at(kRowG), *counted = at(kCounted);
+    counts_run(at(kRowP), at(kRowG), n, lo, hi, closed, at(kClamped), counted.data());
+    const acc_t *pc = at(kClamped), *gr = at(kRowG);
     acc_t *p = at(kP), *g = at(kG);
     int64_t m = 0;
     for (int64_t i = 0; i < n; ++i) {
       p[m] = pc[i];
       g[m] = gr[i];
-      m += counted[i] != acc_t(0);
+      m += counted[i];
     }
     terms_run(at(kP), at(kG), m, at(kAbsRel), at(kSqRel), at(kSqErr), at(kQ), at(kRatio));
     const acc_t* q = at(kQ);
