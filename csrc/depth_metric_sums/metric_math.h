@@ -2,6 +2,9 @@
 // depthmetric::depth_metric_sums. Column order matches depthmetric/reference/depth_metric_sums.py SUMS.
 #pragma once
 
+#include <cstdint>
+#include <cstring>
+
 #include "common/macros.h"
 
 namespace depthmetric {
@@ -10,7 +13,43 @@ namespace dms {
 constexpr int kNumSums = 10;
 enum Column { kCount, kAbsRel, kSqRel, kSqErr, kLogErr, kLogErrSq, kAbsLogErr, kDelta1, kDelta2, kDelta3 };
 
-DM_HOST_DEVICE float dm_log(float x) { return ::logf(x); }
+DM_HOST_DEVICE uint32_t float_bits(float x) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_uint(x);
+#else
+  uint32_t u;
+  memcpy(&u, &x, sizeof u);
+  return u;
+#endif
+}
+DM_HOST_DEVICE float bits_float(uint32_t u) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(u);
+#else
+  float x;
+  memcpy(&x, &u, sizeof x);
+  return x;
+#endif
+}
+
+// log x for x >= 0, not NaN (the pixels that count), without branches: glibc's logf is a call per pixel,
+// which GCC vectorises only through libmvec under -ffast-math, and those calls were ~40 % of the CPU pass over
+// dense ground truth. FreeBSD's e_logf.c (error < 1 ulp over all floats): x = 2^k (1 + f) with 1 + f in
+// [sqrt(1/2), sqrt(2)), log(1 + f) from s = f / (2 + f); x == 1 gives exactly 0. Subnormals are scaled by
+// 2^25 first; 0 gives -inf, inf gives inf. The special cases are integer masks: GCC does not if-convert (so
+// does not vectorise) float selects here.
+DM_HOST_DEVICE float dm_log(float x) {
+  const uint32_t tiny = x < FLT_MIN;
+  const uint32_t ix = float_bits(x * bits_float(0x3f800000u + tiny * (25u << 23))) + (0x3f800000u - 0x3f3504f3u);
+  const float k = static_cast<float>(static_cast<int32_t>((ix >> 23) - 0x7fu - 25u * tiny));
+  const float f = bits_float((ix & 0x007fffffu) + 0x3f3504f3u) - 1.f;
+  const float s = f / (2.f + f), z = s * s, w = z * z;
+  const float r = z * (0xaaaaaa.0p-24f + w * 0x91e9ee.0p-25f) + w * (0xccce13.0p-25f + w * 0xf89e26.0p-26f);
+  const float hfsq = 0.5f * f * f;
+  const float y = s * (hfsq + r) + k * 9.0580006145e-06f - hfsq + f + k * 6.9313812256e-01f;  // ln 2, lo + hi
+  const uint32_t inf = 0u - static_cast<uint32_t>(x > FLT_MAX), zero = 0u - static_cast<uint32_t>(x == 0.f);
+  return bits_float((float_bits(y) & ~(inf | zero)) | (0x7f800000u & inf) | (0xff800000u & zero));
+}
 DM_HOST_DEVICE double dm_log(double x) { return ::log(x); }
 
 // Per-image running sums. Each term is computed in acc_t and accumulated in double: metric sums run over
@@ -25,50 +64,58 @@ struct Sums {
   }
 };
 
-// A pixel's terms before the log. It counts when g is valid and in (lo, hi), strictly as Monodepth2, BTS and
-// ZoeDepth count it (SPEC section 4), or in [lo, hi] when closed; p (already scaled) clamped to [lo, hi] as the
-// standard evaluation code does, then valid. A NaN p fails both clamp comparisons and stays invalid. Selects,
-// no branches: the CPU computes a row of them in one vectorised loop and the logs in another.
+// p (already scaled) clamped to [lo, hi] as the standard evaluation code does. A NaN p fails both
+// comparisons and stays NaN, so it does not count.
+template <typename acc_t>
+DM_HOST_DEVICE acc_t clamp_pred(acc_t p, acc_t lo, acc_t hi) {
+  return p < lo ? lo : (p > hi ? hi : p);
+}
+
+// Whether a pixel counts: g valid and in (lo, hi), strictly as Monodepth2, BTS and ZoeDepth count it (SPEC
+// section 4), or in [lo, hi] when closed, and the clamped p valid. Bitwise operators, no branches.
+template <typename acc_t>
+DM_HOST_DEVICE bool counts(acc_t p, acc_t g, acc_t lo, acc_t hi, bool closed) {
+  const bool in_range = ((g > lo) | (closed & (g == lo))) & ((g < hi) | (closed & (g == hi)));
+  return is_valid_depth(g) & in_range & is_valid_depth(p);
+}
+
+// A counted pixel's terms before the log. Selects, no branches: the CPU computes a run of counted pixels in
+// one vectorised loop and their logs in another.
 template <typename acc_t>
 struct PixelTerms {
-  bool counted;
   acc_t abs_rel, sq_rel, sq_err;
-  acc_t q;      // p / g, whose log is the log error (1 when not counted: a finite log)
+  acc_t q;      // p / g, whose log is the log error
   acc_t ratio;  // max(p/g, g/p)
 };
 
 template <typename acc_t>
-DM_HOST_DEVICE PixelTerms<acc_t> pixel_terms(acc_t p, acc_t g, acc_t lo, acc_t hi, bool closed) {
-  const bool in_range = ((g > lo) | (closed & (g == lo))) & ((g < hi) | (closed & (g == hi)));
-  p = p < lo ? lo : (p > hi ? hi : p);
-  const bool counted = is_valid_depth(g) & in_range & is_valid_depth(p);
+DM_HOST_DEVICE PixelTerms<acc_t> pixel_terms(acc_t p, acc_t g) {
   const acc_t d = p - g, q = p / g;  // divisions, not a reciprocal: p == g must give exactly q == 1
   const acc_t abs_d = d < acc_t(0) ? -d : d;
-  const acc_t zero(0);
-  return {counted, counted ? abs_d / g : zero, counted ? d * d / g : zero, counted ? d * d : zero,
-          counted ? q : acc_t(1), q > acc_t(1) ? q : g / p};
+  return {abs_d / g, d * d / g, d * d, q, q > acc_t(1) ? q : g / p};
 }
 
-// A pixel's ten addends to the sums, in Column order, from its terms and err = log q (log p - log g with one
-// log; 0 when not counted): all 0 for a pixel that does not count.
+// A counted pixel's ten addends to the sums, in Column order, from its terms and err = log q (log p - log g
+// with one log).
 template <typename acc_t>
 DM_HOST_DEVICE void addends(const PixelTerms<acc_t>& t, acc_t err, acc_t (&a)[kNumSums]) {
-  const acc_t one = t.counted ? acc_t(1) : acc_t(0);
-  a[kCount] = one;
+  a[kCount] = acc_t(1);
   a[kAbsRel] = t.abs_rel;
   a[kSqRel] = t.sq_rel;
   a[kSqErr] = t.sq_err;
   a[kLogErr] = err;
   a[kLogErrSq] = err * err;
   a[kAbsLogErr] = err < acc_t(0) ? -err : err;
-  a[kDelta1] = t.ratio < acc_t(1.25) ? one : acc_t(0);
-  a[kDelta2] = t.ratio < acc_t(1.5625) ? one : acc_t(0);    // 1.25^2, exact in binary
-  a[kDelta3] = t.ratio < acc_t(1.953125) ? one : acc_t(0);  // 1.25^3, exact in binary
+  a[kDelta1] = t.ratio < acc_t(1.25) ? acc_t(1) : acc_t(0);
+  a[kDelta2] = t.ratio < acc_t(1.5625) ? acc_t(1) : acc_t(0);    // 1.25^2, exact in binary
+  a[kDelta3] = t.ratio < acc_t(1.953125) ? acc_t(1) : acc_t(0);  // 1.25^3, exact in binary
 }
 
 template <typename acc_t>
 DM_HOST_DEVICE void add_pixel(acc_t p, acc_t g, acc_t lo, acc_t hi, bool closed, Sums& s) {
-  const PixelTerms<acc_t> t = pixel_terms(p, g, lo, hi, closed);
+  p = clamp_pred(p, lo, hi);
+  if (!counts(p, g, lo, hi, closed)) return;
+  const PixelTerms<acc_t> t = pixel_terms(p, g);
   acc_t a[kNumSums];
   addends(t, dm_log(t.q), a);
   for (int k = 0; k < kNumSums; ++k) s.v[k] += static_cast<double>(a[k]);
