@@ -237,6 +237,23 @@ def test_kernel_matches_reference(device, dtype, tol, shape):
             torch.testing.assert_close(got, want, rtol=tol, atol=tol * 10)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_kernel_logs_over_the_whole_float_range(device):
+    """The float32 kernel takes its own vectorisable log (csrc/depth_metric_sums/metric_math.h): ratios from
+    subnormal to near the float maximum, powers of two and 1 give the float64 reference's log sums."""
+    g = torch.Generator().manual_seed(11)
+    exponents = torch.rand(4, 1, 16, 64, generator=g, dtype=torch.float64) * 170 - 130  # 2^-130 .. 2^40
+    pred = torch.exp2(exponents).float()
+    pred.view(-1)[:8] = torch.tensor([1.0, 2.0, 0.5, 2.0**-126, 2.0**-149, 3e38, 1.0 - 2**-24, 1.0 + 2**-23])
+    assert (pred > 0).all() and (pred < 2.0**-126).sum() > 50  # subnormal ratios among them
+    gt = torch.ones_like(pred)
+    got = torch.ops.depthmetric.depth_metric_sums(pred.to(device), gt.to(device), None, None, 0.0, math.inf,
+                                                  [0, 16, 0, 64], False).cpu()
+    want = reference_sums(pred.double(), gt.double(), None, None, 0.0, math.inf, (0, 16, 0, 64), False)
+    logs = [4, 5, 6]  # log_err, log_err_sq, abs_log_err
+    torch.testing.assert_close(got[:, logs], want[:, logs], rtol=1e-7, atol=0)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_depth_range_is_strict_unless_closed(backend):
     """Monodepth2, BTS and ZoeDepth count min_depth < gt < max_depth: NYU depth capped at exactly 10 m, or

@@ -2,6 +2,7 @@
 // depthmetric::depth_metric_sums. Column order matches depthmetric/reference/depth_metric_sums.py SUMS.
 #pragma once
 
+#include <cfloat>
 #include <cstdint>
 #include <cstring>
 
@@ -34,19 +35,24 @@ DM_HOST_DEVICE float bits_float(uint32_t u) {
 
 // log x for x >= 0, not NaN (the pixels that count), without branches: glibc's logf is a call per pixel,
 // which GCC vectorises only through libmvec under -ffast-math, and those calls were ~40 % of the CPU pass over
-// dense ground truth. FreeBSD's e_logf.c (error < 1 ulp over all floats): x = 2^k (1 + f) with 1 + f in
-// [sqrt(1/2), sqrt(2)), log(1 + f) from s = f / (2 + f); x == 1 gives exactly 0. Subnormals are scaled by
-// 2^25 first; 0 gives -inf, inf gives inf. The special cases are integer masks: GCC does not if-convert (so
-// does not vectorise) float selects here.
+// dense ground truth. x = 2^k m with m in [sqrt(1/2), sqrt(2)] (subnormals scaled by 2^25 first), f = m - 1
+// (exact), s = f / (2 + f), and log m = 2 atanh(s) = 2 s + s R = f - h + s (h + R) with h = f^2 / 2,
+// R = 2 (z/3 + z^2/5 + ... + z^5/11), z = s^2 <= 0.0295 (the next term is below 1e-10 relative): the
+// division's rounding only reaches the small s (h + R). Within 0.84 ulp of log over every float >= 0
+// (benchmarks/results/NOTES_cpu.md); 0 gives -inf, inf gives inf, x == 1 gives 0. Integer masks, not float
+// selects, which GCC does not if-convert here.
 DM_HOST_DEVICE float dm_log(float x) {
-  const uint32_t tiny = x < FLT_MIN;
-  const uint32_t ix = float_bits(x * bits_float(0x3f800000u + tiny * (25u << 23))) + (0x3f800000u - 0x3f3504f3u);
-  const float k = static_cast<float>(static_cast<int32_t>((ix >> 23) - 0x7fu - 25u * tiny));
-  const float f = bits_float((ix & 0x007fffffu) + 0x3f3504f3u) - 1.f;
-  const float s = f / (2.f + f), z = s * s, w = z * z;
-  const float r = z * (0xaaaaaa.0p-24f + w * 0x91e9ee.0p-25f) + w * (0xccce13.0p-25f + w * 0xf89e26.0p-26f);
-  const float hfsq = 0.5f * f * f;
-  const float y = s * (hfsq + r) + k * 9.0580006145e-06f - hfsq + f + k * 6.9313812256e-01f;  // ln 2, lo + hi
+  const uint32_t sub = x < FLT_MIN;
+  const uint32_t b = float_bits(x * bits_float(0x3f800000u + sub * (25u << 23)));
+  const uint32_t mb = (b & 0x007fffffu) | 0x3f800000u;  // m in [1, 2)
+  const uint32_t big = mb > 0x3fb504f3u;                // m > sqrt(2): halve it
+  const float f = bits_float(mb - (big << 23)) - 1.f;
+  const float k = static_cast<float>(static_cast<int32_t>(b >> 23) - 127 - 25 * static_cast<int32_t>(sub) +
+                                     static_cast<int32_t>(big));
+  const float s = f / (2.f + f), z = s * s, h = 0.5f * f * f;
+  const float r = z * (2.f / 3 + z * (2.f / 5 + z * (2.f / 7 + z * (2.f / 9 + z * (2.f / 11)))));
+  // Small parts first, k hi (exact: hi has 12 trailing zero bits) last, where it cancels exactly for k = +-1.
+  const float y = k * 0.693115234375f + (f - (h - (s * (h + r) + k * 3.194618329871446e-05f)));  // ln 2 = hi + lo
   const uint32_t inf = 0u - static_cast<uint32_t>(x > FLT_MAX), zero = 0u - static_cast<uint32_t>(x == 0.f);
   return bits_float((float_bits(y) & ~(inf | zero)) | (0x7f800000u & inf) | (0xff800000u & zero));
 }
