@@ -66,7 +66,7 @@ def draw_identity_noise(
                            "noise outside the compiled region (draw_identity_noise) and pass it as noise=")
     device = generator.device if generator is not None else target.device
     noise = torch.randn((n_sources, B, H, W), generator=generator, device=device, dtype=acc)
-    return (noise * NOISE_STD).to(target.device)
+    return noise.mul_(NOISE_STD).to(target.device)  # in place: no second fresh S,B,H,W map
 
 
 def _check_noise(noise, n_sources: int, target: torch.Tensor) -> torch.Tensor:

@@ -185,21 +185,28 @@ void backward_rows(const Tensor& grad_loss, const Tensor& target, const TensorLi
   for (auto& g : grads) gv.push_back(strided_view4<scalar_t>(g));
   const acc_t w_ssim = static_cast<acc_t>(alpha_d) / static_cast<acc_t>(C);
   const acc_t w_l1 = static_cast<acc_t>(1 - alpha_d) / static_cast<acc_t>(C);
+  // The incoming gradient is read through its strides: the mean's is an expanded scalar, and contiguous()
+  // would write (and page-fault in) a fresh B,H,W map.
   const acc_t* g = data_of<const acc_t>(grad_loss);
+  const int64_t gs0 = grad_loss.stride(0), gs1 = grad_loss.stride(1), gs2 = grad_loss.stride(2);
   const int64_t* idx = data_of<const int64_t>(winner);
 
   torch::stable::parallel_for(0, S * B * C * blocks, 1, [&](int64_t begin, int64_t end) {
     RowTaps<acc_t> tx(win, ah, aw), ty(win, ah, aw);
     MomentRow<acc_t> m(W, tx.len());
     TransposedRows<acc_t> tr(win, ah, aw, 3);
-    std::vector<acc_t> sums(3 * W), coef(W);
+    std::vector<acc_t> sums(3 * W), coef(W), g_row(W);
     acc_t* fields[3] = {&sums[0], &sums[W], &sums[2 * W]};
     for (int64_t task = begin; task < end; ++task) {
       const int64_t c = (task / blocks) % C, b = (task / (blocks * C)) % B, s = task / (blocks * C * B);
       const int64_t q0 = (task % blocks) * kRowBlock, q1 = std::min(H, q0 + kRowBlock);
       const auto weight_row = [&](int64_t h) {
-        const int64_t at = (b * H + h) * W;
-        return selection_row(W, g + at, idx + at, s, S, mean_sources, coef.data());
+        const acc_t* gr = g + b * gs0 + h * gs1;
+        if (gs2 != 1) {
+          for (int64_t p = 0; p < W; ++p) g_row[p] = gr[p * gs2];
+          gr = g_row.data();
+        }
+        return selection_row(W, gr, idx + (b * H + h) * W, s, S, mean_sources, coef.data());
       };
       // Coefficient rows: weight * alpha/C * dclamp/dSSIM times SSIM's partials in mu_x, E[x^2], E[xy].
       const auto fill = [&](int64_t p_h, acc_t* const* rows) {
@@ -252,7 +259,7 @@ TensorList backward_cpu(const Tensor& grad_loss, const Tensor& target, const Ten
   for (const auto& w : warped) grads.push_back(torch::stable::empty_like(w));
   if (target.numel() == 0) return grads;
   DM_DISPATCH_FLOATING_TYPES(target.scalar_type(), "min_reprojection_backward_cpu", [&] {
-    backward_rows<scalar_t>(torch::stable::contiguous(grad_loss), target, warped, torch::stable::contiguous(winner),
+    backward_rows<scalar_t>(grad_loss, target, warped, torch::stable::contiguous(winner),
                             alpha, mean_sources, grads);
   });
   return grads;
