@@ -102,6 +102,29 @@ __attribute__((noinline)) bool selection_row(int64_t n, const acc_t* __restrict_
   return any != 0;
 }
 
+// The first minimum over the K candidates' errors of one row (pe: K rows of n), as torch.argmin picks it.
+// Candidate-major with restrict pointers, an int32 index (SSE2 has no 64-bit compare or select) and the
+// index select as mask arithmetic, so the loops vectorise; the per-pixel loop over candidates with an int64
+// index did not, nor did this one with ?: selects ("control flow in loop"), which mispredicted on each pixel.
+template <typename acc_t>
+__attribute__((noinline)) void argmin_row(int64_t n, int64_t K, const acc_t* __restrict__ pe, acc_t* __restrict__ best,
+                                          int32_t* __restrict__ arg) {
+  for (int64_t p = 0; p < n; ++p) {
+    best[p] = pe[p];
+    arg[p] = 0;
+  }
+  for (int64_t k = 1; k < K; ++k) {
+    const acc_t* __restrict__ e = pe + k * n;
+    const int32_t kk = static_cast<int32_t>(k);
+    for (int64_t p = 0; p < n; ++p) {
+      const acc_t v = e[p], b = best[p];
+      const int32_t less = -static_cast<int32_t>(v < b);  // all ones where v wins; a ?: select is branchy
+      best[p] = std::min(b, v);                            // (v < b) ? v : b
+      arg[p] = (kk & less) | (arg[p] & ~less);
+    }
+  }
+}
+
 template <typename scalar_t>
 void forward_rows(const Tensor& target, const TensorList& warped, const TensorList& sources, const Tensor& noise,
                   double alpha_d, bool mean_sources, Tensor& loss, Tensor& winner) {
@@ -124,6 +147,7 @@ void forward_rows(const Tensor& target, const TensorList& warped, const TensorLi
     std::vector<RowTaps<acc_t>> taps((K + 1) * C, RowTaps<acc_t>(win, ah, aw));
     MomentRow<acc_t> m(W, taps[0].len());
     std::vector<acc_t> pe(K * W);
+    std::vector<int32_t> arg_row(W);
     for (int64_t row = begin; row < end; ++row) {
       const int64_t b = row / H, h = row % H;
       std::fill(pe.begin(), pe.end(), acc_t(0));
@@ -143,29 +167,23 @@ void forward_rows(const Tensor& target, const TensorList& warped, const TensorLi
         const acc_t* n = eps + ((s - S) * B * H + row) * W;
         for (int64_t p = 0; p < W; ++p) pe[s * W + p] += n[p];
       }
-      for (int64_t p = 0; p < W; ++p) {
-        acc_t best;
-        int64_t arg = 0;
-        if (mean_sources) {  // Monodepth2's avg_reprojection: warped average vs identity average
+      acc_t* best = out + row * W;
+      int64_t* arg = idx + row * W;
+      if (mean_sources) {  // Monodepth2's avg_reprojection: warped average vs identity average
+        for (int64_t p = 0; p < W; ++p) {
           acc_t wsum = 0, isum = 0;
           for (int64_t s = 0; s < S; ++s) wsum += pe[s * W + p];
           for (int64_t s = S; s < K; ++s) isum += pe[s * W + p];
-          best = wsum / static_cast<acc_t>(S);
-          if (K > S && isum / static_cast<acc_t>(S) < best) {
-            best = isum / static_cast<acc_t>(S);
-            arg = S;
-          }
-        } else {  // the first minimum in candidate order, as torch.argmin picks it
-          best = pe[p];
-          for (int64_t k = 1; k < K; ++k) {
-            if (pe[k * W + p] < best) {
-              best = pe[k * W + p];
-              arg = k;
-            }
+          best[p] = wsum / static_cast<acc_t>(S);
+          arg[p] = 0;
+          if (K > S && isum / static_cast<acc_t>(S) < best[p]) {
+            best[p] = isum / static_cast<acc_t>(S);
+            arg[p] = S;
           }
         }
-        out[row * W + p] = best;
-        idx[row * W + p] = arg;
+      } else {
+        argmin_row(W, K, pe.data(), best, arg_row.data());
+        for (int64_t p = 0; p < W; ++p) arg[p] = arg_row[p];
       }
     }
   });
