@@ -209,55 +209,66 @@ void backward_rows(const Tensor& grad_loss, const Tensor& target, const TensorLi
   const int64_t gs0 = grad_loss.stride(0), gs1 = grad_loss.stride(1), gs2 = grad_loss.stride(2);
   const int64_t* idx = data_of<const int64_t>(winner);
 
-  // A task is one warped image, batch item and block of rows, all channels: the selection weights do not
-  // depend on the channel, so they are computed once per task for the output rows its gather reads
+  // A task is one batch item and block of rows, all channels and warped images: the selection weights do
+  // not depend on the channel, so they are computed once per task for the output rows its gather reads
   // (q0 - offset - r .. q1 - 1 - offset + r), not once per channel and twice per row (fill and L1 term),
-  // which read g and the int64 winners 2C times.
+  // which read g and the int64 winners 2C times; and the warped images advance row by row together, so
+  // the target's moments of an output row are computed once for all of them.
   const int64_t r = win.radius, n_rows = kRowBlock + 2 * r;
-  torch::stable::parallel_for(0, S * B * blocks, 1, [&](int64_t begin, int64_t end) {
-    RowTaps<acc_t> tx(win, ah, aw), ty(win, ah, aw);
-    MomentRow<acc_t> m(W, tx.len());
-    TransposedRows<acc_t> tr(win, ah, aw, 3);
-    std::vector<acc_t> sums(3 * W), weights(n_rows * W), g_row(W);
-    std::vector<char> any(n_rows);
+  torch::stable::parallel_for(0, B * blocks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<RowTaps<acc_t>> tx(S, RowTaps<acc_t>(win, ah, aw));
+    RowTaps<acc_t> ty(win, ah, aw);
+    MomentRow<acc_t> m(W, ty.len());
+    std::vector<TransposedRows<acc_t>> tr(S, TransposedRows<acc_t>(win, ah, aw, 3));
+    std::vector<acc_t> sums(3 * W), weights(S * n_rows * W), g_row(W);
+    std::vector<char> any(S * n_rows);
     acc_t* fields[3] = {&sums[0], &sums[W], &sums[2 * W]};
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = (task / blocks) % B, s = task / (blocks * B);
-      const int64_t q0 = (task % blocks) * kRowBlock, q1 = std::min(H, q0 + kRowBlock);
+      const int64_t b = task / blocks, q0 = (task % blocks) * kRowBlock, q1 = std::min(H, q0 + kRowBlock);
       const int64_t first = q0 - ah.offset - r;
+      const auto weight = [&](int64_t s, int64_t p_h) { return &weights[(s * n_rows + p_h - first) * W]; };
       for (int64_t h = std::max<int64_t>(0, first); h < std::min(H, q1 - ah.offset + r); ++h) {
         const acc_t* gr = g + b * gs0 + h * gs1;
         if (gs2 != 1) {
           for (int64_t p = 0; p < W; ++p) g_row[p] = gr[p * gs2];
           gr = g_row.data();
         }
-        any[h - first] = selection_row(W, gr, idx + (b * H + h) * W, s, S, mean_sources, &weights[(h - first) * W]);
+        for (int64_t s = 0; s < S; ++s) {
+          any[s * n_rows + h - first] = selection_row(W, gr, idx + (b * H + h) * W, s, S, mean_sources, weight(s, h));
+        }
       }
       for (int64_t c = 0; c < C; ++c) {
-        // Coefficient rows: weight * alpha/C * dclamp/dSSIM times SSIM's partials in mu_x, E[x^2], E[xy].
+        int64_t s = 0, y_row = -1;  // y_row: the output row whose target moments m holds
+        // Coefficient rows of warped image s: weight * alpha/C * dclamp/dSSIM times SSIM's partials in mu_x,
+        // E[x^2], E[xy].
         const auto fill = [&](int64_t p_h, acc_t* const* rows) {
-          if (!any[p_h - first]) {
+          if (!any[s * n_rows + p_h - first]) {
             for (int f = 0; f < 3; ++f) std::fill(rows[f], rows[f] + W, acc_t(0));
             return;
           }
-          tx.load(wv[s], b, c, p_h);
-          ty.load(tv, b, c, p_h);
-          m.compute_y(win, ty);
-          m.compute_x(win, tx, ty);
-          coefficient_row(W, m.mx.data(), m.my.data(), m.xx.data(), m.yy.data(), m.xy.data(),
-                          &weights[(p_h - first) * W], w_ssim, rows[0], rows[1], rows[2]);
+          if (y_row != p_h) {
+            ty.load(tv, b, c, p_h);
+            m.compute_y(win, ty);
+            y_row = p_h;
+          }
+          tx[s].load(wv[s], b, c, p_h);
+          m.compute_x(win, tx[s], ty);
+          coefficient_row(W, m.mx.data(), m.my.data(), m.xx.data(), m.yy.data(), m.xy.data(), weight(s, p_h),
+                          w_ssim, rows[0], rows[1], rows[2]);
         };
-        tr.reset();
+        for (auto& t : tr) t.reset();
         for (int64_t q_h = q0; q_h < q1; ++q_h) {
-          tr.gather(q_h, fill, fields);
-          const acc_t* coef = &weights[(q_h - first) * W];  // the L1 term's weight, output q_h at centre q_h
-          const scalar_t *xr = &wv[s](b, c, q_h, 0), *yr = &tv(b, c, q_h, 0);
-          scalar_t* gr = &gv[s](b, c, q_h, 0);
-          if (wv[s].s3 == 1 && tv.s3 == 1 && gv[s].s3 == 1) {
-            const std::integral_constant<int64_t, 1> one;
-            gradient_row(W, fields, coef, w_l1, xr, yr, gr, one, one, one);
-          } else {
-            gradient_row(W, fields, coef, w_l1, xr, yr, gr, wv[s].s3, tv.s3, gv[s].s3);
+          for (s = 0; s < S; ++s) {
+            tr[s].gather(q_h, fill, fields);
+            const acc_t* coef = weight(s, q_h);  // the L1 term's weight, output q_h at centre q_h
+            const scalar_t *xr = &wv[s](b, c, q_h, 0), *yr = &tv(b, c, q_h, 0);
+            scalar_t* gr = &gv[s](b, c, q_h, 0);
+            if (wv[s].s3 == 1 && tv.s3 == 1 && gv[s].s3 == 1) {
+              const std::integral_constant<int64_t, 1> one;
+              gradient_row(W, fields, coef, w_l1, xr, yr, gr, one, one, one);
+            } else {
+              gradient_row(W, fields, coef, w_l1, xr, yr, gr, wv[s].s3, tv.s3, gv[s].s3);
+            }
           }
         }
       }
