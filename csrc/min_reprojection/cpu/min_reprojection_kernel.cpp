@@ -1,7 +1,7 @@
 // CPU kernels of depthmetric::min_reprojection. Forward: one image row per step, every candidate's
-// photometric error accumulated over channels in row buffers, then the minimum. Backward: one warped
-// image and channel at a time over blocks of rows, recomputing the window statistics of each output row
-// once (a ring of rows) and gathering the transposed 3x3 window.
+// photometric error accumulated over channels in row buffers, then the minimum. Backward: over blocks of
+// rows, channel by channel, the warped images together row by row, recomputing the window statistics of
+// each output row once (a ring of rows per warped image) and gathering the transposed 3x3 window.
 #include <torch/csrc/stable/library.h>
 #include <torch/csrc/stable/ops.h>
 
