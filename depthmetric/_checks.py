@@ -44,9 +44,13 @@ def rank_local():
 
 
 def generator(name: str, g) -> torch.Generator | None:
-    """``None`` or a ``torch.Generator``."""
+    """``None`` or a ``torch.Generator``, outside ``torch.compile`` (Dynamo cannot trace one)."""
     if g is not None and not isinstance(g, torch.Generator):
         raise TypeError(f"{name} must be a torch.Generator or None, got {type(g).__name__}")
+    if g is not None and torch.compiler.is_compiling():
+        raise RuntimeError(f"{name}: a torch.Generator cannot be traced by torch.compile; draw the random inputs "
+                           "outside the compiled region and pass them in: MultiRangeContrastiveLoss.draw_shifts or "
+                           "sample_shifts as shifts=, draw_identity_noise as noise=")
     return g
 
 

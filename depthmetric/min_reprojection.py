@@ -61,9 +61,6 @@ def draw_identity_noise(
     B, _, H, W = target.shape
     acc = _checks.accumulate_dtype(target.dtype)
     generator = _checks.generator("generator", generator)
-    if generator is not None and torch.compiler.is_compiling():
-        raise RuntimeError("min_reprojection_loss: a torch.Generator cannot be traced by torch.compile; draw the "
-                           "noise outside the compiled region (draw_identity_noise) and pass it as noise=")
     device = generator.device if generator is not None else target.device
     noise = torch.randn((n_sources, B, H, W), generator=generator, device=device, dtype=acc)
     return noise.mul_(NOISE_STD).to(target.device)  # in place: no second fresh S,B,H,W map
@@ -213,8 +210,8 @@ def _register_kernels() -> None:
                 lambda *w: _reference.min_reprojection(target, list(w), sources, noise, ctx.alpha, ctx.mean_sources)[0],
                 warped, grad_loss, [True] * ctx.n_warped)
             return None, grads, [None] * ctx.n_sources, None, None, None
-        # grad_loss goes as it comes (the gradient of a mean is an expanded scalar): the CUDA kernel reads it
-        # through its strides, the CPU kernel makes it contiguous.
+        # grad_loss goes as it comes (the gradient of a mean is an expanded scalar): both kernels read it through
+        # its strides.
         grads = torch.ops.depthmetric._min_reprojection_backward(
             grad_loss, target, warped, winner, ctx.alpha, ctx.mean_sources
         )

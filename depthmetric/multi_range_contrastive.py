@@ -91,11 +91,7 @@ def _drop_identity(shifts: torch.Tensor, B: int, H: int, W: int) -> torch.Tensor
 def _draw_shifts(B: int, H: int, W: int, n_within: int, n_across: int, generator, group, across: str):
     """One call's shifts (``B``: the images samples come from), drawn on the group's first rank and sent to
     every rank, so that all ranks use the same shifts in a step."""
-    _checks.generator("generator", generator)
-    if generator is not None and torch.compiler.is_compiling():
-        raise RuntimeError("multi_range_contrastive_loss: a torch.Generator cannot be traced by torch.compile; draw "
-                           "the shifts outside the compiled region (MultiRangeContrastiveLoss.draw_shifts or "
-                           "sample_shifts) and pass them as shifts=")
+    _checks.generator("generator", generator)  # on every rank, before the first rank draws
     shifts = distributed.broadcast_from_first(lambda: sample_shifts(B, H, W, n_within, n_across, generator), group)
     if group is not None and across == "local":
         shifts = _drop_identity(shifts, B, H, W)
