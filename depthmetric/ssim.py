@@ -147,8 +147,7 @@ def _register_kernels() -> None:
             grad_x, grad_y = _autograd.reference_vjp(lambda x, y: _reference.ssim(x, y, window, padding), (x, y),
                                                      grad, ctx.needs_input_grad[:2])
             return grad_x, grad_y, None, None, None
-        # grad goes as it comes (from a mean, an expanded scalar): the CUDA kernel reads it through its strides,
-        # the CPU kernel makes it contiguous.
+        # grad goes as it comes (from a mean, an expanded scalar): both kernels read it through its strides.
         need_x, need_y = ctx.needs_input_grad[:2]
         grad_x, grad_y = torch.ops.depthmetric._ssim_backward(grad, x, y, partials, ctx.window, ctx.padding,
                                                               need_x, need_y)
