@@ -37,6 +37,11 @@ DATASETS = {
 CROPS = ("auto", "eigen", "garg", None)
 
 
+def _check_dataset(dataset: str | None) -> None:
+    if dataset is not None and dataset not in DATASETS:
+        raise ValueError(f"dataset must be one of {sorted(DATASETS)} or None, got {dataset!r}")
+
+
 def crop_window(crop: str | None, height: int, width: int, dataset: str | None = None) -> tuple[int, int, int, int]:
     """``(row0, row1, col0, col1)`` of an evaluation crop for an ``height x width`` ground truth.
 
@@ -49,8 +54,7 @@ def crop_window(crop: str | None, height: int, width: int, dataset: str | None =
       Garg et al. as Monodepth2 and ZoeDepth compute it.
     * ``None``: the whole image.
     """
-    if dataset is not None and dataset not in DATASETS:
-        raise ValueError(f"dataset must be one of {sorted(DATASETS)} or None, got {dataset!r}")
+    _check_dataset(dataset)
     if crop is None:
         return 0, height, 0, width
     if crop == "garg":
@@ -65,8 +69,7 @@ def crop_window(crop: str | None, height: int, width: int, dataset: str | None =
 
 
 def _settings(dataset, min_depth, max_depth, crop):
-    if dataset is not None and dataset not in DATASETS:
-        raise ValueError(f"dataset must be one of {sorted(DATASETS)} or None, got {dataset!r}")
+    _check_dataset(dataset)
     if crop not in CROPS:
         raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
     preset = DATASETS.get(dataset, dict(min_depth=None, max_depth=None, crop=None))
