@@ -182,10 +182,11 @@ def boundary_recall(
         gt_mask = gt_mask.unsqueeze(1)
     if tuple(gt_mask.shape) != tuple(pred.shape):
         raise ValueError(f"gt_mask must have pred's shape {tuple(pred.shape)}, got {tuple(gt_mask.shape)}")
+    named = {"pred": pred}  # one check (one host synchronisation) for both
     if gt_mask.dtype != torch.bool:
         _checks.floating("gt_mask", gt_mask)
-        _checks.finite("gt_mask", gt_mask)
-    _checks.finite("pred", pred)
+        named["gt_mask"] = gt_mask
+    _checks.check_values(named)
     if pred.device.type == "meta":
         return torch.empty(pred.shape[0], dtype=torch.float64, device=pred.device)
     fg = (gt_mask if gt_mask.dtype == torch.bool else gt_mask > alpha_threshold)[:, 0]

@@ -177,6 +177,7 @@ BAD = [
     (lambda: boundary_f1(D * float("nan"), D), ValueError, "pred"),
     (lambda: boundary_recall(D, D[..., :5] > 1), ValueError, "gt_mask"),
     (lambda: boundary_recall(D, (D > 1).long()), TypeError, "gt_mask"),
+    (lambda: boundary_recall(D, D * float("nan")), ValueError, "gt_mask contains NaN"),
     (lambda: boundary_recall(D, D, alpha_threshold="0.1"), TypeError, "alpha_threshold"),
     (lambda: boundary_recall(D, D, thresholds=[0.9]), ValueError, "thresholds"),
 ]
