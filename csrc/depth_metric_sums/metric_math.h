@@ -14,23 +14,14 @@ namespace dms {
 constexpr int kNumSums = 10;
 enum Column { kCount, kAbsRel, kSqRel, kSqErr, kLogErr, kLogErrSq, kAbsLogErr, kDelta1, kDelta2, kDelta3 };
 
-DM_HOST_DEVICE uint32_t float_bits(float x) {
-#if defined(__CUDA_ARCH__)
-  return __float_as_uint(x);
-#else
-  uint32_t u;
-  memcpy(&u, &x, sizeof u);
-  return u;
-#endif
-}
-DM_HOST_DEVICE float bits_float(uint32_t u) {
-#if defined(__CUDA_ARCH__)
-  return __uint_as_float(u);
-#else
-  float x;
-  memcpy(&x, &u, sizeof x);
-  return x;
-#endif
+// The bits of x as a To of the same size: memcpy, well defined on the host and the device alike, compiles to a
+// register move.
+template <typename To, typename From>
+DM_HOST_DEVICE To bit_cast(From x) {
+  static_assert(sizeof(To) == sizeof(From), "bit_cast between types of different sizes");
+  To y;
+  memcpy(&y, &x, sizeof y);
+  return y;
 }
 
 // log x for x >= 0, not NaN (the pixels that count), without branches: glibc's logf is a call per pixel,
@@ -43,10 +34,10 @@ DM_HOST_DEVICE float bits_float(uint32_t u) {
 // selects, which GCC does not if-convert here.
 DM_HOST_DEVICE float dm_log(float x) {
   const uint32_t sub = x < FLT_MIN;
-  const uint32_t b = float_bits(x * bits_float(0x3f800000u + sub * (25u << 23)));
+  const uint32_t b = bit_cast<uint32_t>(x * bit_cast<float>(0x3f800000u + sub * (25u << 23)));
   const uint32_t mb = (b & 0x007fffffu) | 0x3f800000u;  // m in [1, 2)
   const uint32_t big = mb > 0x3fb504f3u;                // m > sqrt(2): halve it
-  const float f = bits_float(mb - (big << 23)) - 1.f;
+  const float f = bit_cast<float>(mb - (big << 23)) - 1.f;
   const float k = static_cast<float>(static_cast<int32_t>(b >> 23) - 127 - 25 * static_cast<int32_t>(sub) +
                                      static_cast<int32_t>(big));
   const float s = f / (2.f + f), z = s * s, h = 0.5f * f * f;
@@ -54,7 +45,7 @@ DM_HOST_DEVICE float dm_log(float x) {
   // Small parts first, k hi (exact: hi has 12 trailing zero bits) last, where it cancels exactly for k = +-1.
   const float y = k * 0.693115234375f + (f - (h - (s * (h + r) + k * 3.194618329871446e-05f)));  // ln 2 = hi + lo
   const uint32_t inf = 0u - static_cast<uint32_t>(x > FLT_MAX), zero = 0u - static_cast<uint32_t>(x == 0.f);
-  return bits_float((float_bits(y) & ~(inf | zero)) | (0x7f800000u & inf) | (0xff800000u & zero));
+  return bit_cast<float>((bit_cast<uint32_t>(y) & ~(inf | zero)) | (0x7f800000u & inf) | (0xff800000u & zero));
 }
 DM_HOST_DEVICE double dm_log(double x) { return ::log(x); }
 
