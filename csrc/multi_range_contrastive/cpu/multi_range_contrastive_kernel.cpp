@@ -94,6 +94,46 @@ void pair_terms_row(const acc_t* __restrict__ code, const acc_t* __restrict__ di
   }
 }
 
+// Channels go in blocks of kChannelBlock (the rest one by one): a pair's squared distance (forward) and an
+// image row's pair weights (backward) are read once per block instead of once per channel, and each sum
+// still adds its channels in order, so the results are those of a channel-by-channel loop.
+constexpr int kChannelBlock = 4;
+
+template <typename Body>
+void with_channel_block(int64_t channels_left, Body&& body) {
+  if (channels_left >= kChannelBlock) {
+    body(std::integral_constant<int, kChannelBlock>{});
+  } else {
+    body(std::integral_constant<int, 1>{});
+  }
+}
+
+// acc[w] += sum over the K channels (c_stride apart) of (anchor - sample)^2 at w, channels in order.
+template <int K, bool kUnitStride, typename scalar_t, typename acc_t>
+void add_dist_sq_run(const scalar_t* __restrict__ anchor, const scalar_t* __restrict__ sample, int64_t c_stride,
+                     int64_t s3_in, int64_t n, acc_t* __restrict__ acc) {
+  const int64_t s3 = kUnitStride ? 1 : s3_in;
+  for (int64_t w = 0; w < n; ++w) {
+    acc_t sum = acc[w];
+    for (int j = 0; j < K; ++j) {
+      const acc_t diff = static_cast<acc_t>(anchor[j * c_stride + w * s3]) - static_cast<acc_t>(sample[j * c_stride + w * s3]);
+      sum += diff * diff;
+    }
+    acc[w] = sum;
+  }
+}
+
+// acc[j][w] -= weight[w] * src[j][w] for the K channels (rows acc_stride apart in acc, c_stride in src).
+template <int K, bool kUnitStride, typename scalar_t, typename acc_t>
+void sub_weighted_run(const acc_t* __restrict__ weight, const scalar_t* __restrict__ src, int64_t c_stride,
+                      int64_t s3_in, int64_t n, acc_t* __restrict__ acc, int64_t acc_stride) {
+  const int64_t s3 = kUnitStride ? 1 : s3_in;
+  for (int64_t w = 0; w < n; ++w) {
+    const acc_t weight_w = weight[w];
+    for (int j = 0; j < K; ++j) acc[j * acc_stride + w] -= weight_w * static_cast<acc_t>(src[j * c_stride + w * s3]);
+  }
+}
+
 template <typename scalar_t, bool kUnitStride>
 void forward_rows(const Tensor& features, const Tensor& depth, const std::vector<Shift>& shifts,
                   const Rule<acc_type<scalar_t>>& rule, const Anchors& anchors, ForwardOutputs& out) {
@@ -133,22 +173,24 @@ void forward_rows(const Tensor& features, const Tensor& depth, const std::vector
           std::fill(&dist_sq[k * W], &dist_sq[k * W] + W, acc_t(0));
         }
       }
-      for (int64_t c = 0; c < C; ++c) {
-        for (int64_t h = h0; h < h1; ++h) {
-          const scalar_t* anchor = &f.data[f.offset(b, c, h, 0)];
-          for (int64_t n = 0; n < N; ++n) {
-            const int64_t k = (h - h0) * N + n;
-            if (!active[k]) continue;
-            const scalar_t* sample = &f.data[f.offset(src_b[n], c, src_h[k], 0)];
-            acc_t* acc = &dist_sq[k * W];
-            for_roll_runs(shifts[n].w, W, false, [&](int64_t w0, int64_t w1, int64_t delta) {
-              for (int64_t w = w0; w < w1; ++w) {
-                const acc_t diff = static_cast<acc_t>(anchor[w * s3]) - static_cast<acc_t>(sample[(w + delta) * s3]);
-                acc[w] += diff * diff;
-              }
-            });
+      for (int64_t c = 0; c < C;) {
+        with_channel_block(C - c, [&](auto block) {
+          constexpr int K = decltype(block)::value;
+          for (int64_t h = h0; h < h1; ++h) {
+            const scalar_t* anchor = &f.data[f.offset(b, c, h, 0)];
+            for (int64_t n = 0; n < N; ++n) {
+              const int64_t k = (h - h0) * N + n;
+              if (!active[k]) continue;
+              const scalar_t* sample = &f.data[f.offset(src_b[n], c, src_h[k], 0)];
+              acc_t* acc = &dist_sq[k * W];
+              for_roll_runs(shifts[n].w, W, false, [&](int64_t w0, int64_t w1, int64_t delta) {
+                add_dist_sq_run<K, kUnitStride>(anchor + w0 * s3, sample + (w0 + delta) * s3, f.s1, s3, w1 - w0,
+                                                acc + w0);
+              });
+            }
           }
-        }
+          c += K;
+        });
       }
       // Shift by shift over contiguous rows (the per-pixel sums keep their order over n): vectorised.
       for (int64_t h = h0; h < h1; ++h) {
@@ -188,7 +230,7 @@ void backward_rows(const Tensor& grad_loss, const Tensor& features, const std::v
   // A task: a band of rows of image b; the pair weights of its rows first, then channel by channel.
   const Bands bands = row_bands(H, (2 * N + 1) * W * static_cast<int64_t>(sizeof(acc_t)));
   torch::stable::parallel_for(0, B * bands.per_image, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> w_anchor(bands.rows * N * W), w_sample(bands.rows * N * W), w_sum(bands.rows * W), acc(W);
+    std::vector<acc_t> w_anchor(bands.rows * N * W), w_sample(bands.rows * N * W), w_sum(bands.rows * W), acc(kChannelBlock * W);
     std::vector<int64_t> b_q(N), h_q(bands.rows * N), b_p(N), h_p(bands.rows * N);
     std::vector<char> active(bands.rows * N);
     for (int64_t task = begin; task < end; ++task) {
@@ -233,28 +275,36 @@ void backward_rows(const Tensor& grad_loss, const Tensor& features, const std::v
           active[k] = any;
         }
       }
-      for (int64_t c = 0; c < C; ++c) {
-        for (int64_t h = h0; h < h1; ++h) {
-          const scalar_t* self = &f.data[f.offset(b, c, h, 0)];
-          const acc_t* ws = &w_sum[(h - h0) * W];
-          for (int64_t w = 0; w < W; ++w) acc[w] = ws[w] * static_cast<acc_t>(self[w * s3]);
-          for (int64_t n = 0; n < N; ++n) {
-            const int64_t k = (h - h0) * N + n;
-            if (!active[k]) continue;
-            // As anchor, x pairs with its sample q = x - s; as sample, with the anchor p = x + s.
-            const scalar_t* q = &f.data[f.offset(b_q[n], c, h_q[k], 0)];
-            const scalar_t* p = &f.data[f.offset(b_p[n], c, h_p[k], 0)];
-            const acc_t* wa = &w_anchor[k * W];
-            const acc_t* wb = &w_sample[k * W];
-            for_roll_runs(shifts[n].w, W, false, [&](int64_t w0, int64_t w1, int64_t delta) {
-              for (int64_t w = w0; w < w1; ++w) acc[w] -= wa[w] * static_cast<acc_t>(q[(w + delta) * s3]);
-            });
-            for_roll_runs(shifts[n].w, W, true, [&](int64_t w0, int64_t w1, int64_t delta) {
-              for (int64_t w = w0; w < w1; ++w) acc[w] -= wb[w] * static_cast<acc_t>(p[(w + delta) * s3]);
-            });
+      for (int64_t c = 0; c < C;) {
+        with_channel_block(C - c, [&](auto block) {
+          constexpr int K = decltype(block)::value;
+          for (int64_t h = h0; h < h1; ++h) {
+            const acc_t* ws = &w_sum[(h - h0) * W];
+            for (int j = 0; j < K; ++j) {
+              const scalar_t* self = &f.data[f.offset(b, c + j, h, 0)];
+              for (int64_t w = 0; w < W; ++w) acc[j * W + w] = ws[w] * static_cast<acc_t>(self[w * s3]);
+            }
+            for (int64_t n = 0; n < N; ++n) {
+              const int64_t k = (h - h0) * N + n;
+              if (!active[k]) continue;
+              // As anchor, x pairs with its sample q = x - s; as sample, with the anchor p = x + s.
+              const scalar_t* q = &f.data[f.offset(b_q[n], c, h_q[k], 0)];
+              const scalar_t* p = &f.data[f.offset(b_p[n], c, h_p[k], 0)];
+              const acc_t* wa = &w_anchor[k * W];
+              const acc_t* wb = &w_sample[k * W];
+              for_roll_runs(shifts[n].w, W, false, [&](int64_t w0, int64_t w1, int64_t delta) {
+                sub_weighted_run<K, kUnitStride>(wa + w0, q + (w0 + delta) * s3, f.s1, s3, w1 - w0, acc.data() + w0, W);
+              });
+              for_roll_runs(shifts[n].w, W, true, [&](int64_t w0, int64_t w1, int64_t delta) {
+                sub_weighted_run<K, kUnitStride>(wb + w0, p + (w0 + delta) * s3, f.s1, s3, w1 - w0, acc.data() + w0, W);
+              });
+            }
+            for (int j = 0; j < K; ++j) {
+              for (int64_t w = 0; w < W; ++w) g_out(b, c + j, h, w) = static_cast<scalar_t>(acc[j * W + w]);
+            }
           }
-          for (int64_t w = 0; w < W; ++w) g_out(b, c, h, w) = static_cast<scalar_t>(acc[w]);
-        }
+          c += K;
+        });
       }
     }
   });
