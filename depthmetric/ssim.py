@@ -61,10 +61,10 @@ def check_images(names: tuple[str, ...], images: tuple[torch.Tensor, ...], windo
 def _kernel_ssim(x: torch.Tensor, y: torch.Tensor, window: str, padding: str) -> torch.Tensor:
     _autograd.check_untransformed("depthmetric.ssim", (x, y))
     # The four per-pixel partials are only written when a backward can follow (5x the map's bytes saved),
-    # and on CPU only for gauss11: for box3 the CPU backward recomputes the moments in less time than it
-    # takes to write the partials to fresh memory and read them back (benchmarks/results/NOTES_cpu.md).
+    # and never on CPU: there the backward recomputes the moments in less time than it takes to write the
+    # partials to fresh memory (page faults) and read them back (benchmarks/results/NOTES_cpu.md).
     with_partials = (torch.is_grad_enabled() and (x.requires_grad or y.requires_grad)
-                     and (x.device.type != "cpu" or window != "box3"))
+                     and x.device.type != "cpu")
     return torch.ops.depthmetric.ssim(x, y, WINDOWS[window], PADDINGS[padding], with_partials)[0]
 
 

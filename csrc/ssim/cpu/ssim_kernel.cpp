@@ -1,8 +1,8 @@
 // CPU kernels of depthmetric::ssim: the forward works one output row at a time, the backward one input row
 // at a time over blocks of rows (the transposed window gathers from a ring of coefficient rows). Given no
-// partials, the backward recomputes each output row's moments once per block (the ring): for box3 that
-// costs less than writing the four partial maps to fresh memory and reading them back (see
-// benchmarks/results/NOTES_cpu.md).
+// partials (what the Python layer asks for on CPU), the backward recomputes each output row's moments once
+// per block (the ring): that costs less than writing the four partial maps to fresh memory and reading them
+// back (see benchmarks/results/NOTES_cpu.md).
 #include <torch/csrc/stable/library.h>
 #include <torch/csrc/stable/ops.h>
 
@@ -121,7 +121,8 @@ void backward_rows(const Tensor& grad, const Tensor& x, const Tensor& y, const T
     RowTaps<acc_t> tx(win, geo.h, geo.w), ty(win, geo.h, geo.w);
     MomentRow<acc_t> m(Wo, tx.len());
     std::vector<acc_t> sums(kPartials * W), g_row(Wo);
-    acc_t* fields[kPartials] = {&sums[0], &sums[W], &sums[2 * W], &sums[3 * W]};
+    // The own field of an image whose gradient is not wanted is neither read nor gathered.
+    acc_t* fields[kPartials] = {need_x ? &sums[0] : nullptr, need_y ? &sums[W] : nullptr, &sums[2 * W], &sums[3 * W]};
     for (int64_t task = begin; task < end; ++task) {
       const int64_t bc = task / blocks, b = bc / C, c = bc % C;
       const int64_t q0 = (task % blocks) * kRowBlock, q1 = std::min(H, q0 + kRowBlock);
@@ -144,6 +145,7 @@ void backward_rows(const Tensor& grad, const Tensor& x, const Tensor& y, const T
           return;
         }
         for (int64_t f = 0; f < kPartials; ++f) {
+          if (fields[f] == nullptr) continue;
           const acc_t* pf = part + f * plane + at;
           for (int64_t p = 0; p < Wo; ++p) rows[f][p] = g[p] * pf[p];
         }

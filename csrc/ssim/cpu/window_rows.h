@@ -208,7 +208,8 @@ class TransposedRows {
   void reset() { std::fill(tag_.begin(), tag_.end(), int64_t(-1)); }
 
   // fill(p_h, field_rows) writes n_fields rows of aw.n_out coefficients for output row p_h;
-  // out[f] receives aw.n input columns of field f.
+  // out[f] receives aw.n input columns of field f, or is null for a field not wanted (fill may leave its
+  // rows unwritten: they are not read).
   template <typename Fill>
   void gather(int64_t q_h, Fill&& fill, acc_t* const* out) {
     with_taps(win_.radius, [&](auto taps) { gather_taps<decltype(taps)::value>(q_h, fill, out); });
@@ -230,6 +231,7 @@ class TransposedRows {
     }
     acc_t* vert = &vert_[2 * r];  // 2r zeros on either side: the transposed taps run over a full window
     for (int f = 0; f < fields_; ++f) {
+      if (out[f] == nullptr) continue;
       const acc_t* rows[T];
       for (int k = 0; k < T; ++k) {
         rows[k] = src[k] < 0 ? zero_.data() : &ring_[(static_cast<size_t>(src[k] % slots_) * fields_ + f) * n_out];
