@@ -6,6 +6,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cstdint>
 #include <type_traits>
 #include <vector>
 
@@ -38,9 +39,21 @@ void with_taps(int radius, F&& f) {
   }
 }
 
+// A window's taps are all equal when it has 3 (box3, make_window's 1/3): its sums add the taps first and
+// scale once, half the operations of a weighted sum (and the order of an average pool). The 11 taps of
+// gauss11 are weighted one by one. Only the window's own weights come in here; weighted_rows takes any.
+template <int T>
+constexpr bool kEqualTaps = T == 3;
+
 // out[i] = sum_k w[k] * in[i + k], k < T, for i < n (a correlation along a row; T taps summed in order).
+// w: a window's weights (see kEqualTaps).
 template <int T, typename acc_t>
 void correlate_row(const acc_t* w, int64_t n, const acc_t* __restrict__ in, acc_t* __restrict__ out) {
+  if constexpr (kEqualTaps<T>) {
+    const acc_t w0 = w[0];
+    for (int64_t i = 0; i < n; ++i) out[i] = w0 * (in[i] + in[i + 1] + in[i + 2]);
+    return;
+  }
   acc_t wk[T];
   std::copy(w, w + T, wk);
   for (int64_t i = 0; i < n; ++i) {
@@ -99,21 +112,32 @@ class RowTaps {
     acc_t* dst = &data_[s * len_];
     if (tag_[s] == src) return dst;  // a row of the same tensor: the same data (inputs are read-only)
     tag_[s] = src;
-    // The interior is a plain (vectorisable) converting copy; only the few edge entries pad or reflect.
+    // The interior is a plain (vectorisable) converting copy; only the few edge entries pad or reflect,
+    // after it, when their input columns are in cache (read first, each edge waited on memory).
     const auto [shift, lo, hi] = interior(aw_, win_.radius, len_);
+    if (v.s3 == 1) {
+      for (int64_t u = lo; u < hi; ++u) dst[u] = static_cast<acc_t>(src[u + shift]);
+    } else {
+      for (int64_t u = lo; u < hi; ++u) dst[u] = static_cast<acc_t>(src[(u + shift) * v.s3]);
+    }
     const auto edge = [&](int64_t u) {
       const int64_t col = aw_.source(u + shift);
       dst[u] = col < 0 ? acc_t(0) : static_cast<acc_t>(src[col * v.s3]);
     };
     for (int64_t u = 0; u < lo; ++u) edge(u);
     for (int64_t u = hi; u < len_; ++u) edge(u);
+    // The next input row of the plane is the one the next output row converts: ask for it now, so that it
+    // comes from memory while this row's work runs (the copies waited on memory: one new row per image and
+    // channel, more streams than the hardware prefetcher follows). Here, not in a function of its own,
+    // which GCC finds free of side effects and drops. A prefetch past the tensor's end is harmless.
     if (v.s3 == 1) {
-      for (int64_t u = lo; u < hi; ++u) dst[u] = static_cast<acc_t>(src[u + shift]);
-    } else {
-      for (int64_t u = lo; u < hi; ++u) dst[u] = static_cast<acc_t>(src[(u + shift) * v.s3]);
+      for (int64_t i = 0; i < aw_.n; i += kLine<scalar_t>) __builtin_prefetch(src + v.s2 + i);
     }
     return dst;
   }
+
+  template <typename scalar_t>
+  static constexpr int64_t kLine = 64 / sizeof(scalar_t);  // elements per cache line
 
   Window<acc_t> win_;
   Axis ah_, aw_;
@@ -125,6 +149,7 @@ class RowTaps {
 };
 
 // The vertical sums of a (b == nullptr) and a*a, or of a, a*a and a*b, over one row: T taps, in registers.
+// w: the window's weights (see kEqualTaps).
 template <int T, typename acc_t>
 void vertical_moments(const acc_t* w, const acc_t* const* ra, const acc_t* const* rb, int64_t n,
                       acc_t* __restrict__ s, acc_t* __restrict__ ss, acc_t* __restrict__ sab) {
@@ -133,15 +158,18 @@ void vertical_moments(const acc_t* w, const acc_t* const* ra, const acc_t* const
   const acc_t* b[T];
   std::copy(w, w + T, wk);
   std::copy(ra, ra + T, a);
+  // Tap k's weight, or 1 when the taps are equal and the sum is scaled by w[0] at the end.
+  const auto tap = [&](int k) { return kEqualTaps<T> ? acc_t(1) : wk[k]; };
+  const acc_t scale = kEqualTaps<T> ? wk[0] : acc_t(1);
   if (rb == nullptr) {
     for (int64_t u = 0; u < n; ++u) {
       acc_t m = 0, mm = 0;
       for (int k = 0; k < T; ++k) {
-        m += wk[k] * a[k][u];
-        mm += wk[k] * a[k][u] * a[k][u];
+        m += tap(k) * a[k][u];
+        mm += tap(k) * a[k][u] * a[k][u];
       }
-      s[u] = m;
-      ss[u] = mm;
+      s[u] = scale * m;
+      ss[u] = scale * mm;
     }
     return;
   }
@@ -149,13 +177,13 @@ void vertical_moments(const acc_t* w, const acc_t* const* ra, const acc_t* const
   for (int64_t u = 0; u < n; ++u) {
     acc_t m = 0, mm = 0, mab = 0;
     for (int k = 0; k < T; ++k) {
-      m += wk[k] * a[k][u];
-      mm += wk[k] * a[k][u] * a[k][u];
-      mab += wk[k] * a[k][u] * b[k][u];
+      m += tap(k) * a[k][u];
+      mm += tap(k) * a[k][u] * a[k][u];
+      mab += tap(k) * a[k][u] * b[k][u];
     }
-    s[u] = m;
-    ss[u] = mm;
-    sab[u] = mab;
+    s[u] = scale * m;
+    ss[u] = scale * mm;
+    sab[u] = scale * mab;
   }
 }
 
