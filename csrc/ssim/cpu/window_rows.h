@@ -45,6 +45,13 @@ void with_taps(int radius, F&& f) {
 template <int T>
 constexpr bool kEqualTaps = T == 3;
 
+// The window the row helpers are given must keep that promise (checked where they are set up).
+template <typename acc_t>
+void check_window_taps(const Window<acc_t>& win) {
+  const bool equal = win.w[0] == win.w[1] && win.w[1] == win.w[2];
+  DM_CHECK(2 * win.radius + 1 != 3 || equal, "internal: a 3-tap window with unequal taps");
+}
+
 // out[i] = sum_k w[k] * in[i + k], k < T, for i < n (a correlation along a row; T taps summed in order).
 // w: a window's weights (see kEqualTaps).
 template <int T, typename acc_t>
@@ -87,7 +94,9 @@ class RowTaps {
  public:
   RowTaps(const Window<acc_t>& win, const Axis& ah, const Axis& aw)
       : win_(win), ah_(ah), aw_(aw), len_(aw.n_out + 2 * win.radius), slots_(2 * win.radius + 1),
-        data_(slots_ * len_), zero_(len_, acc_t(0)), tag_(slots_, nullptr) {}
+        data_(slots_ * len_), zero_(len_, acc_t(0)), tag_(slots_, nullptr) {
+    check_window_taps(win);
+  }
 
   template <typename scalar_t>
   void load(const StridedView4<const scalar_t>& v, int64_t b, int64_t c, int64_t p_h) {
@@ -228,6 +237,7 @@ class TransposedRows {
         ring_(static_cast<size_t>(slots_) * n_fields * aw.n_out), tag_(slots_, -1), zero_(aw.n_out, acc_t(0)),
         vert_(aw.n_out + 4 * win.radius, acc_t(0)), pad_(aw.n_out + 2 * win.radius) {
     DM_CHECK(n_fields <= kMaxFields, "at most ", kMaxFields, " coefficient fields");
+    check_window_taps(win);
   }
 
   static constexpr int kMaxFields = 4;
