@@ -235,8 +235,10 @@ class TransposedRows {
   TransposedRows(const Window<acc_t>& win, const Axis& ah, const Axis& aw, int n_fields)
       : win_(win), ah_(ah), aw_(aw), fields_(n_fields), slots_(2 * win.radius + 1),
         ring_(static_cast<size_t>(slots_) * n_fields * aw.n_out), tag_(slots_, -1), zero_(aw.n_out, acc_t(0)),
-        vert_(aw.n_out + 4 * win.radius, acc_t(0)), pad_(aw.n_out + 2 * win.radius) {
+        vert_(aw.n_out + 4 * win.radius, acc_t(0)) {
     DM_CHECK(n_fields <= kMaxFields, "at most ", kMaxFields, " coefficient fields");
+    const auto [shift, lo, hi] = interior(aw, win.radius, aw.n_out + 2 * win.radius);
+    DM_CHECK(lo + shift == 0 && hi - lo == aw.n, "internal: the transposed window's interior misses columns");
     check_window_taps(win);
   }
 
@@ -275,20 +277,22 @@ class TransposedRows {
         rows[k] = src[k] < 0 ? zero_.data() : &ring_[(static_cast<size_t>(src[k] % slots_) * fields_ + f) * n_out];
       }
       weighted_rows<T>(w, rows, n_out, vert);
-      // Full (transposed) horizontal convolution into tap positions, pad[u] = sum_j w_j vert[u - j], with
-      // the taps reversed so it is a correlation; then fold the positions back onto input columns: direct
-      // ones, and the mirrored ones of reflection padding.
+      // Full (transposed) horizontal convolution into tap positions u, sum_j w_j vert[u - j] (the taps
+      // reversed: a correlation), folded back onto input columns: the interior positions are the columns
+      // themselves, every one of them (checked at set-up), written straight; the mirrored edge positions of
+      // reflection padding are added to theirs.
       acc_t flipped[T];
       std::reverse_copy(win_.w, win_.w + T, flipped);
-      const int64_t len = n_out + 2 * r;
-      correlate_row<T>(flipped, len, vert_.data(), pad_.data());
+      const auto [shift, in_lo, in_hi] = interior(aw_, win_.radius, n_out + 2 * r);
       acc_t* dst = out[f];
-      std::fill(dst, dst + aw_.n, acc_t(0));
-      const auto [shift, in_lo, in_hi] = interior(aw_, win_.radius, len);
-      for (int64_t u = in_lo; u < in_hi; ++u) dst[u + shift] += pad_[u];
+      correlate_row<T>(flipped, in_hi - in_lo, vert_.data() + in_lo, dst + in_lo + shift);
+      const int64_t len = n_out + 2 * r;
       const auto fold_edge = [&](int64_t u) {
         const int64_t q = aw_.source(u + shift);
-        if (q >= 0) dst[q] += pad_[u];
+        if (q < 0) return;
+        acc_t at;
+        correlate_row<T>(flipped, 1, vert_.data() + u, &at);
+        dst[q] += at;
       };
       for (int64_t u = 0; u < in_lo; ++u) fold_edge(u);
       for (int64_t u = in_hi; u < len; ++u) fold_edge(u);
@@ -310,7 +314,7 @@ class TransposedRows {
   int fields_, slots_;
   std::vector<acc_t> ring_;
   std::vector<int64_t> tag_;
-  std::vector<acc_t> zero_, vert_, pad_;  // vert_: a row of vertical sums with 2r zeros on either side
+  std::vector<acc_t> zero_, vert_;  // vert_: a row of vertical sums with 2r zeros on either side
 };
 
 }  // namespace ssim
