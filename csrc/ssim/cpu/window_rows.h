@@ -270,6 +270,14 @@ class TransposedRows {
       if (src[k] >= 0) slot(src[k], fill);
     }
     acc_t* vert = &vert_[2 * r];  // 2r zeros on either side: the transposed taps run over a full window
+    // Full (transposed) horizontal convolution into tap positions u, sum_j w_j vert[u - j] (the taps
+    // reversed: a correlation), folded back onto input columns: the interior positions are the columns
+    // themselves, every one of them (checked at set-up), written straight; the mirrored edge positions of
+    // reflection padding are added to theirs.
+    acc_t flipped[T];
+    std::reverse_copy(win_.w, win_.w + T, flipped);
+    const int64_t len = n_out + 2 * r;
+    const auto [shift, in_lo, in_hi] = interior(aw_, win_.radius, len);
     for (int f = 0; f < fields_; ++f) {
       if (out[f] == nullptr) continue;
       const acc_t* rows[T];
@@ -277,16 +285,8 @@ class TransposedRows {
         rows[k] = src[k] < 0 ? zero_.data() : &ring_[(static_cast<size_t>(src[k] % slots_) * fields_ + f) * n_out];
       }
       weighted_rows<T>(w, rows, n_out, vert);
-      // Full (transposed) horizontal convolution into tap positions u, sum_j w_j vert[u - j] (the taps
-      // reversed: a correlation), folded back onto input columns: the interior positions are the columns
-      // themselves, every one of them (checked at set-up), written straight; the mirrored edge positions of
-      // reflection padding are added to theirs.
-      acc_t flipped[T];
-      std::reverse_copy(win_.w, win_.w + T, flipped);
-      const auto [shift, in_lo, in_hi] = interior(aw_, win_.radius, n_out + 2 * r);
       acc_t* dst = out[f];
       correlate_row<T>(flipped, in_hi - in_lo, vert_.data() + in_lo, dst + in_lo + shift);
-      const int64_t len = n_out + 2 * r;
       const auto fold_edge = [&](int64_t u) {
         const int64_t q = aw_.source(u + shift);
         if (q < 0) return;
