@@ -130,11 +130,7 @@ void backward_rows(const Tensor& grad, const Tensor& x, const Tensor& y, const T
       // Coefficient rows: the incoming gradient times each saved partial derivative.
       const auto fill = [&](int64_t p_h, acc_t* const* rows) {
         const int64_t at = (bc * Ho + p_h) * Wo;
-        const acc_t* g = &gv(b, c, p_h, 0);
-        if (gv.s3 != 1) {
-          for (int64_t p = 0; p < Wo; ++p) g_row[p] = g[p * gv.s3];
-          g = g_row.data();
-        }
+        const acc_t* g = contiguous_row(&gv(b, c, p_h, 0), gv.s3, Wo, g_row);
         if (part == nullptr) {
           tx.load(xv, b, c, p_h);
           ty.load(yv, b, c, p_h);

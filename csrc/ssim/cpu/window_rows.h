@@ -17,6 +17,14 @@
 namespace depthmetric {
 namespace ssim {
 
+// A row of n elements stride apart, read in place when contiguous, else gathered into buf (n entries).
+template <typename T>
+const T* contiguous_row(const T* row, int64_t stride, int64_t n, std::vector<T>& buf) {
+  if (stride == 1) return row;
+  for (int64_t i = 0; i < n; ++i) buf[i] = row[i * stride];
+  return buf.data();
+}
+
 // A padded row of len entries, entry u at tap position u - r of the first output: entry u reads input
 // column u + shift, and the entries [lo, hi) are the ones inside the image (no padding or reflection).
 struct Interior {
