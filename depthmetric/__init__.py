@@ -3,20 +3,26 @@
 Every op runs as a compiled CPU/CUDA kernel (``backend="auto"``) or as its pure-PyTorch reference twin
 (``backend="reference"``); nothing falls back silently. ``build_info()`` says what was compiled.
 """
+import sys as _sys
+
 from . import distributed, metrics
 from ._checks import set_finite_checks
 from ._ext import BACKENDS, build_info
 from .depth_losses import *  # noqa: F401,F403  (TrimmedMAELoss, MultiScaleDerivativeLoss, ScaleShiftInvariantLoss)
 from .min_reprojection import *  # noqa: F401,F403  (ReprojectionLoss, min_reprojection_loss)
-from .multi_range_contrastive import (
-    PRESETS,
-    MultiRangeContrastiveLoss,
-    multi_range_contrastive_loss,
-    sample_shifts,
-)
+from .multi_range_contrastive import *  # noqa: F401,F403  (MultiRangeContrastiveLoss, ..., sample_shifts, PRESETS)
 from .silog import *  # noqa: F401,F403  (SILogLoss, silog_loss)
 from .smoothness import *  # noqa: F401,F403  (edge_aware_smoothness)
 from .ssim import *  # noqa: F401,F403  (ssim, photometric_error)
 from .warping import *  # noqa: F401,F403  (backproject, project, warp)
 
 __version__ = "0.1.0"
+
+# The public API: each module's own __all__, read here once (tests/test_registry.py checks that every op in it
+# has an entry in the tests' op registry).
+__all__ = [
+    "metrics", "distributed", "BACKENDS", "build_info", "set_finite_checks",
+    *(name for module in ("depth_losses", "min_reprojection", "multi_range_contrastive", "silog", "smoothness",
+                          "ssim", "warping")
+      for name in _sys.modules[f"{__name__}.{module}"].__all__),
+]

@@ -208,7 +208,7 @@ def _register_kernels() -> None:
         if torch.is_grad_enabled():  # create_graph=True: a gradient that can be differentiated again
             grads = _autograd.reference_vjp(
                 lambda *w: _reference.min_reprojection(target, list(w), sources, noise, ctx.alpha, ctx.mean_sources)[0],
-                warped, grad_loss, [True] * ctx.n_warped)
+                warped, grad_loss, [w.requires_grad for w in warped])  # some frames may be constants
             return None, grads, [None] * ctx.n_sources, None, None, None
         # grad_loss goes as it comes (the gradient of a mean is an expanded scalar): both kernels read it through
         # its strides.

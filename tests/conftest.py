@@ -2,14 +2,11 @@ import os
 import pathlib
 
 import pytest
-import torch
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from .registry import CUDA, ROOT
+
 # Real RGB-D samples live beside the checkout (../shared/data); DEPTHMETRIC_SHARED_DATA overrides.
 SHARED_DATA = pathlib.Path(os.environ.get("DEPTHMETRIC_SHARED_DATA", ROOT.parent / "shared" / "data"))
-
-CUDA = torch.cuda.is_available()
-DEVICES = ["cpu"] + (["cuda"] if CUDA else [])
 
 
 def pytest_collection_modifyitems(config, items):

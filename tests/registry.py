@@ -1,0 +1,416 @@
+"""The op registry: every public op of depthmetric described once, read by every property test.
+
+An entry says how to make a valid call of the op on random inputs of a given size (B, C, H, W), dtype and seed
+(zero sizes and meta tensors included), which compiled kernel it runs (``torch.ops.depthmetric.<kernel>``,
+with its twin ``depthmetric.reference.<kernel>``), its ``nn.Module`` form, which of its inputs are
+differentiable, the output shape, the argument its errors name, and its kernel-vs-twin tolerances. The
+property tests (meta, zero sizes, autograd transforms, thread determinism, argument audit, non-finite input,
+CUDA emulation, kernel vs twin) are parametrised over ``OPS``; ``tests/test_registry.py`` fails when a public
+op or a registered kernel has no entry here.
+
+Adding an op: one ``Op(...)`` in ``OPS`` (and, for a helper that is not an op, one line in ``HELPERS``).
+The other test helpers shared between test files live here too (input makers of the ops' own tests), so no
+test file imports another.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+import math
+import pathlib
+import re
+from typing import Any, Callable
+
+import pytest
+import torch
+
+import depthmetric as dm
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+CUDA = torch.cuda.is_available()
+DEVICES = ["cpu"] + (["cuda"] if CUDA else [])
+COMPILED = dm.build_info()["compiled"]
+needs_ext = pytest.mark.skipif(not COMPILED, reason="extension not built")
+
+
+def backend_of(device: str) -> str:
+    """The kernel backend that runs on ``device``."""
+    return "cuda" if device == "cuda" else "cpu"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Inputs. Every maker draws in float64 on the CPU from its own generator, so a size, dtype and seed always
+# give the same values on every backend and device.
+
+def rand(*shape, seed=0, low=0.0, high=1.0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(shape, generator=g, dtype=torch.float64) * (high - low) + low).to(dtype)
+
+
+def randn(*shape, seed=0, dtype=torch.float64):
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).to(dtype)
+
+
+def intrinsics(H, W, dtype=torch.float64):
+    """A pinhole camera for an H x W image (focal 5 pixels, centre in the middle), as K and its inverse."""
+    K = torch.tensor([[5.0, 0, W / 2], [0, 5.0, H / 2], [0, 0, 1]], dtype=torch.float64)
+    return K.to(dtype), torch.linalg.inv(K).to(dtype)
+
+
+def pose(dtype=torch.float64):
+    T = torch.eye(4, dtype=torch.float64)
+    T[0, 3] = 0.05  # a small baseline, so the warp moves the image
+    return T.to(dtype)
+
+
+def scene(shape, n_sources, dtype, device, seed):
+    """Target, warped and source frames where every kind of winner occurs: warped images close to the target
+    in different places, and a static patch where the unwarped sources equal the target (identity wins)."""
+    g = torch.Generator().manual_seed(seed)
+    B, C, H, W = shape
+    target = torch.rand(shape, generator=g, dtype=torch.float64)
+    sources = torch.rand((n_sources, *shape), generator=g, dtype=torch.float64)
+    sources[..., : H // 2, : W // 2] = target[..., : H // 2, : W // 2]  # static region
+    closeness = torch.rand((n_sources, B, 1, H, W), generator=g, dtype=torch.float64)
+    warped = closeness * target + (1 - closeness) * torch.rand((n_sources, *shape), generator=g, dtype=torch.float64)
+    to = dict(device=device, dtype=dtype)
+    return target.to(**to), list(warped.to(**to).unbind(0)), list(sources.to(**to).unbind(0)), g
+
+
+def contrastive_inputs(shape, dtype, device, seed, invalid=0.2):
+    """Features and a depth map with holes of every invalid kind (0, negative, NaN, Inf), and the generator."""
+    g = torch.Generator().manual_seed(seed)
+    B, C, H, W = shape
+    features = torch.randn(shape, generator=g, dtype=torch.float64).to(device, dtype)
+    depth = 0.5 + 3.0 * torch.rand(B, 1, H, W, generator=g, dtype=torch.float64)
+    holes = torch.rand(B, 1, H, W, generator=g) < invalid
+    kinds = torch.tensor([0.0, -1.0, math.nan, math.inf], dtype=torch.float64)
+    depth[holes] = kinds[torch.randint(0, 4, (int(holes.sum()),), generator=g)]
+    return features, depth.to(device), g
+
+
+def depth_pair(B=3, H=40, W=56, device="cpu", dtype=torch.float64, seed=0, invalid=True):
+    """A ground truth of 0.05..12 m and a prediction off by a log-normal factor; with ``invalid``, holes of
+    every kind (0, NaN, Inf, negative) and a last image without a single valid pixel."""
+    g = torch.Generator().manual_seed(seed)
+    gt = torch.rand(B, 1, H, W, generator=g, dtype=torch.float64) * 12 + 0.05
+    pred = gt * torch.exp(0.3 * torch.randn(B, 1, H, W, generator=g, dtype=torch.float64))
+    if invalid:
+        drop = torch.rand(B, 1, H, W, generator=g) < 0.2
+        gt[drop] = 0.0
+        if W >= 3:
+            gt[0, 0, 0, :3] = torch.tensor([float("nan"), float("inf"), -1.0], dtype=torch.float64)
+        gt[-1] = 0.0
+    return pred.to(device, dtype), gt.to(device, dtype)
+
+
+def real_nyu_depth(shared_data):
+    """The NYU ground truths of the shared data (480 x 640, metres), B,1,H,W float64."""
+    import numpy as np
+    from PIL import Image
+
+    files = sorted((shared_data / "metric3d_nyu_demo" / "depth").glob("*.png"))
+    assert files
+    return torch.stack([torch.from_numpy(np.array(Image.open(f)).astype(np.float64) / 1000.0) for f in files])[:, None]
+
+
+def perturbed(gt, seed):
+    """A prediction near ``gt``: its holes filled with its median, times a log-normal factor, plus 5 cm."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.where(gt > 0, gt, gt[gt > 0].median())
+    return base * torch.exp(0.15 * torch.randn(gt.shape, generator=g, dtype=gt.dtype)) + 0.05
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The registry.
+
+Inputs = Callable[..., tuple[tuple, dict]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Op:
+    """One public op. ``inputs(B, C, H, W, dtype, seed, fixed)`` returns the arguments of a valid call (on
+    the CPU); with ``fixed`` every draw the op would make (identity noise, shifts) is passed in, so two calls
+    compute the same thing."""
+
+    name: str  # the name users call it by: ``dm.<name>``
+    fn: Callable
+    inputs: Inputs
+    kernel: str | None = None  # the compiled op it runs, torch.ops.depthmetric.<kernel>
+    module: type | None = None  # its nn.Module form
+    grad: tuple[int, ...] = ()  # positions of the differentiable arguments
+    out_shape: Callable[[int, int, int, int], tuple] = lambda B, C, H, W: ()
+    out: Callable[[Any], torch.Tensor] = lambda r: r  # the tensor a test compares, from what the op returns
+    no_channels: str | None = None  # the argument a C=0 error names; None: the op has no channel dimension
+    too_small: str | None = None  # the argument an H=0/W=0 error names; None: an empty image is computed
+    smooth: bool = True  # twice differentiable (not piecewise linear)
+    forward_ad: bool = True  # PyTorch's forward-mode AD covers the twin (grid_sample's has none)
+    finite: tuple[str, ...] = ()  # the arguments whose NaN/Inf the op rejects by name
+    tol: dict = dataclasses.field(default_factory=lambda: {torch.float64: 1e-10, torch.float32: 1e-5})
+    min_hw: int = 1  # the smallest image the op computes
+
+    @property
+    def takes_backend(self) -> bool:
+        return "backend" in inspect.signature(self.fn).parameters
+
+    def backends(self, kernel_backend: str = "cpu") -> list[str | None]:
+        """The backends a property test runs: the twin, and the kernel where it is built (None: the op takes
+        no ``backend`` argument, it is plain PyTorch)."""
+        if not self.takes_backend:
+            return [None]
+        if self.kernel is not None and not COMPILED:
+            return ["reference"]
+        return ["reference", kernel_backend]
+
+    def call(self, args, kwargs, backend=None):
+        """The op's result on these arguments, through ``out``."""
+        if backend is not None:
+            kwargs = {**kwargs, "backend": backend}
+        return self.out(self.fn(*args, **kwargs))
+
+    def make(self, B, C, H, W, dtype=torch.float64, seed=0, fixed=True, device="cpu", grad=False):
+        """Arguments of a valid call on ``device``; with ``grad``, the differentiable ones are fresh leaves."""
+        args, kwargs = self.inputs(B, C, H, W, dtype, seed, fixed)
+        args = [_to(a, device) for a in args]
+        kwargs = {k: _to(v, device) for k, v in kwargs.items()}
+        if grad:
+            for i in self.grad:
+                args[i] = _leaf(args[i])
+        return args, kwargs
+
+    def leaves(self, args) -> list[torch.Tensor]:
+        """The differentiable tensors among ``args`` (the elements of a list argument included)."""
+        out = []
+        for i in self.grad:
+            out += args[i] if isinstance(args[i], list) else [args[i]]
+        return out
+
+    def block_shape(self) -> tuple[int, int, int, int]:
+        """B, C, H, W crossing every block boundary of the op's CPU kernel: H and W more than two of its
+        largest block and a multiple of none, 6 channels (across a block of 4)."""
+        blocks = block_sizes(self.kernel) if self.kernel else {}
+        H = crossing(blocks, 21)
+        return 2, 6, H, crossing(blocks, H + 2)
+
+    @property
+    def param_names(self) -> list[str]:
+        return list(inspect.signature(self.fn).parameters)
+
+
+def _leaf(value):
+    if isinstance(value, list):
+        return [v.detach().clone().requires_grad_(True) for v in value]
+    return value.detach().clone().requires_grad_(True)
+
+
+def _to(value, device):
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, list) and value and isinstance(value[0], torch.Tensor):
+        return [v.to(device) for v in value]
+    return value
+
+
+def _images(B, C, H, W, dtype, seed, n=2):
+    return [rand(B, C, H, W, seed=seed + i, low=0.05, high=0.95, dtype=dtype) for i in range(n)]
+
+
+def _depth(B, H, W, dtype, seed, low=0.5, high=3.0):
+    return rand(B, 1, H, W, seed=seed, low=low, high=high, dtype=dtype)
+
+
+def _ssim_inputs(**kw):
+    def inputs(B, C, H, W, dtype, seed, fixed):
+        return tuple(_images(B, C, H, W, dtype, seed)), dict(kw)
+    return inputs
+
+
+def _photometric_inputs(B, C, H, W, dtype, seed, fixed):
+    return tuple(_images(B, C, H, W, dtype, seed)), {}
+
+
+def _reprojection_inputs(B, C, H, W, dtype, seed, fixed):
+    target, warped, sources, _ = scene((B, C, H, W), 2, dtype, "cpu", seed)
+    kwargs = {}
+    if fixed:  # the identity noise the op would draw, passed in
+        acc = torch.float64 if dtype == torch.float64 else torch.float32
+        kwargs["noise"] = 1e-5 * rand(2, B, H, W, seed=seed + 7, dtype=acc)
+    return (target, warped, sources), kwargs
+
+
+def _contrastive_inputs(B, C, H, W, dtype, seed, fixed):
+    features, depth, g = contrastive_inputs((B, C, H, W), dtype, "cpu", seed)
+    kwargs = dict(ranges=[(0.3, 1.0), (1.0, 3.0)], margins=[0.5, 1.0])
+    if fixed and B * H * W:  # every shift the op would draw, plus identities that it must drop
+        kwargs["shifts"] = torch.stack([torch.randint(0, n, (40,), generator=g) for n in (B, H, W)], 1)
+    return (features, depth), kwargs
+
+
+def _pair_inputs(**kw):
+    def inputs(B, C, H, W, dtype, seed, fixed):  # nowhere equal: |pred - target| has no kink
+        return (_depth(B, H, W, dtype, seed + 1), _depth(B, H, W, dtype, seed + 2)), dict(kw)
+    return inputs
+
+
+def _smoothness_inputs(B, C, H, W, dtype, seed, fixed):
+    return (_depth(B, H, W, dtype, seed + 1, low=0.1, high=1.0), _images(B, C, H, W, dtype, seed, n=1)[0]), {}
+
+
+def _backproject_inputs(B, C, H, W, dtype, seed, fixed):
+    return (_depth(B, H, W, dtype, seed + 1), intrinsics(H, W, dtype)[1]), {}
+
+
+def _project_inputs(B, C, H, W, dtype, seed, fixed):
+    K, inv_K = intrinsics(H, W, dtype)
+    points = torch.cat([rand(B, 2, H * W, seed=seed, low=-1, high=1, dtype=dtype),
+                        rand(B, 1, H * W, seed=seed + 1, low=1, high=3, dtype=dtype),
+                        torch.ones(B, 1, H * W, dtype=dtype)], 1)
+    return (points, K, pose(dtype)), dict(height=H, width=W)
+
+
+def _warp_inputs(B, C, H, W, dtype, seed, fixed):
+    K, _ = intrinsics(H, W, dtype)
+    return (_images(B, C, H, W, dtype, seed, n=1)[0], _depth(B, H, W, dtype, seed + 1), pose(dtype), K), {}
+
+
+def _metrics_inputs(B, C, H, W, dtype, seed, fixed):
+    pred, gt = depth_pair(B, H, W, dtype=dtype, seed=seed, invalid=False)
+    return (pred.clamp(0.5, 9.0), gt.clamp(0.5, 9.0)), dict(dataset="nyu", crop=None)
+
+
+def _boundary_inputs(B, C, H, W, dtype, seed, fixed):
+    return (_depth(B, H, W, dtype, seed + 1, 1.0, 2.0), _depth(B, H, W, dtype, seed + 2, 1.0, 2.0)), {}
+
+
+def _recall_inputs(B, C, H, W, dtype, seed, fixed):
+    return (_depth(B, H, W, dtype, seed + 1, 1.0, 2.0), _depth(B, H, W, dtype, seed + 2, 1.0, 2.0) > 1.5), {}
+
+
+def _per_image_metrics(result):
+    return torch.stack([result["per_image"][k] for k in sorted(result["per_image"])])
+
+
+IMAGE_OUT = lambda B, C, H, W: (B, C, H, W)  # noqa: E731
+SUPERVISED = dict(grad=(0,), no_channels=None, too_small=None, finite=("pred",))
+
+OPS = [
+    Op("ssim", dm.ssim, _ssim_inputs(), kernel="ssim", grad=(0, 1), out_shape=IMAGE_OUT, no_channels="x",
+       too_small="x", finite=("x", "y"), min_hw=2),
+    Op("ssim gauss11", dm.ssim, _ssim_inputs(window="gauss11"), kernel="ssim", grad=(0, 1), out_shape=IMAGE_OUT,
+       no_channels="x", too_small="x", finite=("x", "y"), min_hw=6),
+    Op("ssim gauss11 valid", dm.ssim, _ssim_inputs(window="gauss11", padding="valid", reduction="mean"),
+       kernel="ssim", grad=(0, 1), no_channels="x", too_small="x", finite=("x", "y"), min_hw=11),
+    Op("photometric_error", dm.photometric_error, _photometric_inputs, kernel="ssim", grad=(0, 1),
+       out_shape=lambda B, C, H, W: (B, 1, H, W), no_channels="a", too_small="a", finite=("a", "b"), min_hw=2),
+    Op("min_reprojection_loss", dm.min_reprojection_loss, _reprojection_inputs, kernel="min_reprojection",
+       module=dm.ReprojectionLoss, grad=(1,), no_channels="target", too_small="target",
+       finite=("target", "warped", "sources"), min_hw=2, tol={torch.float64: 1e-10, torch.float32: 2e-5}),
+    Op("multi_range_contrastive_loss", dm.multi_range_contrastive_loss, _contrastive_inputs,
+       kernel="multi_range_contrastive", module=dm.MultiRangeContrastiveLoss, grad=(0,), no_channels="features",
+       smooth=False, finite=("features",), tol={torch.float64: 1e-10, torch.float32: 1e-4}),
+    Op("silog_loss", dm.silog_loss, _pair_inputs(), module=dm.SILogLoss, **SUPERVISED),
+    Op("trimmed_mae_loss", dm.trimmed_mae_loss, _pair_inputs(), module=dm.TrimmedMAELoss, smooth=False,
+       **SUPERVISED),
+    Op("multi_scale_derivative_loss", dm.multi_scale_derivative_loss, _pair_inputs(p=2),  # p=1 is not smooth
+       module=dm.MultiScaleDerivativeLoss, **SUPERVISED),
+    Op("scale_shift_invariant_loss", dm.scale_shift_invariant_loss, _pair_inputs(),
+       module=dm.ScaleShiftInvariantLoss, **SUPERVISED),
+    Op("edge_aware_smoothness", dm.edge_aware_smoothness, _smoothness_inputs, grad=(0, 1), no_channels="image",
+       too_small="disp", finite=("disp", "image")),
+    Op("backproject", dm.backproject, _backproject_inputs, grad=(0,), out_shape=lambda B, C, H, W: (B, 4, H * W),
+       finite=("depth",)),
+    Op("project", dm.project, _project_inputs, grad=(0,), out_shape=lambda B, C, H, W: (B, H, W, 2),
+       too_small="height", finite=("points",)),
+    Op("warp", dm.warp, _warp_inputs, grad=(0, 1), out_shape=IMAGE_OUT, no_channels="image", too_small="image",
+       finite=("image", "depth"), forward_ad=False),
+    Op("metrics.compute", dm.metrics.compute, _metrics_inputs, kernel="depth_metric_sums",
+       out=_per_image_metrics, out_shape=lambda B, C, H, W: (len(dm.metrics.METRICS), B), finite=("pred",)),
+    Op("metrics.boundary_f1", dm.metrics.boundary_f1, _boundary_inputs, out_shape=lambda B, C, H, W: (B,),
+       finite=("pred", "gt")),
+    Op("metrics.boundary_recall", dm.metrics.boundary_recall, _recall_inputs, out_shape=lambda B, C, H, W: (B,),
+       finite=("pred",)),
+]
+OP_BY_NAME = {op.name: op for op in OPS}
+KERNEL_OPS = [op for op in OPS if op.kernel is not None]
+
+# Public callables that are not ops on images (constructors, samplers, settings): a valid call each, for the
+# argument audit.
+_IMG = rand(2, 3, 12, 12)
+HELPERS = {
+    "draw_identity_noise": (dm.draw_identity_noise, (2, _IMG), {}),
+    "sample_shifts": (dm.sample_shifts, (2, 12, 12), {}),
+    "set_finite_checks": (dm.set_finite_checks, (True,), {}),
+    "build_info": (dm.build_info, (), {}),
+    "metrics.DepthMetrics": (dm.metrics.DepthMetrics, (), {}),
+    "metrics.crop_window": (dm.metrics.crop_window, ("eigen", 480, 640), {}),
+}
+
+
+def public_callables() -> dict[str, Callable]:
+    """Every callable exported by ``depthmetric.__all__`` and ``depthmetric.metrics.__all__``, by name."""
+    out = {}
+    for prefix, module in (("", dm), ("metrics.", dm.metrics)):
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if callable(obj) and not inspect.ismodule(obj):
+                out[prefix + name] = obj
+    return out
+
+
+def twin(kernel: str):
+    """The reference twin of a compiled op: the module ``depthmetric.reference.<kernel>``."""
+    return importlib.import_module(f"depthmetric.reference.{kernel}")
+
+
+# Wrong values for the arguments whose default does not say their type.
+WRONG = {
+    "process_group": ["group"],
+    "inv_K": ["K"],
+    "height": ["12", 1.5], "width": ["12", 1.5],
+    "min_depth": ["1", math.nan], "max_depth": ["10", -1.0],
+    "variance_focus": ["0.85", 2.0],
+    "mask": [[True]], "noise": [[0.0]], "shifts": [[[0, 1, 1]]], "sources": [3],
+    "ids": [3.5],
+}
+
+
+def wrong_values(param: inspect.Parameter) -> list:
+    """Values of the wrong type or out of the domain of ``param``, derived from its default."""
+    if param.name in WRONG:
+        return WRONG[param.name]
+    d = param.default
+    if isinstance(d, bool):
+        return ["no", 1]
+    if isinstance(d, int):
+        return ["3", 2.5, -1]
+    if isinstance(d, float):
+        return ["0.5", math.nan, -math.inf]
+    if isinstance(d, str):
+        return [3, "no-such-option"]
+    if isinstance(d, (tuple, list, range)):
+        return [3.0, ["x"]]
+    if d is None:
+        return ["x"]
+    raise AssertionError(f"no wrong values for {param.name}={d!r}")
+
+
+# The CPU kernels' block sizes (row blocks, tiles, chunks), read from their one header per op, so the
+# kernel tests choose sizes that cross every block boundary.
+BLOCK_CONSTANT = re.compile(r"inline constexpr int64_t (k\w+) = (\d+);")
+
+
+def block_sizes(kernel: str) -> dict[str, int]:
+    header = ROOT / "csrc" / kernel / "cpu" / f"{kernel}_blocks.h"
+    if not header.exists():
+        return {}
+    return {name: int(value) for name, value in BLOCK_CONSTANT.findall(header.read_text())}
+
+
+def crossing(blocks: dict[str, int], floor: int = 1) -> int:
+    """A size that crosses every block boundary of ``blocks``: more than one block of the largest and a
+    multiple of none of them."""
+    n = max([floor, *[2 * b + 1 for b in blocks.values()]])
+    while any(n % b == 0 for b in blocks.values()):
+        n += 1
+    return n
