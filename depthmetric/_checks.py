@@ -10,6 +10,7 @@ import torch
 from . import _autograd, distributed
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+REDUCTIONS = ("mean", "none")  # the per-pixel loss map's mean, or the map itself
 
 _finite_checks = True
 _collective_checks = True
@@ -58,6 +59,14 @@ def flag(name: str, value) -> bool:
     """``True`` or ``False`` (not 0/1 or a string: ``"no"`` would be truthy)."""
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def choice(name: str, value, choices):
+    """``value`` if it is one of ``choices`` (a tuple, or a dict of names to codes)."""
+    choices = tuple(choices)  # by equality, so an unhashable value is a ValueError too
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
     return value
 
 

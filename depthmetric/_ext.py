@@ -11,6 +11,8 @@ import importlib.util
 
 import torch
 
+from . import _checks
+
 BACKENDS = ("auto", "cuda", "cpu", "reference")
 
 BUILD_HINT = (
@@ -112,8 +114,7 @@ def check_backend(backend: str, device: torch.device | None = None) -> None:
 
     Modules call it without a device at construction; ops without a compiled kernel call it per call.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    _checks.choice("backend", backend, BACKENDS)
     if device is not None and backend in ("cpu", "cuda") and device.type != backend:
         raise ValueError(f"backend={backend!r} was asked for but the inputs are on {device}")
 

@@ -82,8 +82,7 @@ def boundary_f1(
     neither map. NaN/Inf predictions raise (see ``depthmetric.set_finite_checks``).
     """
     ts = _check_thresholds(thresholds)
-    if holes not in HOLES:
-        raise ValueError(f"holes must be one of {HOLES}, got {holes!r}")
+    _checks.choice("holes", holes, HOLES)
     _checks.floating("pred", pred)
     pred = _checks.depth_map("pred", pred)
     _checks.floating("gt", gt)

@@ -38,8 +38,7 @@ CROPS = ("auto", "eigen", "garg", None)
 
 
 def _check_dataset(dataset: str | None) -> None:
-    if dataset is not None and dataset not in DATASETS:
-        raise ValueError(f"dataset must be one of {sorted(DATASETS)} or None, got {dataset!r}")
+    _checks.choice("dataset", dataset, (*DATASETS, None))
 
 
 def crop_window(crop: str | None, height: int, width: int, dataset: str | None = None) -> tuple[int, int, int, int]:
@@ -55,6 +54,7 @@ def crop_window(crop: str | None, height: int, width: int, dataset: str | None =
     * ``None``: the whole image.
     """
     _check_dataset(dataset)
+    _checks.choice("crop", crop, CROPS[1:])  # "auto" is the dataset's crop, which the caller resolves
     if crop is None:
         return 0, height, 0, width
     if crop == "garg":
@@ -63,15 +63,12 @@ def crop_window(crop: str | None, height: int, width: int, dataset: str | None =
     if crop == "eigen" and dataset == "kitti":
         return (int(0.3324324 * height), int(0.91351351 * height),
                 int(0.0359477 * width), int(0.96405229 * width))
-    if crop == "eigen":
-        return 45 * height // 480, 471 * height // 480, 41 * width // 640, 601 * width // 640
-    raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
+    return 45 * height // 480, 471 * height // 480, 41 * width // 640, 601 * width // 640
 
 
 def _settings(dataset, min_depth, max_depth, crop):
     _check_dataset(dataset)
-    if crop not in CROPS:
-        raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
+    _checks.choice("crop", crop, CROPS)
     preset = DATASETS.get(dataset, dict(min_depth=None, max_depth=None, crop=None))
     min_depth = preset["min_depth"] if min_depth is None else min_depth
     max_depth = preset["max_depth"] if max_depth is None else max_depth
@@ -88,9 +85,7 @@ BOUNDS = ("open", "closed")
 
 def _check_bounds(bounds: str) -> bool:
     """``True`` for the closed interval ``[min_depth, max_depth]``."""
-    if bounds not in BOUNDS:
-        raise ValueError(f"bounds must be one of {BOUNDS}, got {bounds!r}")
-    return bounds == "closed"
+    return _checks.choice("bounds", bounds, BOUNDS) == "closed"
 
 
 def _median(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

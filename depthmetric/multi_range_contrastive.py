@@ -37,8 +37,7 @@ PRESETS: dict[str, dict] = {
 }
 
 MAX_RANGES = 8  # csrc/multi_range_contrastive/pair_math.h kMaxRanges
-REDUCTIONS = ("mean", "sum", "none")
-ACROSS = ("local", "global")
+REDUCTIONS = (*_checks.REDUCTIONS, "sum")  # the pair losses' sum as well
 
 
 def sample_shifts(
@@ -77,8 +76,7 @@ def sample_shifts(
 
 def _check_distributed(normalize, across, process_group):
     distributed.check_normalize(normalize, process_group)
-    if across not in ACROSS:
-        raise ValueError(f"across must be one of {ACROSS}, got {across!r}")
+    _checks.choice("across", across, distributed.SCOPES)
 
 
 def _drop_identity(shifts: torch.Tensor, B: int, H: int, W: int) -> torch.Tensor:
@@ -122,8 +120,7 @@ def _check_config(r_p, ranges, margins, n_within, n_across, reduction):
             raise ValueError(f"margins[{j}] must be a finite number >= 0, got {m}")
     _checks.count("n_within", n_within)
     _checks.count("n_across", n_across)
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    _checks.choice("reduction", reduction, REDUCTIONS)
     return float(r_p), ranges, margins
 
 
