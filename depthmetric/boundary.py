@@ -1,4 +1,4 @@
-"""Depth Pro's scale-invariant boundary metrics (seed 002; SPEC section 4), as its released evaluation code
+"""Depth Pro's scale-invariant boundary metrics, as its released evaluation code
 defines them: :func:`boundary_f1` (``SI_boundary_F1``, depth ground truth) and :func:`boundary_recall`
 (``SI_boundary_Recall``, mask ground truth such as matting alphas).
 

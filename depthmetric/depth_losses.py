@@ -1,4 +1,4 @@
-"""Depth Pro's training losses and the scale-and-shift-invariant loss (SPEC section 3; seed 002).
+"""Depth Pro's training losses and the scale-and-shift-invariant loss (MiDaS).
 
 All three are masked and computed per image: each image's loss is the mean over its own valid pixels, and
 ``reduction="mean"`` averages the images that have at least one valid pixel (an image without any adds

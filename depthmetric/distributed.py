@@ -1,4 +1,4 @@
-"""What the losses and metrics need under ``torch.distributed`` (SPEC section 5): the process group in use,
+"""What the losses and metrics need under ``torch.distributed``: the process group in use,
 autograd-aware sums and gathers over it, and a collective "did any rank fail?".
 
 The *global batch* is the ranks' batches concatenated in rank order. A loss with ``normalize="global"``

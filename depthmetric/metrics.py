@@ -1,5 +1,5 @@
-"""Standard depth evaluation metrics (SPEC section 4); Depth Pro's boundary F1 and recall (seed 002) are
-in ``depthmetric.boundary`` and exported here.
+"""Standard depth evaluation metrics; Depth Pro's boundary F1 and recall are in ``depthmetric.boundary`` and
+exported here.
 
 ``compute`` returns, for a batch, ``AbsRel, SqRel, RMSE, RMSE_log, log10, SILog, delta1, delta2, delta3``
 per image and their means; ``DepthMetrics`` accumulates them over an evaluation set, averaging per image
@@ -148,7 +148,7 @@ def compute(
     defaults; an explicit ``min_depth``/``max_depth`` overrides them, ``crop="auto"`` takes the dataset's
     crop and ``crop=None`` none (see :func:`crop_window`). Per image, a pixel counts when it lies in the
     crop, ``gt`` is finite, ``> 0`` and ``min_depth < gt < max_depth`` (strict, as Monodepth2, BTS and
-    ZoeDepth count it and the SPEC says; ``bounds="closed"`` counts both ends) and ``mask`` (optional) is
+    ZoeDepth count it; ``bounds="closed"`` counts both ends) and ``mask`` (optional) is
     True. The prediction is first multiplied by ``median(gt) / median(pred)`` over those pixels when ``median_scaling`` (Monodepth2, for self-supervised models), then clamped to
     ``[min_depth, max_depth]`` as the standard evaluation code does; a pixel whose prediction is then not
     ``> 0`` (only possible without ``min_depth``) is left out, having no log. NaN/Inf predictions raise (see

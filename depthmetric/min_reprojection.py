@@ -1,4 +1,4 @@
-"""Monodepth2's minimum reprojection loss with auto-masking (SPEC section 2; SPIdepth Eq. 1), fused on CPU and CUDA.
+"""Monodepth2's minimum reprojection loss with auto-masking (SPIdepth Eq. 1), fused on CPU and CUDA.
 
 Per pixel, ``min(min_s pe(I_t, warped_s), min_s pe(I_t, source_s) + eps_s)`` with the photometric error
 ``pe`` of :func:`depthmetric.photometric_error` (box3 SSIM with reflection padding, alpha = 0.85). The

@@ -1,4 +1,4 @@
-"""MetricDepth's multi-range contrastive loss (SPEC section 1; seed 000, Sec. III), fused on CPU and CUDA.
+"""MetricDepth's multi-range contrastive loss (the paper's Sec. III), fused on CPU and CUDA.
 
 The loss regularises a feature map with pairs (anchor pixel, sample pixel): samples come from the same map
 rolled by random (row, column) shifts ("within") and from other images of the batch ("across"). A pair is
@@ -166,7 +166,7 @@ def multi_range_contrastive_loss(
     none is counted), ``"sum"`` is Eq. 13 and ``"none"`` returns the per-pixel sum over samples (``B,1,H,W``).
     The loss is float32 (float64 for float64 features).
 
-    Under ``torch.distributed`` (an initialised default group, or ``process_group``; SPEC section 5):
+    Under ``torch.distributed`` (an initialised default group, or ``process_group``):
 
     * Shifts not passed in are drawn on the group's first rank (from ``generator``, or torch's global RNG,
       there) and sent to every rank, so all ranks use the same shifts in a step whatever their seeds; every

@@ -1,4 +1,4 @@
-"""Edge-aware disparity smoothness (SPIdepth Eq. 3; Monodepth2's ``get_smooth_loss``), SPEC section 2.
+"""Edge-aware disparity smoothness (SPIdepth Eq. 3; Monodepth2's ``get_smooth_loss``).
 
 Plain vectorised PyTorch: a handful of elementwise ops and two means over images that the training loop
 already holds, so a fused kernel would save little; autograd gives the backward.

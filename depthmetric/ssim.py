@@ -1,4 +1,4 @@
-"""SSIM and the photometric error of self-supervised depth (SPEC section 2; seed 001, Eq. 2), fused on CPU and CUDA.
+"""SSIM and the photometric error of self-supervised depth (SPIdepth Eq. 2), fused on CPU and CUDA.
 
 ``window="box3"`` with reflection padding is Monodepth2's SSIM (3x3 mean, ``nn.ReflectionPad2d(1)``);
 ``window="gauss11"`` (sigma 1.5) with ``padding="same"`` (zero padding) or ``"valid"`` (cropped by 5) matches

@@ -1,6 +1,6 @@
 """View synthesis for self-supervised training: back-project, transform, project, sample.
 
-These follow Monodepth2's ``BackprojectDepth`` / ``Project3D`` and its ``grid_sample`` call (SPEC section 2):
+These follow Monodepth2's ``BackprojectDepth`` / ``Project3D`` and its ``grid_sample`` call:
 
 - pixel ``(x, y)`` is column ``x`` (along the width) and row ``y``; a camera point is
   ``depth * K^-1 @ [x, y, 1]``, with a row of ones appended (homogeneous, ``B,4,H*W``);

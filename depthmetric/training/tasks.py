@@ -2,7 +2,7 @@
 
 Under torch.distributed the losses normalise over the global batch (``normalize="global"``) and the
 contrastive loss draws its across-image samples from it (``across="global"``), so the DDP gradients are those
-of one process holding the global batch (SPEC section 5).
+of one process holding the global batch.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""LTDepth: the MetricDepth paper's lightweight model (seed 000, Sec. IV-C), written here (no downloads).
+"""LTDepth: the MetricDepth paper's lightweight model (Sec. IV-C), written here (no downloads).
 
 Encoder: MobileNetV3-Large (Howard et al., 2019) inverted-residual blocks (1x1 expansion, depthwise kxk,
 squeeze-and-excitation with hard-sigmoid gate, 1x1 projection; ReLU in the early blocks and hard-swish in the
