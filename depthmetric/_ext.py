@@ -1,8 +1,9 @@
 """The compiled extension and the choice between it and the pure-PyTorch reference twins.
 
-Every public op takes ``backend="auto" | "cuda" | "cpu" | "reference"``. ``auto`` runs the compiled kernel
-for the inputs' device and raises (never falls back) when that kernel was not built; ``reference`` runs
-the pure-PyTorch twin in ``depthmetric.reference``.
+Every op with a compiled kernel takes ``backend="auto" | "cuda" | "cpu" | "reference"`` (the PyTorch-only
+supervised losses take it too and only check it). ``auto`` runs the compiled kernel for the inputs' device
+and raises (never falls back) when that kernel was not built; ``reference`` runs the pure-PyTorch twin in
+``depthmetric.reference``.
 """
 from __future__ import annotations
 
