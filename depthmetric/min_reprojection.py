@@ -13,8 +13,6 @@ them too).
 """
 from __future__ import annotations
 
-from typing import Sequence
-
 import torch
 from torch import nn
 
