@@ -54,7 +54,8 @@ from typing import Any, Callable, Iterable, Mapping
 import torch
 
 MODES = ("fwd", "fwd_bwd")
-RUN_SETS = ("quick", "cpu", "cuda")
+DEVICES = ("cpu", "cuda")
+RUN_SETS = ("quick", *DEVICES)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -23,7 +23,7 @@ from benchmarks import harness, report  # noqa: E402
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", choices=("cpu", "cuda"), default=None,
+    parser.add_argument("--device", choices=harness.DEVICES, default=None,
                         help="where to run (default: cuda when available, else cpu)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, few repeats (smoke test)")
     parser.add_argument("--all-sizes", action="store_true", help="run the CPU and the GPU size sets")

@@ -13,7 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ... import _checks
+
 __all__ = ["LTDepth", "MOBILENETV3_LARGE"]
+
+OUTPUTS = ("sigmoid", "softplus")  # the depth head's squashing function
 
 # MobileNetV3-Large (Table 1 of the MobileNetV3 paper): (kernel, expansion, out, SE, hard-swish, stride).
 # Grouped by output stride: 1/2 (after the stride-2 stem), 1/4, 1/8, 1/16, 1/32.
@@ -122,8 +126,7 @@ class LTDepth(nn.Module):
         super().__init__()
         if not 1 <= stages <= len(MOBILENETV3_LARGE):
             raise ValueError(f"stages must be in 1..{len(MOBILENETV3_LARGE)}, got {stages}")
-        if output not in ("sigmoid", "softplus"):
-            raise ValueError(f"output must be 'sigmoid' or 'softplus', got {output!r}")
+        _checks.choice("output", output, OUTPUTS)
         if not (0 <= min_depth < max_depth):
             raise ValueError(f"need 0 <= min_depth < max_depth, got {min_depth}, {max_depth}")
         if width_mult <= 0:
