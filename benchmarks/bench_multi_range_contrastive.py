@@ -1,8 +1,8 @@
-"""MetricDepth's multi-range contrastive loss (issue 2): fused kernel vs the reference twin, which
+"""MetricDepth's multi-range contrastive loss: fused kernel vs the reference twin, which
 materialises one rolled copy of the feature map per sample shift.
 
-Sizes are the issue's: B8 C64 240x320, B8 C32 480x640 and B4 C128 120x160 (GPU), with N = 10 within-image
-+ 4 across-image shifts and the "nyu-lt" preset. The CPU default set is the issue's CPU target size
+Sizes: B8 C64 240x320, B8 C32 480x640 and B4 C128 120x160 (GPU), with N = 10 within-image
++ 4 across-image shifts and the "nyu-lt" preset. The CPU default set is the CPU target size
 B4 C64 120x160 plus B2 C32 240x320 (a half-resolution NYU feature map); the reference needs about 30 s per
 fwd+bwd at B8 C64 240x320 on 2 cores, too slow for the default set. Depth is uniform in [1, 3] m so about
 two thirds of the pairs are counted (positives below 0.1 m, negatives in (0.5, 2] m), as in a real scene
@@ -39,10 +39,6 @@ def flops(case: Case, mode: str) -> float:
     N = N_WITHIN + N_ACROSS
     fwd = B * H * W * N * (3 * C + 15)
     return fwd if mode == "fwd" else fwd + B * H * W * (N * (4 * C + 2) + C)
-
-
-def unavailable(op: str) -> str | None:
-    return None  # on main since issue 2
 
 
 def make_inputs(case: Case, device: torch.device, generator: torch.Generator) -> dict:

@@ -12,7 +12,7 @@ from benchmarks import harness
 
 def pytest_addoption(parser):
     group = parser.getgroup("depthmetric benchmarks")
-    group.addoption("--bench-device", choices=("cpu", "cuda"), default=None)
+    group.addoption("--bench-device", choices=harness.DEVICES, default=None)
     group.addoption("--bench-set", choices=harness.RUN_SETS, default=None)
 
 

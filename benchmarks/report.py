@@ -11,7 +11,7 @@ import subprocess
 
 import torch
 
-from benchmarks.harness import MODES, Roofline
+from benchmarks.harness import Roofline
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "benchmarks" / "results"

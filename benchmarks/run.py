@@ -1,7 +1,7 @@
 """Command line of the benchmark suite: ``python -m benchmarks`` or ``python benchmarks/run.py``.
 
 Default sizes per device: ``--device cpu`` runs the CPU set (the smaller realistic sizes, see each
-bench file's docstring), ``--device cuda`` the GPU set (the issues' sizes); ``--all-sizes`` runs both
+bench file's docstring), ``--device cuda`` the GPU set (the training sizes of the ops' papers); ``--all-sizes`` runs both
 sets; ``--quick`` runs tiny sizes with few repeats (the smoke test).
 """
 from __future__ import annotations
@@ -23,12 +23,12 @@ from benchmarks import harness, report  # noqa: E402
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", choices=("cpu", "cuda"), default=None,
+    parser.add_argument("--device", choices=harness.DEVICES, default=None,
                         help="where to run (default: cuda when available, else cpu)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, few repeats (smoke test)")
     parser.add_argument("--all-sizes", action="store_true", help="run the CPU and the GPU size sets")
     parser.add_argument("--ops", default=None,
-                        help="comma-separated ops or groups, e.g. multi_range_contrastive,ssim,losses")
+                        help="comma-separated ops or groups, e.g. multi_range_contrastive,ssim,depth_losses")
     parser.add_argument("--json", type=pathlib.Path, default=None, help="write the results as JSON here")
     parser.add_argument("--plot", type=pathlib.Path, default=None, help="write a PNG plot here")
     parser.add_argument("--results", action="store_true",

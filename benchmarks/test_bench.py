@@ -8,9 +8,6 @@ from benchmarks import harness
 
 def test_bench(benchmark, bench_case, bench_device, bench_settings):
     module, case, backend, mode = bench_case
-    reason = module.unavailable(case.op)
-    if reason:
-        pytest.skip(reason)
     fn = harness.resolve(module, case, backend, bench_device)
     if isinstance(fn, str):
         pytest.skip(fn)

@@ -10,6 +10,7 @@ import torch
 from . import _autograd, distributed
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+REDUCTIONS = ("mean", "none")  # the loss averaged, or unreduced (per pixel or per image)
 
 _finite_checks = True
 _collective_checks = True
@@ -58,6 +59,14 @@ def flag(name: str, value) -> bool:
     """``True`` or ``False`` (not 0/1 or a string: ``"no"`` would be truthy)."""
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def choice(name: str, value, choices):
+    """``value`` if it is one of ``choices`` (a tuple, or a dict of names to codes)."""
+    choices = tuple(choices)  # by equality, so an unhashable value is a ValueError too
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
     return value
 
 
@@ -112,6 +121,18 @@ def channels(name: str, x: torch.Tensor) -> torch.Tensor:
     """A ``B,C,H,W`` image or feature map has at least one channel (an empty batch or image is fine)."""
     if x.shape[1] == 0:
         raise ValueError(f"{name} has no channels (shape {tuple(x.shape)}): an image or feature map needs C >= 1")
+    return x
+
+
+def image(name: str, x) -> torch.Tensor:
+    """A floating ``B,C,H,W`` image with at least one channel."""
+    return channels(name, ndim(name, floating(name, x), 4, "B,C,H,W"))
+
+
+def image_sized(name: str, x: torch.Tensor, image: torch.Tensor, hint: str = "") -> torch.Tensor:
+    """``x`` (``B,1,H,W``) has the ``H,W`` of ``image``; ``hint`` says how to fix it."""
+    if x.shape[2:] != image.shape[2:]:
+        raise ValueError(f"{name} is {x.shape[2]}x{x.shape[3]} but image is {image.shape[2]}x{image.shape[3]}{hint}")
     return x
 
 

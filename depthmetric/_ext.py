@@ -1,8 +1,9 @@
 """The compiled extension and the choice between it and the pure-PyTorch reference twins.
 
-Every public op takes ``backend="auto" | "cuda" | "cpu" | "reference"``. ``auto`` runs the compiled kernel
-for the inputs' device and raises (never falls back) when that kernel was not built; ``reference`` runs
-the pure-PyTorch twin in ``depthmetric.reference``.
+Every op with a compiled kernel takes ``backend="auto" | "cuda" | "cpu" | "reference"`` (the PyTorch-only
+supervised losses take it too and only check it). ``auto`` runs the compiled kernel for the inputs' device
+and raises (never falls back) when that kernel was not built; ``reference`` runs the pure-PyTorch twin in
+``depthmetric.reference``.
 """
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import functools
 import importlib.util
 
 import torch
+
+from . import _checks
 
 BACKENDS = ("auto", "cuda", "cpu", "reference")
 
@@ -112,8 +115,7 @@ def check_backend(backend: str, device: torch.device | None = None) -> None:
 
     Modules call it without a device at construction; ops without a compiled kernel call it per call.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    _checks.choice("backend", backend, BACKENDS)
     if device is not None and backend in ("cpu", "cuda") and device.type != backend:
         raise ValueError(f"backend={backend!r} was asked for but the inputs are on {device}")
 

@@ -1,4 +1,4 @@
-"""Depth Pro's scale-invariant boundary metrics (seed 002; SPEC section 4), as its released evaluation code
+"""Depth Pro's scale-invariant boundary metrics, as its released evaluation code
 defines them: :func:`boundary_f1` (``SI_boundary_F1``, depth ground truth) and :func:`boundary_recall`
 (``SI_boundary_Recall``, mask ground truth such as matting alphas).
 
@@ -82,8 +82,7 @@ def boundary_f1(
     neither map. NaN/Inf predictions raise (see ``depthmetric.set_finite_checks``).
     """
     ts = _check_thresholds(thresholds)
-    if holes not in HOLES:
-        raise ValueError(f"holes must be one of {HOLES}, got {holes!r}")
+    _checks.choice("holes", holes, HOLES)
     _checks.floating("pred", pred)
     pred = _checks.depth_map("pred", pred)
     _checks.floating("gt", gt)

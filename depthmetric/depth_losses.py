@@ -1,4 +1,4 @@
-"""Depth Pro's training losses and the scale-and-shift-invariant loss (SPEC section 3; seed 002).
+"""Depth Pro's training losses and the scale-and-shift-invariant loss (MiDaS).
 
 All three are masked and computed per image: each image's loss is the mean over its own valid pixels, and
 ``reduction="mean"`` averages the images that have at least one valid pixel (an image without any adds
@@ -39,13 +39,11 @@ __all__ = [
     "scale_shift_invariant_loss",
 ]
 
-REDUCTIONS = ("mean", "none")
 OPERATORS = ("scharr", "laplace")
 
 
 def _check_reduction(reduction: str) -> None:
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    _checks.choice("reduction", reduction, _checks.REDUCTIONS)
 
 
 def _reduce(per_image: torch.Tensor, has_valid: torch.Tensor, reduction: str, normalize: str,
@@ -100,8 +98,7 @@ def _stencils(operator: str, dtype, device) -> torch.Tensor:
 
 
 def _check_derivative_config(operator, p, scales) -> None:
-    if operator not in OPERATORS:
-        raise ValueError(f"operator must be one of {OPERATORS}, got {operator!r}")
+    _checks.choice("operator", operator, OPERATORS)
     if isinstance(p, bool) or p not in (1, 2):
         raise ValueError(f"p must be 1 or 2, got {p!r}")
     if _checks.count("scales", scales) < 1:
@@ -161,8 +158,7 @@ def scale_shift_invariant_loss(pred, target, mask=None, *, reduction: str = "mea
     accuracy. When the valid predictions are (numerically) constant the scale is undetermined: ``s = 0`` and
     ``t`` = the mean target (the best shift-only fit).
     """
-    if pool not in POOLS:
-        raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
+    _checks.choice("pool", pool, POOLS)
     if pool == "batch" and reduction != "mean":
         raise ValueError("pool='batch' is one mean over the batch's pixels: it needs reduction='mean'")
     pred, target, valid = _prepare(pred, target, mask, interpolate, backend, reduction, normalize, process_group)
@@ -239,8 +235,7 @@ class ScaleShiftInvariantLoss(nn.Module):
                  backend: str = "auto"):
         super().__init__()
         _check_reduction(reduction)
-        if pool not in POOLS:
-            raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
+        _checks.choice("pool", pool, POOLS)
         _ext.check_backend(backend)
         self.reduction, self.pool, self.backend = reduction, pool, backend
         self.normalize, self.process_group = distributed.check_normalize(normalize, process_group), process_group

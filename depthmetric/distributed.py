@@ -1,4 +1,4 @@
-"""What the losses and metrics need under ``torch.distributed`` (SPEC section 5): the process group in use,
+"""What the losses and metrics need under ``torch.distributed``: the process group in use,
 autograd-aware sums and gathers over it, and a collective "did any rank fail?".
 
 The *global batch* is the ranks' batches concatenated in rank order. A loss with ``normalize="global"``
@@ -14,10 +14,12 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
+from . import _checks  # used at call time only: _checks imports this module too
+
 __all__ = ["rank_local", "active_group", "world_size", "all_reduce_sum", "all_reduce_count", "all_gather_batch",
            "broadcast_from_first", "any_rank", "global_mean"]
 
-NORMALIZATIONS = ("local", "global")
+SCOPES = ("local", "global")  # this rank's data, or the whole group's: normalize= and the contrastive across=
 
 
 def rank_local():
@@ -165,8 +167,7 @@ def any_rank(flags: torch.Tensor, group) -> torch.Tensor:
 
 def check_normalize(normalize: str, process_group=None) -> str:
     """The distributed arguments of a loss: ``normalize`` and an optional ``process_group``."""
-    if normalize not in NORMALIZATIONS:
-        raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
+    _checks.choice("normalize", normalize, SCOPES)
     check_process_group(process_group)
     return normalize
 

@@ -1,5 +1,5 @@
-"""Standard depth evaluation metrics (SPEC section 4); Depth Pro's boundary F1 and recall (seed 002) are
-in ``depthmetric.boundary`` and exported here.
+"""Standard depth evaluation metrics; Depth Pro's boundary F1 and recall are in ``depthmetric.boundary`` and
+exported here.
 
 ``compute`` returns, for a batch, ``AbsRel, SqRel, RMSE, RMSE_log, log10, SILog, delta1, delta2, delta3``
 per image and their means; ``DepthMetrics`` accumulates them over an evaluation set, averaging per image
@@ -8,9 +8,8 @@ ZoeDepth ``compute_errors``): ``RMSE_log = sqrt(mean((log g - log p)^2))``,
 ``SILog = 100 * sqrt(mean(e^2) - mean(e)^2)`` with ``e = log p - log g``, ``log10 = mean|log10 g - log10 p|``,
 ``delta_j`` = fraction with ``max(p/g, g/p) < 1.25^j``.
 
-The per-image sums come from one fused pass, ``depthmetric::depth_metric_sums`` (CPU and CUDA; the
-vectorised PyTorch twin in ``depthmetric.reference.depth_metric_sums`` runs with ``backend="reference"``),
-which reads each prediction and ground-truth pixel once; crop, median scaling and the NaN/Inf check of
+The per-image sums come from one fused pass, ``depthmetric::depth_metric_sums`` (see
+``depthmetric.depth_metric_sums``), which reads each prediction and ground-truth pixel once; crop, median scaling and the NaN/Inf check of
 ``pred`` (``depthmetric.set_finite_checks(False)`` skips it) are shared by both paths. How much faster the
 whole ``compute`` call is: ``python -m benchmarks --ops metrics`` and ``benchmarks/results/``.
 """
@@ -20,9 +19,10 @@ import math
 
 import torch
 
-from . import _autograd, _checks, _ext, distributed
+from . import _checks, _ext, distributed
 from .boundary import boundary_f1, boundary_recall
-from .reference import depth_metric_sums as _reference
+from .depth_metric_sums import SUMS, depth_metric_sums
+from .reference.depth_metric_sums import in_range
 from ._supervised import checked_pair, resized_prediction
 
 __all__ = ["METRICS", "DATASETS", "compute", "DepthMetrics", "boundary_f1", "boundary_recall", "crop_window"]
@@ -38,8 +38,7 @@ CROPS = ("auto", "eigen", "garg", None)
 
 
 def _check_dataset(dataset: str | None) -> None:
-    if dataset is not None and dataset not in DATASETS:
-        raise ValueError(f"dataset must be one of {sorted(DATASETS)} or None, got {dataset!r}")
+    _checks.choice("dataset", dataset, (*DATASETS, None))
 
 
 def crop_window(crop: str | None, height: int, width: int, dataset: str | None = None) -> tuple[int, int, int, int]:
@@ -55,6 +54,7 @@ def crop_window(crop: str | None, height: int, width: int, dataset: str | None =
     * ``None``: the whole image.
     """
     _check_dataset(dataset)
+    _checks.choice("crop", crop, CROPS[1:])  # "auto" is the dataset's crop, which the caller resolves
     if crop is None:
         return 0, height, 0, width
     if crop == "garg":
@@ -63,15 +63,12 @@ def crop_window(crop: str | None, height: int, width: int, dataset: str | None =
     if crop == "eigen" and dataset == "kitti":
         return (int(0.3324324 * height), int(0.91351351 * height),
                 int(0.0359477 * width), int(0.96405229 * width))
-    if crop == "eigen":
-        return 45 * height // 480, 471 * height // 480, 41 * width // 640, 601 * width // 640
-    raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
+    return 45 * height // 480, 471 * height // 480, 41 * width // 640, 601 * width // 640
 
 
 def _settings(dataset, min_depth, max_depth, crop):
     _check_dataset(dataset)
-    if crop not in CROPS:
-        raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
+    _checks.choice("crop", crop, CROPS)
     preset = DATASETS.get(dataset, dict(min_depth=None, max_depth=None, crop=None))
     min_depth = preset["min_depth"] if min_depth is None else min_depth
     max_depth = preset["max_depth"] if max_depth is None else max_depth
@@ -88,9 +85,7 @@ BOUNDS = ("open", "closed")
 
 def _check_bounds(bounds: str) -> bool:
     """``True`` for the closed interval ``[min_depth, max_depth]``."""
-    if bounds not in BOUNDS:
-        raise ValueError(f"bounds must be one of {BOUNDS}, got {bounds!r}")
-    return bounds == "closed"
+    return _checks.choice("bounds", bounds, BOUNDS) == "closed"
 
 
 def _median(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -108,7 +103,7 @@ def _median_scale(pred, gt, mask, lo, hi, closed, window) -> torch.Tensor:
     """Monodepth2's per-image ``median(gt) / median(pred)`` over the evaluated pixels (before clamping)."""
     r0, r1, c0, c1 = window
     p, g = pred[:, 0, r0:r1, c0:c1].double(), gt[:, 0, r0:r1, c0:c1].double()
-    valid = _checks.valid_depth(g) & _reference.in_range(g, lo, hi, closed) & torch.isfinite(p)
+    valid = _checks.valid_depth(g) & in_range(g, lo, hi, closed) & torch.isfinite(p)
     if mask is not None:
         valid &= mask[:, 0, r0:r1, c0:c1]
     med_p = _median(p, valid)
@@ -117,7 +112,7 @@ def _median_scale(pred, gt, mask, lo, hi, closed, window) -> torch.Tensor:
 
 def from_sums(sums: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per-image metrics (``B`` float64 each) from the ``B,10`` sums; 0 for an image without valid pixels."""
-    s = dict(zip(_reference.SUMS, sums.unbind(1)))
+    s = dict(zip(SUMS, sums.unbind(1)))
     n = s["count"].clamp(min=1)
     mean_err = s["log_err"] / n
     return {
@@ -153,7 +148,7 @@ def compute(
     defaults; an explicit ``min_depth``/``max_depth`` overrides them, ``crop="auto"`` takes the dataset's
     crop and ``crop=None`` none (see :func:`crop_window`). Per image, a pixel counts when it lies in the
     crop, ``gt`` is finite, ``> 0`` and ``min_depth < gt < max_depth`` (strict, as Monodepth2, BTS and
-    ZoeDepth count it and the SPEC says; ``bounds="closed"`` counts both ends) and ``mask`` (optional) is
+    ZoeDepth count it; ``bounds="closed"`` counts both ends) and ``mask`` (optional) is
     True. The prediction is first multiplied by ``median(gt) / median(pred)`` over those pixels when ``median_scaling`` (Monodepth2, for self-supervised models), then clamped to
     ``[min_depth, max_depth]`` as the standard evaluation code does; a pixel whose prediction is then not
     ``> 0`` (only possible without ``min_depth``) is left out, having no log. NaN/Inf predictions raise (see
@@ -175,11 +170,7 @@ def compute(
         pred, gt = pred.to(common), gt.to(common)
     window = crop_window(crop, gt.shape[-2], gt.shape[-1], dataset)
     scale = _median_scale(pred, gt, mask, lo, hi, closed, window) if median_scaling else None
-    if _ext.use_kernel(backend, pred.device):
-        _autograd.check_untransformed("depthmetric.metrics.compute", (pred, gt))
-        sums = torch.ops.depthmetric.depth_metric_sums(pred, gt, mask, scale, lo, hi, list(window), closed)
-    else:
-        sums = _reference.depth_metric_sums(pred, gt, mask, scale, lo, hi, window, closed)
+    sums = depth_metric_sums(pred, gt, mask, scale, lo, hi, window, closed, backend)
     per_image = from_sums(sums)
     has_valid = sums[:, 0] > 0
     images = has_valid.sum().clamp(min=1).to(torch.float64)
@@ -204,17 +195,47 @@ def _ids_of(ids, batch: int, device: torch.device) -> torch.Tensor:
     return ids.to(device=device, dtype=torch.int64)
 
 
-def per_image_rows(result: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """A :func:`compute` result as ``B,len(METRICS)`` float64 values and ``B`` bool "has a counted pixel"."""
-    return torch.stack([result["per_image"][name] for name in METRICS], 1), result["valid_pixels"] > 0
+def empty_state() -> dict:
+    """The state :class:`DepthMetrics` and ``DepthMetricsTM`` accumulate: per-metric float64 ``sums`` and the
+    count of ``images`` (those that came without ids and had a counted pixel), and for the images that came
+    with ids, ``ids`` and ``rows`` (lists of ``B`` and ``B,len(METRICS)+1`` tensors: the per-image metrics,
+    then 1.0 when the image had a counted pixel)."""
+    return {"sums": torch.zeros(len(METRICS), dtype=torch.float64), "images": torch.zeros((), dtype=torch.int64),
+            "ids": [], "rows": []}
 
 
-def combine(sums: torch.Tensor, images: torch.Tensor, ids: torch.Tensor, values: torch.Tensor,
-            has_valid: torch.Tensor) -> dict:
-    """The means of :class:`DepthMetrics` from its state: ``sums`` (per-metric sums over the images that came
-    without ids) and ``images`` (their number), plus the rows of the images that came with ``ids``, each id
-    counted once (the first of its rows: the copies ``DistributedSampler`` pads the last batches with are
-    the same image)."""
+def add_batch(state, result: dict, ids) -> None:
+    """Add a :func:`compute` result to ``state`` (an object with the attributes of :func:`empty_state`), on the
+    result's device (no host synchronisation)."""
+    values = torch.stack([result["per_image"][name] for name in METRICS], 1)
+    has_valid = result["valid_pixels"] > 0
+    if ids is None:
+        state.sums = state.sums.to(values.device) + torch.where(has_valid[:, None], values, 0.0).sum(0)
+        state.images = state.images.to(values.device) + has_valid.sum()
+    else:
+        state.ids.append(_ids_of(ids, values.shape[0], values.device))
+        state.rows.append(torch.cat([values, has_valid[:, None].double()], 1))
+
+
+def _concatenated(sums: torch.Tensor, ids, rows) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``ids`` and ``rows`` of a state as two tensors on the device of its ``sums`` (lists, or tensors once
+    torchmetrics' sync has concatenated them)."""
+    def cat(parts, empty: torch.Tensor) -> torch.Tensor:
+        if isinstance(parts, torch.Tensor):
+            return parts.to(empty.device)
+        return torch.cat([p.to(empty.device) for p in parts]) if len(parts) else empty
+
+    device = sums.device
+    return (cat(ids, torch.zeros(0, dtype=torch.int64, device=device)),
+            cat(rows, torch.zeros(0, len(METRICS) + 1, dtype=torch.float64, device=device)))
+
+
+def combine(sums: torch.Tensor, images: torch.Tensor, ids, rows) -> dict:
+    """The means of :class:`DepthMetrics` from its state (see :func:`empty_state`): the ``sums`` over the
+    ``images`` that came without ids, plus the rows of the images that came with ``ids``, each id counted once
+    (the first of its rows: the copies ``DistributedSampler`` pads the last batches with are the same image)."""
+    ids, rows = _concatenated(sums, ids, rows)
+    values, has_valid = rows[:, :-1], rows[:, -1].bool()
     if ids.numel():
         unique, inverse = torch.unique(ids, return_inverse=True)
         position = torch.arange(ids.numel(), device=ids.device)
@@ -260,45 +281,28 @@ class DepthMetrics:
         self.reset()
 
     def reset(self) -> None:
-        self.sums = torch.zeros(len(METRICS), dtype=torch.float64)  # over the images that came without ids
-        self.images = torch.zeros((), dtype=torch.int64)
-        self._rows: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # ids, values, has_valid
+        for name, value in empty_state().items():
+            setattr(self, name, value)
 
     @torch.no_grad()
     def update(self, pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None = None, *, ids=None) -> dict:
         """Add a batch (``ids``: one integer per image, e.g. its index in the data set, to count each image
         once); returns its :func:`compute` result. No host synchronisation."""
         result = compute(pred, gt, mask=mask, **self.options)
-        values, has_valid = per_image_rows(result)
-        device = values.device
-        if ids is None:
-            self.sums = self.sums.to(device) + torch.where(has_valid[:, None], values, 0.0).sum(0)
-            self.images = self.images.to(device) + has_valid.sum()
-        else:
-            self._rows.append((_ids_of(ids, values.shape[0], device), values, has_valid))
+        add_batch(self, result, ids)
         return result
-
-    def _state(self) -> tuple[torch.Tensor, ...]:
-        device = self.sums.device
-        if self._rows:
-            ids, values, has_valid = (torch.cat([r[k].to(device) for r in self._rows]) for k in range(3))
-        else:
-            ids = torch.zeros(0, dtype=torch.int64, device=device)
-            values = torch.zeros(0, len(METRICS), dtype=torch.float64, device=device)
-            has_valid = torch.zeros(0, dtype=torch.bool, device=device)
-        return self.sums, self.images, ids, values, has_valid
 
     def compute(self) -> dict[str, float]:
         """Means over the images seen, on every rank unless ``sync=False`` (0.0 each before any image with
         valid pixels), and ``"images"``, their number."""
-        sums, images, ids, values, has_valid = self._state()
+        sums, images = self.sums, self.images
+        ids, rows = _concatenated(sums, self.ids, self.rows)
         group = distributed.active_group(self.process_group) if self.sync else None
         if group is not None:
             sums, images = distributed.all_reduce_count(sums, group), distributed.all_reduce_count(images, group)
             ids, _ = distributed.all_gather_batch(ids, group, "ids")
-            rows, _ = distributed.all_gather_batch(torch.cat([values, has_valid[:, None].double()], 1), group, "rows")
-            values, has_valid = rows[:, :-1], rows[:, -1].bool()
-        return combine(sums, images, ids, values, has_valid)
+            rows, _ = distributed.all_gather_batch(rows, group, "rows")
+        return combine(sums, images, ids, rows)
 
 
 def __getattr__(name: str):
@@ -307,16 +311,3 @@ def __getattr__(name: str):
 
         return DepthMetricsTM
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _register_kernels() -> None:
-    """Fake kernel of the compiled op, for torch.compile and meta tensors (no autograd: metrics are not
-    differentiated)."""
-
-    @torch.library.register_fake("depthmetric::depth_metric_sums")
-    def _(pred, gt, mask, scale, min_depth, max_depth, window, closed=False):
-        return pred.new_empty((pred.shape[0], len(_reference.SUMS)), dtype=torch.float64)
-
-
-if _ext.extension_loaded():
-    _register_kernels()

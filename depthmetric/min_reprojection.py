@@ -1,4 +1,4 @@
-"""Monodepth2's minimum reprojection loss with auto-masking (SPEC section 2; SPIdepth Eq. 1), fused on CPU and CUDA.
+"""Monodepth2's minimum reprojection loss with auto-masking (SPIdepth Eq. 1), fused on CPU and CUDA.
 
 Per pixel, ``min(min_s pe(I_t, warped_s), min_s pe(I_t, source_s) + eps_s)`` with the photometric error
 ``pe`` of :func:`depthmetric.photometric_error` (box3 SSIM with reflection padding, alpha = 0.85). The
@@ -12,8 +12,6 @@ unwarped sources are camera frames, not network outputs, so they get none (the r
 them too).
 """
 from __future__ import annotations
-
-from typing import Sequence
 
 import torch
 from torch import nn
@@ -116,8 +114,7 @@ def min_reprojection_loss(
         sources = _as_list("sources", sources)
         if len(sources) != len(warped):
             raise ValueError(f"sources has {len(sources)} images but warped has {len(warped)}: one each")
-    if reduce_sources not in REDUCE_SOURCES:
-        raise ValueError(f"reduce_sources must be one of {REDUCE_SOURCES}, got {reduce_sources!r}")
+    _checks.choice("reduce_sources", reduce_sources, REDUCE_SOURCES)
     _checks.flag("automask", automask)
     _checks.flag("return_mask", return_mask)
     if automask and sources is None:
@@ -165,8 +162,7 @@ class ReprojectionLoss(nn.Module):
                  normalize: str = "local", process_group=None, backend: str = "auto"):
         super().__init__()
         self.alpha = check_alpha(alpha)
-        if reduce_sources not in REDUCE_SOURCES:
-            raise ValueError(f"reduce_sources must be one of {REDUCE_SOURCES}, got {reduce_sources!r}")
+        _checks.choice("reduce_sources", reduce_sources, REDUCE_SOURCES)
         _ext.check_backend(backend)
         self.automask, self.reduce_sources, self.backend = _checks.flag("automask", automask), reduce_sources, backend
         self.normalize, self.process_group = distributed.check_normalize(normalize, process_group), process_group

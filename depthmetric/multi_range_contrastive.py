@@ -1,4 +1,4 @@
-"""MetricDepth's multi-range contrastive loss (SPEC section 1; seed 000, Sec. III), fused on CPU and CUDA.
+"""MetricDepth's multi-range contrastive loss (the paper's Sec. III), fused on CPU and CUDA.
 
 The loss regularises a feature map with pairs (anchor pixel, sample pixel): samples come from the same map
 rolled by random (row, column) shifts ("within") and from other images of the batch ("across"). A pair is
@@ -37,8 +37,7 @@ PRESETS: dict[str, dict] = {
 }
 
 MAX_RANGES = 8  # csrc/multi_range_contrastive/pair_math.h kMaxRanges
-REDUCTIONS = ("mean", "sum", "none")
-ACROSS = ("local", "global")
+REDUCTIONS = (*_checks.REDUCTIONS, "sum")  # the pair losses' sum as well
 
 
 def sample_shifts(
@@ -77,8 +76,7 @@ def sample_shifts(
 
 def _check_distributed(normalize, across, process_group):
     distributed.check_normalize(normalize, process_group)
-    if across not in ACROSS:
-        raise ValueError(f"across must be one of {ACROSS}, got {across!r}")
+    _checks.choice("across", across, distributed.SCOPES)
 
 
 def _drop_identity(shifts: torch.Tensor, B: int, H: int, W: int) -> torch.Tensor:
@@ -122,8 +120,7 @@ def _check_config(r_p, ranges, margins, n_within, n_across, reduction):
             raise ValueError(f"margins[{j}] must be a finite number >= 0, got {m}")
     _checks.count("n_within", n_within)
     _checks.count("n_across", n_across)
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    _checks.choice("reduction", reduction, REDUCTIONS)
     return float(r_p), ranges, margins
 
 
@@ -169,7 +166,7 @@ def multi_range_contrastive_loss(
     none is counted), ``"sum"`` is Eq. 13 and ``"none"`` returns the per-pixel sum over samples (``B,1,H,W``).
     The loss is float32 (float64 for float64 features).
 
-    Under ``torch.distributed`` (an initialised default group, or ``process_group``; SPEC section 5):
+    Under ``torch.distributed`` (an initialised default group, or ``process_group``):
 
     * Shifts not passed in are drawn on the group's first rank (from ``generator``, or torch's global RNG,
       there) and sent to every rank, so all ranks use the same shifts in a step whatever their seeds; every

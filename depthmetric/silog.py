@@ -1,4 +1,4 @@
-"""Scale-invariant log loss (SPEC section 3; Eigen et al., ZoeDepth's ``SILogLoss``, BTS/NeWCRFs ``silog``).
+"""Scale-invariant log loss (Eigen et al., ZoeDepth's ``SILogLoss``, BTS/NeWCRFs ``silog``).
 
 Vectorised PyTorch, no compiled kernel: the loss is one elementwise pass (a masked log difference) and
 three reductions pooled over the batch, which PyTorch runs at memory speed with autograd for free; a fused

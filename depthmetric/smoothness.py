@@ -1,4 +1,4 @@
-"""Edge-aware disparity smoothness (SPIdepth Eq. 3; Monodepth2's ``get_smooth_loss``), SPEC section 2.
+"""Edge-aware disparity smoothness (SPIdepth Eq. 3; Monodepth2's ``get_smooth_loss``).
 
 Plain vectorised PyTorch: a handful of elementwise ops and two means over images that the training loop
 already holds, so a fused kernel would save little; autograd gives the backward.
@@ -26,16 +26,11 @@ def edge_aware_smoothness(disp: torch.Tensor, image: torch.Tensor) -> torch.Tens
     Returns a scalar (0 for an empty batch), float32 for 16/32-bit input and float64 for float64 input. NaN/Inf in either input
     raise a ``ValueError`` (see ``depthmetric.set_finite_checks``).
     """
-    _checks.floating("image", image)
-    _checks.ndim("image", image, 4, "B,C,H,W")
-    _checks.channels("image", image)
+    _checks.image("image", image)
     _checks.floating("disp", disp)
     disp = _checks.depth_map("disp", disp, batch=image.shape[0])
     _checks.same_device(disp=disp, image=image)
-    if disp.shape[2:] != image.shape[2:]:
-        raise ValueError(
-            f"disp is {disp.shape[2]}x{disp.shape[3]} but image is {image.shape[2]}x{image.shape[3]}"
-        )
+    _checks.image_sized("disp", disp, image)
     if disp.shape[2] < 2 or disp.shape[3] < 2:
         raise ValueError(f"disp must be at least 2x2 to have both gradients, got shape {tuple(disp.shape)}")
     _checks.check_values({"disp": disp, "image": image})  # a NaN/Inf would turn the loss NaN

@@ -1,4 +1,4 @@
-"""SSIM and the photometric error of self-supervised depth (SPEC section 2; seed 001, Eq. 2), fused on CPU and CUDA.
+"""SSIM and the photometric error of self-supervised depth (SPIdepth Eq. 2), fused on CPU and CUDA.
 
 ``window="box3"`` with reflection padding is Monodepth2's SSIM (3x3 mean, ``nn.ReflectionPad2d(1)``);
 ``window="gauss11"`` (sigma 1.5) with ``padding="same"`` (zero padding) or ``"valid"`` (cropped by 5) matches
@@ -22,13 +22,11 @@ WINDOWS = {"box3": 0, "gauss11": 1}  # codes of csrc/ssim/ssim_math.h
 PADDINGS = {"reflect": 0, "same": 1, "valid": 2}
 _PADDINGS_OF = {"box3": ("reflect",), "gauss11": ("same", "valid", "reflect")}
 _RADIUS = {"box3": 1, "gauss11": 5}
-REDUCTIONS = ("none", "mean")
 
 
 def check_window(window: str, padding: str | None) -> str:
     """Validate the window/padding pair and return the padding (``None`` means the window's default)."""
-    if window not in WINDOWS:
-        raise ValueError(f"window must be one of {tuple(WINDOWS)}, got {window!r}")
+    _checks.choice("window", window, WINDOWS)
     if padding is None:
         return _PADDINGS_OF[window][0]
     if padding not in _PADDINGS_OF[window]:
@@ -85,8 +83,7 @@ def ssim(
     ``ValueError``; values outside [0, 1] are warned about once.
     """
     padding = check_window(window, padding)
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    _checks.choice("reduction", reduction, _checks.REDUCTIONS)
     check_images(("x", "y"), (x, y), window, padding)
     if _ext.use_kernel(backend, x.device):
         out = _kernel_ssim(x, y, window, padding)

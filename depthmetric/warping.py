@@ -1,6 +1,6 @@
 """View synthesis for self-supervised training: back-project, transform, project, sample.
 
-These follow Monodepth2's ``BackprojectDepth`` / ``Project3D`` and its ``grid_sample`` call (SPEC section 2):
+These follow Monodepth2's ``BackprojectDepth`` / ``Project3D`` and its ``grid_sample`` call:
 
 - pixel ``(x, y)`` is column ``x`` (along the width) and row ``y``; a camera point is
   ``depth * K^-1 @ [x, y, 1]``, with a row of ones appended (homogeneous, ``B,4,H*W``);
@@ -156,17 +156,11 @@ def warp(
     ``align_corners=False`` reproduces Monodepth2 on torch >= 1.3, which builds the same grid but samples
     with ``grid_sample``'s default, so its warps sit up to half a pixel off towards the borders.
     """
-    _checks.floating("image", image)
-    _checks.ndim("image", image, 4, "B,C,H,W")
-    _checks.channels("image", image)
+    _checks.image("image", image)
     _checks.flag("align_corners", align_corners)
     depth = _checks.depth_map("depth", depth, batch=image.shape[0])
     _checks.same_device(image=image, depth=depth)
-    if depth.shape[2:] != image.shape[2:]:
-        raise ValueError(
-            f"depth is {depth.shape[2]}x{depth.shape[3]} but image is {image.shape[2]}x{image.shape[3]}; "
-            "resize the depth (or the image) to the resolution being warped"
-        )
+    _checks.image_sized("depth", depth, image, "; resize the depth (or the image) to the resolution being warped")
     # A NaN/Inf depth (a diverged network) would warp to a plausible image yet put NaN into depth's gradient.
     _checks.check_values({"image": image, "depth": depth})
     batch, _, height, width = image.shape

@@ -168,7 +168,7 @@ def test_ops_selection():
     groups = harness.load_groups()
     ops = {case.op for _, case in harness.select(groups, "quick", ["ssim"])}
     assert ops == {"ssim_box3", "ssim_gauss11"}
-    losses = {case.op for _, case in harness.select(groups, "quick", ["losses"])}
+    losses = {case.op for _, case in harness.select(groups, "quick", ["depth_losses", "depth_metric_sums"])}
     assert {"silog", "trimmed_mae", "multiscale_derivative", "ssi", "metrics"} == losses
     assert not harness.select(groups, "quick", ["no_such_op"])
 

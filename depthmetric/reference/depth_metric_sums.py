@@ -12,7 +12,7 @@ SUMS = ("count", "abs_rel", "sq_rel", "sq_err", "log_err", "log_err_sq", "abs_lo
 
 
 def in_range(gt: torch.Tensor, min_depth: float, max_depth: float, closed: bool) -> torch.Tensor:
-    """The SPEC's evaluated depths: ``min_depth < gt < max_depth``, strictly as Monodepth2, BTS and ZoeDepth
+    """The evaluated depths: ``min_depth < gt < max_depth``, strictly as Monodepth2, BTS and ZoeDepth
     count them (a NYU depth capped at exactly 10 m is left out), or the closed interval."""
     if closed:
         return (gt >= min_depth) & (gt <= max_depth)

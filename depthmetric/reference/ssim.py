@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._checks import accumulate_dtype
+
 C1 = 0.01**2
 C2 = 0.03**2
 
@@ -36,7 +38,7 @@ def _moments(x: torch.Tensor, y: torch.Tensor, window: str, padding: str):
 
 def ssim(x: torch.Tensor, y: torch.Tensor, window: str = "box3", padding: str = "reflect") -> torch.Tensor:
     """SSIM map (``B,C,H',W'``) in the accumulation dtype (float32; float64 for float64)."""
-    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    acc = accumulate_dtype(x.dtype)
     mu_x, mu_y, xx, yy, xy = _moments(x.to(acc), y.to(acc), window, padding)
     sigma_x = xx - mu_x**2
     sigma_y = yy - mu_y**2

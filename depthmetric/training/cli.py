@@ -27,7 +27,8 @@ def _bool(value: str) -> bool:
 
 
 def _add_train_arguments(p: argparse.ArgumentParser) -> None:
-    from .config import AMP, DTYPES, LOGGERS, TASKS, TrainConfig
+    from .. import BACKENDS
+    from .config import AMP, DTYPES, LOGGERS, SCHEDULES, TASKS, TrainConfig
 
     d = TrainConfig()
     p.add_argument("--config", default=None, metavar="FILE",
@@ -46,9 +47,10 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-split", default=None, help="with --data-root: split file of the evaluation images")
     p.add_argument("--depth-root", default=None, help="folder of the split files' depth paths (default: the "
                                                       "data root)")
-    p.add_argument("--height", type=int, default=None, help="training height (default 120; 96 self-supervised)")
-    p.add_argument("--width", type=int, default=None, help="training width (default 160; 128, or 320 on kitti, "
-                                                           "self-supervised)")
+    p.add_argument("--height", type=int, default=None, help="training height (default 96 on kitti or "
+                                                            "self-supervised, else 120)")
+    p.add_argument("--width", type=int, default=None, help="training width (default 320 on kitti, else 128 "
+                                                           "self-supervised, 160 supervised)")
     p.add_argument("--steps", type=int, default=d.steps, help="total optimisation steps (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=d.batch_size,
                    help="images per process; under torchrun the global batch is N times it (default: %(default)s)")
@@ -56,7 +58,7 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=d.lr, help="AdamW peak learning rate (default: %(default)s)")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="default: %(default)s")
     p.add_argument("--warmup", type=int, default=d.warmup, help="linear warm-up steps (default: %(default)s)")
-    p.add_argument("--schedule", choices=("cosine", "constant"), default=d.schedule, help="default: %(default)s")
+    p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule, help="default: %(default)s")
     p.add_argument("--metric-loss", type=_bool, default=d.metric_loss, metavar="on|off",
                    help="add the multi-range contrastive loss on LTDepth's feature map; off = SILog-only baseline "
                         "(default: on)")
@@ -66,7 +68,7 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="MultiRangeContrastiveLoss preset (default nyu-lt; kitti-lt for kitti)")
     p.add_argument("--metric-across", type=int, default=d.metric_across,
                    help="across-image samples of the contrastive loss (default: %(default)s, the paper's 10 + 4)")
-    p.add_argument("--backend", choices=("auto", "cuda", "cpu", "reference"), default=d.backend,
+    p.add_argument("--backend", choices=BACKENDS, default=d.backend,
                    help="loss implementation: compiled kernels (auto/cpu/cuda) or the pure-PyTorch reference "
                         "(default: %(default)s)")
     p.add_argument("--device", default=d.device,
@@ -206,6 +208,9 @@ def _cmd_ablate(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .. import BACKENDS
+    from .config import DTYPES
+
     parser = argparse.ArgumentParser(
         prog="depthmetric", description="Train, evaluate and run depth models with depthmetric's fused losses.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -220,10 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default=None)
     p.add_argument("--eval-split", default=None, help="with --data-root: split file of the evaluation images")
     p.add_argument("--depth-root", default=None)
-    p.add_argument("--backend", default="auto", choices=("auto", "cuda", "cpu", "reference"))
+    p.add_argument("--backend", default="auto", choices=BACKENDS)
     p.add_argument("--device", default="cpu")
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
-    p.add_argument("--dtype", choices=("float32", "float64"), default=None,
+    p.add_argument("--dtype", choices=DTYPES, default=None,
                    help="precision of the evaluation (default: the checkpoint's)")
     p.add_argument("--out", default=None, help="write the metrics as JSON here")
     p.add_argument("--figure", default=None, help="write a PNG of the first predictions here")
@@ -244,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "curves, time and peak memory")
     p.add_argument("--steps", type=int, default=100, help="default: %(default)s")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+    p.add_argument("--dtype", choices=DTYPES, default="float32",
                    help="precision of the runs (float64: the backends' curves agree to ~1e-9) (default: %(default)s)")
     p.add_argument("--out", default=None, help="default: runs/compare-<timestamp>")
     p.add_argument("train_args", nargs=argparse.REMAINDER,

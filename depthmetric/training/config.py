@@ -7,14 +7,16 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from .. import _ext
+from .. import _checks, _ext
 
-__all__ = ["TrainConfig", "TASKS", "AMP", "DTYPES", "LOGGERS", "load_config_file", "write_config_file"]
+__all__ = ["TrainConfig", "TASKS", "AMP", "DTYPES", "LOGGERS", "SCHEDULES", "load_config_file",
+           "write_config_file"]
 
 TASKS = ("supervised", "self-supervised")
 AMP = ("off", "bf16", "fp16")
 DTYPES = ("float32", "float64")
 LOGGERS = ("stdout", "tensorboard")
+SCHEDULES = ("cosine", "constant")
 
 
 @dataclass
@@ -28,14 +30,14 @@ class TrainConfig:
     train_split: str | None = None  # BTS-style split files, with data_root
     eval_split: str | None = None
     depth_root: str | None = None
-    height: int | None = None  # training resolution; default 120x160 (nyu/synthetic), 96x320 (kitti)
+    height: int | None = None  # training resolution; default 96x320 on kitti, else 96x128 self-sup., 120x160
     width: int | None = None
     steps: int = 300
     batch_size: int = 4  # per process (rank); the global batch is world_size times it
     lr: float = 2e-3
     weight_decay: float = 1e-4
     warmup: int = 20
-    schedule: str = "cosine"  # cosine | constant
+    schedule: str = "cosine"  # one of SCHEDULES
     metric_loss: bool = True
     metric_weight: float = 1.0
     metric_preset: str | None = None  # default nyu-lt, kitti-lt for kitti
@@ -64,13 +66,10 @@ class TrainConfig:
     world_size: int = 1  # set by the run from torchrun's environment, recorded in the run folder
 
     def resolved(self) -> "TrainConfig":
-        if self.task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        _checks.choice("task", self.task, TASKS)
         _ext.check_backend(self.backend)
-        for name, allowed in (("amp", AMP), ("dtype", DTYPES), ("log", LOGGERS),
-                              ("schedule", ("cosine", "constant"))):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        for name, allowed in (("amp", AMP), ("dtype", DTYPES), ("log", LOGGERS), ("schedule", SCHEDULES)):
+            _checks.choice(name, getattr(self, name), allowed)
         if self.amp != "off" and self.dtype == "float64":
             raise ValueError("--amp autocasts float32 networks; it does not go with --dtype float64")
         for name in ("steps", "batch_size", "eval_every", "workers", "metric_across"):

@@ -2,7 +2,7 @@
 
 Under torch.distributed the losses normalise over the global batch (``normalize="global"``) and the
 contrastive loss draws its across-image samples from it (``across="global"``), so the DDP gradients are those
-of one process holding the global batch (SPEC section 5).
+of one process holding the global batch.
 """
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import MultiRangeContrastiveLoss, ReprojectionLoss, SILogLoss, edge_aware_smoothness, warp
+from ..metrics import DATASETS
 from .config import TrainConfig
 from .models import DepthNet, LTDepth, PoseNet, transformation_from_parameters
 
@@ -64,7 +65,7 @@ class SupervisedTask(_Task):
         return {"depth": depth, "features": feats} if self.metric_loss is not None else {"depth": depth}
 
     def criterion(self, outputs: dict, batch: dict, generator) -> tuple[torch.Tensor, dict]:
-        dtype = torch.float64 if self.config.dtype == "float64" else torch.float32
+        dtype = getattr(torch, self.config.dtype)
         silog = self.depth_loss(outputs["depth"].to(dtype), batch["depth"])
         parts = {"silog": silog}
         total = silog
@@ -138,8 +139,8 @@ def set_train_mode(task, training: bool) -> None:
 
 def build_task(config: TrainConfig, max_depth: float | None = None, distributed: bool = False):
     config = config.resolved()
-    if max_depth is None:
-        max_depth = {"kitti": 80.0}.get(config.data, 10.0) if config.task == "supervised" else 100.0
+    if max_depth is None:  # supervised: the data set's evaluation cap (NYU's for other data); DepthNet: 100 m
+        max_depth = DATASETS.get(config.data, DATASETS["nyu"])["max_depth"] if config.task == "supervised" else 100.0
     task = (SupervisedTask if config.task == "supervised" else SelfSupervisedTask)(config, max_depth, distributed)
     for module in task.modules().values():
         module.to(getattr(torch, config.dtype))

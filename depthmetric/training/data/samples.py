@@ -11,6 +11,7 @@ import pathlib
 
 from torch.utils.data import Dataset
 
+from ... import _checks
 from .datasets import KITTIEigen, NYUDepthV2
 
 __all__ = ["SAMPLES_DIR", "SampleSet", "load_samples"]
@@ -44,8 +45,7 @@ def load_samples(kind: str = "nyu", sequence: bool = False, transform=None) -> D
     depth is the target's LiDAR). NYU has no sequence in the sample. ``transform(sample)`` is applied per
     item (e.g. an augmentation bound to a generator).
     """
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    _checks.choice("kind", kind, KINDS)
     root = SAMPLES_DIR / kind
     if not root.is_dir():
         raise FileNotFoundError(f"the embedded samples are missing from {root}; reinstall depthmetric")

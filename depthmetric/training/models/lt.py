@@ -1,4 +1,4 @@
-"""LTDepth: the MetricDepth paper's lightweight model (seed 000, Sec. IV-C), written here (no downloads).
+"""LTDepth: the MetricDepth paper's lightweight model (Sec. IV-C), written here (no downloads).
 
 Encoder: MobileNetV3-Large (Howard et al., 2019) inverted-residual blocks (1x1 expansion, depthwise kxk,
 squeeze-and-excitation with hard-sigmoid gate, 1x1 projection; ReLU in the early blocks and hard-swish in the
@@ -13,7 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ... import _checks
+
 __all__ = ["LTDepth", "MOBILENETV3_LARGE"]
+
+OUTPUTS = ("sigmoid", "softplus")  # the depth head's squashing function
 
 # MobileNetV3-Large (Table 1 of the MobileNetV3 paper): (kernel, expansion, out, SE, hard-swish, stride).
 # Grouped by output stride: 1/2 (after the stride-2 stem), 1/4, 1/8, 1/16, 1/32.
@@ -122,8 +126,7 @@ class LTDepth(nn.Module):
         super().__init__()
         if not 1 <= stages <= len(MOBILENETV3_LARGE):
             raise ValueError(f"stages must be in 1..{len(MOBILENETV3_LARGE)}, got {stages}")
-        if output not in ("sigmoid", "softplus"):
-            raise ValueError(f"output must be 'sigmoid' or 'softplus', got {output!r}")
+        _checks.choice("output", output, OUTPUTS)
         if not (0 <= min_depth < max_depth):
             raise ValueError(f"need 0 <= min_depth < max_depth, got {min_depth}, {max_depth}")
         if width_mult <= 0:

@@ -1,4 +1,4 @@
-"""DepthNet and PoseNet in the Monodepth2 / SPIdepth layout (seed 001), with small ResNet-style encoders.
+"""DepthNet and PoseNet in the Monodepth2 / SPIdepth layout, with small ResNet-style encoders.
 
 DepthNet: ResNet encoder -> decoder of (3x3 conv + ELU, nearest upsampling x2, skip concatenation, 3x3 conv +
 ELU) per level, with a sigmoid disparity head at the four finest scales (full, 1/2, 1/4, 1/8 resolution), as
