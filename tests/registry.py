@@ -147,6 +147,7 @@ class Op:
     smooth: bool = True  # twice differentiable (not piecewise linear)
     forward_ad: bool = True  # PyTorch's forward-mode AD covers the twin (grid_sample's has none)
     finite: tuple[str, ...] = ()  # the arguments whose NaN/Inf the op rejects by name
+    unchecked: tuple[str, ...] = ()  # the floating arguments it does not check (ground truth: NaN = invalid)
     tol: dict = dataclasses.field(default_factory=lambda: {torch.float64: 1e-10, torch.float32: 1e-5})
     min_hw: int = 1  # the smallest image the op computes
 
@@ -292,7 +293,7 @@ def _per_image_metrics(result):
 
 
 IMAGE_OUT = lambda B, C, H, W: (B, C, H, W)  # noqa: E731
-SUPERVISED = dict(grad=(0,), no_channels=None, too_small=None, finite=("pred",))
+SUPERVISED = dict(grad=(0,), no_channels=None, too_small=None, finite=("pred",), unchecked=("target",))
 
 OPS = [
     Op("ssim", dm.ssim, _ssim_inputs(), kernel="ssim", grad=(0, 1), out_shape=IMAGE_OUT, no_channels="x",
@@ -305,10 +306,10 @@ OPS = [
        out_shape=lambda B, C, H, W: (B, 1, H, W), no_channels="a", too_small="a", finite=("a", "b"), min_hw=2),
     Op("min_reprojection_loss", dm.min_reprojection_loss, _reprojection_inputs, kernel="min_reprojection",
        module=dm.ReprojectionLoss, grad=(1,), no_channels="target", too_small="target",
-       finite=("target", "warped", "sources"), min_hw=2, tol={torch.float64: 1e-10, torch.float32: 2e-5}),
+       finite=("target", "warped", "sources", "noise"), min_hw=2, tol={torch.float64: 1e-10, torch.float32: 2e-5}),
     Op("multi_range_contrastive_loss", dm.multi_range_contrastive_loss, _contrastive_inputs,
        kernel="multi_range_contrastive", module=dm.MultiRangeContrastiveLoss, grad=(0,), no_channels="features",
-       smooth=False, finite=("features",), tol={torch.float64: 1e-10, torch.float32: 1e-4}),
+       smooth=False, finite=("features",), unchecked=("depth",), tol={torch.float64: 1e-10, torch.float32: 1e-4}),
     Op("silog_loss", dm.silog_loss, _pair_inputs(), module=dm.SILogLoss, **SUPERVISED),
     Op("trimmed_mae_loss", dm.trimmed_mae_loss, _pair_inputs(), module=dm.TrimmedMAELoss, smooth=False,
        **SUPERVISED),
@@ -318,16 +319,18 @@ OPS = [
        module=dm.ScaleShiftInvariantLoss, **SUPERVISED),
     Op("edge_aware_smoothness", dm.edge_aware_smoothness, _smoothness_inputs, grad=(0, 1), no_channels="image",
        too_small="disp", finite=("disp", "image")),
+    # Geometry alone: warp, which reads images, checks its inputs.
     Op("backproject", dm.backproject, _backproject_inputs, grad=(0,), out_shape=lambda B, C, H, W: (B, 4, H * W),
-       finite=("depth",)),
+       unchecked=("depth", "inv_K")),
     Op("project", dm.project, _project_inputs, grad=(0,), out_shape=lambda B, C, H, W: (B, H, W, 2),
-       too_small="height", finite=("points",)),
+       too_small="height", unchecked=("points", "K", "T")),
     Op("warp", dm.warp, _warp_inputs, grad=(0, 1), out_shape=IMAGE_OUT, no_channels="image", too_small="image",
-       finite=("image", "depth"), forward_ad=False),
+       finite=("image", "depth"), unchecked=("T", "K"), forward_ad=False),
     Op("metrics.compute", dm.metrics.compute, _metrics_inputs, kernel="depth_metric_sums",
-       out=_per_image_metrics, out_shape=lambda B, C, H, W: (len(dm.metrics.METRICS), B), finite=("pred",)),
+       out=_per_image_metrics, out_shape=lambda B, C, H, W: (len(dm.metrics.METRICS), B), finite=("pred",),
+       unchecked=("gt",)),
     Op("metrics.boundary_f1", dm.metrics.boundary_f1, _boundary_inputs, out_shape=lambda B, C, H, W: (B,),
-       finite=("pred", "gt")),
+       finite=("pred",), unchecked=("gt",)),
     Op("metrics.boundary_recall", dm.metrics.boundary_recall, _recall_inputs, out_shape=lambda B, C, H, W: (B,),
        finite=("pred",)),
 ]
@@ -397,7 +400,7 @@ def wrong_values(param: inspect.Parameter) -> list:
 
 # The CPU kernels' block sizes (row blocks, tiles, chunks), read from their one header per op, so the
 # kernel tests choose sizes that cross every block boundary.
-BLOCK_CONSTANT = re.compile(r"inline constexpr int64_t (k\w+) = (\d+);")
+BLOCK_CONSTANT = re.compile(r"(?:inline )?constexpr int64_t (k\w+) = (\d+);")
 
 
 def block_sizes(kernel: str) -> dict[str, int]:

@@ -7,7 +7,7 @@ import torch
 import depthmetric as dm
 from depthmetric.boundary import DEPTH_PRO_THRESHOLDS, boundary_f1, boundary_recall
 
-from .test_metrics import _nyu, perturbed
+from .registry import perturbed, real_nyu_depth
 
 DIRECTIONS = ("left", "top", "right", "bottom")
 
@@ -147,7 +147,7 @@ def test_recall_against_numpy():
 
 
 def test_f1_on_real_nyu_counts_its_holes(shared_data):
-    gt = _nyu(shared_data)[:1, :, ::8, ::8].contiguous()  # 60x80: the naive oracle is a Python loop
+    gt = real_nyu_depth(shared_data)[:1, :, ::8, ::8].contiguous()  # 60x80: the naive oracle is a Python loop
     pred = perturbed(gt, 0)
     assert (gt == 0).any()
     got = boundary_f1(pred, gt)

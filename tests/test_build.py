@@ -17,8 +17,9 @@ import torch
 import depthmetric as dm
 from depthmetric import _ext
 
+from .registry import needs_ext
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-needs_ext = pytest.mark.skipif(not dm.build_info()["compiled"], reason="extension not built")
 needs_nm = pytest.mark.skipif(shutil.which("nm") is None or shutil.which("c++filt") is None, reason="binutils")
 STABLE_C_SHIM = re.compile(r"^(aoti_torch_|torch_)")
 STD_LIBRARY = re.compile(r"^((typeinfo|vtable|VTT) for )?(std|__gnu_cxx|__cxxabiv1)::")

@@ -5,30 +5,44 @@ arrays statics, ``__shfl_down_sync`` an exchange between warp barriers), registe
 machines without a GPU (CI); speed, and whatever only the GPU compiler or hardware can get wrong, still need
 a GPU run of the CUDA tests."""
 import math
-import pathlib
 
 import pytest
 import torch
 
 import depthmetric as dm
 
-from .test_metrics import random_pair
-from .test_min_reprojection import scene
-from .test_multi_range_contrastive import make_inputs
+from .registry import KERNEL_OPS, ROOT, contrastive_inputs, depth_pair, needs_ext, scene
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.skipif(not dm.build_info()["compiled"], reason="extension not built")
+pytestmark = needs_ext
+KERNELS = sorted({op.kernel for op in KERNEL_OPS})
+
+
+def emulated_sources() -> str:
+    """One translation unit: the emulated launch first, then each kernel's schema and CUDA files, so they
+    register as torch.ops.depthmetric_emulated.* (the emulation's launch header takes the place of csrc's)."""
+    lines = ['#include "common/cuda_launch.cuh"', "STABLE_TORCH_LIBRARY(depthmetric_emulated, m) {}"]
+    for kernel in KERNELS:
+        lines.append(f'#include "{kernel}/{kernel}.cpp"')
+        lines += [f'#include "{kernel}/cuda/{cu.name}"' for cu in sorted((ROOT / "csrc" / kernel / "cuda").glob("*.cu"))]
+    return "\n".join(lines) + "\n"
 
 
 @pytest.fixture(scope="module")
 def emulated(tmp_path_factory):
     from torch.utils.cpp_extension import load
 
-    here = ROOT / "tests" / "cuda_emulation"
-    load(name="depthmetric_cuda_emulation", sources=[str(here / "emulated_ops.cpp")],
-         extra_include_paths=[str(here), str(ROOT / "csrc")], extra_cflags=["-O1", "-fvisibility=hidden"],
-         build_directory=str(tmp_path_factory.mktemp("cuda_emulation")), is_python_module=False)
+    build = tmp_path_factory.mktemp("cuda_emulation")
+    source = build / "emulated_ops.cpp"
+    source.write_text(emulated_sources())
+    load(name="depthmetric_cuda_emulation", sources=[str(source)],
+         extra_include_paths=[str(ROOT / "tests" / "cuda_emulation"), str(ROOT / "csrc")],
+         extra_cflags=["-O1", "-fvisibility=hidden"], build_directory=str(build), is_python_module=False)
     return torch.ops.depthmetric_emulated
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_every_kernel_of_the_registry_is_compared(kernel):
+    assert f"test_{kernel}_matches_cpu_kernel" in globals(), f"no emulation test compares {kernel}"
 
 
 TOL = {torch.float64: 1e-12, torch.float32: 1e-4, torch.float16: 1e-2}  # float32: summation order differs
@@ -66,7 +80,7 @@ def test_min_reprojection_matches_cpu_kernel(emulated, automask, mean_sources, n
 @pytest.mark.parametrize("shape,anchors", [((1, 3, 4, 5), (0, 1)), ((2, 5, 7, 9), (0, 2)), ((3, 4, 5, 6), (1, 1))])
 @pytest.mark.parametrize("n_shifts", [0, 3, 40])  # 40: past the backward's 16-shift chunks
 def test_multi_range_contrastive_matches_cpu_kernel(emulated, n_shifts, shape, anchors, dtype):
-    features, depth, g = make_inputs(shape, dtype, "cpu", seed=n_shifts + shape[1])
+    features, depth, g = contrastive_inputs(shape, dtype, "cpu", seed=n_shifts + shape[1])
     features = features.transpose(2, 3).contiguous().transpose(2, 3)  # strided features
     B, _, H, W = shape
     shifts = torch.stack([torch.randint(0, n, (n_shifts,), generator=g) for n in (B, H, W)], 1)
@@ -117,9 +131,9 @@ def test_ssim_matches_cpu_kernel(emulated, shape, window, padding, dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16])
 @pytest.mark.parametrize("shape", [(1, 1, 1, 1), (2, 1, 17, 31), (3, 1, 64, 80)])
-def test_depth_metric_sums_match_cpu_kernel(emulated, shape, dtype):
+def test_depth_metric_sums_matches_cpu_kernel(emulated, shape, dtype):
     B, _, H, W = shape
-    pred, gt = random_pair(B, H, W, dtype=dtype, seed=sum(shape), invalid=B > 1)
+    pred, gt = depth_pair(B, H, W, dtype=dtype, seed=sum(shape), invalid=B > 1)
     pred = pred.transpose(2, 3).contiguous().transpose(2, 3)  # strided
     g = torch.Generator().manual_seed(B)
     mask = torch.rand(shape, generator=g) < 0.8

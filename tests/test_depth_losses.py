@@ -12,7 +12,7 @@ from depthmetric import (
     trimmed_mae_loss,
 )
 
-from .conftest import DEVICES
+from .registry import DEVICES
 
 LOSSES = [trimmed_mae_loss, multi_scale_derivative_loss, scale_shift_invariant_loss]
 

@@ -22,7 +22,6 @@ from depthmetric.metrics import DepthMetrics
 WORLD = 2
 SPLIT = [slice(0, 1), slice(1, 4)]
 TIMEOUT_S = 120
-needs_ext = pytest.mark.skipif(not dm.build_info()["compiled"], reason="extension not built")
 BACKENDS = ["cpu", "reference"] if dm.build_info()["compiled"] else ["reference"]
 
 

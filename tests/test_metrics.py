@@ -11,7 +11,7 @@ from depthmetric import _ext
 from depthmetric.metrics import METRICS, DepthMetrics, compute, crop_window
 from depthmetric.reference.depth_metric_sums import depth_metric_sums as reference_sums
 
-from .conftest import DEVICES
+from .registry import DEVICES, depth_pair, perturbed, real_nyu_depth
 
 KERNEL = _ext.extension_loaded()
 needs_kernel = pytest.mark.skipif(not KERNEL, reason="depthmetric._C not built")
@@ -68,18 +68,6 @@ def check_against_numpy(result, pred, gt, lo, hi, window, median_scaling=False, 
         np.testing.assert_allclose(float(result[name]), np.mean(images) if images else 0.0, rtol=tol, atol=tol)
 
 
-def random_pair(B=3, H=40, W=56, device="cpu", dtype=torch.float64, seed=0, invalid=True):
-    g = torch.Generator().manual_seed(seed)
-    gt = torch.rand(B, 1, H, W, generator=g, dtype=torch.float64) * 12 + 0.05
-    pred = gt * torch.exp(0.3 * torch.randn(B, 1, H, W, generator=g, dtype=torch.float64))
-    if invalid:
-        drop = torch.rand(B, 1, H, W, generator=g) < 0.2
-        gt[drop] = 0.0
-        gt[0, 0, 0, :3] = torch.tensor([float("nan"), float("inf"), -1.0], dtype=torch.float64)
-        gt[-1] = 0.0  # an image without a single valid pixel
-    return pred.to(device, dtype), gt.to(device, dtype)
-
-
 CONFIGS = [
     dict(dataset="nyu"),
     dict(dataset="kitti"),
@@ -99,7 +87,7 @@ def settings(cfg, H, W):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("cfg", CONFIGS)
 def test_random_against_numpy(cfg, backend):
-    pred, gt = random_pair(H=96, W=128)
+    pred, gt = depth_pair(H=96, W=128)
     lo, hi, window = settings(cfg, 96, 128)
     result = compute(pred, gt, backend=backend, **cfg)
     check_against_numpy(result, pred, gt, lo, hi, window, cfg.get("median_scaling", False))
@@ -108,18 +96,10 @@ def test_random_against_numpy(cfg, backend):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_mask_and_bhw_input(backend):
-    pred, gt = random_pair(invalid=False)
+    pred, gt = depth_pair(invalid=False)
     mask = torch.rand(gt.shape, generator=torch.Generator().manual_seed(3)) < 0.5
     result = compute(pred[:, 0], gt[:, 0], mask=mask[:, 0], backend=backend)
     check_against_numpy(result, pred, gt, 0.0, math.inf, (0, 40, 0, 56), mask=mask)
-
-
-def _nyu(shared_data):
-    from PIL import Image
-
-    files = sorted((shared_data / "metric3d_nyu_demo" / "depth").glob("*.png"))
-    assert files
-    return torch.stack([torch.from_numpy(np.array(Image.open(f)).astype(np.float64) / 1000.0) for f in files])[:, None]
 
 
 def _kitti(shared_data):
@@ -128,15 +108,9 @@ def _kitti(shared_data):
     return torch.stack([torch.from_numpy(np.load(f)["velodyne_depth"].astype(np.float64)) for f in files])[:, None]
 
 
-def perturbed(gt, seed):
-    g = torch.Generator().manual_seed(seed)
-    base = torch.where(gt > 0, gt, gt[gt > 0].median())
-    return base * torch.exp(0.15 * torch.randn(gt.shape, generator=g, dtype=gt.dtype)) + 0.05
-
-
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_real_nyu_against_numpy(shared_data, backend):
-    gt = _nyu(shared_data)
+    gt = real_nyu_depth(shared_data)
     assert gt.shape[-2:] == (480, 640)
     pred = perturbed(gt, 1)
     result = compute(pred, gt, dataset="nyu", backend=backend)
@@ -191,7 +165,7 @@ def test_crop_is_applied(backend):
 
 
 def test_interpolates_prediction_like_zoedepth():
-    pred, gt = random_pair(B=2, H=40, W=56, invalid=False)
+    pred, gt = depth_pair(B=2, H=40, W=56, invalid=False)
     small = pred[..., ::2, ::2]
     resized = torch.nn.functional.interpolate(small, size=(40, 56), mode="bilinear", align_corners=True)
     a = compute(small, gt, backend="reference")
@@ -202,7 +176,7 @@ def test_interpolates_prediction_like_zoedepth():
 
 
 def test_depth_metrics_streams_per_image_means():
-    pred, gt = random_pair(B=4)
+    pred, gt = depth_pair(B=4)
     stream = DepthMetrics(dataset="nyu", crop=None, backend="reference")
     stream.update(pred[:3], gt[:3])
     stream.update(pred[3:], gt[3:])  # the last image has no valid pixel: it is not counted
@@ -223,7 +197,7 @@ def test_depth_metrics_streams_per_image_means():
                                         (torch.bfloat16, 2e-3)])
 @pytest.mark.parametrize("shape", [(1, 1, 1, 1), (2, 1, 17, 31), (3, 1, 64, 80)])
 def test_kernel_matches_reference(device, dtype, tol, shape):
-    pred, gt = random_pair(*shape[:1], *shape[2:], device=device, dtype=dtype, seed=sum(shape),
+    pred, gt = depth_pair(*shape[:1], *shape[2:], device=device, dtype=dtype, seed=sum(shape),
                            invalid=shape[0] > 1)
     H, W = shape[2:]
     mask = torch.rand(shape, device=device) < 0.8
@@ -272,7 +246,7 @@ def test_depth_range_is_strict_unless_closed(backend):
 @needs_kernel
 @pytest.mark.parametrize("device", DEVICES)
 def test_kernel_reads_strided_inputs_and_is_deterministic(device):
-    pred, gt = random_pair(B=2, H=33, W=70, device=device, dtype=torch.float32)
+    pred, gt = depth_pair(B=2, H=33, W=70, device=device, dtype=torch.float32)
     wide_p = pred.transpose(-1, -2).contiguous().transpose(-1, -2)  # column-major
     wide_g = torch.cat([gt, torch.zeros_like(gt)], -1)[..., :70]  # a slice of a wider map
     args = (None, None, 1e-3, 10.0, [3, 30, 5, 60])
@@ -284,7 +258,7 @@ def test_kernel_reads_strided_inputs_and_is_deterministic(device):
 
 @needs_kernel
 def test_kernel_opcheck():
-    pred, gt = random_pair(B=2, H=9, W=11, dtype=torch.float32)
+    pred, gt = depth_pair(B=2, H=9, W=11, dtype=torch.float32)
     mask = torch.rand(pred.shape) < 0.7
     scale = torch.rand(2, dtype=torch.float64) + 0.5
     torch.library.opcheck(torch.ops.depthmetric.depth_metric_sums.default,
@@ -297,7 +271,7 @@ def test_kernel_opcheck():
 
 @needs_kernel
 def test_kernel_input_errors():
-    pred, gt = random_pair(B=2, H=9, W=11, dtype=torch.float32)
+    pred, gt = depth_pair(B=2, H=9, W=11, dtype=torch.float32)
     with pytest.raises(RuntimeError, match="window"):
         torch.ops.depthmetric.depth_metric_sums(pred, gt, None, None, 0.0, 10.0, [0, 10, 0, 11])
     with pytest.raises(RuntimeError, match="dtype"):
@@ -306,7 +280,7 @@ def test_kernel_input_errors():
 
 def test_auto_raises_without_kernel(monkeypatch):
     monkeypatch.setattr(_ext, "_C", None)
-    pred, gt = random_pair(B=1)
+    pred, gt = depth_pair(B=1)
     with pytest.raises(RuntimeError, match="reference"):
         compute(pred, gt)
 
@@ -327,6 +301,6 @@ def test_auto_raises_without_kernel(monkeypatch):
     (lambda p, g: DepthMetrics(dataset="sun"), ValueError, "dataset"),
 ])
 def test_bad_input(call, exc, name):
-    pred, gt = random_pair(B=2, H=8, W=10, invalid=False)
+    pred, gt = depth_pair(B=2, H=8, W=10, invalid=False)
     with pytest.raises(exc, match=name):
         call(pred, gt)

@@ -9,30 +9,11 @@ import depthmetric as dm
 from depthmetric import _checks
 from depthmetric.reference.min_reprojection import min_reprojection as reference_op
 
-from .conftest import DEVICES
+from .registry import DEVICES, backend_of, needs_ext, scene
 
-needs_ext = pytest.mark.skipif(not dm.build_info()["compiled"], reason="extension not built")
 
 SHAPES = [(1, 3, 5, 7), (2, 3, 9, 13)]
 TOL = {torch.float64: 1e-10, torch.float32: 2e-5}
-
-
-def backend_of(device):
-    return "cuda" if device == "cuda" else "cpu"
-
-
-def scene(shape, n_sources, dtype, device, seed):
-    """Target, warped and source frames where every kind of winner occurs: warped images close to the target
-    in different places, and a static patch where the unwarped sources equal the target (identity wins)."""
-    g = torch.Generator().manual_seed(seed)
-    B, C, H, W = shape
-    target = torch.rand(shape, generator=g, dtype=torch.float64)
-    sources = torch.rand((n_sources, *shape), generator=g, dtype=torch.float64)
-    sources[..., : H // 2, : W // 2] = target[..., : H // 2, : W // 2]  # static region
-    closeness = torch.rand((n_sources, B, 1, H, W), generator=g, dtype=torch.float64)
-    warped = closeness * target + (1 - closeness) * torch.rand((n_sources, *shape), generator=g, dtype=torch.float64)
-    to = dict(device=device, dtype=dtype)
-    return target.to(**to), list(warped.to(**to).unbind(0)), list(sources.to(**to).unbind(0)), g
 
 
 def run(target, warped, sources, backend, **kw):

@@ -8,9 +8,8 @@ import depthmetric as dm
 from depthmetric import multi_range_contrastive_loss as mrc_loss
 from depthmetric.reference.multi_range_contrastive import multi_range_contrastive as reference_op
 
-from .conftest import DEVICES
+from .registry import DEVICES, backend_of, contrastive_inputs, needs_ext
 
-needs_ext = pytest.mark.skipif(not dm.build_info()["compiled"], reason="extension not built")
 
 SHAPES = [  # B, C, H, W: B=1 (no across samples), H=1 / W=1 (one axis not shifted), odd sizes
     (1, 3, 4, 5),
@@ -20,20 +19,6 @@ SHAPES = [  # B, C, H, W: B=1 (no across samples), H=1 / W=1 (one axis not shift
     (4, 8, 5, 6),
 ]
 TOL = {torch.float64: 1e-6, torch.float32: 1e-4}
-
-
-def make_inputs(shape, dtype, device, seed, invalid=0.2):
-    g = torch.Generator().manual_seed(seed)
-    B, C, H, W = shape
-    features = torch.randn(shape, generator=g, dtype=torch.float64).to(device, dtype)
-    depth = 0.5 + 3.0 * torch.rand(B, 1, H, W, generator=g, dtype=torch.float64)
-    holes = torch.rand(B, 1, H, W, generator=g) < invalid
-    depth[holes] = torch.tensor([0.0, -1.0, math.nan, math.inf])[torch.randint(0, 4, (int(holes.sum()),), generator=g)].double()
-    return features, depth.to(device), g
-
-
-def backend_of(device):
-    return "cuda" if device == "cuda" else "cpu"
 
 
 def loss_and_grad(features, depth, backend, weights=None, **kw):
@@ -60,7 +45,7 @@ def assert_matches_float64_reference(features, depth, shifts, device, loss_tol, 
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_kernel_matches_reference(shape, dtype, device, reduction):
-    features, depth, g = make_inputs(shape, dtype, device, seed=sum(shape) + 100 * len(reduction))
+    features, depth, g = contrastive_inputs(shape, dtype, device, seed=sum(shape) + 100 * len(reduction))
     shifts = dm.sample_shifts(shape[0], shape[2], shape[3], 10, 4, generator=g)
     backend = backend_of(device)
     acc = torch.float64 if dtype == torch.float64 else torch.float32
@@ -80,7 +65,7 @@ def test_kernel_matches_reference(shape, dtype, device, reduction):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_against_float64_reference(dtype, device):
-    features, depth, g = make_inputs((3, 16, 8, 10), dtype, device, seed=3)
+    features, depth, g = contrastive_inputs((3, 16, 8, 10), dtype, device, seed=3)
     shifts = dm.sample_shifts(3, 8, 10, 10, 4, generator=g)
     loss = assert_matches_float64_reference(features, depth, shifts, device, loss_tol=2e-3,
                                             grad_tol=2e-2 if dtype == torch.bfloat16 else 4e-3)
@@ -92,7 +77,7 @@ def test_half_precision_against_float64_reference(dtype, device):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float16])
 def test_many_shifts_cross_the_chunk_boundary(dtype, device):
     """More shifts than the CUDA kernel holds in registers at once (16): later chunks add to the gradient."""
-    features, depth, g = make_inputs((3, 6, 9, 11), dtype, device, seed=5)
+    features, depth, g = contrastive_inputs((3, 6, 9, 11), dtype, device, seed=5)
     shifts = dm.sample_shifts(3, 9, 11, 30, 7, generator=g)
     tol = 1e-6 if dtype == torch.float64 else 4e-3
     assert_matches_float64_reference(features, depth, shifts, device, loss_tol=tol, grad_tol=tol)
@@ -103,7 +88,7 @@ def test_many_shifts_cross_the_chunk_boundary(dtype, device):
 def test_wide_rows_split_images_into_several_cpu_row_bands(dtype):
     """The CPU kernels give a task a band of rows whose buffers take about 1 MiB: at W = 3000 and 14 shifts a
     band is 1 to 3 rows, so an 8-row image is split and the shifted rows cross the bands."""
-    features, depth, g = make_inputs((3, 2, 8, 3000), dtype, "cpu", seed=8)
+    features, depth, g = contrastive_inputs((3, 2, 8, 3000), dtype, "cpu", seed=8)
     shifts = dm.sample_shifts(3, 8, 3000, 10, 4, generator=g)
     tol = 1e-6 if dtype == torch.float64 else 1e-4
     assert_matches_float64_reference(features, depth, shifts, "cpu", loss_tol=tol, grad_tol=tol)
@@ -112,7 +97,7 @@ def test_wide_rows_split_images_into_several_cpu_row_bands(dtype):
 @needs_ext
 @pytest.mark.parametrize("device", DEVICES)
 def test_all_invalid_gives_zero_loss_and_zero_grad(device):
-    features, _, _ = make_inputs((2, 3, 4, 5), torch.float32, device, seed=0)
+    features, _, _ = contrastive_inputs((2, 3, 4, 5), torch.float32, device, seed=0)
     depth = torch.zeros(2, 1, 4, 5, device=device)
     for backend in ("auto", "reference"):
         loss, grad = loss_and_grad(features, depth, backend)
@@ -148,7 +133,7 @@ def test_zero_distance_gradient_is_zero_not_nan(device):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("layout", ["channels_last", "sliced", "transposed"])
 def test_strided_features_are_read_in_place(layout, device):
-    features, depth, g = make_inputs((2, 5, 6, 7), torch.float64, device, seed=11)
+    features, depth, g = contrastive_inputs((2, 5, 6, 7), torch.float64, device, seed=11)
     if layout == "channels_last":
         strided = features.contiguous(memory_format=torch.channels_last)
     elif layout == "sliced":
@@ -167,7 +152,7 @@ def test_strided_features_are_read_in_place(layout, device):
 @needs_ext
 @pytest.mark.parametrize("device", DEVICES)
 def test_backward_is_bitwise_deterministic(device):
-    features, depth, g = make_inputs((4, 32, 12, 16), torch.float32, device, seed=2)
+    features, depth, g = contrastive_inputs((4, 32, 12, 16), torch.float32, device, seed=2)
     shifts = dm.sample_shifts(4, 12, 16, generator=g)
     _, first = loss_and_grad(features, depth, "auto", shifts=shifts)
     _, second = loss_and_grad(features, depth, "auto", shifts=shifts)
@@ -177,7 +162,7 @@ def test_backward_is_bitwise_deterministic(device):
 @needs_ext
 @pytest.mark.parametrize("device", DEVICES)
 def test_float64_gradcheck(device):
-    features, depth, g = make_inputs((2, 3, 4, 5), torch.float64, device, seed=7, invalid=0.1)
+    features, depth, g = contrastive_inputs((2, 3, 4, 5), torch.float64, device, seed=7, invalid=0.1)
     shifts = dm.sample_shifts(2, 4, 5, 6, 2, generator=g)
     features.requires_grad_(True)
     for reduction in ("mean", "none"):
@@ -192,7 +177,7 @@ def test_float64_gradcheck(device):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
 def test_opcheck(dtype, device):
-    features, depth, g = make_inputs((2, 3, 4, 5), dtype, device, seed=1)
+    features, depth, g = contrastive_inputs((2, 3, 4, 5), dtype, device, seed=1)
     features.requires_grad_(True)
     acc = torch.float64 if dtype == torch.float64 else torch.float32
     shifts = dm.sample_shifts(2, 4, 5, 4, 2, generator=g).to(device)
@@ -207,7 +192,7 @@ def test_opcheck(dtype, device):
 def test_anchor_window_matches_reference(anchors, dtype, device):
     """The op's anchor images (across="global": this rank's images of the gathered batch) against the twin:
     loss and count of the anchors only, and the gradient over the whole batch from their pairs alone."""
-    features, depth, g = make_inputs((4, 5, 6, 7), dtype, device, seed=sum(anchors))
+    features, depth, g = contrastive_inputs((4, 5, 6, 7), dtype, device, seed=sum(anchors))
     depth = torch.where(torch.isfinite(depth) & (depth > 0), depth, 0.0)[:, 0].to(dtype)
     shifts = torch.tensor([[0, 1, 2], [1, 0, 0], [3, 2, 5], [2, 0, 0]], device=device)
     rule = (0.1, [0.5, 1.0], [1.0, 2.0], [3.0, 6.0])
@@ -229,7 +214,7 @@ def test_anchor_window_matches_reference(anchors, dtype, device):
 @needs_ext
 @pytest.mark.parametrize("device", DEVICES)
 def test_anchor_window_gradcheck_and_opcheck(device):
-    features, depth, g = make_inputs((3, 2, 4, 5), torch.float64, device, seed=4, invalid=0.1)
+    features, depth, g = contrastive_inputs((3, 2, 4, 5), torch.float64, device, seed=4, invalid=0.1)
     depth = torch.where(torch.isfinite(depth) & (depth > 0), depth, 0.0)[:, 0]
     shifts = torch.tensor([[1, 1, 2], [2, 0, 0], [0, 3, 1]], device=device)
     rule = (0.1, [0.3, 1.0], [1.0, 4.0], [2.0, 4.0])
@@ -297,7 +282,7 @@ def test_reference_matches_the_papers_definition_on_a_2x2_example():
 
 @needs_ext
 def test_depth_is_resized_nearest_and_mask_invalidates():
-    features, depth, g = make_inputs((2, 4, 6, 8), torch.float64, "cpu", seed=9, invalid=0.0)
+    features, depth, g = contrastive_inputs((2, 4, 6, 8), torch.float64, "cpu", seed=9, invalid=0.0)
     big = depth.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)  # nearest downsampling recovers depth
     shifts = dm.sample_shifts(2, 6, 8, generator=g)
     torch.testing.assert_close(mrc_loss(features, big, shifts=shifts), mrc_loss(features, depth, shifts=shifts))
@@ -324,7 +309,7 @@ def test_sample_shifts_follow_the_paper():
 
 
 def test_generator_makes_calls_reproducible():
-    features, depth, _ = make_inputs((3, 4, 5, 6), torch.float64, "cpu", seed=4)
+    features, depth, _ = contrastive_inputs((3, 4, 5, 6), torch.float64, "cpu", seed=4)
     a = mrc_loss(features, depth, generator=torch.Generator().manual_seed(1), backend="reference")
     b = mrc_loss(features, depth, generator=torch.Generator().manual_seed(1), backend="reference")
     assert a.item() == b.item()
@@ -355,13 +340,13 @@ def test_presets_are_the_papers_tables():
     ],
 )
 def test_bad_configuration_is_rejected(kwargs, error, match):
-    features, depth, _ = make_inputs((2, 3, 4, 5), torch.float32, "cpu", seed=0)
+    features, depth, _ = contrastive_inputs((2, 3, 4, 5), torch.float32, "cpu", seed=0)
     with pytest.raises(error, match=match):
         mrc_loss(features, depth, **kwargs)
 
 
 def test_bad_tensors_are_rejected():
-    features, depth, _ = make_inputs((2, 3, 4, 5), torch.float32, "cpu", seed=0)
+    features, depth, _ = contrastive_inputs((2, 3, 4, 5), torch.float32, "cpu", seed=0)
     with pytest.raises(TypeError, match="features"):
         mrc_loss(features.to(torch.int32), depth)
     with pytest.raises(ValueError, match="features"):
@@ -388,7 +373,7 @@ def test_bad_tensors_are_rejected():
 
 @needs_ext
 def test_direct_op_call_checks_its_inputs():
-    features, depth, _ = make_inputs((2, 3, 4, 5), torch.float32, "cpu", seed=0)
+    features, depth, _ = contrastive_inputs((2, 3, 4, 5), torch.float32, "cpu", seed=0)
     shifts = torch.zeros(1, 3, dtype=torch.long)
     with pytest.raises(RuntimeError, match="accumulation dtype"):
         torch.ops.depthmetric.multi_range_contrastive(features, depth[:, 0].double(), shifts, 0.1, [], [], [])

@@ -1,5 +1,5 @@
-"""NaN/Inf in network outputs and images raise a ValueError naming the argument in every op that reads them
-outside the kernels too (the ops with kernels check theirs in tests/test_<op>.py)."""
+"""NaN/Inf in network outputs and images raise a ValueError naming the argument, in every op of the registry
+(its ``finite`` arguments) on every backend; the checks can be switched off."""
 import math
 
 import pytest
@@ -7,41 +7,51 @@ import torch
 
 import depthmetric as dm
 
+from .registry import OPS
 
-def with_nan(x, value=math.nan):
+
+def with_value(x, value):
+    """``x`` (a tensor, or the first of a list) with one element replaced by ``value``."""
+    if isinstance(x, list):
+        return [with_value(x[0], value), *x[1:]]
     x = x.clone()
     x.view(-1)[3] = value
     return x
 
 
-DISP, IMAGE = torch.rand(2, 1, 6, 7) + 0.1, torch.rand(2, 3, 6, 7)
-DEPTH, K, T = torch.rand(2, 1, 6, 7) + 1, torch.tensor([[5.0, 0, 3], [0, 5.0, 3], [0, 0, 1]]), torch.eye(4)
-TARGET = torch.rand(1, 3, 8, 8)
-NOISE = 1e-5 * torch.rand(1, 1, 8, 8)
-
-CASES = [  # (call, error, message)
-    (lambda: dm.edge_aware_smoothness(with_nan(DISP), IMAGE), ValueError, "disp contains NaN or Inf"),
-    (lambda: dm.edge_aware_smoothness(DISP, with_nan(IMAGE, math.inf)), ValueError, "image contains NaN or Inf"),
-    (lambda: dm.warp(IMAGE, with_nan(DEPTH), T, K), ValueError, "depth contains NaN or Inf"),
-    (lambda: dm.warp(with_nan(IMAGE, -math.inf), DEPTH, T, K), ValueError, "image contains NaN or Inf"),
-    (lambda: dm.min_reprojection_loss(TARGET, [TARGET], [TARGET], noise=with_nan(NOISE), backend="reference"),
-     ValueError, "noise contains NaN or Inf"),
-    (lambda: dm.min_reprojection_loss(TARGET, [TARGET], [TARGET], noise=torch.zeros(1, 1, 8, 8, dtype=torch.long),
-                                      backend="reference"), TypeError, "noise must be float"),
-]
+CASES = [pytest.param(op, name, value, backend, id=f"{op.name}-{name}={value}-{backend}")
+         for op in OPS for name in op.finite for value in (math.nan, math.inf, -math.inf)
+         for backend in op.backends()]
 
 
-@pytest.mark.parametrize("call,error,message", CASES, ids=[c[2] for c in CASES])
-def test_non_finite_input_is_named(call, error, message):
-    with pytest.raises(error, match=message):
-        call()
+@pytest.mark.parametrize("op,argument,value,backend", CASES)
+def test_non_finite_input_is_named(op, argument, value, backend):
+    args, kwargs = op.make(2, 3, 12, 12, fixed=True)
+    if argument in kwargs:
+        kwargs[argument] = with_value(kwargs[argument], value)
+    else:
+        position = op.param_names.index(argument)
+        args[position] = with_value(args[position], value)
+    with pytest.raises(ValueError, match=rf"{argument}(\[0\])? contains NaN or Inf"):
+        op.call(args, kwargs, backend)
+
+
+@pytest.mark.parametrize("op", OPS, ids=lambda op: op.name)
+def test_the_registry_names_every_floating_argument(op):
+    """Every floating tensor argument of an op's valid call is either checked (``finite``) or said not to be
+    (``unchecked``), so a new argument cannot slip past this test."""
+    args, kwargs = op.make(2, 3, 12, 12, fixed=True)
+    named = {**dict(zip(op.param_names, args)), **kwargs}
+    first = {name: a[0] if isinstance(a, list) and a else a for name, a in named.items()}
+    floats = {name for name, a in first.items() if isinstance(a, torch.Tensor) and a.is_floating_point()}
+    assert floats == set(op.finite) | set(op.unchecked)
 
 
 def test_finite_inputs_still_run_and_the_checks_can_be_switched_off():
-    assert torch.isfinite(dm.edge_aware_smoothness(DISP, IMAGE))
-    assert torch.isfinite(dm.warp(IMAGE, DEPTH, T, K)).all()
+    disp, image = torch.rand(2, 1, 6, 7) + 0.1, torch.rand(2, 3, 6, 7)
+    assert torch.isfinite(dm.edge_aware_smoothness(disp, image))
     dm.set_finite_checks(False)
     try:
-        assert torch.isnan(dm.edge_aware_smoothness(with_nan(DISP), IMAGE))
+        assert torch.isnan(dm.edge_aware_smoothness(with_value(disp, math.nan), image))
     finally:
         dm.set_finite_checks(True)

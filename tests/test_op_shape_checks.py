@@ -6,9 +6,9 @@ import torch
 
 import depthmetric as dm
 
-from .conftest import DEVICES
+from .registry import DEVICES, KERNEL_OPS, needs_ext
 
-pytestmark = pytest.mark.skipif(not dm.build_info()["compiled"], reason="extension not built")
+pytestmark = needs_ext
 
 B, C, H, W = 2, 3, 6, 7
 ops = torch.ops.depthmetric if dm.build_info()["compiled"] else None
@@ -69,27 +69,41 @@ def _metric_sums(device, gt_shape=(B, 1, H, W), mask_shape=(B, 1, H, W), scale_s
     return ops.depth_metric_sums(pred, gt, mask, scale, 1e-3, 10.0, [0, H, 0, W])
 
 
-CASES = [  # (call, wrong argument, expected message)
-    (_contrastive, dict(depth_shape=(B, H, W + 1)), r"depth must be B,H,W of features = \[2, 6, 7\]"),
-    (_contrastive, dict(anchors=(1, 2)), r"anchor images 1\.\.3 must lie in the batch of 2"),
-    (_contrastive_backward, dict(grad_shape=(B, H, W + 1)), r"grad_loss must be A,H,W = \[2, 6, 7\], got \[2, 6, 8\]"),
-    (_contrastive_backward, dict(coef_shape=(2, B, H, W)), r"coef must be N,A,H,W = \[1, 2, 6, 7\]"),
-    (_contrastive_backward, dict(anchor_start=1), r"anchor images 1\.\.3 must lie in the batch of 2"),
-    (_reprojection, dict(warped_h=H - 1), r"warped must be the target's B,C,H,W = \[2, 3, 6, 7\]"),
-    (_reprojection, dict(noise_h=H + 1), r"noise must be S,B,H,W = \[1, 2, 6, 7\], got \[1, 2, 7, 7\]"),
-    (_reprojection_backward, dict(grad_shape=(B, H, W, 1)), r"grad_loss must be B,H,W"),
-    (_reprojection_backward, dict(winner_shape=(B, 1, H, W)), r"winner must be B,H,W"),
-    (_ssim, dict(y_w=W - 1), r"y must be x's B,C,H,W = \[2, 3, 6, 7\], got \[2, 3, 6, 6\]"),
-    (_ssim_backward, dict(grad_shape=(B, C, H, W - 1)), r"grad must be the SSIM map's B,C,H',W'"),
-    (_ssim_backward, dict(partials_shape=(5, B, C, H, W)), r"partials must be 4,B,C,H',W' = \[4, 2, 3, 6, 7\]"),
-    (_metric_sums, dict(gt_shape=(B, 1, H, W + 1)), r"gt must be pred's B,1,H,W = \[2, 1, 6, 7\]"),
-    (_metric_sums, dict(mask_shape=(B, H, W)), r"mask must be pred's B,1,H,W"),
-    (_metric_sums, dict(scale_shape=(B + 1,)), r"scale must be \(B,\) = \[2\], got \[3\]"),
-]
+CASES = {  # kernel: [(call, wrong argument, expected message)]
+    "multi_range_contrastive": [
+        (_contrastive, dict(depth_shape=(B, H, W + 1)), r"depth must be B,H,W of features = \[2, 6, 7\]"),
+        (_contrastive, dict(anchors=(1, 2)), r"anchor images 1\.\.3 must lie in the batch of 2"),
+        (_contrastive_backward, dict(grad_shape=(B, H, W + 1)),
+         r"grad_loss must be A,H,W = \[2, 6, 7\], got \[2, 6, 8\]"),
+        (_contrastive_backward, dict(coef_shape=(2, B, H, W)), r"coef must be N,A,H,W = \[1, 2, 6, 7\]"),
+        (_contrastive_backward, dict(anchor_start=1), r"anchor images 1\.\.3 must lie in the batch of 2"),
+    ],
+    "min_reprojection": [
+        (_reprojection, dict(warped_h=H - 1), r"warped must be the target's B,C,H,W = \[2, 3, 6, 7\]"),
+        (_reprojection, dict(noise_h=H + 1), r"noise must be S,B,H,W = \[1, 2, 6, 7\], got \[1, 2, 7, 7\]"),
+        (_reprojection_backward, dict(grad_shape=(B, H, W, 1)), r"grad_loss must be B,H,W"),
+        (_reprojection_backward, dict(winner_shape=(B, 1, H, W)), r"winner must be B,H,W"),
+    ],
+    "ssim": [
+        (_ssim, dict(y_w=W - 1), r"y must be x's B,C,H,W = \[2, 3, 6, 7\], got \[2, 3, 6, 6\]"),
+        (_ssim_backward, dict(grad_shape=(B, C, H, W - 1)), r"grad must be the SSIM map's B,C,H',W'"),
+        (_ssim_backward, dict(partials_shape=(5, B, C, H, W)), r"partials must be 4,B,C,H',W' = \[4, 2, 3, 6, 7\]"),
+    ],
+    "depth_metric_sums": [
+        (_metric_sums, dict(gt_shape=(B, 1, H, W + 1)), r"gt must be pred's B,1,H,W = \[2, 1, 6, 7\]"),
+        (_metric_sums, dict(mask_shape=(B, H, W)), r"mask must be pred's B,1,H,W"),
+        (_metric_sums, dict(scale_shape=(B + 1,)), r"scale must be \(B,\) = \[2\], got \[3\]"),
+    ],
+}
+
+
+def test_every_kernel_of_the_registry_has_its_shape_cases():
+    assert {op.kernel for op in KERNEL_OPS} <= set(CASES)
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("call, wrong, message", CASES, ids=lambda v: getattr(v, "__name__", None))
+@pytest.mark.parametrize("call, wrong, message", [case for cases in CASES.values() for case in cases],
+                         ids=lambda v: getattr(v, "__name__", None))
 def test_compiled_op_rejects_a_wrong_shape(call, wrong, message, device):
     call(device)  # the same call with every shape right runs
     with pytest.raises(RuntimeError, match=message):

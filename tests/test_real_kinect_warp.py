@@ -10,7 +10,8 @@ import torch.nn.functional as F
 import depthmetric as dm
 from depthmetric.training.data import read_kinect_sequence
 
-needs_ext = pytest.mark.skipif(not dm.build_info()["compiled"], reason="extension not built")
+from .registry import needs_ext
+
 BACKENDS = ["reference", pytest.param("auto", marks=needs_ext)]
 FACTOR = 4  # 640x480 -> 160x120 keeps the test fast
 TARGET, SOURCES = 3, (2, 4)  # frames 4 <- 3, 5: the pairs with the most overlap (60-70% of pixels)

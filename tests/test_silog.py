@@ -7,7 +7,7 @@ import torch.nn.functional as F
 import depthmetric as dm
 from depthmetric import SILogLoss, silog_loss
 
-from .conftest import DEVICES
+from .registry import DEVICES
 
 
 def pair(B=2, H=12, W=15, seed=0, dtype=torch.float64, device="cpu"):

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import depthmetric as dm
-from .conftest import DEVICES
+from .registry import DEVICES
 
 FX, FY, CX, CY = 100.0, 110.0, 50.0, 30.0
 H, W = 61, 101  # so that pixel (x, y) normalises to (x / 50 - 1, y / 30 - 1)

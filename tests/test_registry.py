@@ -1,0 +1,109 @@
+"""The op registry covers the package, and every op with a kernel agrees with its twin.
+
+A public op (``depthmetric.__all__``, ``depthmetric.metrics.__all__``) or a compiled op
+(``torch.ops.depthmetric.*``) without a registry entry fails here, so a forgotten op is a red test; so does a
+kernel without a twin in ``depthmetric.reference``, a CPU block size outside its op's blocks header, and a
+test file importing another."""
+import inspect
+import re
+
+import pytest
+import torch
+
+import depthmetric as dm
+
+from .registry import (BLOCK_CONSTANT, COMPILED, DEVICES, HELPERS, KERNEL_OPS, OPS, ROOT, backend_of, block_sizes,
+                       public_callables, rand, twin)
+
+IDS = dict(ids=lambda v: getattr(v, "name", str(v)))
+
+
+def covered(ops=OPS) -> set:
+    return {op.fn for op in ops} | {op.module for op in ops if op.module} | {fn for fn, _, _ in HELPERS.values()}
+
+
+@pytest.mark.parametrize("name", sorted(public_callables()))
+def test_every_public_callable_has_a_registry_entry(name):
+    assert public_callables()[name] in covered(), f"{name} is public but has no entry in tests/registry.py"
+
+
+@pytest.mark.skipif(not COMPILED, reason="extension not built")
+def test_every_compiled_op_has_a_registry_entry():
+    missing = set(dm.build_info()["ops"]) - {op.kernel for op in KERNEL_OPS}
+    assert not missing, f"compiled ops without a registry entry: {sorted(missing)}"
+
+
+@pytest.mark.parametrize("kernel", sorted({op.kernel for op in KERNEL_OPS}))
+def test_every_kernel_has_its_twin(kernel):
+    assert callable(getattr(twin(kernel), kernel)), f"depthmetric.reference.{kernel} has no {kernel}()"
+
+
+def test_the_coverage_check_fails_without_an_entry():
+    """The check above is not vacuous: dropping one entry leaves its op and its module uncovered."""
+    without = covered([op for op in OPS if op.name != "silog_loss"])
+    assert dm.silog_loss not in without and dm.SILogLoss not in without
+
+
+def test_no_test_file_imports_another():
+    for path in (ROOT / "tests").glob("test_*.py"):
+        assert not re.search(r"^from \.test_|^from tests\.test_|^import tests\.test_", path.read_text(), re.M), path
+
+
+@pytest.mark.parametrize("kernel", sorted({op.kernel for op in KERNEL_OPS}))
+def test_cpu_block_sizes_live_in_the_blocks_header(kernel):
+    """Every block size a CPU kernel uses is a named constant of ``csrc/<op>/cpu/<op>_blocks.h``, which the
+    kernel tests read to cross every block boundary."""
+    header = f"{kernel}_blocks.h"
+    for path in (ROOT / "csrc" / kernel / "cpu").glob("*"):
+        if path.name != header:
+            assert not BLOCK_CONSTANT.search(path.read_text()), f"{path.name} defines a block size outside {header}"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Every kernel against its twin, at a size that crosses every CPU block boundary.
+
+def output_and_grads(op, args, kwargs, backend, weights=None):
+    out = op.call(args, kwargs, backend)
+    leaves = op.leaves(args)
+    if not leaves:
+        return out, []
+    weights = rand(*out.shape, seed=5, dtype=out.dtype).to(out.device) if weights is None else weights
+    return out.detach(), list(torch.autograd.grad(out, leaves, grad_outputs=weights))
+
+
+def assert_close_scaled(got, want, tol, what):
+    """Within ``tol`` relative to the largest magnitude of ``want`` (so a zero or scaled result fails)."""
+    scale = float(want.abs().max()) if want.numel() else 0.0
+    torch.testing.assert_close(got.cpu().to(want.dtype), want, rtol=tol, atol=tol * max(scale, 1e-30), msg=what)
+
+
+@pytest.mark.skipif(not COMPILED, reason="extension not built")
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("op", KERNEL_OPS, **IDS)
+def test_kernel_matches_twin_across_block_boundaries(op, dtype, device):
+    shape = op.block_shape()
+    args, kwargs = op.make(*shape, dtype=dtype, grad=True)
+    want, want_grads = output_and_grads(op, args, kwargs, "reference")
+    args, kwargs = op.make(*shape, dtype=dtype, grad=True, device=device)
+    got, grads = output_and_grads(op, args, kwargs, backend_of(device))
+    tol = op.tol[dtype]
+    assert_close_scaled(got, want, tol, lambda m: f"{op.name} output: {m}")
+    for g, w in zip(grads, want_grads):
+        assert_close_scaled(g, w, 10 * tol, lambda m: f"{op.name} gradient: {m}")  # divisions amplify rounding
+
+
+def test_block_shapes_cross_every_block():
+    for op in KERNEL_OPS:
+        _, C, H, W = op.block_shape()
+        for name, size in block_sizes(op.kernel).items():
+            assert all(n > size and n % size for n in (H, W)), (op.name, name, size, H, W)
+        assert C % 4, "6 channels: more than one block of 4"
+
+
+def test_registry_calls_name_real_parameters():
+    for op in OPS:
+        params = inspect.signature(op.fn).parameters
+        _, kwargs = op.make(2, 3, 12, 12)
+        assert set(kwargs) <= set(params), op.name
+        assert set(op.finite) | set(op.unchecked) <= set(params), op.name
