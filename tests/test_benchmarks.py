@@ -1,4 +1,4 @@
-"""The benchmark suite runs and writes well-formed output (issue 6). No timing is asserted here: speed targets
+"""The benchmark suite runs and writes well-formed output. No timing is asserted here: speed targets
 live in benchmarks/results, not in tests."""
 import json
 import math

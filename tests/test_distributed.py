@@ -1,4 +1,4 @@
-"""The losses and metrics under torch.distributed (SPEC section 5), with real processes: 2 gloo ranks on the
+"""The losses and metrics under torch.distributed, with real processes: 2 gloo ranks on the
 CPU, spawned by the tests, against one process holding the whole global batch.
 
 Rank r of the global batch holds images SPLIT[r] (unequal on purpose: 1 and 3 images, so that a local mean

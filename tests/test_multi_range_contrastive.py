@@ -108,7 +108,7 @@ def test_all_invalid_gives_zero_loss_and_zero_grad(device):
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("case", ["1x1 map", "no shifts"])
 def test_no_counted_pair_gives_zero_with_a_zero_gradient(case, reduction, backend):
-    """The SPEC: with no counted pair the loss is 0 with a zero gradient on every backend (not a constant
+    """With no counted pair the loss is 0 with a zero gradient on every backend (not a constant
     without grad_fn, on which backward() raises)."""
     shape = (2, 4, 1, 1) if case == "1x1 map" else (2, 4, 3, 3)
     features = torch.randn(shape, requires_grad=True)
