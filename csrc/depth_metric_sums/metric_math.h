@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <cstring>
 
-#include "common/macros.h"
+#include "common/dispatch.h"
 
 namespace depthmetric {
 namespace dms {

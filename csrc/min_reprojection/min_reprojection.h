@@ -6,7 +6,7 @@
 
 #include <vector>
 
-#include "common/macros.h"
+#include "common/dispatch.h"
 #include "common/tensor_views.h"
 
 namespace depthmetric {

@@ -5,12 +5,29 @@
 #include <vector>
 
 #include "common/check.h"
-#include "common/macros.h"
+#include "common/dispatch.h"
 
 namespace depthmetric {
 namespace mrc {
 
 constexpr int kMaxRanges = 8;
+
+// Roll indexing with a shift already reduced to [0, n): one compare instead of an integer modulo.
+template <typename index_t>
+DM_HOST_DEVICE index_t roll_back(index_t i, index_t shift, index_t n) {  // index of torch.roll's source
+  const index_t j = i - shift;
+  return j < 0 ? j + n : j;
+}
+template <typename index_t>
+DM_HOST_DEVICE index_t roll_forward(index_t i, index_t shift, index_t n) {  // inverse of roll_back
+  const index_t j = i + shift;
+  return j >= n ? j - n : j;
+}
+// A shift of any sign brought into [0, n) (n > 0), as Python's % does.
+DM_HOST_DEVICE int64_t reduce_shift(int64_t shift, int64_t n) {
+  const int64_t r = shift % n;
+  return r < 0 ? r + n : r;
+}
 
 // A pair's class as one number, so kernels keep one register per pair: kIgnored, kPositive, or the margin
 // (>= 0) of the negative subgroup the pair falls in.

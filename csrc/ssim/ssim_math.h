@@ -7,7 +7,7 @@
 #include <cstdint>
 
 #include "common/check.h"
-#include "common/macros.h"
+#include "common/dispatch.h"
 
 namespace depthmetric {
 namespace ssim {

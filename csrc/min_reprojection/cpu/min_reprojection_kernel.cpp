@@ -14,17 +14,13 @@
 
 #include "common/tensor_views.h"
 #include "min_reprojection/min_reprojection.h"
-#include "ssim/cpu/window_rows.h"
+#include "common/window_rows.h"
 
 namespace depthmetric {
 namespace minrep {
 namespace {
 
 using ssim::Axis;
-using ssim::MomentRow;
-using ssim::RowTaps;
-using ssim::TransposedRows;
-using ssim::Window;
 
 constexpr int64_t kRowBlock = 32;
 
@@ -228,7 +224,7 @@ void backward_rows(const Tensor& grad_loss, const Tensor& target, const TensorLi
       const int64_t first = q0 - ah.offset - r;
       const auto weight = [&](int64_t s, int64_t p_h) { return &weights[(s * n_rows + p_h - first) * W]; };
       for (int64_t h = std::max<int64_t>(0, first); h < std::min(H, q1 - ah.offset + r); ++h) {
-        const acc_t* gr = ssim::contiguous_row(g + b * gs0 + h * gs1, gs2, W, g_row);
+        const acc_t* gr = contiguous_row(g + b * gs0 + h * gs1, gs2, W, g_row);
         for (int64_t s = 0; s < S; ++s) {
           any[s * n_rows + h - first] = selection_row(W, gr, idx + (b * H + h) * W, s, S, mean_sources, weight(s, h));
         }

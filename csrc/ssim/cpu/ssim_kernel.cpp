@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "common/tensor_views.h"
-#include "ssim/cpu/window_rows.h"
+#include "common/window_rows.h"
 #include "ssim/ssim.h"
 
 namespace depthmetric {
