@@ -9,7 +9,7 @@
 #include "common/dispatch.h"
 
 namespace depthmetric {
-namespace dms {
+namespace depth_metric_sums {
 
 constexpr int kNumSums = 10;
 enum Column { kCount, kAbsRel, kSqRel, kSqErr, kLogErr, kLogErrSq, kAbsLogErr, kDelta1, kDelta2, kDelta3 };
@@ -118,5 +118,5 @@ DM_HOST_DEVICE void add_pixel(acc_t p, acc_t g, acc_t lo, acc_t hi, bool closed,
   for (int k = 0; k < kNumSums; ++k) s.v[k] += static_cast<double>(a[k]);
 }
 
-}  // namespace dms
+}  // namespace depth_metric_sums
 }  // namespace depthmetric

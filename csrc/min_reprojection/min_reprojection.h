@@ -10,7 +10,7 @@
 #include "common/tensor_views.h"
 
 namespace depthmetric {
-namespace minrep {
+namespace min_reprojection {
 
 using torch::stable::Tensor;
 using TensorList = std::vector<Tensor>;
@@ -74,5 +74,5 @@ DM_HOST_DEVICE acc_t selected(int64_t winner, int64_t s, int64_t n_sources, bool
   return winner == s ? acc_t(1) : acc_t(0);
 }
 
-}  // namespace minrep
+}  // namespace min_reprojection
 }  // namespace depthmetric

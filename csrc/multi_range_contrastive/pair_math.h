@@ -8,7 +8,7 @@
 #include "common/dispatch.h"
 
 namespace depthmetric {
-namespace mrc {
+namespace multi_range_contrastive {
 
 constexpr int kMaxRanges = 8;
 
@@ -102,5 +102,5 @@ Rule<acc_t> make_rule(double r_p, const std::vector<double>& lo, const std::vect
   return rule;
 }
 
-}  // namespace mrc
+}  // namespace multi_range_contrastive
 }  // namespace depthmetric

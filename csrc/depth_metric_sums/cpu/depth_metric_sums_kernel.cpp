@@ -12,7 +12,7 @@
 #include "depth_metric_sums/metric_math.h"
 
 namespace depthmetric {
-namespace dms {
+namespace depth_metric_sums {
 namespace {
 
 constexpr int kLanes = 4;  // interleaved partial sums of a row
@@ -169,5 +169,5 @@ Tensor sums_cpu(const Tensor& pred, const Tensor& gt, const std::optional<Tensor
 
 STABLE_TORCH_LIBRARY_IMPL(depthmetric, CPU, m) { m.impl("depth_metric_sums", TORCH_BOX(&sums_cpu)); }
 
-}  // namespace dms
+}  // namespace depth_metric_sums
 }  // namespace depthmetric

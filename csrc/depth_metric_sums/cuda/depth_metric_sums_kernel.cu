@@ -13,7 +13,7 @@
 #include "depth_metric_sums/metric_math.h"
 
 namespace depthmetric {
-namespace dms {
+namespace depth_metric_sums {
 namespace {
 
 constexpr int kWarps = kThreadsPerBlock / 32;
@@ -96,5 +96,5 @@ Tensor sums_cuda(const Tensor& pred, const Tensor& gt, const std::optional<Tenso
 
 STABLE_TORCH_LIBRARY_IMPL(depthmetric, CUDA, m) { m.impl("depth_metric_sums", TORCH_BOX(&sums_cuda)); }
 
-}  // namespace dms
+}  // namespace depth_metric_sums
 }  // namespace depthmetric

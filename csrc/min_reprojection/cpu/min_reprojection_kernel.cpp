@@ -17,7 +17,7 @@
 #include "common/window_rows.h"
 
 namespace depthmetric {
-namespace minrep {
+namespace min_reprojection {
 namespace {
 
 using ssim::Axis;
@@ -302,5 +302,5 @@ STABLE_TORCH_LIBRARY_IMPL(depthmetric, CPU, m) {
   m.impl("_min_reprojection_backward", TORCH_BOX(&backward_cpu));
 }
 
-}  // namespace minrep
+}  // namespace min_reprojection
 }  // namespace depthmetric

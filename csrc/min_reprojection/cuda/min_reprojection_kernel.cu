@@ -19,7 +19,7 @@
 #include "ssim/ssim_math.h"
 
 namespace depthmetric {
-namespace minrep {
+namespace min_reprojection {
 namespace {
 
 using ssim::Axis;
@@ -260,5 +260,5 @@ STABLE_TORCH_LIBRARY_IMPL(depthmetric, CUDA, m) {
   m.impl("_min_reprojection_backward", TORCH_BOX(&backward_cuda));
 }
 
-}  // namespace minrep
+}  // namespace min_reprojection
 }  // namespace depthmetric

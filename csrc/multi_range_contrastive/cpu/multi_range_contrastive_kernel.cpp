@@ -13,7 +13,7 @@
 #include "multi_range_contrastive/pair_math.h"
 
 namespace depthmetric {
-namespace mrc {
+namespace multi_range_contrastive {
 namespace {
 
 struct Shift {
@@ -349,5 +349,5 @@ STABLE_TORCH_LIBRARY_IMPL(depthmetric, CPU, m) {
   m.impl("_multi_range_contrastive_backward", TORCH_BOX(&backward_cpu));
 }
 
-}  // namespace mrc
+}  // namespace multi_range_contrastive
 }  // namespace depthmetric

@@ -13,7 +13,7 @@
 #include "multi_range_contrastive/pair_math.h"
 
 namespace depthmetric {
-namespace mrc {
+namespace multi_range_contrastive {
 namespace {
 
 // Shifts handled per pass over the channels; their offsets and sums live in registers.
@@ -230,5 +230,5 @@ STABLE_TORCH_LIBRARY_IMPL(depthmetric, CUDA, m) {
   m.impl("_multi_range_contrastive_backward", TORCH_BOX(&backward_cuda));
 }
 
-}  // namespace mrc
+}  // namespace multi_range_contrastive
 }  // namespace depthmetric
