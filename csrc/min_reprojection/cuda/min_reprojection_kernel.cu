@@ -16,6 +16,7 @@
 #include "common/cuda_launch.cuh"
 #include "common/tensor_views.h"
 #include "min_reprojection/min_reprojection.h"
+#include "min_reprojection/reprojection_math.h"
 #include "ssim/ssim_math.h"
 
 namespace depthmetric {
@@ -81,7 +82,7 @@ __device__ __forceinline__ ssim::SsimTerms<acc_t> box3_terms(const acc_t (&x)[N]
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kBlockW * kBlockH, 4) forward_kernel(
     StridedView4<const scalar_t> target, Views<const scalar_t, 2 * kMaxSources> cands, int n_warped, int n_cands,
-    const acc_t* __restrict__ noise, int64_t C, Axis ah, Axis aw, acc_t w_ssim, acc_t w_l1, bool mean_sources,
+    const acc_t* __restrict__ noise, int64_t C, Axis ah, Axis aw, TermWeights<acc_t> weights, bool mean_sources,
     acc_t* __restrict__ loss, int64_t* __restrict__ winner) {
   const int64_t w = static_cast<int64_t>(blockIdx.x) * kBlockW + threadIdx.x;
   const int64_t h = static_cast<int64_t>(blockIdx.y) * kBlockH + threadIdx.y;
@@ -101,8 +102,7 @@ __global__ void __launch_bounds__(kBlockW * kBlockH, 4) forward_kernel(
       acc_t x[3][3], y[3][3];
       load_patch(cands.v[k], b, c, rows, cols, x);
       load_patch(target, b, c, rows, cols, y);
-      const acc_t diff = x[1][1] - y[1][1];
-      pe += w_ssim * ssim::dssim(box3_terms(x, y, 0, 0).ssim).value + w_l1 * (diff < acc_t(0) ? -diff : diff);
+      pe += channel_error(weights, ssim::dssim(box3_terms(x, y, 0, 0).ssim).value, x[1][1], y[1][1]);
     }
     if (k >= n_warped) pe += noise[(((k - n_warped) * B + b) * H + h) * W + w];  // identity tie-break
     if (mean_sources) {
@@ -112,13 +112,10 @@ __global__ void __launch_bounds__(kBlockW * kBlockH, 4) forward_kernel(
       arg = k;
     }
   }
-  if (mean_sources) {  // Monodepth2's avg_reprojection: warped average vs identity average
-    best = warped_sum / static_cast<acc_t>(n_warped);
-    arg = 0;
-    if (n_cands > n_warped && identity_sum / static_cast<acc_t>(n_warped) < best) {
-      best = identity_sum / static_cast<acc_t>(n_warped);
-      arg = n_warped;
-    }
+  if (mean_sources) {
+    const auto choice = mean_choice(warped_sum, identity_sum, int64_t{n_warped}, n_cands > n_warped);
+    best = choice.loss;
+    arg = choice.winner;
   }
   loss[(b * H + h) * W + w] = best;
   winner[(b * H + h) * W + w] = arg;
@@ -128,7 +125,7 @@ template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kBlockW * kBlockH, 2) backward_kernel(
     StridedView4<const acc_t> grad_loss, const int64_t* __restrict__ winner, StridedView4<const scalar_t> target,
     Views<const scalar_t, kMaxSources> warped, Views<scalar_t, kMaxSources> grads, int n_warped, int64_t C, Axis ah,
-    Axis aw, Window<acc_t> win, acc_t w_ssim, acc_t w_l1, bool mean_sources) {
+    Axis aw, Window<acc_t> win, TermWeights<acc_t> weights, bool mean_sources) {
   const int64_t q_w = static_cast<int64_t>(blockIdx.x) * kBlockW + threadIdx.x;
   const int64_t q_h = static_cast<int64_t>(blockIdx.y) * kBlockH + threadIdx.y;
   const int64_t H = ah.n, W = aw.n, B = gridDim.z / n_warped;
@@ -151,12 +148,12 @@ __global__ void __launch_bounds__(kBlockW * kBlockH, 2) backward_kernel(
       any |= wt != acc_t(0);
     }
   }
-  const acc_t l1_weight = weight[1][1] * w_l1;
+  const acc_t l1_weight = weight[1][1] * weights.l1;
 #pragma unroll
   for (int i = 0; i < 3; ++i) {
 #pragma unroll
     for (int j = 0; j < 3; ++j) {
-      weight[i][j] *= w_ssim * ah.weight(win, q_h - 1 + i, q_h) * aw.weight(win, q_w - 1 + j, q_w);
+      weight[i][j] *= weights.ssim * ah.weight(win, q_h - 1 + i, q_h) * aw.weight(win, q_w - 1 + j, q_w);
     }
   }
   if (!any) {  // no output that reads this pixel chose this image
@@ -186,10 +183,7 @@ __global__ void __launch_bounds__(kBlockW * kBlockH, 2) backward_kernel(
         f_xy += k * t.d_xy;
       }
     }
-    const acc_t xq = x[2][2], yq = y[2][2];
-    const acc_t diff = xq - yq;
-    const acc_t sign = diff > acc_t(0) ? acc_t(1) : (diff < acc_t(0) ? acc_t(-1) : acc_t(0));
-    grads.v[s](b, c, q_h, q_w) = static_cast<scalar_t>(f_mx + acc_t(2) * f_sq * xq + f_xy * yq + l1_weight * sign);
+    grads.v[s](b, c, q_h, q_w) = static_cast<scalar_t>(input_gradient(f_mx, f_sq, f_xy, x[2][2], y[2][2], l1_weight));
   }
 }
 
@@ -213,8 +207,7 @@ std::tuple<Tensor, Tensor> forward_cuda(const Tensor& target, const TensorList& 
   check_forward(target, warped, sources, noise_in, alpha);
   const CudaDeviceGuard guard(target);
   const int64_t B = target.size(0), C = target.size(1), H = target.size(2), W = target.size(3);
-  auto loss = empty(target, {B, H, W}, accumulate_dtype(target.scalar_type()));
-  auto winner = empty(target, {B, H, W}, ScalarType::Long);
+  auto [loss, winner] = allocate_forward(target);
   if (loss.numel() == 0) return {loss, winner};
   const auto noise = sources.empty() ? loss : torch::stable::contiguous(noise_in);  // unread without sources
   const Axis ah = ssim::make_axis(H, ssim::kReflect, 1), aw = ssim::make_axis(W, ssim::kReflect, 1);
@@ -223,8 +216,8 @@ std::tuple<Tensor, Tensor> forward_cuda(const Tensor& target, const TensorList& 
     DM_LAUNCH((forward_kernel<scalar_t, acc_t>), tiles(H, W, B), dim3(kBlockW, kBlockH),
               strided_view4<const scalar_t>(target), (views_of<const scalar_t, 2 * kMaxSources>(warped, sources)),
               static_cast<int>(warped.size()), static_cast<int>(warped.size() + sources.size()),
-              data_of<const acc_t>(noise), C, ah, aw, static_cast<acc_t>(alpha / C),
-              static_cast<acc_t>((1 - alpha) / C), mean_sources, data_of<acc_t>(loss), data_of<int64_t>(winner));
+              data_of<const acc_t>(noise), C, ah, aw, term_weights<acc_t>(alpha, C), mean_sources,
+              data_of<acc_t>(loss), data_of<int64_t>(winner));
   });
   return {loss, winner};
 }
@@ -233,8 +226,7 @@ TensorList backward_cuda(const Tensor& grad_loss, const Tensor& target, const Te
                          const Tensor& winner_in, double alpha, bool mean_sources) {
   check_backward(grad_loss, target, warped, winner_in, alpha);
   const CudaDeviceGuard guard(target);
-  TensorList grads;
-  for (const auto& w : warped) grads.push_back(torch::stable::empty_like(w));
+  auto grads = allocate_gradients(warped);
   if (target.numel() == 0) return grads;
   const auto winner = torch::stable::contiguous(winner_in);
   const int64_t B = target.size(0), C = target.size(1), H = target.size(2), W = target.size(3);
@@ -247,8 +239,7 @@ TensorList backward_cuda(const Tensor& grad_loss, const Tensor& target, const Te
               strided_view4<const acc_t>(torch::stable::unsqueeze(grad_loss, 1)), data_of<const int64_t>(winner),
               strided_view4<const scalar_t>(target), (views_of<const scalar_t, kMaxSources>(warped)),
               (views_of<scalar_t, kMaxSources>(grads)), static_cast<int>(S), C, ah, aw,
-              ssim::make_window<acc_t>(ssim::kBox3), static_cast<acc_t>(alpha / C),
-              static_cast<acc_t>((1 - alpha) / C), mean_sources);
+              ssim::make_window<acc_t>(ssim::kBox3), term_weights<acc_t>(alpha, C), mean_sources);
   });
   return grads;
 }
