@@ -72,7 +72,7 @@ Tensor sums_cuda(const Tensor& pred, const Tensor& gt, const std::optional<Tenso
   const int64_t B = pred.size(0), n_pixels = w.rows() * w.cols();
   auto out = zeros(pred, {B, kNumSums}, ScalarType::Double);
   if (B == 0 || n_pixels == 0) return out;
-  DM_CHECK(B <= 65535, "depth_metric_sums handles at most 65535 images per call, got ", B);
+  check_grid_dim("depth_metric_sums", "images per call", B);
   // The chunk count depends on the sizes only, so the summation order (and result) is fixed for a shape.
   const int64_t chunks =
       std::min(kMaxChunks, (n_pixels + kThreadsPerBlock * kPixelsPerThread - 1) / (kThreadsPerBlock * kPixelsPerThread));

@@ -196,8 +196,9 @@ Views<T, N> views_of(const TensorList& a, const TensorList& b = {}) {
   return out;
 }
 
-dim3 tiles(int64_t h, int64_t w, int64_t z) {
-  DM_CHECK(z <= 65535, "min_reprojection on CUDA supports B * S <= 65535, got ", z);
+// z: the grid's third dimension, `what` it counts (for the message).
+dim3 tiles(int64_t h, int64_t w, int64_t z, const char* what) {
+  check_grid_dim("min_reprojection", what, z);
   return dim3(static_cast<unsigned>((w + kBlockW - 1) / kBlockW), static_cast<unsigned>((h + kBlockH - 1) / kBlockH),
               static_cast<unsigned>(z));
 }
@@ -213,7 +214,7 @@ std::tuple<Tensor, Tensor> forward_cuda(const Tensor& target, const TensorList& 
   const Axis ah = ssim::make_axis(H, ssim::kReflect, 1), aw = ssim::make_axis(W, ssim::kReflect, 1);
   DM_DISPATCH_FLOATING_TYPES(target.scalar_type(), "min_reprojection_cuda", [&] {
     using acc_t = acc_type<scalar_t>;
-    DM_LAUNCH((forward_kernel<scalar_t, acc_t>), tiles(H, W, B), dim3(kBlockW, kBlockH),
+    DM_LAUNCH((forward_kernel<scalar_t, acc_t>), tiles(H, W, B, "images (B)"), dim3(kBlockW, kBlockH),
               strided_view4<const scalar_t>(target), (views_of<const scalar_t, 2 * kMaxSources>(warped, sources)),
               static_cast<int>(warped.size()), static_cast<int>(warped.size() + sources.size()),
               data_of<const acc_t>(noise), C, ah, aw, term_weights<acc_t>(alpha, C), mean_sources,
@@ -235,7 +236,7 @@ TensorList backward_cuda(const Tensor& grad_loss, const Tensor& target, const Te
   DM_DISPATCH_FLOATING_TYPES(target.scalar_type(), "min_reprojection_backward_cuda", [&] {
     using acc_t = acc_type<scalar_t>;
     // grad_loss is read through its strides: the gradient of a mean arrives as an expanded scalar.
-    DM_LAUNCH((backward_kernel<scalar_t, acc_t>), tiles(H, W, B * S), dim3(kBlockW, kBlockH),
+    DM_LAUNCH((backward_kernel<scalar_t, acc_t>), tiles(H, W, B * S, "warped images (B*S)"), dim3(kBlockW, kBlockH),
               strided_view4<const acc_t>(torch::stable::unsqueeze(grad_loss, 1)), data_of<const int64_t>(winner),
               strided_view4<const scalar_t>(target), (views_of<const scalar_t, kMaxSources>(warped)),
               (views_of<scalar_t, kMaxSources>(grads)), static_cast<int>(S), C, ah, aw,
