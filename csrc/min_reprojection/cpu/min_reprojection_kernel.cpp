@@ -12,6 +12,7 @@
 
 #include "common/tensor_views.h"
 #include "common/window_rows.h"
+#include "min_reprojection/cpu/min_reprojection_blocks.h"
 #include "min_reprojection/min_reprojection.h"
 #include "min_reprojection/reprojection_math.h"
 
@@ -20,8 +21,6 @@ namespace min_reprojection {
 namespace {
 
 using ssim::Axis;
-
-constexpr int64_t kRowBlock = 32;
 
 template <typename scalar_t>
 std::vector<StridedView4<const scalar_t>> views(const TensorList& images) {
@@ -185,7 +184,7 @@ void backward_rows(const Tensor& grad_loss, const Tensor& target, const TensorLi
   const auto win = ssim::make_window<acc_t>(ssim::kBox3);
   const int64_t B = target.size(0), C = target.size(1), H = target.size(2), W = target.size(3);
   const Axis ah = ssim::make_axis(H, ssim::kReflect, 1), aw = ssim::make_axis(W, ssim::kReflect, 1);
-  const int64_t S = static_cast<int64_t>(warped.size()), blocks = (H + kRowBlock - 1) / kRowBlock;
+  const int64_t S = static_cast<int64_t>(warped.size()), blocks = (H + kBackwardRowBlock - 1) / kBackwardRowBlock;
   const auto tv = strided_view4<const scalar_t>(target);
   const auto wv = views<scalar_t>(warped);
   std::vector<StridedView4<scalar_t>> gv;
@@ -202,7 +201,7 @@ void backward_rows(const Tensor& grad_loss, const Tensor& target, const TensorLi
   // (q0 - offset - r .. q1 - 1 - offset + r), not once per channel and twice per row (fill and L1 term),
   // which read g and the int64 winners 2C times; and the warped images advance row by row together, so
   // the target's moments of an output row are computed once for all of them.
-  const int64_t r = win.radius, n_rows = kRowBlock + 2 * r;
+  const int64_t r = win.radius, n_rows = kBackwardRowBlock + 2 * r;
   torch::stable::parallel_for(0, B * blocks, 1, [&](int64_t begin, int64_t end) {
     std::vector<RowTaps<acc_t>> tx(S, RowTaps<acc_t>(win, ah, aw));
     RowTaps<acc_t> ty(win, ah, aw);
@@ -212,7 +211,8 @@ void backward_rows(const Tensor& grad_loss, const Tensor& target, const TensorLi
     std::vector<char> any(S * n_rows);
     acc_t* fields[3] = {&sums[0], &sums[W], &sums[2 * W]};
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task / blocks, q0 = (task % blocks) * kRowBlock, q1 = std::min(H, q0 + kRowBlock);
+      const int64_t b = task / blocks, q0 = (task % blocks) * kBackwardRowBlock,
+                    q1 = std::min(H, q0 + kBackwardRowBlock);
       const int64_t first = q0 - ah.offset - r;
       const auto weight = [&](int64_t s, int64_t p_h) { return &weights[(s * n_rows + p_h - first) * W]; };
       for (int64_t h = std::max<int64_t>(0, first); h < std::min(H, q1 - ah.offset + r); ++h) {
