@@ -19,7 +19,8 @@ namespace {
 // Shifts handled per pass over the channels; their offsets and sums live in registers.
 constexpr int kChunk = 16;
 // The loops are latency-bound: capping registers for 4 (forward) and 3 (backward) resident blocks per SM
-// took forward+backward from 2.25 to 1.69 ms on an H100 (benchmarks/results/NOTES_multi_range_contrastive.md).
+// keeps more warps in flight to hide load latency (measured on an H100, v2 -> v3 in
+// benchmarks/results/NOTES_multi_range_contrastive.md).
 constexpr int kForwardMinBlocks = 4;
 constexpr int kBackwardMinBlocks = 3;
 
