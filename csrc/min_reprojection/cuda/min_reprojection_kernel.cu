@@ -121,11 +121,12 @@ __global__ void __launch_bounds__(kBlockW * kBlockH, 4) forward_kernel(
   winner[(b * H + h) * W + w] = arg;
 }
 
+// The term weights come as two scalars: as one TermWeights parameter the float64 kernel spilled more.
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kBlockW * kBlockH, 2) backward_kernel(
     StridedView4<const acc_t> grad_loss, const int64_t* __restrict__ winner, StridedView4<const scalar_t> target,
     Views<const scalar_t, kMaxSources> warped, Views<scalar_t, kMaxSources> grads, int n_warped, int64_t C, Axis ah,
-    Axis aw, Window<acc_t> win, TermWeights<acc_t> weights, bool mean_sources) {
+    Axis aw, Window<acc_t> win, acc_t w_ssim, acc_t w_l1, bool mean_sources) {
   const int64_t q_w = static_cast<int64_t>(blockIdx.x) * kBlockW + threadIdx.x;
   const int64_t q_h = static_cast<int64_t>(blockIdx.y) * kBlockH + threadIdx.y;
   const int64_t H = ah.n, W = aw.n, B = gridDim.z / n_warped;
@@ -148,12 +149,12 @@ __global__ void __launch_bounds__(kBlockW * kBlockH, 2) backward_kernel(
       any |= wt != acc_t(0);
     }
   }
-  const acc_t l1_weight = weight[1][1] * weights.l1;
+  const acc_t l1_weight = weight[1][1] * w_l1;
 #pragma unroll
   for (int i = 0; i < 3; ++i) {
 #pragma unroll
     for (int j = 0; j < 3; ++j) {
-      weight[i][j] *= weights.ssim * ah.weight(win, q_h - 1 + i, q_h) * aw.weight(win, q_w - 1 + j, q_w);
+      weight[i][j] *= w_ssim * ah.weight(win, q_h - 1 + i, q_h) * aw.weight(win, q_w - 1 + j, q_w);
     }
   }
   if (!any) {  // no output that reads this pixel chose this image
@@ -235,12 +236,13 @@ TensorList backward_cuda(const Tensor& grad_loss, const Tensor& target, const Te
   const Axis ah = ssim::make_axis(H, ssim::kReflect, 1), aw = ssim::make_axis(W, ssim::kReflect, 1);
   DM_DISPATCH_FLOATING_TYPES(target.scalar_type(), "min_reprojection_backward_cuda", [&] {
     using acc_t = acc_type<scalar_t>;
+    const auto terms = term_weights<acc_t>(alpha, C);
     // grad_loss is read through its strides: the gradient of a mean arrives as an expanded scalar.
     DM_LAUNCH((backward_kernel<scalar_t, acc_t>), tiles(H, W, B * S, "warped images (B*S)"), dim3(kBlockW, kBlockH),
               strided_view4<const acc_t>(torch::stable::unsqueeze(grad_loss, 1)), data_of<const int64_t>(winner),
               strided_view4<const scalar_t>(target), (views_of<const scalar_t, kMaxSources>(warped)),
               (views_of<scalar_t, kMaxSources>(grads)), static_cast<int>(S), C, ah, aw,
-              ssim::make_window<acc_t>(ssim::kBox3), term_weights<acc_t>(alpha, C), mean_sources);
+              ssim::make_window<acc_t>(ssim::kBox3), terms.ssim, terms.l1, mean_sources);
   });
   return grads;
 }
