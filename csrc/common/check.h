@@ -6,6 +6,7 @@
 #pragma once
 
 #include <torch/csrc/stable/device.h>
+#include <torch/csrc/stable/tensor.h>
 #include <torch/headeronly/core/ScalarType.h>
 #include <torch/headeronly/util/HeaderOnlyArrayRef.h>
 
@@ -14,6 +15,8 @@
 #include <string>
 #include <type_traits>
 #include <vector>
+
+#include "common/dispatch.h"
 
 namespace depthmetric {
 
@@ -61,3 +64,35 @@ inline std::string shape_str(torch::headeronly::IntHeaderOnlyArrayRef sizes) { r
   do {                                                                        \
     if (!(cond)) throw std::runtime_error(::depthmetric::message(__VA_ARGS__)); \
   } while (0)
+
+namespace depthmetric {
+
+using torch::stable::Tensor;
+using Sizes = torch::headeronly::IntHeaderOnlyArrayRef;
+
+// Checks shared by every op's CPU and CUDA entry points; the Python layer gives users friendlier errors
+// first, these guard direct callers of torch.ops.depthmetric.*.
+inline void check_floating(const Tensor& t, const char* name) {
+  DM_CHECK(is_floating(t.scalar_type()), name, " must be a floating-point tensor, got ", t.scalar_type());
+}
+
+inline void check_dtype(const Tensor& t, ScalarType dtype, const char* name) {
+  DM_CHECK(t.scalar_type() == dtype, name, " must be ", dtype, ", got ", t.scalar_type());
+}
+
+inline void check_dim(const Tensor& t, int64_t dim, const char* name) {
+  DM_CHECK(t.dim() == dim, name, " must have ", dim, " dimensions, got shape ", shape_str(t.sizes()));
+}
+
+// t has exactly these sizes; `layout` names the dimensions for the message, e.g. "B,H,W".
+inline void check_shape(const Tensor& t, Sizes sizes, const char* name, const char* layout) {
+  DM_CHECK(t.sizes().equals(sizes), name, " must be ", layout, " = ", shape_str(sizes), ", got ",
+           shape_str(t.sizes()));
+}
+
+inline void check_same_device(const Tensor& a, const Tensor& b, const char* name_a, const char* name_b) {
+  DM_CHECK(a.device() == b.device(), name_a, " and ", name_b, " must be on the same device, got ", a.device(),
+           " and ", b.device());
+}
+
+}  // namespace depthmetric

@@ -4,9 +4,19 @@
 
 #include <cstdint>
 
+#include "common/check.h"
+
 namespace depthmetric {
 
 constexpr int kThreadsPerBlock = 256;
+
+// CUDA's limit on gridDim.y and gridDim.z, where the kernels put their planes or images.
+constexpr int64_t kMaxGridDim = 65535;
+
+// Raises unless n blocks (n `what`, e.g. "B*C planes") fit a grid's y or z dimension.
+inline void check_grid_dim(const char* op, const char* what, int64_t n) {
+  DM_CHECK(n <= kMaxGridDim, op, " on CUDA supports at most ", kMaxGridDim, " ", what, ", got ", n);
+}
 
 // Runs body(index_t{}) with int32 index math when the sizes allow it, int64 otherwise.
 template <typename Body>

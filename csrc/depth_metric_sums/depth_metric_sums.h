@@ -11,7 +11,7 @@
 #include "common/tensor_views.h"
 
 namespace depthmetric {
-namespace dms {
+namespace depth_metric_sums {
 
 using torch::stable::Tensor;
 
@@ -53,5 +53,5 @@ inline Window check_inputs(const Tensor& pred, const Tensor& gt, const std::opti
   return w;
 }
 
-}  // namespace dms
+}  // namespace depth_metric_sums
 }  // namespace depthmetric

@@ -1,15 +1,15 @@
-// Per-pixel math of the evaluation metrics (SPEC section 4), shared by the CPU and CUDA kernels of
-// depthmetric::depth_metric_sums. Column order matches depthmetric/reference/depth_metric_sums.py SUMS.
+// Per-pixel math of the evaluation metrics, shared by the CPU and CUDA kernels of depthmetric::depth_metric_sums.
+// Column order matches depthmetric/reference/depth_metric_sums.py SUMS.
 #pragma once
 
 #include <cfloat>
 #include <cstdint>
 #include <cstring>
 
-#include "common/macros.h"
+#include "common/dispatch.h"
 
 namespace depthmetric {
-namespace dms {
+namespace depth_metric_sums {
 
 constexpr int kNumSums = 10;
 enum Column { kCount, kAbsRel, kSqRel, kSqErr, kLogErr, kLogErrSq, kAbsLogErr, kDelta1, kDelta2, kDelta3 };
@@ -68,8 +68,8 @@ DM_HOST_DEVICE acc_t clamp_pred(acc_t p, acc_t lo, acc_t hi) {
   return p < lo ? lo : (p > hi ? hi : p);
 }
 
-// Whether a pixel counts: g valid and in (lo, hi), strictly as Monodepth2, BTS and ZoeDepth count it (SPEC
-// section 4), or in [lo, hi] when closed, and the clamped p valid. Bitwise operators, no branches.
+// Whether a pixel counts: g valid and in (lo, hi), strictly as Monodepth2, BTS and ZoeDepth count it, or in
+// [lo, hi] when closed, and the clamped p valid. Bitwise operators, no branches.
 template <typename acc_t>
 DM_HOST_DEVICE bool counts(acc_t p, acc_t g, acc_t lo, acc_t hi, bool closed) {
   const bool in_range = ((g > lo) | (closed & (g == lo))) & ((g < hi) | (closed & (g == hi)));
@@ -118,5 +118,5 @@ DM_HOST_DEVICE void add_pixel(acc_t p, acc_t g, acc_t lo, acc_t hi, bool closed,
   for (int k = 0; k < kNumSums; ++k) s.v[k] += static_cast<double>(a[k]);
 }
 
-}  // namespace dms
+}  // namespace depth_metric_sums
 }  // namespace depthmetric

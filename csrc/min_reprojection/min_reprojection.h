@@ -2,15 +2,17 @@
 // and the CUDA kernels are built into separate libraries).
 #pragma once
 
+#include <torch/csrc/stable/ops.h>
 #include <torch/csrc/stable/tensor.h>
 
+#include <tuple>
 #include <vector>
 
-#include "common/macros.h"
+#include "common/check.h"
 #include "common/tensor_views.h"
 
 namespace depthmetric {
-namespace minrep {
+namespace min_reprojection {
 
 using torch::stable::Tensor;
 using TensorList = std::vector<Tensor>;
@@ -66,13 +68,18 @@ inline void check_backward(const Tensor& grad_loss, const Tensor& target, const 
   check_same_device(target, winner, "target", "winner");
 }
 
-// The per-pixel selection of warped image s in backward: 1 where it won (min), 1/S where the warped
-// average won (mean), else 0.
-template <typename acc_t>
-DM_HOST_DEVICE acc_t selected(int64_t winner, int64_t s, int64_t n_sources, bool mean_sources) {
-  if (mean_sources) return winner == 0 ? acc_t(1) / static_cast<acc_t>(n_sources) : acc_t(0);
-  return winner == s ? acc_t(1) : acc_t(0);
+// loss (B,H,W, the accumulation dtype) and winner (B,H,W, int64), uninitialised.
+inline std::tuple<Tensor, Tensor> allocate_forward(const Tensor& target) {
+  const int64_t B = target.size(0), H = target.size(2), W = target.size(3);
+  return {empty(target, {B, H, W}, accumulate_dtype(target.scalar_type())), empty(target, {B, H, W}, ScalarType::Long)};
 }
 
-}  // namespace minrep
+// One gradient per warped image, each like its image.
+inline TensorList allocate_gradients(const TensorList& warped) {
+  TensorList grads;
+  for (const auto& w : warped) grads.push_back(torch::stable::empty_like(w));
+  return grads;
+}
+
+}  // namespace min_reprojection
 }  // namespace depthmetric

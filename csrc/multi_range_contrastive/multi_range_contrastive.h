@@ -10,7 +10,7 @@
 #include "common/tensor_views.h"
 
 namespace depthmetric {
-namespace mrc {
+namespace multi_range_contrastive {
 
 using torch::stable::Tensor;
 
@@ -76,5 +76,5 @@ inline Anchors check_backward(const Tensor& grad_loss, const Tensor& features, c
   return anchors;
 }
 
-}  // namespace mrc
+}  // namespace multi_range_contrastive
 }  // namespace depthmetric

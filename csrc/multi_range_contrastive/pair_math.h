@@ -1,16 +1,33 @@
-// Per-pair math of the multi-range contrastive loss (SPEC section 1, MetricDepth Eq. 12), shared by the
-// CPU and CUDA kernels.
+// Per-pair math of the multi-range contrastive loss (MetricDepth Eq. 12), shared by the CPU and CUDA
+// kernels, and the roll indexing that pairs each anchor pixel with its shifted sample.
 #pragma once
 
 #include <vector>
 
 #include "common/check.h"
-#include "common/macros.h"
+#include "common/dispatch.h"
 
 namespace depthmetric {
-namespace mrc {
+namespace multi_range_contrastive {
 
 constexpr int kMaxRanges = 8;
+
+// Roll indexing with a shift already reduced to [0, n): one compare instead of an integer modulo.
+template <typename index_t>
+DM_HOST_DEVICE index_t roll_back(index_t i, index_t shift, index_t n) {  // index of torch.roll's source
+  const index_t j = i - shift;
+  return j < 0 ? j + n : j;
+}
+template <typename index_t>
+DM_HOST_DEVICE index_t roll_forward(index_t i, index_t shift, index_t n) {  // inverse of roll_back
+  const index_t j = i + shift;
+  return j >= n ? j - n : j;
+}
+// A shift of any sign brought into [0, n) (n > 0), as Python's % does.
+DM_HOST_DEVICE int64_t reduce_shift(int64_t shift, int64_t n) {
+  const int64_t r = shift % n;
+  return r < 0 ? r + n : r;
+}
 
 // A pair's class as one number, so kernels keep one register per pair: kIgnored, kPositive, or the margin
 // (>= 0) of the negative subgroup the pair falls in.
@@ -25,13 +42,12 @@ struct PairCode {
 template <typename acc_t>
 struct Rule {
   acc_t r_p;
-  int n_ranges;
   acc_t lo[kMaxRanges];
   acc_t hi[kMaxRanges];
   acc_t margin[kMaxRanges];
 
   // An invalid depth, or a differential in no range, gives kIgnored. Selects, no branches, so the CPU loops
-  // over a row vectorise; the ranges past n_ranges are zero ((0, 0]) and match no differential.
+  // over a row vectorise; the ranges past those given are zero ((0, 0]) and match no differential.
   DM_HOST_DEVICE acc_t classify(acc_t anchor_depth, acc_t sample_depth) const {
     const bool valid = is_valid_depth(anchor_depth) & is_valid_depth(sample_depth);
     const acc_t dr = anchor_depth > sample_depth ? anchor_depth - sample_depth : sample_depth - anchor_depth;
@@ -76,7 +92,6 @@ Rule<acc_t> make_rule(double r_p, const std::vector<double>& lo, const std::vect
            lo.size());
   Rule<acc_t> rule{};
   rule.r_p = static_cast<acc_t>(r_p);
-  rule.n_ranges = static_cast<int>(lo.size());
   for (size_t j = 0; j < lo.size(); ++j) {
     rule.lo[j] = static_cast<acc_t>(lo[j]);
     rule.hi[j] = static_cast<acc_t>(hi[j]);
@@ -85,5 +100,5 @@ Rule<acc_t> make_rule(double r_p, const std::vector<double>& lo, const std::vect
   return rule;
 }
 
-}  // namespace mrc
+}  // namespace multi_range_contrastive
 }  // namespace depthmetric

@@ -1,13 +1,13 @@
-// SSIM math shared by the CPU and CUDA kernels of depthmetric::ssim and depthmetric::min_reprojection
-// (SPEC section 2): the windows, how a window tap maps to an input index under each padding, the SSIM of
-// one set of window moments and its derivative with respect to those moments.
+// SSIM math shared by the CPU and CUDA kernels of depthmetric::ssim and depthmetric::min_reprojection: the
+// windows, how a window tap maps to an input index under each padding, the SSIM of one set of window moments
+// and its derivative with respect to those moments.
 #pragma once
 
 #include <cmath>
 #include <cstdint>
 
 #include "common/check.h"
-#include "common/macros.h"
+#include "common/dispatch.h"
 
 namespace depthmetric {
 namespace ssim {

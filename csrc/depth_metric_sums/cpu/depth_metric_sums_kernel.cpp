@@ -8,18 +8,17 @@
 #include <vector>
 
 #include "common/tensor_views.h"
+#include "depth_metric_sums/cpu/depth_metric_sums_blocks.h"
 #include "depth_metric_sums/depth_metric_sums.h"
 #include "depth_metric_sums/metric_math.h"
 
 namespace depthmetric {
-namespace dms {
+namespace depth_metric_sums {
 namespace {
 
-constexpr int kLanes = 4;  // interleaved partial sums of a row
-// Pixels per pass of the addends: a compile-time column stride in their buffer, so that GCC sees that the ten
-// columns' stores cannot overlap (with a runtime stride it needed more than 10 alias checks and gave up).
-// A multiple of kLanes, so pixel j of a run goes to lane j % kLanes whatever the pass.
-constexpr int64_t kChunk = 256;
+// kChunk, the pixels per pass of the addends, is a compile-time column stride in their buffer, so that GCC
+// sees that the ten columns' stores cannot overlap (with a runtime stride it needed more than 10 alias checks
+// and gave up); a multiple of kLanes, so pixel j of a run goes to lane j % kLanes whatever the pass.
 
 // A row's clamped predictions and whether each pixel counts (1 or 0), vectorised: the compaction that
 // follows is then a scalar loop of moves and integer adds only.
@@ -169,5 +168,5 @@ Tensor sums_cpu(const Tensor& pred, const Tensor& gt, const std::optional<Tensor
 
 STABLE_TORCH_LIBRARY_IMPL(depthmetric, CPU, m) { m.impl("depth_metric_sums", TORCH_BOX(&sums_cpu)); }
 
-}  // namespace dms
+}  // namespace depth_metric_sums
 }  // namespace depthmetric

@@ -13,7 +13,7 @@
 #include "depth_metric_sums/metric_math.h"
 
 namespace depthmetric {
-namespace dms {
+namespace depth_metric_sums {
 namespace {
 
 constexpr int kWarps = kThreadsPerBlock / 32;
@@ -72,7 +72,7 @@ Tensor sums_cuda(const Tensor& pred, const Tensor& gt, const std::optional<Tenso
   const int64_t B = pred.size(0), n_pixels = w.rows() * w.cols();
   auto out = zeros(pred, {B, kNumSums}, ScalarType::Double);
   if (B == 0 || n_pixels == 0) return out;
-  DM_CHECK(B <= 65535, "depth_metric_sums handles at most 65535 images per call, got ", B);
+  check_grid_dim("depth_metric_sums", "images per call", B);
   // The chunk count depends on the sizes only, so the summation order (and result) is fixed for a shape.
   const int64_t chunks =
       std::min(kMaxChunks, (n_pixels + kThreadsPerBlock * kPixelsPerThread - 1) / (kThreadsPerBlock * kPixelsPerThread));
@@ -96,5 +96,5 @@ Tensor sums_cuda(const Tensor& pred, const Tensor& gt, const std::optional<Tenso
 
 STABLE_TORCH_LIBRARY_IMPL(depthmetric, CUDA, m) { m.impl("depth_metric_sums", TORCH_BOX(&sums_cuda)); }
 
-}  // namespace dms
+}  // namespace depth_metric_sums
 }  // namespace depthmetric

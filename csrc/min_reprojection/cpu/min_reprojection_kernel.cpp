@@ -7,26 +7,20 @@
 
 #include <algorithm>
 #include <tuple>
-
-#include <cmath>
 #include <type_traits>
 #include <vector>
 
 #include "common/tensor_views.h"
+#include "common/window_rows.h"
+#include "min_reprojection/cpu/min_reprojection_blocks.h"
 #include "min_reprojection/min_reprojection.h"
-#include "ssim/cpu/window_rows.h"
+#include "min_reprojection/reprojection_math.h"
 
 namespace depthmetric {
-namespace minrep {
+namespace min_reprojection {
 namespace {
 
 using ssim::Axis;
-using ssim::MomentRow;
-using ssim::RowTaps;
-using ssim::TransposedRows;
-using ssim::Window;
-
-constexpr int64_t kRowBlock = 32;
 
 template <typename scalar_t>
 std::vector<StridedView4<const scalar_t>> views(const TensorList& images) {
@@ -53,23 +47,23 @@ __attribute__((noinline)) void coefficient_row(int64_t n, const acc_t* __restric
   }
 }
 
-// One candidate's photometric error of one row, added to its channel sum e: alpha/C * clamp((1 - SSIM)/2)
-// + (1 - alpha)/C * |x - y| at the window centres. Out of line with restrict pointers so that it vectorises.
+// One candidate's photometric error of one row (channel_error at the window centres), added to its channel
+// sum e. Out of line with restrict pointers so that it vectorises.
 template <typename acc_t>
 __attribute__((noinline)) void error_row(int64_t n, const acc_t* __restrict__ mx, const acc_t* __restrict__ my,
                                          const acc_t* __restrict__ xx, const acc_t* __restrict__ yy,
                                          const acc_t* __restrict__ xy, const acc_t* __restrict__ x,
-                                         const acc_t* __restrict__ y, acc_t w_ssim, acc_t w_l1,
+                                         const acc_t* __restrict__ y, TermWeights<acc_t> w,
                                          acc_t* __restrict__ e) {
   for (int64_t p = 0; p < n; ++p) {
     const acc_t d = ssim::dssim(ssim::ssim_terms(ssim::Moments<acc_t>{mx[p], my[p], xx[p], yy[p], xy[p]}).ssim).value;
-    e[p] += w_ssim * d + w_l1 * std::abs(x[p] - y[p]);
+    e[p] += channel_error(w, d, x[p], y[p]);
   }
 }
 
 // The gradient of one warped row from the transposed window sums of the coefficient fields (mu_x, E[x^2],
-// E[xy]) and the L1 term's weight coef * (1 - alpha)/C times sign(x - y). Unit stride at compile time when
-// the rows are contiguous, so the loop vectorises.
+// E[xy]) and the L1 term's weight coef * (1 - alpha)/C. Unit stride at compile time when the rows are
+// contiguous, so the loop vectorises.
 template <typename scalar_t, typename acc_t, typename Stride>
 void gradient_row(int64_t n, const acc_t* const* f, const acc_t* __restrict__ coef, acc_t w_l1,
                   const scalar_t* __restrict__ x, const scalar_t* __restrict__ y, scalar_t* __restrict__ gx,
@@ -77,9 +71,7 @@ void gradient_row(int64_t n, const acc_t* const* f, const acc_t* __restrict__ co
   const acc_t *__restrict__ f0 = f[0], *__restrict__ f1 = f[1], *__restrict__ f2 = f[2];
   for (int64_t q = 0; q < n; ++q) {
     const acc_t xq = static_cast<acc_t>(x[q * sx]), yq = static_cast<acc_t>(y[q * sy]);
-    const acc_t diff = xq - yq;
-    const acc_t sign = diff > acc_t(0) ? acc_t(1) : (diff < acc_t(0) ? acc_t(-1) : acc_t(0));
-    gx[q * sg] = static_cast<scalar_t>(f0[q] + acc_t(2) * f1[q] * xq + f2[q] * yq + coef[q] * w_l1 * sign);
+    gx[q * sg] = static_cast<scalar_t>(input_gradient(f0[q], f1[q], f2[q], xq, yq, coef[q] * w_l1));
   }
 }
 
@@ -136,8 +128,7 @@ void forward_rows(const Tensor& target, const TensorList& warped, const TensorLi
   const auto tv = strided_view4<const scalar_t>(target);
   auto cands = views<scalar_t>(warped);
   for (const auto& v : views<scalar_t>(sources)) cands.push_back(v);
-  const acc_t w_ssim = static_cast<acc_t>(alpha_d) / static_cast<acc_t>(C);
-  const acc_t w_l1 = static_cast<acc_t>(1 - alpha_d) / static_cast<acc_t>(C);
+  const auto terms = term_weights<acc_t>(alpha_d, C);
   const acc_t* eps = K > S ? data_of<const acc_t>(noise) : nullptr;
   acc_t* out = data_of<acc_t>(loss);
   int64_t* idx = data_of<int64_t>(winner);
@@ -160,7 +151,7 @@ void forward_rows(const Tensor& target, const TensorList& warped, const TensorLi
           tx.load(cands[k], b, c, h);
           m.compute_x(win, tx, ty);
           error_row(W, m.mx.data(), m.my.data(), m.xx.data(), m.yy.data(), m.xy.data(), tx.centre(), ty.centre(),
-                    w_ssim, w_l1, &pe[k * W]);
+                    terms, &pe[k * W]);
         }
       }
       for (int64_t s = S; s < K; ++s) {  // identity errors get the tie-breaking noise
@@ -174,12 +165,9 @@ void forward_rows(const Tensor& target, const TensorList& warped, const TensorLi
           acc_t wsum = 0, isum = 0;
           for (int64_t s = 0; s < S; ++s) wsum += pe[s * W + p];
           for (int64_t s = S; s < K; ++s) isum += pe[s * W + p];
-          best[p] = wsum / static_cast<acc_t>(S);
-          arg[p] = 0;
-          if (K > S && isum / static_cast<acc_t>(S) < best[p]) {
-            best[p] = isum / static_cast<acc_t>(S);
-            arg[p] = S;
-          }
+          const auto choice = mean_choice(wsum, isum, S, K > S);
+          best[p] = choice.loss;
+          arg[p] = choice.winner;
         }
       } else {
         argmin_row(W, K, pe.data(), best, arg_row.data());
@@ -196,13 +184,12 @@ void backward_rows(const Tensor& grad_loss, const Tensor& target, const TensorLi
   const auto win = ssim::make_window<acc_t>(ssim::kBox3);
   const int64_t B = target.size(0), C = target.size(1), H = target.size(2), W = target.size(3);
   const Axis ah = ssim::make_axis(H, ssim::kReflect, 1), aw = ssim::make_axis(W, ssim::kReflect, 1);
-  const int64_t S = static_cast<int64_t>(warped.size()), blocks = (H + kRowBlock - 1) / kRowBlock;
+  const int64_t S = static_cast<int64_t>(warped.size()), blocks = (H + kBackwardRowBlock - 1) / kBackwardRowBlock;
   const auto tv = strided_view4<const scalar_t>(target);
   const auto wv = views<scalar_t>(warped);
   std::vector<StridedView4<scalar_t>> gv;
   for (auto& g : grads) gv.push_back(strided_view4<scalar_t>(g));
-  const acc_t w_ssim = static_cast<acc_t>(alpha_d) / static_cast<acc_t>(C);
-  const acc_t w_l1 = static_cast<acc_t>(1 - alpha_d) / static_cast<acc_t>(C);
+  const auto terms = term_weights<acc_t>(alpha_d, C);
   // The incoming gradient is read through its strides: the mean's is an expanded scalar, and contiguous()
   // would write (and page-fault in) a fresh B,H,W map.
   const acc_t* g = data_of<const acc_t>(grad_loss);
@@ -214,7 +201,7 @@ void backward_rows(const Tensor& grad_loss, const Tensor& target, const TensorLi
   // (q0 - offset - r .. q1 - 1 - offset + r), not once per channel and twice per row (fill and L1 term),
   // which read g and the int64 winners 2C times; and the warped images advance row by row together, so
   // the target's moments of an output row are computed once for all of them.
-  const int64_t r = win.radius, n_rows = kRowBlock + 2 * r;
+  const int64_t r = win.radius, n_rows = kBackwardRowBlock + 2 * r;
   torch::stable::parallel_for(0, B * blocks, 1, [&](int64_t begin, int64_t end) {
     std::vector<RowTaps<acc_t>> tx(S, RowTaps<acc_t>(win, ah, aw));
     RowTaps<acc_t> ty(win, ah, aw);
@@ -224,11 +211,12 @@ void backward_rows(const Tensor& grad_loss, const Tensor& target, const TensorLi
     std::vector<char> any(S * n_rows);
     acc_t* fields[3] = {&sums[0], &sums[W], &sums[2 * W]};
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task / blocks, q0 = (task % blocks) * kRowBlock, q1 = std::min(H, q0 + kRowBlock);
+      const int64_t b = task / blocks, q0 = (task % blocks) * kBackwardRowBlock,
+                    q1 = std::min(H, q0 + kBackwardRowBlock);
       const int64_t first = q0 - ah.offset - r;
       const auto weight = [&](int64_t s, int64_t p_h) { return &weights[(s * n_rows + p_h - first) * W]; };
       for (int64_t h = std::max<int64_t>(0, first); h < std::min(H, q1 - ah.offset + r); ++h) {
-        const acc_t* gr = ssim::contiguous_row(g + b * gs0 + h * gs1, gs2, W, g_row);
+        const acc_t* gr = contiguous_row(g + b * gs0 + h * gs1, gs2, W, g_row);
         for (int64_t s = 0; s < S; ++s) {
           any[s * n_rows + h - first] = selection_row(W, gr, idx + (b * H + h) * W, s, S, mean_sources, weight(s, h));
         }
@@ -250,7 +238,7 @@ void backward_rows(const Tensor& grad_loss, const Tensor& target, const TensorLi
           tx[s].load(wv[s], b, c, p_h);
           m.compute_x(win, tx[s], ty);
           coefficient_row(W, m.mx.data(), m.my.data(), m.xx.data(), m.yy.data(), m.xy.data(), weight(s, p_h),
-                          w_ssim, rows[0], rows[1], rows[2]);
+                          terms.ssim, rows[0], rows[1], rows[2]);
         };
         for (auto& t : tr) t.reset();
         for (int64_t q_h = q0; q_h < q1; ++q_h) {
@@ -261,9 +249,9 @@ void backward_rows(const Tensor& grad_loss, const Tensor& target, const TensorLi
             scalar_t* gr = &gv[s](b, c, q_h, 0);
             if (wv[s].s3 == 1 && tv.s3 == 1 && gv[s].s3 == 1) {
               const std::integral_constant<int64_t, 1> one;
-              gradient_row(W, fields, coef, w_l1, xr, yr, gr, one, one, one);
+              gradient_row(W, fields, coef, terms.l1, xr, yr, gr, one, one, one);
             } else {
-              gradient_row(W, fields, coef, w_l1, xr, yr, gr, wv[s].s3, tv.s3, gv[s].s3);
+              gradient_row(W, fields, coef, terms.l1, xr, yr, gr, wv[s].s3, tv.s3, gv[s].s3);
             }
           }
         }
@@ -275,9 +263,7 @@ void backward_rows(const Tensor& grad_loss, const Tensor& target, const TensorLi
 std::tuple<Tensor, Tensor> forward_cpu(const Tensor& target, const TensorList& warped, const TensorList& sources,
                                        const Tensor& noise, double alpha, bool mean_sources) {
   check_forward(target, warped, sources, noise, alpha);
-  const int64_t B = target.size(0), H = target.size(2), W = target.size(3);
-  auto loss = empty(target, {B, H, W}, accumulate_dtype(target.scalar_type()));
-  auto winner = empty(target, {B, H, W}, ScalarType::Long);
+  auto [loss, winner] = allocate_forward(target);
   if (loss.numel() == 0) return {loss, winner};
   const auto eps = sources.empty() ? noise : torch::stable::contiguous(noise);
   DM_DISPATCH_FLOATING_TYPES(target.scalar_type(), "min_reprojection_cpu", [&] {
@@ -289,8 +275,7 @@ std::tuple<Tensor, Tensor> forward_cpu(const Tensor& target, const TensorList& w
 TensorList backward_cpu(const Tensor& grad_loss, const Tensor& target, const TensorList& warped, const Tensor& winner,
                         double alpha, bool mean_sources) {
   check_backward(grad_loss, target, warped, winner, alpha);
-  TensorList grads;
-  for (const auto& w : warped) grads.push_back(torch::stable::empty_like(w));
+  auto grads = allocate_gradients(warped);
   if (target.numel() == 0) return grads;
   DM_DISPATCH_FLOATING_TYPES(target.scalar_type(), "min_reprojection_backward_cpu", [&] {
     backward_rows<scalar_t>(grad_loss, target, warped, torch::stable::contiguous(winner),
@@ -306,5 +291,5 @@ STABLE_TORCH_LIBRARY_IMPL(depthmetric, CPU, m) {
   m.impl("_min_reprojection_backward", TORCH_BOX(&backward_cpu));
 }
 
-}  // namespace minrep
+}  // namespace min_reprojection
 }  // namespace depthmetric

@@ -16,10 +16,11 @@
 #include "common/cuda_launch.cuh"
 #include "common/tensor_views.h"
 #include "min_reprojection/min_reprojection.h"
+#include "min_reprojection/reprojection_math.h"
 #include "ssim/ssim_math.h"
 
 namespace depthmetric {
-namespace minrep {
+namespace min_reprojection {
 namespace {
 
 using ssim::Axis;
@@ -81,7 +82,7 @@ __device__ __forceinline__ ssim::SsimTerms<acc_t> box3_terms(const acc_t (&x)[N]
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kBlockW * kBlockH, 4) forward_kernel(
     StridedView4<const scalar_t> target, Views<const scalar_t, 2 * kMaxSources> cands, int n_warped, int n_cands,
-    const acc_t* __restrict__ noise, int64_t C, Axis ah, Axis aw, acc_t w_ssim, acc_t w_l1, bool mean_sources,
+    const acc_t* __restrict__ noise, int64_t C, Axis ah, Axis aw, TermWeights<acc_t> weights, bool mean_sources,
     acc_t* __restrict__ loss, int64_t* __restrict__ winner) {
   const int64_t w = static_cast<int64_t>(blockIdx.x) * kBlockW + threadIdx.x;
   const int64_t h = static_cast<int64_t>(blockIdx.y) * kBlockH + threadIdx.y;
@@ -101,8 +102,7 @@ __global__ void __launch_bounds__(kBlockW * kBlockH, 4) forward_kernel(
       acc_t x[3][3], y[3][3];
       load_patch(cands.v[k], b, c, rows, cols, x);
       load_patch(target, b, c, rows, cols, y);
-      const acc_t diff = x[1][1] - y[1][1];
-      pe += w_ssim * ssim::dssim(box3_terms(x, y, 0, 0).ssim).value + w_l1 * (diff < acc_t(0) ? -diff : diff);
+      pe += channel_error(weights, ssim::dssim(box3_terms(x, y, 0, 0).ssim).value, x[1][1], y[1][1]);
     }
     if (k >= n_warped) pe += noise[(((k - n_warped) * B + b) * H + h) * W + w];  // identity tie-break
     if (mean_sources) {
@@ -112,18 +112,16 @@ __global__ void __launch_bounds__(kBlockW * kBlockH, 4) forward_kernel(
       arg = k;
     }
   }
-  if (mean_sources) {  // Monodepth2's avg_reprojection: warped average vs identity average
-    best = warped_sum / static_cast<acc_t>(n_warped);
-    arg = 0;
-    if (n_cands > n_warped && identity_sum / static_cast<acc_t>(n_warped) < best) {
-      best = identity_sum / static_cast<acc_t>(n_warped);
-      arg = n_warped;
-    }
+  if (mean_sources) {
+    const auto choice = mean_choice(warped_sum, identity_sum, int64_t{n_warped}, n_cands > n_warped);
+    best = choice.loss;
+    arg = choice.winner;
   }
   loss[(b * H + h) * W + w] = best;
   winner[(b * H + h) * W + w] = arg;
 }
 
+// The term weights come as two scalars: as one TermWeights parameter the float64 kernel spilled more.
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kBlockW * kBlockH, 2) backward_kernel(
     StridedView4<const acc_t> grad_loss, const int64_t* __restrict__ winner, StridedView4<const scalar_t> target,
@@ -186,10 +184,7 @@ __global__ void __launch_bounds__(kBlockW * kBlockH, 2) backward_kernel(
         f_xy += k * t.d_xy;
       }
     }
-    const acc_t xq = x[2][2], yq = y[2][2];
-    const acc_t diff = xq - yq;
-    const acc_t sign = diff > acc_t(0) ? acc_t(1) : (diff < acc_t(0) ? acc_t(-1) : acc_t(0));
-    grads.v[s](b, c, q_h, q_w) = static_cast<scalar_t>(f_mx + acc_t(2) * f_sq * xq + f_xy * yq + l1_weight * sign);
+    grads.v[s](b, c, q_h, q_w) = static_cast<scalar_t>(input_gradient(f_mx, f_sq, f_xy, x[2][2], y[2][2], l1_weight));
   }
 }
 
@@ -202,8 +197,9 @@ Views<T, N> views_of(const TensorList& a, const TensorList& b = {}) {
   return out;
 }
 
-dim3 tiles(int64_t h, int64_t w, int64_t z) {
-  DM_CHECK(z <= 65535, "min_reprojection on CUDA supports B * S <= 65535, got ", z);
+// z: the grid's third dimension, `what` it counts (for the message).
+dim3 tiles(int64_t h, int64_t w, int64_t z, const char* what) {
+  check_grid_dim("min_reprojection", what, z);
   return dim3(static_cast<unsigned>((w + kBlockW - 1) / kBlockW), static_cast<unsigned>((h + kBlockH - 1) / kBlockH),
               static_cast<unsigned>(z));
 }
@@ -213,18 +209,17 @@ std::tuple<Tensor, Tensor> forward_cuda(const Tensor& target, const TensorList& 
   check_forward(target, warped, sources, noise_in, alpha);
   const CudaDeviceGuard guard(target);
   const int64_t B = target.size(0), C = target.size(1), H = target.size(2), W = target.size(3);
-  auto loss = empty(target, {B, H, W}, accumulate_dtype(target.scalar_type()));
-  auto winner = empty(target, {B, H, W}, ScalarType::Long);
+  auto [loss, winner] = allocate_forward(target);
   if (loss.numel() == 0) return {loss, winner};
   const auto noise = sources.empty() ? loss : torch::stable::contiguous(noise_in);  // unread without sources
   const Axis ah = ssim::make_axis(H, ssim::kReflect, 1), aw = ssim::make_axis(W, ssim::kReflect, 1);
   DM_DISPATCH_FLOATING_TYPES(target.scalar_type(), "min_reprojection_cuda", [&] {
     using acc_t = acc_type<scalar_t>;
-    DM_LAUNCH((forward_kernel<scalar_t, acc_t>), tiles(H, W, B), dim3(kBlockW, kBlockH),
+    DM_LAUNCH((forward_kernel<scalar_t, acc_t>), tiles(H, W, B, "images (B)"), dim3(kBlockW, kBlockH),
               strided_view4<const scalar_t>(target), (views_of<const scalar_t, 2 * kMaxSources>(warped, sources)),
               static_cast<int>(warped.size()), static_cast<int>(warped.size() + sources.size()),
-              data_of<const acc_t>(noise), C, ah, aw, static_cast<acc_t>(alpha / C),
-              static_cast<acc_t>((1 - alpha) / C), mean_sources, data_of<acc_t>(loss), data_of<int64_t>(winner));
+              data_of<const acc_t>(noise), C, ah, aw, term_weights<acc_t>(alpha, C), mean_sources,
+              data_of<acc_t>(loss), data_of<int64_t>(winner));
   });
   return {loss, winner};
 }
@@ -233,8 +228,7 @@ TensorList backward_cuda(const Tensor& grad_loss, const Tensor& target, const Te
                          const Tensor& winner_in, double alpha, bool mean_sources) {
   check_backward(grad_loss, target, warped, winner_in, alpha);
   const CudaDeviceGuard guard(target);
-  TensorList grads;
-  for (const auto& w : warped) grads.push_back(torch::stable::empty_like(w));
+  auto grads = allocate_gradients(warped);
   if (target.numel() == 0) return grads;
   const auto winner = torch::stable::contiguous(winner_in);
   const int64_t B = target.size(0), C = target.size(1), H = target.size(2), W = target.size(3);
@@ -242,13 +236,13 @@ TensorList backward_cuda(const Tensor& grad_loss, const Tensor& target, const Te
   const Axis ah = ssim::make_axis(H, ssim::kReflect, 1), aw = ssim::make_axis(W, ssim::kReflect, 1);
   DM_DISPATCH_FLOATING_TYPES(target.scalar_type(), "min_reprojection_backward_cuda", [&] {
     using acc_t = acc_type<scalar_t>;
+    const auto terms = term_weights<acc_t>(alpha, C);
     // grad_loss is read through its strides: the gradient of a mean arrives as an expanded scalar.
-    DM_LAUNCH((backward_kernel<scalar_t, acc_t>), tiles(H, W, B * S), dim3(kBlockW, kBlockH),
+    DM_LAUNCH((backward_kernel<scalar_t, acc_t>), tiles(H, W, B * S, "warped images (B*S)"), dim3(kBlockW, kBlockH),
               strided_view4<const acc_t>(torch::stable::unsqueeze(grad_loss, 1)), data_of<const int64_t>(winner),
               strided_view4<const scalar_t>(target), (views_of<const scalar_t, kMaxSources>(warped)),
               (views_of<scalar_t, kMaxSources>(grads)), static_cast<int>(S), C, ah, aw,
-              ssim::make_window<acc_t>(ssim::kBox3), static_cast<acc_t>(alpha / C),
-              static_cast<acc_t>((1 - alpha) / C), mean_sources);
+              ssim::make_window<acc_t>(ssim::kBox3), terms.ssim, terms.l1, mean_sources);
   });
   return grads;
 }
@@ -260,5 +254,5 @@ STABLE_TORCH_LIBRARY_IMPL(depthmetric, CUDA, m) {
   m.impl("_min_reprojection_backward", TORCH_BOX(&backward_cuda));
 }
 
-}  // namespace minrep
+}  // namespace min_reprojection
 }  // namespace depthmetric

@@ -9,11 +9,12 @@
 #include <vector>
 
 #include "common/tensor_views.h"
+#include "multi_range_contrastive/cpu/multi_range_contrastive_blocks.h"
 #include "multi_range_contrastive/multi_range_contrastive.h"
 #include "multi_range_contrastive/pair_math.h"
 
 namespace depthmetric {
-namespace mrc {
+namespace multi_range_contrastive {
 namespace {
 
 struct Shift {
@@ -97,7 +98,6 @@ void pair_terms_row(const acc_t* __restrict__ code, const acc_t* __restrict__ di
 // Channels go in blocks of kChannelBlock (the rest one by one): a pair's squared distance (forward) and an
 // image row's pair weights (backward) are read once per block instead of once per channel, and each sum
 // still adds its channels in order, so the results are those of a channel-by-channel loop.
-constexpr int kChannelBlock = 4;
 
 template <typename Body>
 void with_channel_block(int64_t channels_left, Body&& body) {
@@ -349,5 +349,5 @@ STABLE_TORCH_LIBRARY_IMPL(depthmetric, CPU, m) {
   m.impl("_multi_range_contrastive_backward", TORCH_BOX(&backward_cpu));
 }
 
-}  // namespace mrc
+}  // namespace multi_range_contrastive
 }  // namespace depthmetric

@@ -13,13 +13,14 @@
 #include "multi_range_contrastive/pair_math.h"
 
 namespace depthmetric {
-namespace mrc {
+namespace multi_range_contrastive {
 namespace {
 
 // Shifts handled per pass over the channels; their offsets and sums live in registers.
 constexpr int kChunk = 16;
 // The loops are latency-bound: capping registers for 4 (forward) and 3 (backward) resident blocks per SM
-// took forward+backward from 2.25 to 1.69 ms on an H100 (benchmarks/results/NOTES_multi_range_contrastive.md).
+// keeps more warps in flight to hide load latency (measured on an H100, v2 -> v3 in
+// benchmarks/results/NOTES_multi_range_contrastive.md).
 constexpr int kForwardMinBlocks = 4;
 constexpr int kBackwardMinBlocks = 3;
 
@@ -230,5 +231,5 @@ STABLE_TORCH_LIBRARY_IMPL(depthmetric, CUDA, m) {
   m.impl("_multi_range_contrastive_backward", TORCH_BOX(&backward_cuda));
 }
 
-}  // namespace mrc
+}  // namespace multi_range_contrastive
 }  // namespace depthmetric

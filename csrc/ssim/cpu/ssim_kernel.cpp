@@ -12,14 +12,13 @@
 #include <vector>
 
 #include "common/tensor_views.h"
-#include "ssim/cpu/window_rows.h"
+#include "common/window_rows.h"
+#include "ssim/cpu/ssim_blocks.h"
 #include "ssim/ssim.h"
 
 namespace depthmetric {
 namespace ssim {
 namespace {
-
-constexpr int64_t kRowBlock = 64;  // input rows per backward task; the ring refills 2r rows per block
 
 // SSIM and its four partials over one output row. Out of line with restrict pointers so that GCC
 // vectorises it (inlined, the stores might alias MomentRow's vectors and the loop stays scalar).
@@ -110,7 +109,7 @@ void backward_rows(const Tensor& grad, const Tensor& x, const Tensor& y, const T
   const bool need_x = grad_x.numel() != 0, need_y = grad_y.numel() != 0;
   const auto gx = gradient_view<scalar_t>(grad_x), gy = gradient_view<scalar_t>(grad_y);
   const int64_t C = x.size(1), H = x.size(2), W = x.size(3), Ho = geo.h.n_out, Wo = geo.w.n_out;
-  const int64_t plane = x.size(0) * C * Ho * Wo, blocks = (H + kRowBlock - 1) / kRowBlock;
+  const int64_t plane = x.size(0) * C * Ho * Wo, blocks = (H + kBackwardRowBlock - 1) / kBackwardRowBlock;
   const bool unit = xv.s3 == 1 && yv.s3 == 1 && (!need_x || gx.s3 == 1) && (!need_y || gy.s3 == 1);
   // The incoming gradient is read through its strides: from a mean it is an expanded scalar (stride 0),
   // which a contiguous copy would turn into a full map written and read again.
@@ -125,7 +124,7 @@ void backward_rows(const Tensor& grad, const Tensor& x, const Tensor& y, const T
     acc_t* fields[kPartials] = {need_x ? &sums[0] : nullptr, need_y ? &sums[W] : nullptr, &sums[2 * W], &sums[3 * W]};
     for (int64_t task = begin; task < end; ++task) {
       const int64_t bc = task / blocks, b = bc / C, c = bc % C;
-      const int64_t q0 = (task % blocks) * kRowBlock, q1 = std::min(H, q0 + kRowBlock);
+      const int64_t q0 = (task % blocks) * kBackwardRowBlock, q1 = std::min(H, q0 + kBackwardRowBlock);
       tr.reset();
       // Coefficient rows: the incoming gradient times each saved partial derivative.
       const auto fill = [&](int64_t p_h, acc_t* const* rows) {

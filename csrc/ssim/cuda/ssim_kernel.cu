@@ -141,7 +141,7 @@ void with_radius(int radius, F&& f) {
 }
 
 dim3 tiles(int64_t h, int64_t w, int64_t planes, int th) {
-  DM_CHECK(planes <= 65535, "ssim on CUDA supports at most 65535 B*C planes, got ", planes);
+  check_grid_dim("ssim", "B*C planes", planes);
   return dim3(static_cast<unsigned>((w + kTileW - 1) / kTileW), static_cast<unsigned>((h + th - 1) / th),
               static_cast<unsigned>(planes));
 }

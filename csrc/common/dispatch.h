@@ -1,4 +1,5 @@
-// Shared by the CPU and CUDA kernels: per-element math is written once in headers that compile for both.
+// Shared by the CPU and CUDA kernels: the dtype dispatch, the accumulation type, the host/device qualifier
+// of the per-element math that is written once for both, and the few math helpers every op uses.
 // Only header-only torch is used here (torch/headeronly), so the built library needs no libtorch C++ symbol.
 #pragma once
 
@@ -51,42 +52,11 @@ inline bool is_floating(ScalarType t) {
   return t == ScalarType::Float || t == ScalarType::Double || t == ScalarType::Half || t == ScalarType::BFloat16;
 }
 
-// Roll indexing with a shift already reduced to [0, n): one compare instead of an integer modulo.
-template <typename index_t>
-DM_HOST_DEVICE index_t roll_back(index_t i, index_t shift, index_t n) {  // index of torch.roll's source
-  const index_t j = i - shift;
-  return j < 0 ? j + n : j;
-}
-template <typename index_t>
-DM_HOST_DEVICE index_t roll_forward(index_t i, index_t shift, index_t n) {  // inverse of roll_back
-  const index_t j = i + shift;
-  return j >= n ? j - n : j;
-}
-// A shift of any sign brought into [0, n) (n > 0), as Python's % does.
-DM_HOST_DEVICE int64_t reduce_shift(int64_t shift, int64_t n) {
-  const int64_t r = shift % n;
-  return r < 0 ? r + n : r;
-}
-
-// A view of a 4-d tensor through its strides, so contiguous, channels_last and sliced inputs are read
-// in place without a copy. index_t is int64 where a tensor can pass 2^31 elements; CUDA kernels use int32
-// below that (half the registers per offset).
-template <typename T, typename index_t = int64_t>
-struct StridedView4 {
-  T* data;
-  index_t s0, s1, s2, s3;
-  DM_HOST_DEVICE index_t offset(index_t i0, index_t i1, index_t i2, index_t i3) const {
-    return i0 * s0 + i1 * s1 + i2 * s2 + i3 * s3;
-  }
-  DM_HOST_DEVICE T& operator()(index_t i0, index_t i1, index_t i2, index_t i3) const {
-    return data[offset(i0, i1, i2, i3)];
-  }
-};
-
 DM_HOST_DEVICE float dm_sqrt(float x) { return ::sqrtf(x); }
 DM_HOST_DEVICE double dm_sqrt(double x) { return ::sqrt(x); }
 
-// The spec's validity of a depth value: finite and > 0 (NaN fails both comparisons).
+// A depth value counts when it is finite and > 0 (NaN fails both comparisons): the metrics' ground truth and
+// prediction, and both depths of a contrastive pair.
 DM_HOST_DEVICE bool is_valid_depth(float d) { return d > 0.f && d <= FLT_MAX; }
 DM_HOST_DEVICE bool is_valid_depth(double d) { return d > 0.0 && d <= DBL_MAX; }
 

@@ -11,11 +11,10 @@
 #include <vector>
 
 #include "common/check.h"
-#include "common/macros.h"
+#include "common/dispatch.h"
 #include "ssim/ssim_math.h"
 
 namespace depthmetric {
-namespace ssim {
 
 // A row of n elements stride apart, read in place when contiguous, else gathered into buf (n entries).
 template <typename T>
@@ -31,7 +30,7 @@ struct Interior {
   int64_t shift, lo, hi;
 };
 
-inline Interior interior(const Axis& a, int r, int64_t len) {
+inline Interior interior(const ssim::Axis& a, int r, int64_t len) {
   const int64_t shift = a.offset - r;
   return {shift, std::max<int64_t>(0, -shift), std::min<int64_t>(len, a.n - shift)};
 }
@@ -42,8 +41,8 @@ void with_taps(int radius, F&& f) {
   if (radius == 1) {
     f(std::integral_constant<int, 3>{});
   } else {
-    DM_CHECK(radius == kMaxRadius, "internal: window radius ", radius);
-    f(std::integral_constant<int, 2 * kMaxRadius + 1>{});
+    DM_CHECK(radius == ssim::kMaxRadius, "internal: window radius ", radius);
+    f(std::integral_constant<int, 2 * ssim::kMaxRadius + 1>{});
   }
 }
 
@@ -55,7 +54,7 @@ constexpr bool kEqualTaps = T == 3;
 
 // The window the row helpers are given must keep that promise (checked where they are set up).
 template <typename acc_t>
-void check_window_taps(const Window<acc_t>& win) {
+void check_window_taps(const ssim::Window<acc_t>& win) {
   const bool equal = win.w[0] == win.w[1] && win.w[1] == win.w[2];
   DM_CHECK(2 * win.radius + 1 != 3 || equal, "internal: a 3-tap window with unequal taps");
 }
@@ -100,7 +99,7 @@ void weighted_rows(const acc_t* w, const acc_t* const* rows, int64_t n, acc_t* _
 template <typename acc_t>
 class RowTaps {
  public:
-  RowTaps(const Window<acc_t>& win, const Axis& ah, const Axis& aw)
+  RowTaps(const ssim::Window<acc_t>& win, const ssim::Axis& ah, const ssim::Axis& aw)
       : win_(win), ah_(ah), aw_(aw), len_(aw.n_out + 2 * win.radius), slots_(2 * win.radius + 1),
         data_(slots_ * len_), zero_(len_, acc_t(0)), tag_(slots_, nullptr) {
     check_window_taps(win);
@@ -115,9 +114,7 @@ class RowTaps {
   }
 
   int64_t len() const { return len_; }
-  int taps() const { return slots_; }
   const acc_t* weights() const { return win_.w; }
-  const acc_t* row(int k) const { return rows_[k]; }
   const acc_t* const* rows() const { return rows_; }
   // The input values at the centres of the outputs' windows, entry p for output p (never padding).
   const acc_t* centre() const { return rows_[win_.radius] + win_.radius; }
@@ -156,13 +153,13 @@ class RowTaps {
   template <typename scalar_t>
   static constexpr int64_t kLine = 64 / sizeof(scalar_t);  // elements per cache line
 
-  Window<acc_t> win_;
-  Axis ah_, aw_;
+  ssim::Window<acc_t> win_;
+  ssim::Axis ah_, aw_;
   int64_t len_;
   int slots_;
   std::vector<acc_t> data_, zero_;
   std::vector<const void*> tag_;
-  const acc_t* rows_[2 * kMaxRadius + 1] = {};
+  const acc_t* rows_[2 * ssim::kMaxRadius + 1] = {};
 };
 
 // The vertical sums of a (b == nullptr) and a*a, or of a, a*a and a*b, over one row: T taps, in registers.
@@ -210,7 +207,7 @@ struct MomentRow {
   explicit MomentRow(int64_t n_out, int64_t len)
       : n(n_out), mx(n_out), my(n_out), xx(n_out), yy(n_out), xy(n_out), v0(len), v1(len), v2(len) {}
 
-  void compute_y(const Window<acc_t>& win, const RowTaps<acc_t>& y) {
+  void compute_y(const ssim::Window<acc_t>& win, const RowTaps<acc_t>& y) {
     with_taps(win.radius, [&](auto taps) {
       constexpr int T = decltype(taps)::value;
       vertical_moments<T>(y.weights(), y.rows(), static_cast<const acc_t* const*>(nullptr), y.len(), v0.data(),
@@ -219,7 +216,7 @@ struct MomentRow {
       correlate_row<T>(win.w, n, v1.data(), yy.data());
     });
   }
-  void compute_x(const Window<acc_t>& win, const RowTaps<acc_t>& x, const RowTaps<acc_t>& y) {
+  void compute_x(const ssim::Window<acc_t>& win, const RowTaps<acc_t>& x, const RowTaps<acc_t>& y) {
     with_taps(win.radius, [&](auto taps) {
       constexpr int T = decltype(taps)::value;
       vertical_moments<T>(x.weights(), x.rows(), y.rows(), x.len(), v0.data(), v1.data(), v2.data());
@@ -228,7 +225,7 @@ struct MomentRow {
       correlate_row<T>(win.w, n, v2.data(), xy.data());
     });
   }
-  Moments<acc_t> at(int64_t p) const { return {mx[p], my[p], xx[p], yy[p], xy[p]}; }
+  ssim::Moments<acc_t> at(int64_t p) const { return {mx[p], my[p], xx[p], yy[p], xy[p]}; }
 
   int64_t n;
   std::vector<acc_t> mx, my, xx, yy, xy, v0, v1, v2;  // v*: vertical sums, len entries
@@ -240,7 +237,7 @@ struct MomentRow {
 template <typename acc_t>
 class TransposedRows {
  public:
-  TransposedRows(const Window<acc_t>& win, const Axis& ah, const Axis& aw, int n_fields)
+  TransposedRows(const ssim::Window<acc_t>& win, const ssim::Axis& ah, const ssim::Axis& aw, int n_fields)
       : win_(win), ah_(ah), aw_(aw), fields_(n_fields), slots_(2 * win.radius + 1),
         ring_(static_cast<size_t>(slots_) * n_fields * aw.n_out), tag_(slots_, -1), zero_(aw.n_out, acc_t(0)),
         vert_(aw.n_out + 4 * win.radius, acc_t(0)) {
@@ -317,13 +314,12 @@ class TransposedRows {
     tag_[s] = p_h;
   }
 
-  Window<acc_t> win_;
-  Axis ah_, aw_;
+  ssim::Window<acc_t> win_;
+  ssim::Axis ah_, aw_;
   int fields_, slots_;
   std::vector<acc_t> ring_;
   std::vector<int64_t> tag_;
   std::vector<acc_t> zero_, vert_;  // vert_: a row of vertical sums with 2r zeros on either side
 };
 
-}  // namespace ssim
 }  // namespace depthmetric
