@@ -1,4 +1,4 @@
-"""The compiled ops check the shapes of their own arguments (csrc/common/tensor_views.h check_shape), so a
+"""The compiled ops check the shapes of their own arguments (csrc/common/check.h check_shape), so a
 direct caller of ``torch.ops.depthmetric.*`` (or a wrong backward input) gets an error naming the argument
 and its layout instead of reading out of bounds. One row per checked argument, on every device."""
 import pytest
