@@ -1,5 +1,6 @@
 """depthmetric.metrics: the standard metrics against an independent numpy implementation (random and real
-NYU / KITTI depth), known values, crops, the fused kernel against its twin and DepthMetrics (boundary F1 and recall: test_boundary.py)."""
+NYU / KITTI depth), known values, crops and DepthMetrics (the fused kernel against its twin:
+test_depth_metric_sums.py; boundary F1 and recall: test_boundary.py)."""
 import math
 
 import numpy as np
@@ -7,15 +8,11 @@ import pytest
 import torch
 
 import depthmetric as dm
-from depthmetric import _ext
 from depthmetric.metrics import METRICS, DepthMetrics, compute, crop_window
-from depthmetric.reference.depth_metric_sums import depth_metric_sums as reference_sums
 
-from .registry import DEVICES, depth_pair, perturbed, real_nyu_depth
+from .registry import COMPILED, depth_pair, perturbed, real_nyu_depth
 
-KERNEL = _ext.extension_loaded()
-needs_kernel = pytest.mark.skipif(not KERNEL, reason="depthmetric._C not built")
-BACKENDS = ["reference"] + (["auto"] if KERNEL else [])
+BACKENDS = ["reference"] + (["auto"] if COMPILED else [])
 
 
 # ---------- independent numpy implementation (Monodepth2 / ZoeDepth evaluation, written out) ----------
@@ -189,45 +186,6 @@ def test_depth_metrics_streams_per_image_means():
     assert stream.compute()["images"] == 0
 
 
-# ---------- the fused kernel against its twin ----------
-
-@needs_kernel
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-10), (torch.float32, 2e-5), (torch.float16, 2e-3),
-                                        (torch.bfloat16, 2e-3)])
-@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (2, 1, 17, 31), (3, 1, 64, 80)])
-def test_kernel_matches_reference(device, dtype, tol, shape):
-    pred, gt = depth_pair(*shape[:1], *shape[2:], device=device, dtype=dtype, seed=sum(shape),
-                           invalid=shape[0] > 1)
-    H, W = shape[2:]
-    mask = torch.rand(shape, device=device) < 0.8
-    scale = torch.rand(shape[0], dtype=torch.float64, device=device) + 0.5
-    window = [H // 5, H - H // 7, W // 6, W]
-    for args in ((None, None, 0.0, math.inf, [0, H, 0, W]), (mask, scale, 0.1, 8.0, window)):
-        for closed in (False, True):
-            got = torch.ops.depthmetric.depth_metric_sums(pred, gt, *args, closed)
-            want = reference_sums(pred, gt, *args[:4], tuple(args[4]), closed)
-            assert got.dtype == torch.float64 and got.shape == (shape[0], 10)
-            torch.testing.assert_close(got, want, rtol=tol, atol=tol * 10)
-
-
-@pytest.mark.parametrize("device", DEVICES)
-def test_kernel_logs_over_the_whole_float_range(device):
-    """The float32 kernel takes its own vectorisable log (csrc/depth_metric_sums/metric_math.h): ratios from
-    subnormal to near the float maximum, powers of two and 1 give the float64 reference's log sums."""
-    g = torch.Generator().manual_seed(11)
-    exponents = torch.rand(4, 1, 16, 64, generator=g, dtype=torch.float64) * 170 - 130  # 2^-130 .. 2^40
-    pred = torch.exp2(exponents).float()
-    pred.view(-1)[:8] = torch.tensor([1.0, 2.0, 0.5, 2.0**-126, 2.0**-149, 3e38, 1.0 - 2**-24, 1.0 + 2**-23])
-    assert (pred > 0).all() and (pred < 2.0**-126).sum() > 50  # subnormal ratios among them
-    gt = torch.ones_like(pred)
-    got = torch.ops.depthmetric.depth_metric_sums(pred.to(device), gt.to(device), None, None, 0.0, math.inf,
-                                                  [0, 16, 0, 64], False).cpu()
-    want = reference_sums(pred.double(), gt.double(), None, None, 0.0, math.inf, (0, 16, 0, 64), False)
-    logs = [4, 5, 6]  # log_err, log_err_sq, abs_log_err
-    torch.testing.assert_close(got[:, logs], want[:, logs], rtol=1e-7, atol=0)
-
-
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_depth_range_is_strict_unless_closed(backend):
     """Monodepth2, BTS and ZoeDepth count min_depth < gt < max_depth: NYU depth capped at exactly 10 m, or
@@ -241,48 +199,6 @@ def test_depth_range_is_strict_unless_closed(backend):
     assert closed["valid_pixels"].tolist() == [3] and float(closed["AbsRel"]) == pytest.approx(0.4)
     with pytest.raises(ValueError, match="bounds"):
         compute(pred, gt, bounds="inclusive", backend=backend)
-
-
-@needs_kernel
-@pytest.mark.parametrize("device", DEVICES)
-def test_kernel_reads_strided_inputs_and_is_deterministic(device):
-    pred, gt = depth_pair(B=2, H=33, W=70, device=device, dtype=torch.float32)
-    wide_p = pred.transpose(-1, -2).contiguous().transpose(-1, -2)  # column-major
-    wide_g = torch.cat([gt, torch.zeros_like(gt)], -1)[..., :70]  # a slice of a wider map
-    args = (None, None, 1e-3, 10.0, [3, 30, 5, 60])
-    a = torch.ops.depthmetric.depth_metric_sums(wide_p, wide_g, *args)
-    b = torch.ops.depthmetric.depth_metric_sums(pred.contiguous(), gt, *args)
-    assert torch.equal(a, b)
-    assert torch.equal(a, torch.ops.depthmetric.depth_metric_sums(wide_p, wide_g, *args))
-
-
-@needs_kernel
-def test_kernel_opcheck():
-    pred, gt = depth_pair(B=2, H=9, W=11, dtype=torch.float32)
-    mask = torch.rand(pred.shape) < 0.7
-    scale = torch.rand(2, dtype=torch.float64) + 0.5
-    torch.library.opcheck(torch.ops.depthmetric.depth_metric_sums.default,
-                          (pred, gt, mask, scale, 1e-3, 10.0, [1, 8, 0, 11]))
-    torch.library.opcheck(torch.ops.depthmetric.depth_metric_sums.default,
-                          (pred, gt, None, None, 0.0, math.inf, [0, 9, 0, 11]))
-    torch.library.opcheck(torch.ops.depthmetric.depth_metric_sums.default,
-                          (pred, gt, mask, scale, 1e-3, 10.0, [1, 8, 0, 11], True))  # the closed interval
-
-
-@needs_kernel
-def test_kernel_input_errors():
-    pred, gt = depth_pair(B=2, H=9, W=11, dtype=torch.float32)
-    with pytest.raises(RuntimeError, match="window"):
-        torch.ops.depthmetric.depth_metric_sums(pred, gt, None, None, 0.0, 10.0, [0, 10, 0, 11])
-    with pytest.raises(RuntimeError, match="dtype"):
-        torch.ops.depthmetric.depth_metric_sums(pred, gt.double(), None, None, 0.0, 10.0, [0, 9, 0, 11])
-
-
-def test_auto_raises_without_kernel(monkeypatch):
-    monkeypatch.setattr(_ext, "_C", None)
-    pred, gt = depth_pair(B=1)
-    with pytest.raises(RuntimeError, match="reference"):
-        compute(pred, gt)
 
 
 # ---------- bad input ----------
