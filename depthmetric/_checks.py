@@ -146,8 +146,8 @@ def index_device(name: str, x: torch.Tensor, like_name: str, like: torch.device)
     """An index tensor the op copies to ``like`` itself (``shifts``, ``ids``): on that device or the CPU, where
     its values can be copied from (a meta tensor has none)."""
     if x.device not in (like, torch.device("cpu")):
-        raise ValueError(f"{name} is on {x.device} but {like_name} is on {like}: pass {name} on the CPU or "
-                         f"{like_name}'s device")
+        raise ValueError(f"{name} is on {x.device} but {like_name} is on {like}: {name} must be on the CPU or "
+                         f"on the device of {like_name}")
     return x
 
 

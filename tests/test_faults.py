@@ -114,9 +114,11 @@ def test_sigkill_then_resume_is_the_uninterrupted_run(tmp_path):
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
-    """A 3-step run that kept its 2 newest checkpoints (one every step)."""
-    out = tmp_path_factory.mktemp("faults") / "run"
-    assert main(["train", *RUN, "--steps", "3", "--save-every", "1", "--keep", "2", "--out", str(out)]) == 0
+    """A 3-step run that kept its 2 newest checkpoints (one every step), set in its config file."""
+    folder = tmp_path_factory.mktemp("faults")
+    (folder / "run.yaml").write_text("save-every: 1\nkeep: 2\n")
+    out = folder / "run"
+    assert main(["train", *RUN, "--config", str(folder / "run.yaml"), "--steps", "3", "--out", str(out)]) == 0
     return out
 
 
