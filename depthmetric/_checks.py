@@ -1,7 +1,6 @@
 """Input validation shared by every public op: each check names the offending argument."""
 from __future__ import annotations
 
-import contextlib
 import math
 import warnings
 
@@ -13,7 +12,7 @@ FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 REDUCTIONS = ("mean", "none")  # the loss averaged, or unreduced (per pixel or per image)
 
 _finite_checks = True
-_collective_checks = True
+_collective_checks = True  # ops that communicate anyway share their checks with the other ranks
 _warned_outside_unit = False  # the [0, 1] warning of check_values is shown once per process
 
 
@@ -22,26 +21,18 @@ def set_finite_checks(enabled: bool, *, collective: bool = True) -> None:
     images outside [0, 1] warn once.
 
     They cost one ``aminmax`` per checked tensor and, on CUDA, one host synchronisation per call; they are
-    skipped inside ``torch.compile`` graphs. Under ``torch.distributed`` (an initialised default group) they
-    are collective: one small all-reduce per call tells every rank what every other found, so a NaN on one
-    rank raises the same ``ValueError`` on all of them instead of leaving the others waiting in DDP's next
-    collective. Every rank must then make the same calls, as DDP training does; ``collective=False`` keeps
-    the checks local (for ops called on one rank only, e.g. logging on rank 0).
+    skipped inside ``torch.compile`` graphs. Under ``torch.distributed`` (an initialised default group) a
+    check is local to its rank, so an op called on one rank alone (logging, a figure on rank 0) never waits
+    for the others; a NaN raises on the rank that has it, naming it (``pred contains NaN or Inf values
+    (rank 1)``), and torchrun then ends the job. Only an op that communicates anyway (``normalize="global"``,
+    the contrastive loss's ``across="global"`` or its drawn shifts), which every rank must call, makes its
+    checks collective: one small all-reduce tells every rank what every other found, so all of them raise the
+    same error (``... (rank 1)``) instead of leaving the others waiting in the op's own collective.
+    ``collective=False`` keeps those checks local too (the ranks without the NaN then wait in the op's
+    collective until torchrun stops them).
     """
     global _finite_checks, _collective_checks
     _finite_checks, _collective_checks = flag("enabled", enabled), flag("collective", collective)
-
-
-@contextlib.contextmanager
-def rank_local():
-    """Inside, the value checks stay on this rank: for work one rank does alone (a figure, a log line), whose
-    checks no other rank would answer."""
-    global _collective_checks
-    saved, _collective_checks = _collective_checks, False
-    try:
-        yield
-    finally:
-        _collective_checks = saved
 
 
 def generator(name: str, g) -> torch.Generator | None:
@@ -151,24 +142,52 @@ def same_device(**tensors: torch.Tensor) -> torch.device:
     return first.device
 
 
-def finite(name: str, x: torch.Tensor) -> torch.Tensor:
-    """Raise if ``x`` holds NaN or Inf (a diverged network); see :func:`set_finite_checks`."""
-    check_values({name: x})
+def index_device(name: str, x: torch.Tensor, like_name: str, like: torch.device) -> torch.Tensor:
+    """An index tensor the op copies to ``like`` itself (``shifts``, ``ids``): on that device or the CPU, where
+    its values can be copied from (a meta tensor has none)."""
+    if x.device not in (like, torch.device("cpu")):
+        raise ValueError(f"{name} is on {x.device} but {like_name} is on {like}: {name} must be on the CPU or "
+                         f"on the device of {like_name}")
     return x
 
 
-def check_values(named: dict, unit_range: bool = False) -> None:
+def _checking_values() -> bool:
+    """Whether value checks run now: switched on (:func:`set_finite_checks`), outside ``torch.compile`` and
+    ``torch.vmap`` (no value can be read there)."""
+    return _finite_checks and not torch.compiler.is_compiling() and not _autograd.under_vmap()
+
+
+def positive_per_image(name: str, values: torch.Tensor, what: str) -> torch.Tensor:
+    """``values`` (``B,...``, one per image, e.g. the mean an op divides by) are all > 0, else a ValueError
+    naming ``name``, the image and ``what`` the value is. One host synchronisation; skipped as the NaN/Inf
+    checks are (see :func:`set_finite_checks`)."""
+    if _checking_values() and values.numel() and values.device.type != "meta":
+        bad = (values.detach().reshape(values.shape[0], -1) <= 0).any(1).nonzero().flatten().tolist()
+        if bad:
+            raise ValueError(f"{name} must have a positive {what}, got {float(values[bad[0]].flatten()[0]):.6g} "
+                             f"for image {bad[0]}")
+    return values
+
+
+def finite(name: str, x: torch.Tensor, group=None) -> torch.Tensor:
+    """Raise if ``x`` holds NaN or Inf (a diverged network); see :func:`set_finite_checks`."""
+    check_values({name: x}, group=group)
+    return x
+
+
+def check_values(named: dict, unit_range: bool = False, group=None) -> None:
     """NaN/Inf in any tensor is a ValueError naming it; with ``unit_range``, values outside [0, 1] warn once.
 
     One ``aminmax`` per tensor (it propagates NaN, so no boolean copy of the input is made) and one host
-    synchronisation for all of them; under ``torch.distributed``, one all-reduce of a flag per tensor, so that
-    every rank raises the same error. Off with :func:`set_finite_checks`; skipped inside ``torch.compile`` and
-    ``torch.vmap`` (no value can be read there).
+    synchronisation for all of them. ``group``: the process group the calling op communicates over (see
+    ``distributed.op_group``), whose ranks then all raise the same error (one all-reduce of a flag per
+    tensor); ``None`` checks this rank alone. Off with :func:`set_finite_checks`; skipped inside
+    ``torch.compile`` and ``torch.vmap`` (no value can be read there).
     """
     global _warned_outside_unit
-    if not _finite_checks or torch.compiler.is_compiling() or _autograd.under_vmap():
+    if not _checking_values():
         return
-    group = distributed.active_group() if _collective_checks else None
+    group = group if _collective_checks else None
     names = list(named)
     # Empty and meta tensors hold no values to check (shape inference on meta still runs).
     present = [k for k, name in enumerate(names) if named[name].numel() and named[name].device.type != "meta"]
@@ -184,8 +203,7 @@ def check_values(named: dict, unit_range: bool = False) -> None:
     for k, name in enumerate(names):
         ranks = table[:, k].nonzero().flatten().tolist()
         if ranks:
-            where = f" (on rank {', '.join(map(str, ranks))})" if group is not None else ""
-            raise ValueError(f"{name} contains NaN or Inf values{where}")
+            raise ValueError(f"{name} contains NaN or Inf values{distributed.where(group, ranks)}")
     if unit_range and not _warned_outside_unit:
         for k in present:
             lo, hi = extremes[k]

@@ -9,15 +9,16 @@ import torch.nn.functional as F
 from . import _checks
 
 
-def checked_pair(pred, target, mask=None, target_name: str = "target"):
+def checked_pair(pred, target, mask=None, target_name: str = "target", group=None):
     """Validated ``pred`` and ``target`` as ``B,1,H,W`` (``B,H,W`` accepted), on one device, and the optional
-    boolean ``mask``; NaN/Inf in ``pred`` raise (see ``depthmetric.set_finite_checks``)."""
+    boolean ``mask``; NaN/Inf in ``pred`` raise (see ``depthmetric.set_finite_checks``; ``group``: the one the
+    op communicates over, ``distributed.op_group``)."""
     _checks.floating("pred", pred)
     pred = _checks.depth_map("pred", pred)
     target = _checks.depth_map(target_name, target, batch=pred.shape[0])
     _checks.same_device(**{"pred": pred, target_name: target})
     mask = _checks.mask_map("mask", mask, target)
-    _checks.finite("pred", pred)
+    _checks.finite("pred", pred, group)
     return pred, target, mask
 
 
@@ -33,7 +34,7 @@ def resized_prediction(pred, target, interpolate: bool, target_name: str = "targ
     return F.interpolate(pred.to(dtype or pred.dtype), size=target.shape[-2:], mode="bilinear", align_corners=True)
 
 
-def prepare_pair(pred, target, mask=None, interpolate: bool = True):
+def prepare_pair(pred, target, mask=None, interpolate: bool = True, group=None):
     """Shared input handling of the supervised losses.
 
     Returns ``pred``, ``target`` (``B,1,H,W``, accumulation dtype, ``pred`` resized to the target's size
@@ -41,7 +42,7 @@ def prepare_pair(pred, target, mask=None, interpolate: bool = True):
     bool: the target is a valid depth, the prediction is finite and ``mask`` is True). Invalid entries of
     both maps are replaced by 1, so any elementwise math on them is finite and their gradient is exactly 0.
     """
-    pred, target, mask = checked_pair(pred, target, mask)
+    pred, target, mask = checked_pair(pred, target, mask, group=group)
     acc = torch.promote_types(_checks.accumulate_dtype(pred.dtype), _checks.accumulate_dtype(target.dtype))
     pred = resized_prediction(pred.to(acc), target, interpolate)
     target = target.to(acc)

@@ -56,7 +56,7 @@ def _reduce(per_image: torch.Tensor, has_valid: torch.Tensor, reduction: str, no
 def _prepare(pred, target, mask, interpolate, backend, reduction, normalize, process_group):
     _check_reduction(reduction)
     distributed.check_normalize(normalize, process_group)
-    pred, target, valid = prepare_pair(pred, target, mask, interpolate)
+    pred, target, valid = prepare_pair(pred, target, mask, interpolate, distributed.op_group(normalize, process_group))
     _ext.check_backend(backend, pred.device)
     return pred, target, valid
 

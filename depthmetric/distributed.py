@@ -16,18 +16,10 @@ import torch.distributed as dist
 
 from . import _checks  # used at call time only: _checks imports this module too
 
-__all__ = ["rank_local", "active_group", "world_size", "all_reduce_sum", "all_reduce_count", "all_gather_batch",
+__all__ = ["active_group", "op_group", "world_size", "all_reduce_sum", "all_reduce_count", "all_gather_batch",
            "broadcast_from_first", "any_rank", "global_mean"]
 
 SCOPES = ("local", "global")  # this rank's data, or the whole group's: normalize= and the contrastive across=
-
-
-def rank_local():
-    """A context in which the NaN/Inf checks stay on this rank (see ``depthmetric.set_finite_checks``): for work
-    one rank does alone, e.g. the figure of a run on rank 0."""
-    from ._checks import rank_local as local
-
-    return local()
 
 
 def active_group(process_group=None):
@@ -38,6 +30,23 @@ def active_group(process_group=None):
     if dist.is_available() and dist.is_initialized():
         return dist.group.WORLD
     return None
+
+
+def op_group(normalize: str, process_group=None):
+    """The group an op with this ``normalize`` communicates over (``None`` for ``"local"`` or one process).
+    Its value checks go collective over that group (see ``depthmetric.set_finite_checks``): every rank calls
+    such an op, and all of them then raise together."""
+    return active_group(process_group) if normalize == "global" else None
+
+
+def where(group, ranks: list[int]) -> str:
+    """The ranks where a check failed, for its message: ``" (rank 1)"``, ``" (ranks 0, 1)"``; ``""`` on one
+    process. A local check (``group=None``) under torch.distributed names this process's rank."""
+    if group is None:
+        if not (dist.is_available() and dist.is_initialized()):
+            return ""
+        ranks = [dist.get_rank()]
+    return f" (rank{'s' if len(ranks) > 1 else ''} {', '.join(map(str, ranks))})"
 
 
 def world_size(group) -> int:

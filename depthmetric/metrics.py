@@ -192,7 +192,7 @@ def _ids_of(ids, batch: int, device: torch.device) -> torch.Tensor:
         raise TypeError(f"ids must hold integers, got {ids.dtype}")
     if ids.shape != (batch,):
         raise ValueError(f"ids must have one entry per image, shape ({batch},), got {tuple(ids.shape)}")
-    return ids.to(device=device, dtype=torch.int64)
+    return _checks.index_device("ids", ids, "pred", device).to(device=device, dtype=torch.int64)
 
 
 def empty_state() -> dict:

@@ -64,7 +64,7 @@ def draw_identity_noise(
     return noise.mul_(NOISE_STD).to(target.device)  # in place: no second fresh S,B,H,W map
 
 
-def _check_noise(noise, n_sources: int, target: torch.Tensor) -> torch.Tensor:
+def _check_noise(noise, n_sources: int, target: torch.Tensor, group) -> torch.Tensor:
     _checks.floating("noise", noise)  # integer noise would be cast silently
     B, _, H, W = target.shape
     if noise.dim() == 5 and noise.shape[2] == 1:
@@ -72,7 +72,7 @@ def _check_noise(noise, n_sources: int, target: torch.Tensor) -> torch.Tensor:
     if tuple(noise.shape) != (n_sources, B, H, W):
         raise ValueError(f"noise must be S,B,H,W = {(n_sources, B, H, W)} (or S,B,1,H,W), got {tuple(noise.shape)}")
     _checks.same_device(target=target, noise=noise)
-    _checks.finite("noise", noise)
+    _checks.finite("noise", noise, group)
     return noise.to(_checks.accumulate_dtype(target.dtype))
 
 
@@ -124,10 +124,11 @@ def min_reprojection_loss(
     _checks.tensor("target", target)
     used = sources if automask else []
     names = ("target", *(f"warped[{s}]" for s in range(len(warped))), *(f"sources[{s}]" for s in range(len(used))))
-    check_images(names, (target, *warped, *used), "box3", "reflect")
+    group = distributed.op_group(normalize, process_group)
+    check_images(names, (target, *warped, *used), "box3", "reflect", group)
     S = len(warped)
     if used:
-        noise = draw_identity_noise(S, target, generator) if noise is None else _check_noise(noise, S, target)
+        noise = draw_identity_noise(S, target, generator) if noise is None else _check_noise(noise, S, target, group)
     else:
         noise = target.new_empty((0,), dtype=_checks.accumulate_dtype(target.dtype))
     mean_sources = reduce_sources == "mean"

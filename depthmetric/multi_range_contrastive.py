@@ -96,6 +96,13 @@ def _draw_shifts(B: int, H: int, W: int, n_within: int, n_across: int, generator
     return shifts
 
 
+def _check_shifts(shifts, features: torch.Tensor) -> None:
+    if not (isinstance(shifts, torch.Tensor) and shifts.dtype == torch.long and shifts.dim() == 2
+            and shifts.shape[1] == 3):
+        raise ValueError("shifts must be an int64 tensor of shape N,3 (batch, row, column shifts)")
+    _checks.index_device("shifts", shifts, "features", features.device)
+
+
 def _check_config(r_p, ranges, margins, n_within, n_across, reduction):
     if not (_checks.real("r_p", r_p) > 0 and math.isfinite(r_p)):
         raise ValueError(f"r_p must be a positive finite number, got {r_p!r}")
@@ -190,8 +197,12 @@ def multi_range_contrastive_loss(
     r_p, ranges, margins = _check_config(r_p, ranges, margins, n_within, n_across, reduction)
     _check_distributed(normalize, across, process_group)
     depth = _prepare_depth(depth, mask, features)
-    _checks.finite("features", features)
+    if shifts is not None:
+        _check_shifts(shifts, features)
     group = distributed.active_group(process_group)
+    # The checks go collective only when the call communicates anyway (every rank makes it then).
+    communicates = shifts is None or normalize == "global" or across == "global"
+    _checks.finite("features", features, group if communicates else None)
     B, _, H, W = features.shape
     window = (0, B)  # the anchors: this rank's images, first and count
     if across == "global" and group is not None:
@@ -200,9 +211,6 @@ def multi_range_contrastive_loss(
         window, B = (start, B), features.shape[0]
     if shifts is None:
         shifts = _draw_shifts(B, H, W, n_within, n_across, generator, group, across)
-    elif not (isinstance(shifts, torch.Tensor) and shifts.dtype == torch.long and shifts.dim() == 2
-              and shifts.shape[1] == 3):
-        raise ValueError("shifts must be an int64 tensor of shape N,3 (batch, row, column shifts)")
 
     if _ext.use_kernel(backend, features.device):
         _autograd.check_untransformed("depthmetric.multi_range_contrastive_loss", (features, depth))

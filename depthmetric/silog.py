@@ -68,13 +68,13 @@ def silog_loss(
     """
     _check_config(beta, eps, variance_focus)
     distributed.check_normalize(normalize, process_group)
-    pred, target, valid = prepare_pair(pred, target, mask, interpolate)
+    group = distributed.op_group(normalize, process_group)
+    pred, target, valid = prepare_pair(pred, target, mask, interpolate, group)
     _ext.check_backend(backend, pred.device)
     valid = valid & (pred + eps > 0)
     g = torch.where(valid, torch.log(torch.where(valid, pred, 1.0) + eps) - torch.log(target + eps), 0.0)
     n = valid.sum().to(g.dtype)
     if normalize == "global":
-        group = distributed.active_group(process_group)
         s1, s2 = distributed.all_reduce_sum(torch.stack([g.sum(), g.pow(2).sum()]), group).unbind()
         n = distributed.all_reduce_count(n, group)
         mean = s1 / n.clamp(min=1)

@@ -11,8 +11,8 @@ from . import _checks
 
 __all__ = ["edge_aware_smoothness"]
 
-# Monodepth2 normalises with ``disp / (disp.mean(2, True).mean(3, True) + 1e-7)``; the 1e-7 keeps an
-# all-zero disparity finite.
+# Monodepth2 normalises with ``disp / (disp.mean(2, True).mean(3, True) + 1e-7)``; kept for its numbers
+# (a mean <= 0, which would divide by ~0 or flip the sign, is an error).
 _MEAN_EPS = 1e-7
 
 
@@ -22,7 +22,8 @@ def edge_aware_smoothness(disp: torch.Tensor, image: torch.Tensor) -> torch.Tens
     ``disp`` is ``B,1,H,W`` (or ``B,H,W``) disparity, ``image`` the ``B,C,H,W`` colour image at the same
     resolution. The mean of ``d`` is taken per image over ``H,W`` (plus 1e-7, as Monodepth2 does); ``dx``
     and ``dy`` are forward differences, so the two means run over ``B*H*(W-1)`` and ``B*(H-1)*W`` values.
-    The image only weights the loss (its gradient still flows if it requires grad, as in Monodepth2).
+    The image only weights the loss (its gradient still flows if it requires grad, as in Monodepth2). A
+    disparity whose mean is not > 0 in some image raises a ``ValueError`` (the loss divides by it).
     Returns a scalar (0 for an empty batch), float32 for 16/32-bit input and float64 for float64 input. NaN/Inf in either input
     raise a ``ValueError`` (see ``depthmetric.set_finite_checks``).
     """
@@ -37,7 +38,8 @@ def edge_aware_smoothness(disp: torch.Tensor, image: torch.Tensor) -> torch.Tens
     dtype = _checks.accumulate_dtype(torch.promote_types(disp.dtype, image.dtype))
     d = disp.to(dtype)
     img = image.to(dtype)
-    d = d / (d.mean(dim=(2, 3), keepdim=True) + _MEAN_EPS)
+    mean = _checks.positive_per_image("disp", d.mean(dim=(2, 3), keepdim=True), "mean per image")
+    d = d / (mean + _MEAN_EPS)
     weight_x = torch.exp(-(img[..., :, 1:] - img[..., :, :-1]).abs().mean(1, keepdim=True))
     weight_y = torch.exp(-(img[..., 1:, :] - img[..., :-1, :]).abs().mean(1, keepdim=True))
     loss_x = _checks.mean((d[..., :, 1:] - d[..., :, :-1]).abs() * weight_x)

@@ -36,8 +36,10 @@ def check_window(window: str, padding: str | None) -> str:
     return padding
 
 
-def check_images(names: tuple[str, ...], images: tuple[torch.Tensor, ...], window: str, padding: str) -> None:
-    """Same shape, dtype and device; floating B,C,H,W; big enough for the window; finite; [0, 1] warned."""
+def check_images(names: tuple[str, ...], images: tuple[torch.Tensor, ...], window: str, padding: str,
+                 group=None) -> None:
+    """Same shape, dtype and device; floating B,C,H,W; big enough for the window; finite (collective over
+    ``group``, the one the op communicates over); [0, 1] warned."""
     first = images[0]
     for name, x in zip(names, images):
         _checks.floating(name, x)
@@ -53,7 +55,7 @@ def check_images(names: tuple[str, ...], images: tuple[torch.Tensor, ...], windo
     if min(first.shape[-2:]) < smallest:
         raise ValueError(f"{names[0]} is {tuple(first.shape[-2:])} (H,W); window={window!r} with "
                          f"padding={padding!r} needs H and W >= {smallest}")
-    _checks.check_values(dict(zip(names, images)), unit_range=True)
+    _checks.check_values(dict(zip(names, images)), unit_range=True, group=group)
 
 
 def _kernel_ssim(x: torch.Tensor, y: torch.Tensor, window: str, padding: str) -> torch.Tensor:

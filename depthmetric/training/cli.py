@@ -85,7 +85,14 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-deterministic", dest="deterministic", action="store_false",
                    help="do not call torch.use_deterministic_algorithms on CPU")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--eval-every", type=int, default=d.eval_every, help="default: %(default)s")
+    p.add_argument("--eval-every", type=int, default=d.eval_every,
+                   help="evaluate (and checkpoint) every N steps (default: %(default)s)")
+    p.add_argument("--save-every", type=int, default=d.save_every,
+                   help="also write the checkpoint every N steps, evaluation or not (default: %(default)s: at "
+                        "evaluations and the end only)")
+    p.add_argument("--keep", type=int, default=d.keep,
+                   help="keep the K newest checkpoints as <out>/checkpoint-stepNNNNNN.pt, checkpoint.pt being the "
+                        "newest (default: %(default)s: checkpoint.pt alone)")
     p.add_argument("--no-augment", dest="augment", action="store_false", help="no flips/colour jitter/crops")
     p.add_argument("--freeze-bn", action="store_true",
                    help="BatchNorm layers keep their running statistics while training (on several CPU processes, "

@@ -53,6 +53,8 @@ class TrainConfig:
     threads: int | None = None  # torch.set_num_threads; None keeps torch's default (one per core)
     workers: int = 0  # DataLoader worker processes
     eval_every: int = 100
+    save_every: int = 0  # also checkpoint every N steps, evaluation or not (0: at evaluations and the end only)
+    keep: int = 1  # the newest checkpoints kept as checkpoint-stepNNNNNN.pt (1: checkpoint.pt alone)
     eval_images: int = 3  # images shown in the figure
     figure: bool = True
     augment: bool = True
@@ -72,8 +74,8 @@ class TrainConfig:
             _checks.choice(name, getattr(self, name), allowed)
         if self.amp != "off" and self.dtype == "float64":
             raise ValueError("--amp autocasts float32 networks; it does not go with --dtype float64")
-        for name in ("steps", "batch_size", "eval_every", "workers", "metric_across"):
-            if getattr(self, name) < (1 if name in ("batch_size", "eval_every") else 0):
+        for name in ("steps", "batch_size", "eval_every", "workers", "metric_across", "save_every", "keep"):
+            if getattr(self, name) < (1 if name in ("batch_size", "eval_every", "keep") else 0):
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         c = dataclasses.replace(self, model=dict(self.model))
         if c.data is None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..distributed import rank_local
 from ..metrics import DATASETS, METRICS, DepthMetrics
 from .config import TrainConfig
 from .runtime import Runtime
@@ -62,12 +61,7 @@ def evaluate(task, dataset, config: TrainConfig, eval_dataset: str | None, devic
 def figure_rows(task, dataset, config: TrainConfig, eval_dataset: str | None, device, keep: int) -> list[dict]:
     """The figure's first ``keep`` images with ground truth: image, ground truth, and the prediction as the
     metrics see it (median-scaled for self-supervised models, clamped to the evaluation's depth range, which
-    is also the colour range's bound). Rank 0 makes the figure alone: its value checks stay on it."""
-    with rank_local():
-        return _figure_rows(task, dataset, config, eval_dataset, device, keep)
-
-
-def _figure_rows(task, dataset, config, eval_dataset, device, keep) -> list[dict]:
+    is also the colour range's bound). Rank 0 makes the figure alone (the metrics' checks stay local)."""
     set_train_mode(task, False)
     lo_hi = DATASETS.get(eval_dataset, {})
     lo, hi = lo_hi.get("min_depth", 1e-3), lo_hi.get("max_depth", task.model.max_depth)

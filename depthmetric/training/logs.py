@@ -10,6 +10,7 @@ __all__ = ["RunLog"]
 
 class RunLog:
     def __init__(self, kind: str, out: str, enabled: bool, progress: bool, total: int, initial: int):
+        self.enabled = enabled
         self.progress = progress and enabled
         self.writer = None
         if enabled and kind == "tensorboard":
@@ -22,8 +23,9 @@ class RunLog:
 
             self.bar = tqdm(total=total, initial=initial, dynamic_ncols=True, unit="step")
 
-    def line(self, message: str) -> None:
-        if not self.progress:
+    def line(self, message: str, quiet_too: bool = False) -> None:
+        """A log line; ``quiet_too``: printed under ``--quiet`` as well (what the user must not miss)."""
+        if not (self.progress or (quiet_too and self.enabled)):
             return
         if self.bar is not None:
             self.bar.write(message)

@@ -19,6 +19,7 @@ import json
 import math
 import os
 import resource
+import signal
 import time
 
 import torch
@@ -30,7 +31,7 @@ from .config import TrainConfig, write_config_file
 from .evaluation import evaluate, figure_rows, format_metrics
 from .logs import RunLog
 from .pipeline import generator, load_data, training_batches
-from .runtime import broadcast_object, start, stop
+from .runtime import StopSignals, broadcast_object, start, stop
 from .tasks import build_task, set_train_mode
 
 __all__ = ["train", "schedule"]
@@ -64,15 +65,22 @@ def train(config: TrainConfig, resume: str | None = None, datasets=None) -> dict
     """Run (or resume) a training job; returns the results dict also written to ``<out>/metrics.json``.
 
     ``datasets`` = ``(train_set, eval_set, eval_dataset_name)`` replaces :func:`load_data` (tests use it).
-    Writes ``<out>/checkpoint.pt`` (at each evaluation and at the end), ``<out>/figure.png``,
-    ``<out>/config.json`` and ``<out>/metrics.json`` (rank 0).
+    Writes ``<out>/checkpoint.pt`` (at each evaluation, every ``save_every`` steps and at the end; see
+    ``checkpoint`` for ``keep``), ``<out>/figure.png``, ``<out>/config.json`` and ``<out>/metrics.json``
+    (rank 0).
+
+    SIGTERM or SIGINT (see :class:`~.runtime.StopSignals`) stops the run after the step in progress: rank 0
+    writes the checkpoint of the step every rank reached, says so in one line, and every rank raises
+    ``SystemExit(128 + signal number)`` (143 for SIGTERM, 130 for SIGINT). A signal during the final
+    evaluation lets the run finish.
     """
     # The run sets process-wide switches (deterministic algorithms, thread count); the caller gets its own back.
     deterministic = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
     threads = torch.get_num_threads()
     runtime = start(config.device)
     try:
-        return _train(config, resume, datasets, runtime)
+        with StopSignals() as signals:
+            return _train(config, resume, datasets, runtime, signals)
     finally:
         stop(runtime)
         torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
@@ -104,7 +112,7 @@ def _wrap(task, config: TrainConfig, runtime) -> None:
     task.nets = nets
 
 
-def _train(config: TrainConfig, resume: str | None, datasets, runtime) -> dict:
+def _train(config: TrainConfig, resume: str | None, datasets, runtime, signals: StopSignals) -> dict:
     state = read_checkpoint(resume) if resume is not None else None
     if state is not None:
         config = _resumed_config(config, state, resume)
@@ -169,7 +177,7 @@ def _train(config: TrainConfig, resume: str | None, datasets, runtime) -> dict:
     def checkpoint(at: int) -> None:
         if runtime.main:
             save_checkpoint(os.path.join(out, "checkpoint.pt"), task, optimizer, at, config, history, eval_history,
-                            metrics_before, scheduler, scaler)
+                            metrics_before, scheduler, scaler, keep=config.keep)
 
     if metrics_before is None:
         metrics_before = evaluation(step)
@@ -210,9 +218,19 @@ def _train(config: TrainConfig, resume: str | None, datasets, runtime) -> dict:
         for k, v in parts.items():
             history.setdefault(k, []).append(float(v.detach()))
         log.step(step + 1, history["loss"][-1], {k: history[k][-1] for k in parts}, lr, time.perf_counter() - t_step)
-        if (step + 1) % config.eval_every == 0 and step + 1 < config.steps:
+        evaluating = (step + 1) % config.eval_every == 0
+        if evaluating and step + 1 < config.steps:
             log.line(f"step {step + 1}: {format_metrics(evaluation(step + 1))}")
+        stop_signal = signals.agreed(runtime)
+        periodic = evaluating or (config.save_every and (step + 1) % config.save_every == 0)
+        if stop_signal or (periodic and step + 1 < config.steps):  # the last step's comes after the loop
             checkpoint(step + 1)
+        if stop_signal:
+            path = os.path.join(out, "checkpoint.pt")
+            log.line(f"stopped by {signal.Signals(stop_signal).name} at step {step + 1}: wrote {path}; continue "
+                     f"with --resume {path}", quiet_too=True)
+            log.close()
+            raise SystemExit(128 + stop_signal)
     step = config.steps
     train_seconds = time.perf_counter() - t_start
 

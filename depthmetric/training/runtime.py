@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
+import threading
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["Runtime", "start", "stop", "broadcast_object"]
+__all__ = ["Runtime", "start", "stop", "broadcast_object", "StopSignals"]
 
 
 @dataclasses.dataclass
@@ -64,3 +66,41 @@ def broadcast_object(value, runtime: Runtime):
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+class StopSignals:
+    """While the run holds it: SIGTERM (how SLURM, Kubernetes and spot instances stop a job, SIGKILL
+    following after a grace period) and SIGINT (Ctrl-C) ask the run to stop at the next step boundary, where
+    it writes a checkpoint; the handler only records the signal, so no checkpoint is ever written mid-step. A
+    second signal exits at once with status 128 + its number (the shell's convention). The caller's handlers
+    come back afterwards. Handlers can only be installed from the main thread; elsewhere the signals keep
+    theirs."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.signum = 0  # the first signal received, 0 for none
+        self._saved: dict = {}
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            self._saved = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._saved.items():
+            signal.signal(s, handler)
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum:
+            os._exit(128 + signum)
+        self.signum = signum
+
+    def agreed(self, runtime: Runtime) -> int:
+        """The signal to stop for at this step boundary (0: go on). Under torchrun any rank's: one max
+        all-reduce of a number, so that every rank stops after the same step."""
+        if not runtime.distributed:
+            return self.signum
+        flag = torch.tensor([self.signum], device=runtime.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return int(flag)
