@@ -148,6 +148,7 @@ class Op:
     forward_ad: bool = True  # PyTorch's forward-mode AD covers the twin (grid_sample's has none)
     finite: tuple[str, ...] = ()  # the arguments whose NaN/Inf the op rejects by name
     unchecked: tuple[str, ...] = ()  # the floating arguments it does not check (ground truth: NaN = invalid)
+    positive: tuple[str, ...] = ()  # the arguments whose mean per image must be > 0 (a disparity)
     tol: dict = dataclasses.field(default_factory=lambda: {torch.float64: 1e-10, torch.float32: 1e-5})
     min_hw: int = 1  # the smallest image the op computes
 
@@ -318,7 +319,7 @@ OPS = [
     Op("scale_shift_invariant_loss", dm.scale_shift_invariant_loss, _pair_inputs(),
        module=dm.ScaleShiftInvariantLoss, **SUPERVISED),
     Op("edge_aware_smoothness", dm.edge_aware_smoothness, _smoothness_inputs, grad=(0, 1), no_channels="image",
-       too_small="disp", finite=("disp", "image")),
+       too_small="disp", finite=("disp", "image"), positive=("disp",)),
     # Geometry alone: warp, which reads images, checks its inputs.
     Op("backproject", dm.backproject, _backproject_inputs, grad=(0,), out_shape=lambda B, C, H, W: (B, 4, H * W),
        unchecked=("depth", "inv_K")),
