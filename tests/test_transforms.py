@@ -19,7 +19,8 @@ def scalar_of(op):
     """(fn(x, backend) -> a scalar of the op's output, x): x is the op's first differentiable input (the first
     element of a list), every other argument fixed."""
     H = max(6, op.min_hw)
-    args, kwargs = op.make(2, 3, H, H + 1)
+    B, C = (2, 3) if H == 6 else (1, 1)  # gradgradcheck's cost grows with the square of the input's size
+    args, kwargs = op.make(B, C, H, H + 1)
     position = op.grad[0]
     x = args[position][0] if isinstance(args[position], list) else args[position]
 
