@@ -74,8 +74,33 @@ __device__ __forceinline__ ssim::SsimTerms<acc_t> box3_terms(const acc_t (&x)[N]
   return ssim::ssim_terms(m);
 }
 
+// Blackwell's ptxas (sm_100, sm_120) needs more registers for the same loops than sm_75 to sm_90: at the
+// bounds below it spilled 320 bytes (float64 forward at 64 registers) and 152 (float32 backward at 128).
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 1000
+constexpr bool kBlackwell = true;
+#else
+constexpr bool kBlackwell = false;
+#endif
+
+// Resident blocks per SM each kernel is compiled for. The forward: 4 (64 registers a thread, 32 of 64 warps:
+// 50% theoretical occupancy); float64 on Blackwell 3 (80 registers, 24 warps: 37.5%), the most that holds
+// its 3x3 patches without spilling.
+template <typename acc_t>
+constexpr int forward_min_blocks() {
+  return kBlackwell && sizeof(acc_t) == 8 ? 3 : 4;
+}
+// The backward: 2 (128 registers, 16 warps: 25%) hold the 16-bit and float32 kernels' 9 window weights and
+// the taps of the windows still to come. float64 needs twice the registers for the same values and spilled
+// at 128 (68 bytes of stores even with the taps loaded as late as they can be), and so did every dtype on
+// Blackwell, so those are compiled for one block (up to 255 registers, 8 warps: 12.5%, 16.7% of sm_120's 48):
+// local-memory round trips in the channel loop would cost more than the warps they give up.
+template <typename acc_t>
+constexpr int backward_min_blocks() {
+  return kBlackwell || sizeof(acc_t) == 8 ? 1 : 2;
+}
+
 template <typename scalar_t, typename acc_t>
-__global__ void __launch_bounds__(kBlockW * kBlockH, 4) forward_kernel(
+__global__ void __launch_bounds__(kBlockW * kBlockH, forward_min_blocks<acc_t>()) forward_kernel(
     StridedView4<const scalar_t> target, Views<const scalar_t, 2 * kMaxSources> cands, int n_warped, int n_cands,
     const acc_t* __restrict__ noise, int64_t C, Axis ah, Axis aw, TermWeights<acc_t> weights, bool mean_sources,
     acc_t* __restrict__ loss, int64_t* __restrict__ winner) {
@@ -120,17 +145,6 @@ __global__ void __launch_bounds__(kBlockW * kBlockH, 4) forward_kernel(
   }
   loss[(b * H + h) * W + w] = best;
   winner[(b * H + h) * W + w] = arg;
-}
-
-// Resident blocks per SM the backward is compiled for. Two (128 registers a thread, 16 of 64 warps: 25%
-// theoretical occupancy) hold the 16-bit and float32 kernels' 9 window weights and the taps of the windows
-// still to come. float64 needs twice the registers for the same values and spilled at 128 (68 bytes of
-// stores even with the taps loaded as late as they can be), so it is compiled for one block (up to 255
-// registers, 8 warps: 12.5%): the float64 backward is the rare, slow path, where local-memory round trips
-// would cost more than the warps it gives up.
-template <typename acc_t>
-constexpr int backward_min_blocks() {
-  return sizeof(acc_t) == 8 ? 1 : 2;
 }
 
 // The term weights come as two scalars: as one TermWeights parameter the float64 kernel spilled more.
