@@ -31,15 +31,17 @@ constexpr int forward_chunk() {
 // H100, v2 -> v3 in benchmarks/results/NOTES_multi_range_contrastive.md).
 constexpr int kForwardMinBlocks = 4;
 // The backward holds 16 shifts' two offsets and two weights across its channel loop: 64 registers of int32
-// offsets and float32 weights, twice that for float64 or int64. v3 capped it for 3 blocks (80 registers),
-// which spilled 80 to 700 bytes a thread (sm_90); 2 blocks (up to 128 registers: 96 for float32, 128 for
-// float64, 16 warps: 25% occupancy) hold the chunk in registers. With int64 indices (tensors past 2^31
-// elements only) the offsets alone take 64 registers: 1 block (up to 255 registers, 8 warps: 12.5%) rather
-// than local-memory round trips in the innermost loop. v3's 3 blocks with spills were faster than v2's 2
-// blocks on an H100; this no-spill build's speed against it has yet to be measured on a GPU.
-template <typename index_t>
+// offsets and float32 weights, twice that for float64 or int64. v3 capped it for 3 blocks of 256 (80
+// registers), which spilled 80 to 700 bytes a thread (sm_90). It now runs blocks of 128 threads, so that
+// whole blocks use the registers left: 5 of them with int32 indices and 16/32-bit features (up to 96
+// registers: 20 of 64 warps, 31.25% theoretical occupancy), 4 for float64 (128 registers, 16 warps: 25%), 2
+// with int64 indices (tensors past 2^31 elements only; up to 255 registers, 185-220 used, 8 warps: 12.5%),
+// rather than local-memory round trips in the innermost loop. v3's 3 blocks with spills were faster than
+// v2's 2 blocks of 94 registers on an H100; this build's speed against v3 has yet to be measured on a GPU.
+constexpr int kBackwardThreads = 128;
+template <typename acc_t, typename index_t>
 constexpr int backward_min_blocks() {
-  return sizeof(index_t) == 8 ? 1 : 2;
+  return sizeof(index_t) == 8 ? 2 : (sizeof(acc_t) == 8 ? 4 : 5);
 }
 
 template <typename scalar_t, typename acc_t, typename index_t>
@@ -110,7 +112,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock, kForwardMinBlocks)
 // x + s only counts when it is one. With more than kChunk shifts the partial sums of later chunks are added to
 // the output by the same thread (out_t is float32 then for 16-bit input).
 template <typename scalar_t, typename acc_t, typename out_t, typename index_t>
-__global__ void __launch_bounds__(kThreadsPerBlock, backward_min_blocks<index_t>())
+__global__ void __launch_bounds__(kBackwardThreads, backward_min_blocks<acc_t, index_t>())
     backward_kernel(const acc_t* __restrict__ grad_loss, StridedView4<const scalar_t, index_t> f,
                     const int64_t* __restrict__ shifts, index_t n_shifts, index_t B, index_t C, index_t H, index_t W,
                     index_t anchor_start, index_t n_anchors, const acc_t* __restrict__ coef,
@@ -224,8 +226,8 @@ Tensor backward_cuda(const Tensor& grad_loss_in, const Tensor& features, const T
       using out_t = decltype(out_tag);
       with_index_type(fits_int32({storage_extent(features), storage_extent(dst), coef.numel()}), [&](auto index_tag) {
         using index_t = decltype(index_tag);
-        DM_LAUNCH((backward_kernel<scalar_t, acc_t, out_t, index_t>), grid_for(B * H * W), kThreadsPerBlock,
-                  data_of<const acc_t>(grad_loss), strided_view4<const scalar_t, index_t>(features),
+        DM_LAUNCH((backward_kernel<scalar_t, acc_t, out_t, index_t>), grid_for(B * H * W, kBackwardThreads),
+                  kBackwardThreads, data_of<const acc_t>(grad_loss), strided_view4<const scalar_t, index_t>(features),
                   data_of<const int64_t>(shifts), static_cast<index_t>(shifts.size(0)), static_cast<index_t>(B),
                   static_cast<index_t>(C), static_cast<index_t>(H), static_cast<index_t>(W),
                   static_cast<index_t>(anchors.start), static_cast<index_t>(anchors.count),
