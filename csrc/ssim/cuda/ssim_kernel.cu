@@ -80,7 +80,10 @@ __global__ void forward_kernel(StridedView4<const scalar_t> x, StridedView4<cons
 }
 
 // win is __grid_constant__: Axis::weight indexes its taps at run time, which read the kernel parameter in
-// place instead of copying it to a per-thread stack frame (48 bytes float32, 96 float64 before).
+// place instead of copying it to a per-thread stack frame (48 bytes float32, 96 float64 before). The reads
+// take a few registers: at sm_90 box3's float32 kernel went from 32 to 36 (3 blocks of 512 a SM instead of 4:
+// 75% theoretical occupancy instead of 100%). Launch bounds that held it at 32 made ptxas take more registers
+// in the other instantiations (gauss11 float32 up to 64), and the window in shared memory cost gauss11 a block.
 template <typename scalar_t, typename acc_t, int R>
 __global__ void backward_kernel(StridedView4<const acc_t> grad, const acc_t* __restrict__ partials, int64_t plane,
                                 StridedView4<const scalar_t> x, StridedView4<const scalar_t> y, int64_t C, Axis ah,
