@@ -362,6 +362,12 @@ def mode_calls(fn: Callable, case: Case, sets: list[InputSet]) -> dict[str, Call
     return calls
 
 
+def moved_bytes(mode: str, in_bytes: int, out_bytes: int, fwd_bytes: int = 0) -> int:
+    """The bytes a call must move: its inputs read once and its outputs written once. fwd_bwd's output is
+    the input gradients; the forward's output (a scalar loss, usually: ``fwd_bytes - in_bytes``) is added."""
+    return in_bytes + out_bytes + (fwd_bytes - in_bytes if mode == "fwd_bwd" else 0)
+
+
 def measure_backend(fn: Callable, case: Case, sets: list[InputSet], device: torch.device,
                     settings: Settings, roofline: Roofline, flops: Callable[[str], float]) -> dict:
     """Both modes of one backend: peak extra memory, timing, bytes moved, flops (``flops(mode)``) and the
@@ -378,8 +384,7 @@ def measure_backend(fn: Callable, case: Case, sets: list[InputSet], device: torc
         peak, out_bytes = peak_extra_bytes(call, sets[0], device)
         stats = summarize(time_calls(call, sets, device, settings))
         stats["peak_mib"] = peak / 2**20
-        # fwd_bwd's output is the input gradients; add the forward's output (a scalar loss, usually)
-        stats["bytes"] = in_bytes + out_bytes + (results["fwd"]["bytes"] - in_bytes if mode == "fwd_bwd" else 0)
+        stats["bytes"] = moved_bytes(mode, in_bytes, out_bytes, results["fwd"]["bytes"] if results else 0)
         stats["flops"] = float(flops(mode))
         floor, stats["bound"] = roofline.floor(stats["bytes"], stats["flops"])
         stats["floor_ms"] = floor * 1e3

@@ -20,6 +20,10 @@ constexpr int kWarps = kThreadsPerBlock / 32;
 constexpr int64_t kMaxChunks = 64;     // blocks per image: with B >= 2 this fills an H100's 132 SMs
 constexpr int64_t kPixelsPerThread = 8;
 
+// Theoretical occupancy (benchmarks/results/cuda-kernels-sm90.md): 50% (59 registers) for 16/32-bit input;
+// float64 input carries its ten sums and its math in float64, 72 registers, 3 blocks of 256 a SM (37.5%).
+// That still holds the whole grid (64 blocks an image) of a batch of up to 6 on an H100 at once, and each
+// thread streams its pixels with no reuse to hide behind more warps.
 template <typename scalar_t>
 __global__ void partial_sums_kernel(StridedView4<const scalar_t> p, StridedView4<const scalar_t> g,
                                     StridedView4<const bool> m, const double* __restrict__ scale,

@@ -40,17 +40,12 @@ __device__ __forceinline__ int64_t loaded_index(const Axis& a, int64_t t) {
   return i < 0 ? 0 : i;
 }
 
-// The N x N patch of plane (b, c) centred on (h, w), reflected at the edges, in acc_t.
-template <int N, typename acc_t, typename scalar_t>
-__device__ __forceinline__ void load_patch(const StridedView4<const scalar_t>& v, int64_t b, int64_t c,
-                                           const int64_t (&rows)[N], const int64_t (&cols)[N], acc_t (&out)[N][N]) {
-  const scalar_t* plane = v.data + b * v.s0 + c * v.s1;
-#pragma unroll
-  for (int i = 0; i < N; ++i) {
-    const scalar_t* row = plane + rows[i] * v.s2;
-#pragma unroll
-    for (int j = 0; j < N; ++j) out[i][j] = static_cast<acc_t>(row[cols[j] * v.s3]);
-  }
+// Input pixel (rows[i], cols[j]) of plane (b, c), in acc_t: rows and cols hold the reflected indices of a
+// patch centred on the thread's pixel.
+template <typename acc_t, typename scalar_t, int N>
+__device__ __forceinline__ acc_t load_tap(const StridedView4<const scalar_t>& v, int64_t b, int64_t c,
+                                          const int64_t (&rows)[N], const int64_t (&cols)[N], int i, int j) {
+  return static_cast<acc_t>(v.data[b * v.s0 + c * v.s1 + rows[i] * v.s2 + cols[j] * v.s3]);
 }
 
 // SSIM terms of the 3x3 window whose top-left tap is (i0, j0) in two patches.
@@ -79,8 +74,33 @@ __device__ __forceinline__ ssim::SsimTerms<acc_t> box3_terms(const acc_t (&x)[N]
   return ssim::ssim_terms(m);
 }
 
+// Blackwell's ptxas (sm_100, sm_120) needs more registers for the same loops than sm_75 to sm_90: at the
+// bounds below it spilled 320 bytes (float64 forward at 64 registers) and 152 (float32 backward at 128).
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 1000
+constexpr bool kBlackwell = true;
+#else
+constexpr bool kBlackwell = false;
+#endif
+
+// Resident blocks per SM each kernel is compiled for. The forward: 4 (64 registers a thread, 32 of 64 warps:
+// 50% theoretical occupancy); float64 on Blackwell 3 (80 registers, 24 warps: 37.5%), the most that holds
+// its 3x3 patches without spilling.
+template <typename acc_t>
+constexpr int forward_min_blocks() {
+  return kBlackwell && sizeof(acc_t) == 8 ? 3 : 4;
+}
+// The backward: 2 (128 registers, 16 warps: 25%) hold the 16-bit and float32 kernels' 9 window weights and
+// the taps of the windows still to come. float64 needs twice the registers for the same values and spilled
+// at 128 (68 bytes of stores even with the taps loaded as late as they can be), and so did every dtype on
+// Blackwell, so those are compiled for one block (up to 255 registers, 8 warps: 12.5%, 16.7% of sm_120's 48):
+// local-memory round trips in the channel loop would cost more than the warps they give up.
+template <typename acc_t>
+constexpr int backward_min_blocks() {
+  return kBlackwell || sizeof(acc_t) == 8 ? 1 : 2;
+}
+
 template <typename scalar_t, typename acc_t>
-__global__ void __launch_bounds__(kBlockW * kBlockH, 4) forward_kernel(
+__global__ void __launch_bounds__(kBlockW * kBlockH, forward_min_blocks<acc_t>()) forward_kernel(
     StridedView4<const scalar_t> target, Views<const scalar_t, 2 * kMaxSources> cands, int n_warped, int n_cands,
     const acc_t* __restrict__ noise, int64_t C, Axis ah, Axis aw, TermWeights<acc_t> weights, bool mean_sources,
     acc_t* __restrict__ loss, int64_t* __restrict__ winner) {
@@ -100,8 +120,14 @@ __global__ void __launch_bounds__(kBlockW * kBlockH, 4) forward_kernel(
     acc_t pe = 0;
     for (int64_t c = 0; c < C; ++c) {
       acc_t x[3][3], y[3][3];
-      load_patch(cands.v[k], b, c, rows, cols, x);
-      load_patch(target, b, c, rows, cols, y);
+#pragma unroll
+      for (int i = 0; i < 3; ++i) {  // row by row: the float64 kernel spilled with the whole patch loaded first
+#pragma unroll
+        for (int j = 0; j < 3; ++j) {
+          x[i][j] = load_tap<acc_t>(cands.v[k], b, c, rows, cols, i, j);
+          y[i][j] = load_tap<acc_t>(target, b, c, rows, cols, i, j);
+        }
+      }
       pe += channel_error(weights, ssim::dssim(box3_terms(x, y, 0, 0).ssim).value, x[1][1], y[1][1]);
     }
     if (k >= n_warped) pe += noise[(((k - n_warped) * B + b) * H + h) * W + w];  // identity tie-break
@@ -122,11 +148,14 @@ __global__ void __launch_bounds__(kBlockW * kBlockH, 4) forward_kernel(
 }
 
 // The term weights come as two scalars: as one TermWeights parameter the float64 kernel spilled more.
+// warped, grads (indexed by s) and win (by Axis::weight) are read in place as __grid_constant__ parameters:
+// indexed at run time, by-value parameters are copied to a per-thread stack frame.
 template <typename scalar_t, typename acc_t>
-__global__ void __launch_bounds__(kBlockW * kBlockH, 2) backward_kernel(
+__global__ void __launch_bounds__(kBlockW * kBlockH, backward_min_blocks<acc_t>()) backward_kernel(
     StridedView4<const acc_t> grad_loss, const int64_t* __restrict__ winner, StridedView4<const scalar_t> target,
-    Views<const scalar_t, kMaxSources> warped, Views<scalar_t, kMaxSources> grads, int n_warped, int64_t C, Axis ah,
-    Axis aw, Window<acc_t> win, acc_t w_ssim, acc_t w_l1, bool mean_sources) {
+    const __grid_constant__ Views<const scalar_t, kMaxSources> warped,
+    const __grid_constant__ Views<scalar_t, kMaxSources> grads, int n_warped, int64_t C, Axis ah, Axis aw,
+    const __grid_constant__ Window<acc_t> win, acc_t w_ssim, acc_t w_l1, bool mean_sources) {
   const int64_t q_w = static_cast<int64_t>(blockIdx.x) * kBlockW + threadIdx.x;
   const int64_t q_h = static_cast<int64_t>(blockIdx.y) * kBlockH + threadIdx.y;
   const int64_t H = ah.n, W = aw.n, B = gridDim.z / n_warped;
@@ -167,15 +196,27 @@ __global__ void __launch_bounds__(kBlockW * kBlockH, 2) backward_kernel(
     rows[d] = loaded_index(ah, q_h - 2 + d);
     cols[d] = loaded_index(aw, q_w - 2 + d);
   }
+  const auto first = [](int t) { return t < 2 ? 0 : t - 2; };  // the first window that reads patch row/column t
   for (int64_t c = 0; c < C; ++c) {
     acc_t x[5][5], y[5][5];
-    load_patch(warped.v[s], b, c, rows, cols, x);
-    load_patch(target, b, c, rows, cols, y);
     acc_t f_mx = 0, f_sq = 0, f_xy = 0;  // gathered coefficients of mu_x, E[x^2], E[xy]
 #pragma unroll
     for (int i = 0; i < 3; ++i) {
 #pragma unroll
       for (int j = 0; j < 3; ++j) {
+        // A tap is loaded just before the first window that reads it, window (first(r), first(col)), so that
+        // only the taps of the windows still to come are live (with the whole 5x5 patches loaded first, the
+        // float64 kernel spilled).
+#pragma unroll
+        for (int r = 0; r < 5; ++r) {
+#pragma unroll
+          for (int col = 0; col < 5; ++col) {
+            if (first(r) == i && first(col) == j) {
+              x[r][col] = load_tap<acc_t>(warped.v[s], b, c, rows, cols, r, col);
+              y[r][col] = load_tap<acc_t>(target, b, c, rows, cols, r, col);
+            }
+          }
+        }
         if (weight[i][j] == acc_t(0)) continue;
         const auto t = box3_terms(x, y, i, j);
         const acc_t k = weight[i][j] * ssim::dssim(t.ssim).slope;

@@ -16,13 +16,33 @@ namespace depthmetric {
 namespace multi_range_contrastive {
 namespace {
 
-// Shifts handled per pass over the channels; their offsets and sums live in registers.
+// Shifts handled per pass over the channels; their offsets and sums live in registers. The backward keeps 16:
+// a pixel's gradient is summed chunk by chunk, so its chunk fixes the summation order. The forward's pairs
+// are independent of each other, so its chunk only sets how often the anchor's features are read: 8 shifts
+// (4 for float64) keep the forward within 64 registers with no spills (16 spilled 52 to 604 bytes a thread at
+// sm_90).
 constexpr int kChunk = 16;
-// The loops are latency-bound: capping registers for 4 (forward) and 3 (backward) resident blocks per SM
-// keeps more warps in flight to hide load latency (measured on an H100, v2 -> v3 in
-// benchmarks/results/NOTES_multi_range_contrastive.md).
+template <typename acc_t>
+constexpr int forward_chunk() {
+  return sizeof(acc_t) == 8 ? 4 : 8;
+}
+// The loops are latency-bound: capping the forward's registers for 4 resident blocks per SM (64 registers,
+// 32 of 64 warps: 50% theoretical occupancy) keeps more warps in flight to hide load latency (measured on an
+// H100, v2 -> v3 in benchmarks/results/NOTES_multi_range_contrastive.md).
 constexpr int kForwardMinBlocks = 4;
-constexpr int kBackwardMinBlocks = 3;
+// The backward holds 16 shifts' two offsets and two weights across its channel loop: 64 registers of int32
+// offsets and float32 weights, twice that for float64 or int64. v3 capped it for 3 blocks of 256 (80
+// registers), which spilled 80 to 700 bytes a thread (sm_90). It now runs blocks of 128 threads, so that
+// whole blocks use the registers left: 5 of them with int32 indices and 16/32-bit features (up to 96
+// registers: 20 of 64 warps, 31.25% theoretical occupancy), 4 for float64 (128 registers, 16 warps: 25%), 2
+// with int64 indices (tensors past 2^31 elements only; up to 255 registers, 185-220 used, 8 warps: 12.5%),
+// rather than local-memory round trips in the innermost loop. v3's 3 blocks with spills were faster than
+// v2's 2 blocks of 94 registers on an H100; this build's speed against v3 has yet to be measured on a GPU.
+constexpr int kBackwardThreads = 128;
+template <typename acc_t, typename index_t>
+constexpr int backward_min_blocks() {
+  return sizeof(index_t) == 8 ? 2 : (sizeof(acc_t) == 8 ? 4 : 5);
+}
 
 template <typename scalar_t, typename acc_t, typename index_t>
 __global__ void __launch_bounds__(kThreadsPerBlock, kForwardMinBlocks)
@@ -30,6 +50,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock, kForwardMinBlocks)
                    const int64_t* __restrict__ shifts, index_t n_shifts, index_t B, index_t C, index_t H, index_t W,
                    index_t anchor_start, index_t n_anchors, Rule<acc_t> rule, acc_t* __restrict__ loss,
                    int32_t* __restrict__ count, acc_t* __restrict__ coef) {
+  constexpr int kFwdChunk = forward_chunk<acc_t>();
   const index_t total = n_anchors * H * W;  // x: an anchor pixel; its image is anchor_start + x / (H * W)
   for (index_t x = blockIdx.x * blockDim.x + threadIdx.x; x < total; x += gridDim.x * blockDim.x) {
     const index_t w = x % W, h = (x / W) % H, b = anchor_start + x / (H * W);
@@ -37,12 +58,12 @@ __global__ void __launch_bounds__(kThreadsPerBlock, kForwardMinBlocks)
     const index_t anchor = f.offset(b, 0, h, w);
     acc_t loss_sum = 0;
     int32_t counted = 0;
-    for (index_t n0 = 0; n0 < n_shifts; n0 += kChunk) {
-      index_t sample[kChunk];
-      acc_t code[kChunk], dist_sq[kChunk];
+    for (index_t n0 = 0; n0 < n_shifts; n0 += kFwdChunk) {
+      index_t sample[kFwdChunk];
+      acc_t code[kFwdChunk], dist_sq[kFwdChunk];
       bool any = false;
 #pragma unroll
-      for (int k = 0; k < kChunk; ++k) {
+      for (int k = 0; k < kFwdChunk; ++k) {
         const index_t n = n0 + k;
         code[k] = PairCode<acc_t>::kIgnored;
         dist_sq[k] = acc_t(0);
@@ -59,7 +80,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock, kForwardMinBlocks)
         for (index_t c = 0; c < C; ++c) {
           const acc_t a = static_cast<acc_t>(f.data[anchor + c * f.s1]);
 #pragma unroll
-          for (int k = 0; k < kChunk; ++k) {
+          for (int k = 0; k < kFwdChunk; ++k) {
             if (is_counted(code[k])) {
               const acc_t diff = a - static_cast<acc_t>(f.data[sample[k] + c * f.s1]);
               dist_sq[k] += diff * diff;
@@ -68,7 +89,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock, kForwardMinBlocks)
         }
       }
 #pragma unroll
-      for (int k = 0; k < kChunk; ++k) {
+      for (int k = 0; k < kFwdChunk; ++k) {
         const index_t n = n0 + k;
         if (n < n_shifts) {
           PairTerm<acc_t> term{0, 0};
@@ -91,7 +112,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock, kForwardMinBlocks)
 // x + s only counts when it is one. With more than kChunk shifts the partial sums of later chunks are added to
 // the output by the same thread (out_t is float32 then for 16-bit input).
 template <typename scalar_t, typename acc_t, typename out_t, typename index_t>
-__global__ void __launch_bounds__(kThreadsPerBlock, kBackwardMinBlocks)
+__global__ void __launch_bounds__(kBackwardThreads, backward_min_blocks<acc_t, index_t>())
     backward_kernel(const acc_t* __restrict__ grad_loss, StridedView4<const scalar_t, index_t> f,
                     const int64_t* __restrict__ shifts, index_t n_shifts, index_t B, index_t C, index_t H, index_t W,
                     index_t anchor_start, index_t n_anchors, const acc_t* __restrict__ coef,
@@ -205,8 +226,8 @@ Tensor backward_cuda(const Tensor& grad_loss_in, const Tensor& features, const T
       using out_t = decltype(out_tag);
       with_index_type(fits_int32({storage_extent(features), storage_extent(dst), coef.numel()}), [&](auto index_tag) {
         using index_t = decltype(index_tag);
-        DM_LAUNCH((backward_kernel<scalar_t, acc_t, out_t, index_t>), grid_for(B * H * W), kThreadsPerBlock,
-                  data_of<const acc_t>(grad_loss), strided_view4<const scalar_t, index_t>(features),
+        DM_LAUNCH((backward_kernel<scalar_t, acc_t, out_t, index_t>), grid_for(B * H * W, kBackwardThreads),
+                  kBackwardThreads, data_of<const acc_t>(grad_loss), strided_view4<const scalar_t, index_t>(features),
                   data_of<const int64_t>(shifts), static_cast<index_t>(shifts.size(0)), static_cast<index_t>(B),
                   static_cast<index_t>(C), static_cast<index_t>(H), static_cast<index_t>(W),
                   static_cast<index_t>(anchors.start), static_cast<index_t>(anchors.count),

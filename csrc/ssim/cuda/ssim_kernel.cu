@@ -20,6 +20,8 @@ namespace {
 
 constexpr int kTileW = 32;
 // Tile height: 16 rows for float32 accumulation, 8 for float64 (keeps static shared memory under 48 KB).
+// The gauss11 float64 backward's 41.6 KB of tiles then fit 3 blocks of 256 a SM at sm_80 (164 KB: 37.5%
+// theoretical occupancy), 5 at sm_90 (62.5%); smaller tiles would spend more of their loads on the halo.
 template <typename acc_t>
 constexpr int tile_h() {
   return sizeof(acc_t) == 8 ? 8 : 16;
@@ -79,10 +81,15 @@ __global__ void forward_kernel(StridedView4<const scalar_t> x, StridedView4<cons
   partials[3 * plane + at] = t.d_xy;
 }
 
+// win is __grid_constant__: Axis::weight indexes its taps at run time, which read the kernel parameter in
+// place instead of copying it to a per-thread stack frame (48 bytes float32, 96 float64 before). The reads
+// take a few registers: at sm_90 box3's float32 kernel went from 32 to 36 (3 blocks of 512 a SM instead of 4:
+// 75% theoretical occupancy instead of 100%). Launch bounds that held it at 32 made ptxas take more registers
+// in the other instantiations (gauss11 float32 up to 64), and the window in shared memory cost gauss11 a block.
 template <typename scalar_t, typename acc_t, int R>
 __global__ void backward_kernel(StridedView4<const acc_t> grad, const acc_t* __restrict__ partials, int64_t plane,
                                 StridedView4<const scalar_t> x, StridedView4<const scalar_t> y, int64_t C, Axis ah,
-                                Axis aw, Window<acc_t> win, StridedView4<scalar_t> grad_x,
+                                Axis aw, const __grid_constant__ Window<acc_t> win, StridedView4<scalar_t> grad_x,
                                 StridedView4<scalar_t> grad_y, bool need_x, bool need_y) {
   constexpr int TH = tile_h<acc_t>(), IH = TH + 2 * R, IW = kTileW + 2 * R;
   __shared__ acc_t sg[kPartials][IH][IW];
