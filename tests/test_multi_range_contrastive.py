@@ -407,3 +407,64 @@ def test_a_generator_inside_a_compiled_region_names_the_way_out():
     with pytest.raises(Exception, match="draw_shifts or sample_shifts"):
         torch.compile(lambda f: dm.multi_range_contrastive_loss(f, depth, generator=g, backend="reference"),
                       fullgraph=True)(features)
+
+
+def worked_contrastive(features, depth, shifts, r_p, ranges, margins):
+    """The loss by a plain loop over the pairs, from the definition (MetricDepth Eq. 12): the sample of anchor
+    pixel (b, h, w) under shift (sb, sh, sw) is torch.roll's, pixel ((b - sb) % B, (h - sh) % H, (w - sw) % W);
+    a pair of valid depths is positive when |Dr| < r_p (loss: the feature distance l), a negative of range j
+    when lo_j < |Dr| <= hi_j (loss: max(0, m_j - l)), ignored otherwise. Returns the per-pixel sums, the
+    number of counted pairs, and the pairs counted per class and per boundary hit, in float64 (numpy)."""
+    import numpy as np
+
+    f = features.double().numpy()
+    d = depth.double().numpy()[:, 0]
+    B, _, H, W = f.shape
+    per_pixel = np.zeros((B, H, W))
+    count = 0
+    hits = {"dr == r_p": 0, **{f"dr == {v}": 0 for lo_hi in ranges for v in lo_hi}}
+    for sb, sh, sw in shifts.tolist():
+        for b in range(B):
+            for h in range(H):
+                for w in range(W):
+                    bs, hs, ws = (b - sb) % B, (h - sh) % H, (w - sw) % W
+                    da, ds = d[b, h, w], d[bs, hs, ws]
+                    if not (np.isfinite(da) and np.isfinite(ds) and da > 0 and ds > 0):
+                        continue
+                    dr = abs(da - ds)
+                    hits["dr == r_p"] += dr == r_p
+                    for lo, hi in ranges:
+                        hits[f"dr == {lo}"] += dr == lo
+                        hits[f"dr == {hi}"] += dr == hi
+                    dist = math.sqrt(sum((f[b, c, h, w] - f[bs, c, hs, ws]) ** 2 for c in range(f.shape[1])))
+                    if dr < r_p:
+                        per_pixel[b, h, w] += dist
+                        count += 1
+                    for (lo, hi), m in zip(ranges, margins):
+                        if lo < dr <= hi:
+                            per_pixel[b, h, w] += max(0.0, m - dist)
+                            count += 1
+    return per_pixel, count, hits
+
+
+@pytest.mark.parametrize("backend", ["reference"] + (["cpu"] if dm.build_info()["compiled"] else []))
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_depth_differences_on_the_range_boundaries(dtype, backend):
+    """Depths on a 0.5 m grid (exact in float32 and float64) put pair differentials exactly on r_p and on
+    both ends of every range: a pair at |Dr| == r_p is not positive, one at lo is not in the range, one at hi
+    is; the loss must equal the plain loop's."""
+    r_p, ranges, margins = 0.5, [(0.5, 1.0), (1.0, 2.0)], [2.5, 4.0]
+    g = torch.Generator().manual_seed(21)
+    B, C, H, W = 2, 3, 3, 4
+    depth = 0.5 * torch.randint(1, 7, (B, 1, H, W), generator=g).double()  # 0.5 .. 3.0 m
+    depth[1, 0, 2, 3] = 0.0  # one invalid pixel
+    features = torch.randn(B, C, H, W, generator=g, dtype=torch.float64).to(dtype)
+    shifts = torch.tensor([[0, 0, 1], [0, 1, 0], [0, 2, 3], [0, 1, 2], [1, 0, 0], [1, 1, 1]])
+    per_pixel, count, hits = worked_contrastive(features, depth, shifts, r_p, ranges, margins)
+    assert all(n >= 3 for n in hits.values()), hits  # every boundary is hit by several pairs
+    kw = dict(r_p=r_p, ranges=ranges, margins=margins, shifts=shifts, backend=backend)
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5)
+    got = mrc_loss(features, depth.to(dtype), reduction="none", **kw)
+    torch.testing.assert_close(got[:, 0].double(), torch.from_numpy(per_pixel), **tol)
+    got_mean = mrc_loss(features, depth.to(dtype), reduction="mean", **kw)
+    torch.testing.assert_close(got_mean.double(), torch.tensor(per_pixel.sum() / count, dtype=torch.float64), **tol)
