@@ -332,3 +332,40 @@ def test_unit_range_warning_allows_rounding_and_prints_its_digits(monkeypatch):
     y[0, 0, 0, 0] = 1.0001
     with pytest.warns(UserWarning, match=r"max 1\.0001\)"):
         dm.ssim(x, y, backend="reference")
+
+
+def numpy_photometric_box3(a, b, alpha):
+    """``alpha * clamp((1 - SSIM) / 2, 0, 1) + (1 - alpha) * |a - b|`` averaged over channels, with SSIM from
+    3x3 box means of reflection-padded images (Monodepth2: sigma = E[x^2] - E[x]^2), written in numpy."""
+    C1, C2 = 0.01**2, 0.03**2
+    a, b = a.double().numpy(), b.double().numpy()
+    pad = lambda x: np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="reflect")  # noqa: E731
+    H, W = a.shape[2:]
+
+    def box(x):
+        x = pad(x)
+        return sum(x[:, :, i:i + H, j:j + W] for i in range(3) for j in range(3)) / 9
+
+    mu_a, mu_b = box(a), box(b)
+    s_a, s_b, s_ab = box(a * a) - mu_a**2, box(b * b) - mu_b**2, box(a * b) - mu_a * mu_b
+    s = (2 * mu_a * mu_b + C1) * (2 * s_ab + C2) / ((mu_a**2 + mu_b**2 + C1) * (s_a + s_b + C2))
+    pe = alpha * np.clip((1 - s) / 2, 0, 1) + (1 - alpha) * np.abs(a - b)
+    return torch.from_numpy(pe.mean(1, keepdims=True))
+
+
+@pytest.mark.parametrize("backend", ["reference"] + (["cpu"] if dm.build_info()["compiled"] else []))
+@pytest.mark.parametrize("alpha", [0.85, 0.5])
+def test_photometric_error_worked_values(alpha, backend):
+    """Against values worked here, at 0 < alpha < 1 where both terms count. Two constant images 0.2 and 0.6:
+    every window has zero variance, so SSIM = (2 * 0.2 * 0.6 + C1) / (0.2^2 + 0.6^2 + C1) and the error is
+    alpha * (1 - SSIM) / 2 + (1 - alpha) * 0.4 everywhere. Random images: a numpy box3 SSIM."""
+    C1 = 0.01**2
+    ssim_const = (2 * 0.2 * 0.6 + C1) / (0.2**2 + 0.6**2 + C1)  # 0.60019..., the luminance term only
+    want = alpha * (1 - ssim_const) / 2 + (1 - alpha) * 0.4
+    a, b = torch.full((1, 3, 4, 5), 0.2, dtype=torch.float64), torch.full((1, 3, 4, 5), 0.6, dtype=torch.float64)
+    got = dm.photometric_error(a, b, alpha=alpha, backend=backend)
+    torch.testing.assert_close(got, torch.full((1, 1, 4, 5), want, dtype=torch.float64), rtol=1e-12, atol=1e-12)
+
+    x, y = images((2, 3, 5, 6), torch.float64, "cpu", seed=17)
+    got = dm.photometric_error(x, y, alpha=alpha, backend=backend)
+    torch.testing.assert_close(got, numpy_photometric_box3(x, y, alpha), rtol=1e-10, atol=1e-10)
