@@ -171,6 +171,22 @@ def across_global(rank, backend):
     return loss.detach(), features.grad
 
 
+# Rank 0 holds 3 images and rank 1 one: shifts drawn on rank 0 take s_k in [1, 2], which on rank 1 (B = 1) is
+# no shift at all, a pixel paired with itself.
+DRAWN_SPLIT = [slice(0, 3), slice(3, 4)]
+DRAWN_SEED = 5
+
+
+def drawn_shifts_local(rank, backend, split=DRAWN_SPLIT):
+    """Contrastive loss with across="local" and shifts drawn by the op (on rank 0, from its generator)."""
+    x, depth, _ = contrastive_batch()
+    features = Head(channels_out=4)(x[split[rank]]).detach().requires_grad_()
+    loss = dm.multi_range_contrastive_loss(features, depth[split[rank]], across="local", backend=backend,
+                                           generator=torch.Generator().manual_seed(DRAWN_SEED))
+    loss.backward()
+    return loss.detach(), features.grad
+
+
 def metric_images():
     """5 evaluation images (the 4 of depth_batch and a fifth)."""
     x, gt, _ = depth_batch()
@@ -203,6 +219,7 @@ def all_job(rank):
     for backend in BACKENDS:
         out[f"global-{backend}"] = ddp_grads(rank, "global", backend)
         out[f"across-{backend}"] = across_global(rank, backend)
+        out[f"drawn-{backend}"] = drawn_shifts_local(rank, backend)
     out["local"] = ddp_grads(rank, "local", BACKENDS[0])
     # Shifts drawn by the loss itself are the same on every rank whatever their seeds.
     torch.manual_seed(100 + rank)
@@ -294,6 +311,20 @@ def test_across_global_matches_one_process_over_the_concatenated_batch(ranks, ba
         # Every rank returns the global loss; its features' gradient is world_size times the single-process
         # one, which DDP's averaging of the parameter gradients divides back.
         torch.testing.assert_close(grad / WORLD, features.grad[part], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_drawn_shifts_with_across_local_drop_what_is_no_shift_on_this_rank(ranks, backend):
+    """Each rank's loss and gradient with shifts drawn on rank 0 (B = 3) equal those of the rank's batch alone
+    in one process from the same generator state. Alone, rank 1 (B = 1) draws the same within-image shifts
+    (they come first from the generator) and no across-image ones; in DDP its across shifts s_k in [1, 2] are
+    identities there, self-pairs (distance 0, always positive) that would only inflate the pair count."""
+    for rank, r in enumerate(ranks):
+        alone = drawn_shifts_local(rank, backend)  # no process group here: a single process
+        value, grad = r[f"drawn-{backend}"]
+        torch.testing.assert_close(value, alone[0], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(grad, alone[1], rtol=1e-12, atol=1e-12)
+        assert alone[0] > 0 and torch.count_nonzero(alone[1]) > 0
 
 
 def test_drawn_shifts_are_the_same_on_every_rank(ranks):
