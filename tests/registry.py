@@ -418,3 +418,27 @@ def crossing(blocks: dict[str, int], floor: int = 1) -> int:
     while any(n % b == 0 for b in blocks.values()):
         n += 1
     return n
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Comparisons shared by several test files.
+
+def assert_same_state(got, want, path="state", rtol=1e-12, atol=1e-12):
+    """Two nested state dicts (model weights, optimizer or scheduler state, as saved in a checkpoint) equal:
+    the same keys and types, tensors within ``rtol``/``atol``, floats likewise, everything else ``==``."""
+    if isinstance(want, dict):
+        assert isinstance(got, dict) and sorted(map(str, got)) == sorted(map(str, want)), f"{path}: keys differ"
+        for k in want:
+            assert_same_state(got[k], want[k], f"{path}[{k!r}]", rtol, atol)
+    elif isinstance(want, (list, tuple)):
+        assert isinstance(got, (list, tuple)) and len(got) == len(want), f"{path}: lengths differ"
+        for i, (g, w) in enumerate(zip(got, want)):
+            assert_same_state(g, w, f"{path}[{i}]", rtol, atol)
+    elif isinstance(want, torch.Tensor):
+        assert isinstance(got, torch.Tensor), f"{path}: not a tensor"
+        torch.testing.assert_close(got, want, rtol=rtol, atol=atol, msg=lambda m: f"{path}: {m}")
+    elif isinstance(want, float) and not isinstance(want, bool):
+        assert isinstance(got, (int, float)) and math.isclose(got, want, rel_tol=rtol, abs_tol=atol), \
+            f"{path}: {got!r} != {want!r}"
+    else:
+        assert got == want, f"{path}: {got!r} != {want!r}"

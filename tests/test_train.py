@@ -8,8 +8,11 @@ import torch
 
 from depthmetric import _ext
 from depthmetric.training import TrainConfig, build_task, load_checkpoint, train
+from depthmetric.training.checkpoint import step_path
 from depthmetric.training.loop import schedule
 from depthmetric.training.pipeline import training_batches
+
+from .registry import assert_same_state
 
 needs_kernels = pytest.mark.skipif(not _ext.extension_loaded(), reason="compiled extension not built")
 
@@ -110,6 +113,24 @@ def test_resume_continues_the_step_count_and_the_run(tmp_path):
     torch.testing.assert_close(torch.tensor(resumed["history"]["loss"]), torch.tensor(straight["history"]["loss"]),
                                rtol=1e-6, atol=1e-6)
     assert resumed["metrics_before"] == first["metrics_before"]
+
+
+def test_resume_restores_weights_optimizer_and_scheduler(tmp_path):
+    """A float64 run of 6 steps (cosine schedule after a 2-step warm-up) keeps its step-3 checkpoint; resumed
+    from it, a second run ends with the uninterrupted run's weights, AdamW state and scheduler state."""
+    kw = dict(steps=6, warmup=2, schedule="cosine", dtype="float64", save_every=3, keep=2)
+    straight = train(_config(tmp_path, "straight", **kw))
+    end = straight["files"]["checkpoint"]
+    middle = step_path(end, 3)
+    resumed = train(_config(tmp_path, "resumed", **kw), resume=middle)
+    want, got = (torch.load(p, weights_only=True) for p in (end, resumed["files"]["checkpoint"]))
+    mid = torch.load(middle, weights_only=True)
+    assert mid["step"] == 3 and want["step"] == got["step"] == 6
+    weights = mid["models"]["model"]["state"]
+    assert any(not torch.equal(weights[k], want["models"]["model"]["state"][k]) for k in weights)  # it trained on
+    assert_same_state(got["models"], want["models"], "models")
+    assert_same_state(got["optimizer"], want["optimizer"], "optimizer")
+    assert_same_state(got["scheduler"], want["scheduler"], "scheduler")
 
 
 def test_checkpoint_reloads_the_model(tmp_path):
