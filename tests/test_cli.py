@@ -6,11 +6,14 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import depthmetric as dm
 
 from depthmetric.training.cli import build_parser, main
+
+from .registry import assert_same_state
 
 TINY = '{"width_mult": 0.35, "stages": 3, "blocks_per_stage": 1, "decoder_channels": 16, "features": 8}'
 RUN = ["--data", "synthetic", "--height", "48", "--width", "64", "--batch-size", "2", "--backend", "reference",
@@ -61,6 +64,21 @@ def test_resume_from_the_command_line(run_dir, tmp_path):
     assert main(["train", *RUN, "--steps", "5", "--out", str(out), "--resume", str(run_dir / "checkpoint.pt")]) == 0
     results = json.loads((out / "metrics.json").read_text())
     assert results["history"]["step"] == [1, 2, 3, 4, 5] and results["timing"]["steps_this_run"] == 2
+
+
+def test_resume_from_the_command_line_ends_where_the_straight_run_ends(tmp_path):
+    """float64, a cosine schedule after a 1-step warm-up: 4 steps straight (keeping the step-2 checkpoint), and
+    2 + 2 resumed from it, end with the same weights, AdamW state and scheduler state."""
+    common = [*RUN, "--steps", "4", "--warmup", "1", "--schedule", "cosine", "--dtype", "float64",
+              "--save-every", "2", "--keep", "2", "--no-figure", "--eval-every", "1000"]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert main(["train", *common, "--out", str(straight)]) == 0
+    middle = straight / "checkpoint-step000002.pt"
+    assert main(["train", *common, "--out", str(resumed), "--resume", str(middle)]) == 0
+    want, got = (torch.load(d / "checkpoint.pt", weights_only=True) for d in (straight, resumed))
+    assert torch.load(middle, weights_only=True)["step"] == 2 and want["step"] == got["step"] == 4
+    for part in ("models", "optimizer", "scheduler"):
+        assert_same_state(got[part], want[part], part)
 
 
 def test_evaluate_and_predict(run_dir, tmp_path, capsys):
