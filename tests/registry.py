@@ -423,6 +423,25 @@ def crossing(blocks: dict[str, int], floor: int = 1) -> int:
 # ---------------------------------------------------------------------------------------------------------
 # Comparisons shared by several test files.
 
+def scaled_tolerance(want: torch.Tensor, dtype: torch.dtype, n_terms: int, factor: float = 2.0) -> float:
+    """The absolute tolerance of a result carried in ``dtype`` against a float64 reference ``want``: the
+    reference's largest magnitude times ``factor * eps(dtype) * sqrt(n_terms)``, ``n_terms`` the length of
+    the sums behind each element (rounding errors of a sum of n terms grow like sqrt(n)). So a zero, negated
+    or 1.5x result fails whatever the magnitudes, where a fixed tolerance can exceed the values compared."""
+    scale = want.detach().abs().max().item()
+    assert scale > 0 and math.isfinite(scale), "the reference is all zero or not finite: nothing to compare"
+    return factor * torch.finfo(dtype).eps * math.sqrt(max(1, n_terms)) * scale
+
+
+def assert_close_scaled(got, want, dtype: torch.dtype, n_terms: int, factor: float = 2.0):
+    """``got`` (carried in ``dtype``) equals the float64 reference ``want`` within :func:`scaled_tolerance`,
+    elementwise; returns the largest error in units of that tolerance."""
+    tol = scaled_tolerance(want, dtype, n_terms, factor)
+    got = got.detach().to(want.dtype)
+    torch.testing.assert_close(got, want.detach(), rtol=0, atol=tol)
+    return (got - want.detach()).abs().max().item() / tol
+
+
 def assert_same_state(got, want, path="state", rtol=1e-12, atol=1e-12):
     """Two nested state dicts (model weights, optimizer or scheduler state, as saved in a checkpoint) equal:
     the same keys and types, tensors within ``rtol``/``atol``, floats likewise, everything else ``==``."""

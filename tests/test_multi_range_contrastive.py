@@ -8,7 +8,7 @@ import depthmetric as dm
 from depthmetric import multi_range_contrastive_loss as mrc_loss
 from depthmetric.reference.multi_range_contrastive import multi_range_contrastive as reference_op
 
-from .registry import DEVICES, backend_of, contrastive_inputs, needs_ext
+from .registry import DEVICES, assert_close_scaled, backend_of, contrastive_inputs, needs_ext
 
 
 SHAPES = [  # B, C, H, W: B=1 (no across samples), H=1 / W=1 (one axis not shifted), odd sizes
@@ -29,13 +29,22 @@ def loss_and_grad(features, depth, backend, weights=None, **kw):
     return loss.detach(), f.grad
 
 
-def assert_matches_float64_reference(features, depth, shifts, device, loss_tol, grad_tol):
-    """The kernel's loss and gradient at ``features``' precision against the reference twin in float64."""
+def assert_matches_float64_reference(features, depth, shifts, device, loss_tol=None, grad_tol=None):
+    """The kernel's loss and gradient at ``features``' precision against the reference twin in float64 (on the
+    same rounded features). With no tolerances given, each is scaled to the reference's magnitude: eps of the
+    dtype the result is carried in (float32 for the loss, the features' for the gradient) times the length of
+    its sums (all pairs for the loss, the 2 N pairs each pixel is in for the gradient)."""
     loss, grad = loss_and_grad(features, depth, backend_of(device), shifts=shifts)
     loss_r, grad_r = loss_and_grad(features.double(), depth, "reference", shifts=shifts)
     assert grad.dtype == features.dtype
-    torch.testing.assert_close(loss.double(), loss_r, rtol=loss_tol, atol=loss_tol)
-    torch.testing.assert_close(grad.double(), grad_r, rtol=grad_tol, atol=grad_tol)
+    if loss_tol is None:
+        assert_close_scaled(loss, loss_r, torch.float32, n_terms=shifts.shape[0] * depth.numel())
+    else:
+        torch.testing.assert_close(loss.double(), loss_r, rtol=loss_tol, atol=loss_tol)
+    if grad_tol is None:
+        assert_close_scaled(grad, grad_r, features.dtype, n_terms=2 * shifts.shape[0])
+    else:
+        torch.testing.assert_close(grad.double(), grad_r, rtol=grad_tol, atol=grad_tol)
     return loss
 
 
@@ -67,8 +76,7 @@ def test_kernel_matches_reference(shape, dtype, device, reduction):
 def test_half_precision_against_float64_reference(dtype, device):
     features, depth, g = contrastive_inputs((3, 16, 8, 10), dtype, device, seed=3)
     shifts = dm.sample_shifts(3, 8, 10, 10, 4, generator=g)
-    loss = assert_matches_float64_reference(features, depth, shifts, device, loss_tol=2e-3,
-                                            grad_tol=2e-2 if dtype == torch.bfloat16 else 4e-3)
+    loss = assert_matches_float64_reference(features, depth, shifts, device)
     assert loss.dtype == torch.float32
 
 
@@ -79,8 +87,10 @@ def test_many_shifts_cross_the_chunk_boundary(dtype, device):
     """More shifts than the CUDA kernel holds in registers at once (16): later chunks add to the gradient."""
     features, depth, g = contrastive_inputs((3, 6, 9, 11), dtype, device, seed=5)
     shifts = dm.sample_shifts(3, 9, 11, 30, 7, generator=g)
-    tol = 1e-6 if dtype == torch.float64 else 4e-3
-    assert_matches_float64_reference(features, depth, shifts, device, loss_tol=tol, grad_tol=tol)
+    if dtype == torch.float64:
+        assert_matches_float64_reference(features, depth, shifts, device, loss_tol=1e-6, grad_tol=1e-6)
+    else:
+        assert_matches_float64_reference(features, depth, shifts, device)
 
 
 @needs_ext
