@@ -9,7 +9,7 @@ import depthmetric as dm
 from depthmetric import _checks
 from depthmetric.reference.min_reprojection import min_reprojection as reference_op
 
-from .registry import DEVICES, backend_of, needs_ext, scene
+from .registry import DEVICES, assert_close_scaled, backend_of, needs_ext, scene
 
 
 SHAPES = [(1, 3, 5, 7), (2, 3, 9, 13)]
@@ -98,12 +98,14 @@ def test_half_precision_against_float64_reference(dtype, device):
     assert loss.dtype == torch.float32 and grads[0].dtype == dtype
     torch.testing.assert_close(loss.double(), loss_r, rtol=1e-4, atol=1e-5)
     assert (winner == winner_r).float().mean() > 0.99  # near-ties may flip in float32 arithmetic
-    agree = (winner == winner_r).expand_as(grads[0])
+    # A pixel's gradient sums the box3 terms of the 3x3 pixels around it: where none of their winners
+    # flipped, it differs by 16-bit rounding only, within the scaled tolerance of its 9 x 2 terms.
+    flipped = (winner != winner_r).double()
+    near_flip = torch.nn.functional.max_pool2d(flipped, 3, stride=1, padding=1) > 0
+    keep = (~near_flip).expand_as(grads[0])
+    assert keep.float().mean() > 0.9
     for g, g_r in zip(grads, grads_r):
-        scale = g_r.abs().max().item()
-        diff = (g.double() - g_r).abs()
-        # where a neighbouring winner flipped the gradient may differ; elsewhere 16-bit rounding only
-        assert (diff[agree] <= 1e-2 * scale + 1e-2 * g_r.abs()[agree]).float().mean() > 0.97
+        assert_close_scaled(g[keep], g_r[keep], dtype, n_terms=18)
 
 
 @needs_ext
