@@ -424,13 +424,16 @@ def crossing(blocks: dict[str, int], floor: int = 1) -> int:
 # Comparisons shared by several test files.
 
 def scaled_tolerance(want: torch.Tensor, dtype: torch.dtype, n_terms: int, factor: float = 2.0) -> float:
-    """The absolute tolerance of a result carried in ``dtype`` against a float64 reference ``want``: the
-    reference's largest magnitude times ``factor * eps(dtype) * sqrt(n_terms)``, ``n_terms`` the length of
-    the sums behind each element (rounding errors of a sum of n terms grow like sqrt(n)). So a zero, negated
-    or 1.5x result fails whatever the magnitudes, where a fixed tolerance can exceed the values compared."""
+    """The absolute tolerance of a result carried in ``dtype`` against a float64 reference ``want`` computed
+    from the same rounded inputs: the reference's largest magnitude times
+    ``factor * (eps(dtype) + sqrt(n_terms) * eps(accumulation dtype))``. The result is rounded once to
+    ``dtype``; before that, its sums of ``n_terms`` terms ran in float32 (float64 for float64), whose rounding
+    errors grow like sqrt(n). So a zero, negated or 1.5x result fails whatever the magnitudes, where a fixed
+    tolerance can exceed the values compared."""
     scale = want.detach().abs().max().item()
     assert scale > 0 and math.isfinite(scale), "the reference is all zero or not finite: nothing to compare"
-    return factor * torch.finfo(dtype).eps * math.sqrt(max(1, n_terms)) * scale
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    return factor * (torch.finfo(dtype).eps + math.sqrt(max(1, n_terms)) * torch.finfo(acc).eps) * scale
 
 
 def assert_close_scaled(got, want, dtype: torch.dtype, n_terms: int, factor: float = 2.0):

@@ -12,7 +12,7 @@ from depthmetric import (
     trimmed_mae_loss,
 )
 
-from .registry import DEVICES
+from .registry import DEVICES, assert_close_scaled
 
 LOSSES = [trimmed_mae_loss, multi_scale_derivative_loss, scale_shift_invariant_loss]
 
@@ -175,11 +175,18 @@ def test_no_valid_pixel_gives_zero_and_zero_gradient(fn):
 @pytest.mark.parametrize("fn", LOSSES)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
 def test_low_precision_inputs_accumulate_in_float32(fn, dtype):
+    """The loss (float32) and the gradient (in the input dtype) against float64 on the same rounded values,
+    within tolerances scaled to their magnitude (each sums over all pixels)."""
     pred, target = pair(holes=False)
-    low_p, low_t = pred.detach().to(dtype), target.to(dtype)
+    low_p, low_t = pred.detach().to(dtype).requires_grad_(), target.to(dtype)
     got = fn(low_p, low_t)
-    assert got.dtype == torch.float32
-    assert got.item() == pytest.approx(fn(low_p.double(), low_t.double()).item(), rel=1e-4, abs=1e-6)
+    got.backward()
+    ref_p = low_p.detach().double().requires_grad_()
+    want = fn(ref_p, low_t.double())
+    want.backward()
+    assert got.dtype == torch.float32 and low_p.grad.dtype == dtype
+    assert_close_scaled(got, want, torch.float32, n_terms=pred.numel())
+    assert_close_scaled(low_p.grad, ref_p.grad, dtype, n_terms=pred.numel())
 
 
 @pytest.mark.parametrize("call, exc, name", [

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 import depthmetric as dm
 from depthmetric import SILogLoss, silog_loss
 
-from .registry import DEVICES
+from .registry import DEVICES, assert_close_scaled
 
 
 def pair(B=2, H=12, W=15, seed=0, dtype=torch.float64, device="cpu"):
@@ -96,11 +96,18 @@ def test_invalid_pixels_get_no_gradient_and_pooling_is_over_the_batch():
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
 def test_low_precision_inputs_accumulate_in_float32(dtype):
+    """The loss (float32) and the gradient (in the input dtype) against float64 on the same rounded values,
+    within tolerances scaled to their magnitude (the mean and variance sum over all pixels)."""
     pred, target = pair()
-    got = silog_loss(pred.detach().to(dtype), target.to(dtype))
-    want = silog_loss(pred.detach().to(dtype).double(), target.to(dtype).double())
-    assert got.dtype == torch.float32
-    assert got.item() == pytest.approx(want.item(), rel=1e-4)
+    low_p = pred.detach().to(dtype).requires_grad_()
+    got = silog_loss(low_p, target.to(dtype))
+    got.backward()
+    ref_p = low_p.detach().double().requires_grad_()
+    want = silog_loss(ref_p, target.to(dtype).double())
+    want.backward()
+    assert got.dtype == torch.float32 and low_p.grad.dtype == dtype
+    assert_close_scaled(got, want, torch.float32, n_terms=pred.numel())
+    assert_close_scaled(low_p.grad, ref_p.grad, dtype, n_terms=pred.numel())
 
 
 @pytest.mark.parametrize("call, exc, name", [
