@@ -7,6 +7,7 @@ and torch 2.11+.
 """
 import glob
 import os
+import pathlib
 import sysconfig
 
 import torch
@@ -91,6 +92,19 @@ setup(
     name="depthmetric",
     version="0.1.0",
     description="Fused training losses and metrics for monocular depth estimation (PyTorch C++/CUDA extension)",
+    long_description=(pathlib.Path(__file__).parent / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    # The code's licence (SPDX); the shipped data samples keep their datasets' own terms (their folders say which).
+    license_expression="BSD-3-Clause",
+    license_files=["LICENSE"],
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Programming Language :: C++",
+        "Environment :: GPU :: NVIDIA CUDA",
+        "Operating System :: POSIX :: Linux",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+        "Topic :: Scientific/Engineering :: Image Processing",
+    ],
     packages=find_packages(include=["depthmetric", "depthmetric.*"]),
     package_data={"depthmetric": ["training/data/samples/**/*"]},
     ext_modules=_extensions(),
