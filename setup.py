@@ -8,6 +8,7 @@ and torch 2.11+.
 import glob
 import os
 import pathlib
+import re
 import sysconfig
 
 import torch
@@ -88,11 +89,15 @@ def _extensions():
         extensions.append(CUDAExtension("depthmetric._C_cuda", cu, **common))
     return extensions
 
+# The version's one home is depthmetric/__init__.py (read as text: importing the package here would need a build).
+VERSION = re.search(r'^__version__ = "([^"]+)"$', pathlib.Path(ROOT, "depthmetric", "__init__.py").read_text(),
+                    re.M).group(1)
+
 setup(
     name="depthmetric",
-    version="0.1.0",
+    version=VERSION,
     description="Fused training losses and metrics for monocular depth estimation (PyTorch C++/CUDA extension)",
-    long_description=(pathlib.Path(__file__).parent / "README.md").read_text(encoding="utf-8"),
+    long_description=pathlib.Path(ROOT, "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     # The code's licence (SPDX); the shipped data samples keep their datasets' own terms (their folders say which).
     license_expression="BSD-3-Clause",
