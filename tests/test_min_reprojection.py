@@ -279,15 +279,17 @@ def test_compiled_step_with_noise_drawn_outside_matches_the_seeded_eager_call():
 
 @pytest.mark.parametrize("backend", ["reference"] + (["cpu"] if dm.build_info()["compiled"] else []))
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("automask", [False, True])
-def test_ties_go_to_the_first_minimum(automask, dtype, backend):
+@pytest.mark.parametrize("automask,reduce_sources", [(False, "min"), (True, "min"), (True, "mean")])
+def test_ties_go_to_the_first_minimum(automask, reduce_sources, dtype, backend):
     """Two identical warped frames (and, with automask, unwarped sources equal to them with zero noise): every
-    candidate ties at every pixel, and torch.argmin's first minimum wins, warped frame 0. So the loss is that
-    of frame 0 alone, its gradient goes entirely to frame 0 and frame 1 gets none."""
+    candidate ties at every pixel, and torch.argmin's first minimum wins, warped frame 0; with the sources'
+    mean (where the warped frames' errors are averaged too), the identity must be strictly smaller to win, so
+    the warped frames win the tie. So the loss is that of frame 0 alone, and its gradient goes entirely to
+    frame 0 (halved between the two under the mean)."""
     target, warped, _, _ = scene((2, 3, 6, 7), 1, dtype, "cpu", seed=4)
     w0 = warped[0]
     alone = run(target, [w0], None, backend, automask=False)
-    kw = dict(automask=automask)
+    kw = dict(automask=automask, reduce_sources=reduce_sources)
     if automask:
         kw["noise"] = torch.zeros(2, 2, 6, 7, dtype=torch.float64 if dtype == torch.float64 else torch.float32)
     loss, mask, winner, grads = run(target, [w0, w0.clone()], [w0.clone(), w0.clone()] if automask else None,
@@ -295,5 +297,9 @@ def test_ties_go_to_the_first_minimum(automask, dtype, backend):
     assert torch.count_nonzero(winner) == 0 and bool(mask.all())
     assert torch.equal(loss, alone[0])
     assert torch.count_nonzero(alone[3][0]) > 0
-    torch.testing.assert_close(grads[0], alone[3][0], rtol=0, atol=0)
-    assert torch.count_nonzero(grads[1]) == 0
+    if reduce_sources == "mean":
+        for grad in grads:
+            torch.testing.assert_close(grad, alone[3][0] / 2, rtol=0, atol=0)
+    else:
+        torch.testing.assert_close(grads[0], alone[3][0], rtol=0, atol=0)
+        assert torch.count_nonzero(grads[1]) == 0
