@@ -71,7 +71,7 @@ def output_and_grads(op, args, kwargs, backend, weights=None):
     return out.detach(), list(torch.autograd.grad(out, leaves, grad_outputs=weights))
 
 
-def assert_close_scaled(got, want, tol, what):
+def assert_close_relative(got, want, tol, what):
     """Within ``tol`` relative to the largest magnitude of ``want`` (so a zero or scaled result fails)."""
     scale = float(want.abs().max()) if want.numel() else 0.0
     torch.testing.assert_close(got.cpu().to(want.dtype), want, rtol=tol, atol=tol * max(scale, 1e-30), msg=what)
@@ -88,9 +88,9 @@ def test_kernel_matches_twin_across_block_boundaries(op, dtype, device):
     args, kwargs = op.make(*shape, dtype=dtype, grad=True, device=device)
     got, grads = output_and_grads(op, args, kwargs, backend_of(device))
     tol = op.tol[dtype]
-    assert_close_scaled(got, want, tol, lambda m: f"{op.name} output: {m}")
+    assert_close_relative(got, want, tol, lambda m: f"{op.name} output: {m}")
     for g, w in zip(grads, want_grads):
-        assert_close_scaled(g, w, 10 * tol, lambda m: f"{op.name} gradient: {m}")  # divisions amplify rounding
+        assert_close_relative(g, w, 10 * tol, lambda m: f"{op.name} gradient: {m}")  # divisions amplify rounding
 
 
 def test_block_shapes_cross_every_block():
