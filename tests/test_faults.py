@@ -4,6 +4,7 @@ loss called on one rank, a NaN on one rank of a torchrun job, and the last hosti
 The training runs are tiny (48x64 synthetic images, a 3-stage LTDepth, float64, 1 thread); the subprocess runs
 pay for their start (importing torch), the steps take a few tens of milliseconds.
 """
+import contextlib
 import os
 import random
 import signal
@@ -27,10 +28,38 @@ RUN = ["--data", "synthetic", "--height", "48", "--width", "64", "--batch-size",
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}  # no re-exec by the CLI
 
 
+_STARTED: list[subprocess.Popen] = []
+
+
+def spawn(command: list[str], stderr=subprocess.PIPE) -> subprocess.Popen:
+    """``command`` in a new process group, its output captured; ended with the test (``no_process_left``)."""
+    process = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=stderr, text=True,
+                               start_new_session=True)
+    _STARTED.append(process)
+    return process
+
+
+@pytest.fixture(autouse=True)
+def no_process_left():
+    """Whatever a test's outcome (a failed wait, a timeout), the processes it started end with it: SIGTERM
+    first (torchrun passes it on to its ranks), then SIGKILL to the whole process group."""
+    yield
+    while _STARTED:
+        process = _STARTED.pop()
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+
+
 def launch(*args: str) -> subprocess.Popen:
-    """``python -m depthmetric train RUN args`` in a new process, its output captured."""
-    return subprocess.Popen([sys.executable, "-m", "depthmetric", "train", *RUN, *args], env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    """``python -m depthmetric train RUN args`` in a new process, its output (stderr included) captured."""
+    return spawn([sys.executable, "-m", "depthmetric", "train", *RUN, *args], stderr=subprocess.STDOUT)
 
 
 def wait_for(path, process: subprocess.Popen, timeout: float = 60) -> None:
@@ -47,8 +76,9 @@ def torchrun_script(tmp_path, source: str, timeout: int = 120) -> tuple[subproce
     script.write_text(textwrap.dedent(source))
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)]
     start = time.monotonic()
-    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=ENV)
-    return done, time.monotonic() - start
+    process = spawn(command)
+    output, errors = process.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(command, process.returncode, output, errors), time.monotonic() - start
 
 
 # ------------------------------------------------------------------------------------------ preemption
@@ -155,7 +185,7 @@ def test_sigterm_under_torchrun_checkpoints_the_step_every_rank_reached(tmp_path
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
                "depthmetric", "train", *RUN, "--freeze-bn", "--steps", "500", "--eval-every", "1000",
                "--save-every", "4", "--out", str(out)]
-    run = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = spawn(command)
     wait_for(out / "checkpoint.pt", run)
     time.sleep(random.uniform(0, 0.2))
     run.send_signal(signal.SIGTERM)
