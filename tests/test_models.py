@@ -4,10 +4,16 @@ import math
 import pytest
 import torch
 
+import torch.nn.functional as F
+
 from depthmetric.training.models import (
+    MODELS,
     DepthNet,
     LTDepth,
     PoseNet,
+    SelfQueryLayer,
+    SQLDepthNet,
+    ZoeLTDepth,
     build_model,
     disp_to_depth,
     rot_from_axisangle,
@@ -16,6 +22,8 @@ from depthmetric.training.models import (
 
 TINY_LT = dict(width_mult=0.35, stages=3, blocks_per_stage=1, decoder_channels=16, features=8)
 TINY_RESNET = dict(width=8, blocks=(1, 1, 1, 1))
+TINY_ZOE = dict(TINY_LT, n_bins=8, bin_embedding_dim=8)
+TINY_SQL = dict(TINY_RESNET, embedding_dim=8, patch_size=8, queries=4, bins=8, heads=2, layers=1, feedforward=16)
 
 
 @pytest.mark.parametrize("size", [(32, 48), (37, 50), (64, 64)])
@@ -52,13 +60,18 @@ def test_ltdepth_full_mobilenetv3_layout():
     assert any(isinstance(m, torch.nn.Hardswish) for m in model.modules())
 
 
-def test_build_model_roundtrip():
-    model = LTDepth(**TINY_LT)
-    clone = build_model("lt", **model.config)
+@pytest.mark.parametrize("name, config", [("ltdepth", TINY_LT), ("zoe", TINY_ZOE), ("depthnet", TINY_RESNET),
+                                          ("sql", TINY_SQL)])
+def test_build_model_roundtrip(name, config):
+    torch.manual_seed(0)
+    model = MODELS[name](**config)
+    clone = build_model(name, **model.config)
     clone.load_state_dict(model.state_dict())
     model.eval(), clone.eval()
-    x = torch.rand(1, 3, 32, 32)
-    assert torch.equal(model(x), clone(x))
+    x = torch.rand(1, 3, 64, 64)
+    out, again = model(x), clone(x)
+    for a, b in zip(out if isinstance(out, list) else [out], again if isinstance(again, list) else [again]):
+        assert torch.equal(a, b)
     with pytest.raises(ValueError, match="unknown model"):
         build_model("vit")
 
@@ -138,3 +151,100 @@ def test_bad_input_shapes():
         DepthNet(**TINY_RESNET)(torch.rand(1, 3, 60, 64))
     with pytest.raises(ValueError, match="target and source"):
         PoseNet(**TINY_RESNET)(torch.rand(1, 3, 64, 64), torch.rand(2, 3, 64, 64))
+
+
+def _zoe_head_by_hand(head, bottleneck, blocks, last):
+    """ZoeDepth's head written out with its own formulas (materialised attractor differences, LogBinomial's
+    softmax over B,K,H,W, explicit upsampling of the centres): what MetricBinsHead must equal."""
+    up = lambda x, size: F.interpolate(x, size=size, mode="bilinear", align_corners=True)  # noqa: E731
+    x = head.bottleneck_conv(bottleneck)
+    centers, embedding = head.seed_bins(x), head.seed_projector(x)
+    for projector, layer, block in zip(head.projectors, head.attractors, blocks):
+        e = projector(block)
+        a = layer.net(e + up(embedding, e.shape[-2:]))
+        c = up(centers, a.shape[-2:])
+        dx = a.unsqueeze(2) - c.unsqueeze(1)
+        centers = c + (dx / (1 + 300 * dx.pow(2))).mean(1)  # inv, mean, alpha 300, gamma 2
+        embedding = e
+    pt = head.conditional(torch.cat([last, up(embedding, last.shape[-2:])], 1)) + 1e-4
+    p = (pt[:, 0] / (pt[:, 0] + pt[:, 1])).unsqueeze(1)
+    t = ((head.max_temp - head.min_temp) * pt[:, 2] / (pt[:, 2] + pt[:, 3]) + head.min_temp).unsqueeze(1)
+    K = centers.shape[1]
+    k = torch.arange(K, dtype=p.dtype).view(1, -1, 1, 1)
+    n1, k1 = K - 1 + 1e-7, k + 1e-7
+    log_binom = n1 * math.log(n1) - k1 * torch.log(k1) - (n1 - k1) * torch.log(n1 - k1 + 1e-7)
+    y = log_binom + k * p.clamp(1e-4, 1).log() + (K - 1 - k) * (1 - p).clamp(1e-4, 1).log()
+    probs = torch.softmax(y / t, 1)
+    return (probs * up(centers, probs.shape[-2:])).sum(1, keepdim=True)
+
+
+@pytest.mark.parametrize("backend", ["auto", "reference"])
+def test_zoe_head_is_zoedepths_wiring(backend):
+    torch.manual_seed(0)
+    model = ZoeLTDepth(**TINY_ZOE, backend=backend).double().eval()
+    x = torch.rand(2, 3, 48, 64, dtype=torch.float64)
+    maps = model.trunk.decode(x)
+    last = torch.cat([maps["features"], maps["prediction"]], 1)
+    want = _zoe_head_by_hand(model.head, maps["bottleneck"], maps["blocks"], last)
+    depth, feats = model(x, return_features=True)
+    torch.testing.assert_close(depth, want, rtol=1e-10, atol=0)
+    assert feats.shape == (2, TINY_ZOE["features"], 48, 64)
+    depth, probs = model(x, return_probs=True)
+    assert probs.shape == (2, TINY_ZOE["n_bins"], 48, 64) and not probs.requires_grad
+    torch.testing.assert_close(probs.sum(1), torch.ones(2, 48, 64, dtype=torch.float64))
+
+
+def test_zoe_attractors_follow_the_decoder_stages():
+    assert [a.net[-2].out_channels for a in ZoeLTDepth(**TINY_ZOE).head.attractors] == [4, 1]
+    assert [a.net[-2].out_channels for a in ZoeLTDepth(width_mult=0.25, stages=5).head.attractors] == [16, 8, 4, 1]
+
+
+def test_self_query_summary_is_the_energy_softmax_over_pixels():
+    """SQLdepth's summary: softmax of the energies over the pixels, then the weighted mean of the pixel
+    embeddings, which scaled_dot_product_attention with scale 1 computes."""
+    torch.manual_seed(0)
+    layer = SelfQueryLayer(6, embedding_dim=8, patch_size=4, queries=3, bins=5, heads=2, layers=1, feedforward=16,
+                           backend="reference").double()
+    captured = {}
+    layer.bin_regressor.register_forward_hook(lambda m, i, o: captured.update(summaries=i[0]))
+    x = torch.rand(2, 6, 16, 12, dtype=torch.float64)
+    depth = layer(x)
+    queries = layer.transformer(layer.patch_embedding(x).flatten(2).transpose(1, 2) + layer.positions[:12])[:, :3]
+    pixels = layer.pixel_embedding(x).flatten(2)  # B,E,hw
+    energy = queries @ pixels  # B,Q,hw
+    summaries = torch.softmax(energy, 2) @ pixels.transpose(1, 2)
+    torch.testing.assert_close(captured["summaries"].view(2, 3, 8), summaries)
+    centers = layer.centers(summaries)
+    assert (centers.diff(dim=1) > 0).all() and (centers > layer.min_depth).all() and (centers < layer.max_depth).all()
+    probs = torch.softmax(layer.to_logits(energy.view(2, 3, 16, 12)), 1)
+    torch.testing.assert_close(depth, (probs * centers[..., None, None]).sum(1, keepdim=True))
+
+
+def test_sqldepthnet_one_scale_of_depth():
+    torch.manual_seed(0)
+    model = SQLDepthNet(**TINY_SQL, min_depth=0.1, max_depth=20.0)
+    (depth,) = model(torch.rand(2, 3, 64, 96))
+    assert depth.shape == (2, 1, 32, 48) and model.scales == 1
+    assert (depth > 0.1).all() and (depth < 20.0).all()
+    depth.mean().backward()
+    assert all(p.grad is not None for n, p in model.named_parameters() if not n.startswith("query_layer.positions"))
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: ZoeLTDepth(**{**TINY_ZOE, "stages": 1}), "stages >= 2"),
+        (lambda: ZoeLTDepth(**TINY_ZOE, n_attractors=[4]), "one count per decoder block"),
+        (lambda: ZoeLTDepth(**TINY_ZOE, attractor_kind="linear"), "attractor_kind"),
+        (lambda: ZoeLTDepth(**TINY_ZOE, min_temp=5, max_temp=1), "min_temp"),
+        (lambda: SQLDepthNet(**TINY_SQL, min_depth=0), "min_depth"),
+    ],
+)
+def test_bad_bin_head_config(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_self_query_layer_needs_enough_patches():
+    with pytest.raises(ValueError, match="gives 4 patches of 8; the self-query layer needs between queries=5"):
+        SQLDepthNet(**{**TINY_SQL, "queries": 5})(torch.rand(2, 3, 32, 32))  # 16x16 features, 8x8 patches

@@ -18,6 +18,10 @@ needs_kernels = pytest.mark.skipif(not _ext.extension_loaded(), reason="compiled
 
 TINY_LT = dict(width_mult=0.35, stages=3, blocks_per_stage=1, decoder_channels=16, features=8)
 TINY_DEPTHNET = dict(width=8, decoder_width=4)
+TINY = {"ltdepth": TINY_LT, "zoe": dict(TINY_LT, n_bins=8, bin_embedding_dim=8), "depthnet": TINY_DEPTHNET,
+        "sql": dict(width=8, embedding_dim=8, patch_size=8, queries=4, bins=8, heads=2, layers=1, feedforward=16)}
+ARCH_TASKS = [("supervised", "ltdepth"), ("supervised", "zoe"), ("self-supervised", "depthnet"),
+              ("self-supervised", "sql")]
 
 
 def _config(tmp_path, name, **kw):
@@ -26,7 +30,7 @@ def _config(tmp_path, name, **kw):
                 backend="reference", out=str(tmp_path / name), threads=1)
     base.update(kw)
     if "model" not in kw:
-        base["model"] = dict(TINY_LT if base["task"] == "supervised" else TINY_DEPTHNET)
+        base["model"] = dict(TINY[base.get("arch") or ("ltdepth" if base["task"] == "supervised" else "depthnet")])
     return TrainConfig(**base)
 
 
@@ -64,12 +68,14 @@ def test_kernel_and_reference_give_the_same_trajectory(tmp_path, task):
 
 
 @needs_kernels
-@pytest.mark.parametrize("task", ["supervised", "self-supervised"])
-def test_float64_kernel_and_reference_train_alike(tmp_path, task):
+@pytest.mark.parametrize("task, arch", ARCH_TASKS)
+def test_float64_kernel_and_reference_train_alike(tmp_path, task, arch):
     """In float64 the backends' 30-step runs agree to 1e-9, losses and parameters: the float32 drift between
-    them is rounding amplified by training, not a different loss."""
+    them is rounding amplified by training, not a different loss. The bin-head architectures run their fused
+    heads (log-binomial, attractors, softmax bins) on the backend too."""
     size = dict(height=64, width=64) if task == "self-supervised" else {}
-    results = [train(_config(tmp_path, f"{task}-{b}", task=task, steps=30, dtype="float64", backend=b, **size))
+    results = [train(_config(tmp_path, f"{arch}-{b}", task=task, arch=arch, steps=30, dtype="float64", backend=b,
+                             **size))
                for b in ("cpu", "reference")]
     torch.testing.assert_close(torch.tensor(results[0]["history"]["loss"]), torch.tensor(results[1]["history"]["loss"]),
                                rtol=1e-9, atol=0)
@@ -79,6 +85,24 @@ def test_float64_kernel_and_reference_train_alike(tmp_path, task):
             assert tensor.dtype in (torch.float64, torch.int64), name
             torch.testing.assert_close(states[0][module]["state"][name], tensor, rtol=1e-9, atol=1e-10,
                                        msg=lambda m: f"{module}.{name}: {m}")
+
+
+@pytest.mark.parametrize("task, arch", [t for t in ARCH_TASKS if t[1] in ("zoe", "sql")])
+def test_bin_head_architectures_train_and_reload(tmp_path, task, arch):
+    size = dict(height=64, width=64) if task == "self-supervised" else {}
+    result = train(_config(tmp_path, arch, task=task, arch=arch, steps=8, backend="auto", lr=1e-3, **size))
+    assert all(math.isfinite(v) for v in result["history"]["loss"]) and len(result["history"]["loss"]) == 8
+    first, last = _mean(result["history"]["loss"], 3)
+    assert last < first, result["history"]["loss"]
+    reloaded, config, _ = load_checkpoint(result["files"]["checkpoint"])
+    assert config.arch == arch and type(reloaded.model).__name__ == ("ZoeLTDepth" if arch == "zoe" else "SQLDepthNet")
+    depth = reloaded.predict(torch.rand(1, 3, *(config.height, config.width)))
+    assert depth.shape == (1, 1, config.height, config.width)
+
+
+def test_arch_must_fit_the_task():
+    with pytest.raises(ValueError, match="arch"):
+        TrainConfig(task="supervised", arch="sql").resolved()
 
 
 def test_one_ulp_moves_every_initial_weight(tmp_path):

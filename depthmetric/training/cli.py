@@ -28,7 +28,7 @@ def _bool(value: str) -> bool:
 
 def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     from .. import BACKENDS
-    from .config import AMP, DTYPES, LOGGERS, SCHEDULES, TASKS, TrainConfig
+    from .config import AMP, ARCHS, DTYPES, LOGGERS, SCHEDULES, TASKS, TrainConfig
 
     d = TrainConfig()
     p.add_argument("--config", default=None, metavar="FILE",
@@ -37,6 +37,10 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", choices=TASKS, default=d.task,
                    help="supervised: LTDepth, SILog + weight x multi-range contrastive; self-supervised: DepthNet + "
                         "PoseNet, min-reprojection + smoothness (default: %(default)s)")
+    p.add_argument("--arch", choices=sorted({a for archs in ARCHS.values() for a in archs}), default=None,
+                   help="depth network: " + "; ".join(f"{task}: {' | '.join(archs)}" for task, archs in ARCHS.items())
+                        + " (default: the first). zoe: LTDepth's encoder-decoder with ZoeDepth's metric bins head; "
+                          "sql: SPIdepth's self-query layer")
     p.add_argument("--data", default=None,
                    help="nyu | kitti | synthetic | <path>: the samples shipped in the package, the procedural "
                         "scenes, or a data set on disk (default: nyu for supervised, kitti for self-supervised)")
@@ -98,7 +102,7 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="BatchNorm layers keep their running statistics while training (on several CPU processes, "
                         "where torch has no SyncBatchNorm, this makes every rank normalise alike)")
     p.add_argument("--model", default=None, metavar="JSON",
-                   help='model constructor overrides, e.g. \'{"width_mult": 1.0, "stages": 5}\'')
+                   help='constructor overrides of the --arch model, e.g. \'{"width_mult": 1.0, "stages": 5}\'')
     p.add_argument("--out", default=None, help="output folder (default: runs/<name or timestamp>)")
     p.add_argument("--name", default=None, help="run name for the default output folder")
     p.add_argument("--resume", default=None, metavar="CHECKPOINT", help="continue a run from its checkpoint.pt")

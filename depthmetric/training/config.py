@@ -9,10 +9,12 @@ from dataclasses import dataclass, field
 
 from .. import _checks, _ext
 
-__all__ = ["TrainConfig", "TASKS", "AMP", "DTYPES", "LOGGERS", "SCHEDULES", "load_config_file",
+__all__ = ["TrainConfig", "TASKS", "ARCHS", "AMP", "DTYPES", "LOGGERS", "SCHEDULES", "load_config_file",
            "write_config_file"]
 
 TASKS = ("supervised", "self-supervised")
+# The depth network each task can train (keys of models.MODELS), its default first.
+ARCHS = {"supervised": ("ltdepth", "zoe"), "self-supervised": ("depthnet", "sql")}
 AMP = ("off", "bf16", "fp16")
 DTYPES = ("float32", "float64")
 LOGGERS = ("stdout", "tensorboard")
@@ -25,6 +27,7 @@ class TrainConfig:
     that depends on the task or data (see :meth:`resolved`)."""
 
     task: str = "supervised"
+    arch: str | None = None  # one of ARCHS[task]; default its first (ltdepth / depthnet)
     data: str | None = None  # nyu | kitti | synthetic | <path>; default nyu (supervised) / kitti (self-sup.)
     data_root: str | None = None
     train_split: str | None = None  # BTS-style split files, with data_root
@@ -78,6 +81,8 @@ class TrainConfig:
             if getattr(self, name) < (1 if name in ("batch_size", "eval_every", "keep") else 0):
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         c = dataclasses.replace(self, model=dict(self.model))
+        c.arch = c.arch or ARCHS[c.task][0]
+        _checks.choice(f"arch (task {c.task})", c.arch, ARCHS[c.task])
         if c.data is None:
             c.data = "nyu" if c.task == "supervised" else "kitti"
         if c.height is None or c.width is None:

@@ -12,13 +12,30 @@ import torch.nn.functional as F
 from .. import MultiRangeContrastiveLoss, ReprojectionLoss, SILogLoss, edge_aware_smoothness, warp
 from ..metrics import DATASETS
 from .config import TrainConfig
-from .models import DepthNet, LTDepth, PoseNet, transformation_from_parameters
+from .models import MODELS, PoseNet, transformation_from_parameters
 
-__all__ = ["SupervisedTask", "SelfSupervisedTask", "build_task", "set_train_mode", "LT_SMALL", "RESNET_SMALL"]
+__all__ = ["SupervisedTask", "SelfSupervisedTask", "build_task", "set_train_mode", "PRESETS", "RESNET_SMALL"]
 
 # The main job's model: MobileNetV3-Large at half width, four stages of at most two blocks (~0.1 M parameters).
 LT_SMALL = dict(width_mult=0.5, stages=4, blocks_per_stage=2, decoder_channels=64, features=16)
 RESNET_SMALL = dict(width=16, blocks=(1, 1, 1, 1))
+# Each --arch's constructor arguments at the main job's scale (--model overrides them): ZoeDepth's head with
+# 32 bins and embeddings of 32 (attractors 8/4/1 on the three decoder stages); SQLdepth's layer with 16 queries
+# over 8x8 patches, 32 bins, one transformer layer.
+PRESETS = {
+    "ltdepth": LT_SMALL,
+    "zoe": dict(LT_SMALL, n_bins=32, bin_embedding_dim=32),
+    "depthnet": dict(RESNET_SMALL, decoder_width=8),
+    "sql": dict(RESNET_SMALL, embedding_dim=16, patch_size=8, queries=16, bins=32, heads=2, layers=1,
+                feedforward=64),
+}
+# The models whose fused bin heads take the run's backend.
+BIN_HEADS = ("zoe", "sql")
+
+
+def _depth_network(config: TrainConfig, max_depth: float):
+    extra = {"backend": config.backend} if config.arch in BIN_HEADS else {}
+    return MODELS[config.arch](**{**PRESETS[config.arch], "max_depth": max_depth, **config.model}, **extra)
 
 
 class _Task:
@@ -44,13 +61,14 @@ class _Task:
 
 
 class SupervisedTask(_Task):
-    """LTDepth trained with ``SILogLoss`` + ``metric_weight * MultiRangeContrastiveLoss`` on its feature map."""
+    """LTDepth (or ZoeLTDepth) trained with ``SILogLoss`` + ``metric_weight * MultiRangeContrastiveLoss`` on its
+    feature map."""
 
     name = "supervised"
 
     def __init__(self, config: TrainConfig, max_depth: float, distributed: bool = False):
         self.config = config
-        self.net = LTDepth(**{**LT_SMALL, "max_depth": max_depth, **config.model})
+        self.net = _depth_network(config, max_depth)
         scope = "global" if distributed else "local"
         self.depth_loss = SILogLoss(normalize=scope, backend=config.backend)
         self.metric_loss = (MultiRangeContrastiveLoss.preset(config.metric_preset, n_across=config.metric_across,
@@ -81,16 +99,17 @@ class SupervisedTask(_Task):
 
 
 class SelfSupervisedTask(_Task):
-    """DepthNet + PoseNet trained with min-reprojection (auto-masked) + edge-aware smoothness over 4 scales
-    (Monodepth2: each scale's disparity upsampled to the input resolution for the reprojection, smoothness at
-    the scale's own resolution weighted ``1e-3 / 2^scale``, the sum averaged over the scales)."""
+    """DepthNet (or SQLDepthNet) + PoseNet trained with min-reprojection (auto-masked) + edge-aware smoothness
+    over the network's scales (Monodepth2: 4; SQLdepth: 1): each scale's map upsampled to the input resolution
+    for the reprojection, smoothness at the scale's own resolution weighted ``1e-3 / 2^scale``, the sum averaged
+    over the scales."""
 
     name = "self-supervised"
     smoothness_weight = 1e-3
 
     def __init__(self, config: TrainConfig, max_depth: float, distributed: bool = False):
         self.config = config
-        self.depth_net = DepthNet(**{**RESNET_SMALL, "decoder_width": 8, "max_depth": max_depth, **config.model})
+        self.depth_net = _depth_network(config, max_depth)
         self.pose_net = PoseNet(**RESNET_SMALL, hidden=64)
         self.reprojection = ReprojectionLoss(normalize="global" if distributed else "local", backend=config.backend)
 
@@ -110,7 +129,8 @@ class SelfSupervisedTask(_Task):
         size = target.shape[-2:]
         source_list = list(sources.unbind(1))
         reprojection = smoothness = 0.0
-        for scale in range(DepthNet.scales):
+        scales = self.depth_net.scales
+        for scale in range(scales):
             disp = outputs[f"disp{scale}"].to(target.dtype)
             full = F.interpolate(disp, size=size, mode="bilinear", align_corners=False)
             depth = self.depth_net.depth(full)
@@ -118,12 +138,14 @@ class SelfSupervisedTask(_Task):
             reprojection = reprojection + self.reprojection(target, warped, source_list, generator=generator)
             color = F.interpolate(target, size=disp.shape[-2:], mode="area") if scale else target
             smoothness = smoothness + self.smoothness_weight / 2 ** scale * edge_aware_smoothness(disp, color)
-        reprojection, smoothness = reprojection / DepthNet.scales, smoothness / DepthNet.scales
+        reprojection, smoothness = reprojection / scales, smoothness / scales
         return reprojection + smoothness, {"reprojection": reprojection, "smoothness": smoothness}
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> torch.Tensor:
-        return self.depth_net.depth(self.depth_net(images)[0])
+        """Depth at the input resolution: the finest scale upsampled as the reprojection sees it."""
+        disp = self.depth_net(images)[0]
+        return self.depth_net.depth(F.interpolate(disp, size=images.shape[-2:], mode="bilinear", align_corners=False))
 
 
 def set_train_mode(task, training: bool) -> None:

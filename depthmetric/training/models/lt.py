@@ -152,7 +152,7 @@ class LTDepth(nn.Module):
                 cin = cout
             self.encoder.append(nn.Sequential(*layers))
             skips.append(cin)
-
+        self.channels = skips  # each encoder stage's output channels
         # Decoder from the deepest stage up to 1/2 resolution (the first stage's skip), then to full resolution.
         self.decoder = nn.ModuleList()
         ch = cin
@@ -163,20 +163,29 @@ class LTDepth(nn.Module):
         self.head = _DecoderStage(ch, 0, features)
         self.predict = nn.Conv2d(features, 1, 3, padding=1)
 
-    def forward(self, x: torch.Tensor, return_features: bool = False):
+    def decode(self, x: torch.Tensor) -> dict:
+        """The encoder-decoder's intermediate maps, for heads built on it (``ZoeLTDepth``): ``bottleneck`` (the
+        deepest encoder feature), ``blocks`` (each decoder stage's output, coarsest first), ``features`` (full
+        resolution) and ``prediction`` (the one-channel output before the range activation, float32)."""
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"x must be B,3,H,W images, got shape {tuple(x.shape)}")
-        size = x.shape[-2:]
         y = self.stem((x - self.mean) / self.std)
         skips = []
         for stage in self.encoder:
             y = stage(y)
             skips.append(y)
+        bottleneck, blocks = y, []
         for stage, skip in zip(self.decoder, reversed(skips[:-1])):
             y = stage(y, skip)
-        feats = self.head(y, size=size)
+            blocks.append(y)
+        feats = self.head(y, size=x.shape[-2:])
         z = self.predict(feats)
         z = z.to(torch.promote_types(z.dtype, torch.float32))  # the depth head runs in float32 under autocast
+        return {"bottleneck": bottleneck, "blocks": blocks, "features": feats, "prediction": z}
+
+    def forward(self, x: torch.Tensor, return_features: bool = False):
+        maps = self.decode(x)
+        feats, z = maps["features"], maps["prediction"]
         if self.output == "sigmoid":
             depth = self.min_depth + (self.max_depth - self.min_depth) * torch.sigmoid(z)
         else:
