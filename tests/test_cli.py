@@ -28,6 +28,33 @@ def test_module_help_exits_zero():
     assert "--metric-weight" in done.stdout and "--backend" in done.stdout
 
 
+# The [train] extra's modules, hidden from a child process as if only torch were installed.
+_WITHOUT_TRAIN_EXTRA = """
+import sys
+class Hide:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("numpy", "PIL", "tqdm", "matplotlib", "tensorboard", "yaml"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, Hide())
+from depthmetric.training.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("argv, code, says", [
+    (["--version"], 0, f"depthmetric {dm.__version__}"),
+    (["--help"], 0, "train"),
+    (["train", "--help"], 0, "--arch"),
+    (["train", "--steps", "1"], 2, "needs the [train] extra (missing module 'numpy'): pip install 'depthmetric[train]'"),
+])
+def test_command_line_without_the_train_extra(argv, code, says):
+    done = subprocess.run([sys.executable, "-c", _WITHOUT_TRAIN_EXTRA, *argv], capture_output=True, text=True,
+                          env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
+    assert done.returncode == code, done.stderr
+    assert says in done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+
+
 @pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["predict"], ["compare"], ["ablate"]])
 def test_help_of_each_command(command, capsys):
     with pytest.raises(SystemExit) as exit_info:

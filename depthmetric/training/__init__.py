@@ -5,12 +5,21 @@ loop (one process or torchrun), checkpoints, evaluation, figures and the command
 >>> from depthmetric.training import TrainConfig, train
 >>> results = train(TrainConfig(steps=100))
 """
-from .checkpoint import load_checkpoint
-from .config import TrainConfig
-from .evaluation import evaluate, format_metrics, predict_image
-from .loop import train
-from .pipeline import load_data
-from .tasks import SelfSupervisedTask, SupervisedTask, build_task
+import importlib
 
-__all__ = ["TrainConfig", "train", "evaluate", "format_metrics", "load_checkpoint", "load_data", "predict_image",
-           "build_task", "SupervisedTask", "SelfSupervisedTask"]
+# Where each public name lives. Loaded on first use, so that the command line (``depthmetric --help``,
+# ``--version``) starts without the ``[train]`` extra's packages, which a command then names if missing.
+_HOMES = {"TrainConfig": "config", "train": "loop", "evaluate": "evaluation", "format_metrics": "evaluation",
+          "load_checkpoint": "checkpoint", "load_data": "pipeline", "predict_image": "evaluation",
+          "build_task": "tasks", "SupervisedTask": "tasks", "SelfSupervisedTask": "tasks"}
+__all__ = list(_HOMES)
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -222,8 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
     from .. import BACKENDS
     from .config import DTYPES
 
+    from .. import __version__
+
     parser = argparse.ArgumentParser(
         prog="depthmetric", description="Train, evaluate and run depth models with depthmetric's fused losses.")
+    parser.add_argument("--version", action="version", version=f"depthmetric {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a depth model (no arguments: the main job on the shipped NYU sample)")
@@ -294,7 +297,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "train_args", None) and args.train_args[0] == "--":
         args.train_args = args.train_args[1:]
-    return args.func(args)
+    try:
+        return args.func(args)
+    except ModuleNotFoundError as error:
+        if (error.name or "").split(".")[0] in ("depthmetric", "torch"):
+            raise
+        print(f"depthmetric {args.command}: the training application needs the [train] extra (missing module "
+              f"{error.name!r}): pip install 'depthmetric[train]'", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
