@@ -11,7 +11,7 @@ from . import metrics
 class DepthMetricsTM(Metric):
     """The evaluation metrics of :func:`depthmetric.metrics.compute` accumulated over a data set, each image
     counted once by its id (``update(pred, gt, mask=None, ids=None)``); ``compute()`` returns the dict of
-    :meth:`DepthMetrics.compute` (float metrics and ``"images"``). Takes :class:`DepthMetrics`' options and
+    :meth:`DepthMetrics.compute` as tensors (float64 metrics, int64 ``"images"``). Takes :class:`DepthMetrics`' options and
     torchmetrics' keyword arguments (``process_group``, ``dist_sync_on_step``, ...). The state and its
     arithmetic are :class:`DepthMetrics`'; torchmetrics syncs it (sums added, id lists concatenated)."""
 
@@ -30,5 +30,8 @@ class DepthMetricsTM(Metric):
     def update(self, pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None = None, ids=None) -> None:
         metrics.add_batch(self, metrics.compute(pred, gt, mask=mask, **self._options), ids)
 
-    def compute(self) -> dict:
-        return metrics.combine(self.sums, self.images, self.ids, self.rows)
+    def compute(self) -> dict[str, torch.Tensor]:
+        """The metrics as 0-d float64 tensors (``"images"`` int64), as a torchmetrics ``Metric`` returns them."""
+        values = metrics.combine(self.sums, self.images, self.ids, self.rows)
+        return {name: torch.tensor(value, dtype=torch.int64 if name == "images" else torch.float64,
+                                   device=self.sums.device) for name, value in values.items()}

@@ -87,6 +87,7 @@ def min_reprojection_loss(
     generator: torch.Generator | None = None,
     noise: torch.Tensor | None = None,
     return_mask: bool = False,
+    reduction: str = "mean",
     normalize: str = "local",
     process_group=None,
     backend: str = "auto",
@@ -101,7 +102,8 @@ def min_reprojection_loss(
     replaces the minimum over warped images by their average and, as Monodepth2's ``avg_reprojection``
     does, compares it with the average of the identity errors (the noise averaged along).
 
-    Returns the mean of the per-pixel loss (float32; float64 for float64; 0 for an empty batch). With ``return_mask=True`` also
+    Returns the mean of the per-pixel loss (float32; float64 for float64; 0 for an empty batch), or with
+    ``reduction="none"`` the per-pixel loss itself, ``B,1,H,W`` (``normalize`` then has nothing to pool). With ``return_mask=True`` also
     the auto-mask (``B,1,H,W`` bool, True where a warped image won) and the winner index (``B,1,H,W`` int64:
     ``0..S-1`` warped image s, ``S..2S-1`` identity of source s; with ``"mean"`` 0 for the warped average,
     S for the identity average). Gradients reach the warped images only. NaN/Inf pixels raise a
@@ -115,6 +117,7 @@ def min_reprojection_loss(
         if len(sources) != len(warped):
             raise ValueError(f"sources has {len(sources)} images but warped has {len(warped)}: one each")
     _checks.choice("reduce_sources", reduce_sources, REDUCE_SOURCES)
+    _checks.choice("reduction", reduction, _checks.REDUCTIONS)
     _checks.flag("automask", automask)
     _checks.flag("return_mask", return_mask)
     if automask and sources is None:
@@ -139,15 +142,17 @@ def min_reprojection_loss(
         loss, winner = torch.ops.depthmetric.min_reprojection(target, warped, used, noise, alpha, mean_sources)
     else:
         loss, winner = _reference.min_reprojection(target, warped, used, noise, alpha, mean_sources)
-    if normalize == "local":
-        mean = _checks.mean(loss)
+    if reduction == "none":
+        out = loss.unsqueeze(1)
+    elif normalize == "local":
+        out = _checks.mean(loss)
     else:
-        mean = distributed.global_mean(loss.sum(), torch.tensor(loss.numel(), device=loss.device), normalize,
+        out = distributed.global_mean(loss.sum(), torch.tensor(loss.numel(), device=loss.device), normalize,
                                        process_group)
     if not return_mask:
-        return mean
+        return out
     winner = winner.unsqueeze(1)
-    return mean, winner < S, winner
+    return out, winner < S, winner
 
 
 class ReprojectionLoss(nn.Module):
@@ -160,9 +165,10 @@ class ReprojectionLoss(nn.Module):
     """
 
     def __init__(self, alpha: float = 0.85, automask: bool = True, reduce_sources: str = "min",
-                 normalize: str = "local", process_group=None, backend: str = "auto"):
+                 reduction: str = "mean", normalize: str = "local", process_group=None, backend: str = "auto"):
         super().__init__()
         self.alpha = check_alpha(alpha)
+        self.reduction = _checks.choice("reduction", reduction, _checks.REDUCTIONS)
         _checks.choice("reduce_sources", reduce_sources, REDUCE_SOURCES)
         _ext.check_backend(backend)
         self.automask, self.reduce_sources, self.backend = _checks.flag("automask", automask), reduce_sources, backend
@@ -173,12 +179,12 @@ class ReprojectionLoss(nn.Module):
         return min_reprojection_loss(
             target, warped, sources, alpha=self.alpha, automask=self.automask,
             reduce_sources=self.reduce_sources, generator=generator, noise=noise, return_mask=return_mask,
-            normalize=self.normalize, process_group=self.process_group, backend=self.backend,
+            reduction=self.reduction, normalize=self.normalize, process_group=self.process_group, backend=self.backend,
         )
 
     def extra_repr(self) -> str:
         return (f"alpha={self.alpha}, automask={self.automask}, reduce_sources={self.reduce_sources!r}, "
-                f"normalize={self.normalize!r}, backend={self.backend!r}")
+                f"reduction={self.reduction!r}, normalize={self.normalize!r}, backend={self.backend!r}")
 
 
 def _register_kernels() -> None:

@@ -36,6 +36,7 @@ def silog_loss(
     beta: float = 0.15,
     eps: float = 1e-7,
     variance_focus: float | None = None,
+    reduction: str = "mean",
     interpolate: bool = True,
     normalize: str = "local",
     process_group=None,
@@ -57,7 +58,8 @@ def silog_loss(
     never get there). NaN/Inf predictions raise (see ``depthmetric.set_finite_checks``). A prediction of
     another size is resized to the target's (bilinear, ``align_corners=True``, as ZoeDepth) when
     ``interpolate``. With no valid pixel, or ``pred == target``, the loss is 0 with a zero (not NaN)
-    gradient. Returns a float32 scalar (float64 for float64 inputs).
+    gradient. Returns a float32 scalar (float64 for float64 inputs). ``reduction="none"`` returns the ``B``
+    per-image losses instead, each over its own image's valid pixels (their mean is not the pooled loss).
 
     Under ``torch.distributed``, ``normalize="global"`` pools the valid pixels of the global batch (every
     rank's, see ``depthmetric.distributed``): the sums of ``g``, ``g^2`` and the pixel count are summed over
@@ -67,29 +69,31 @@ def silog_loss(
     pools this rank's pixels only.
     """
     _check_config(beta, eps, variance_focus)
+    _checks.choice("reduction", reduction, _checks.REDUCTIONS)
     distributed.check_normalize(normalize, process_group)
     group = distributed.op_group(normalize, process_group)
     pred, target, valid = prepare_pair(pred, target, mask, interpolate, group)
     _ext.check_backend(backend, pred.device)
     valid = valid & (pred + eps > 0)
     g = torch.where(valid, torch.log(torch.where(valid, pred, 1.0) + eps) - torch.log(target + eps), 0.0)
-    n = valid.sum().to(g.dtype)
-    if normalize == "global":
+    if normalize == "global" and reduction == "mean":
         s1, s2 = distributed.all_reduce_sum(torch.stack([g.sum(), g.pow(2).sum()]), group).unbind()
-        n = distributed.all_reduce_count(n, group)
+        n = distributed.all_reduce_count(valid.sum().to(g.dtype), group)
         mean = s1 / n.clamp(min=1)
         if variance_focus is None:
             dg = (s2 - s1 * mean).clamp(min=0) / (n - 1).clamp(min=1) + beta * mean.pow(2)
         else:
             dg = s2 / n.clamp(min=1) - variance_focus * mean.pow(2)
         return 10.0 * safe_sqrt(dg)
-    mean = g.sum() / n.clamp(min=1)
+    dims = tuple(range(1 if reduction == "none" else 0, g.dim()))  # per image, or the batch pooled
+    n = valid.sum(dims, keepdim=True).to(g.dtype)
+    mean = g.sum(dims, keepdim=True) / n.clamp(min=1)
     if variance_focus is None:
         centred = torch.where(valid, g - mean, 0.0)
-        dg = centred.pow(2).sum() / (n - 1).clamp(min=1) + beta * mean.pow(2)
+        dg = centred.pow(2).sum(dims, keepdim=True) / (n - 1).clamp(min=1) + beta * mean.pow(2)
     else:
-        dg = g.pow(2).sum() / n.clamp(min=1) - variance_focus * mean.pow(2)
-    return 10.0 * safe_sqrt(dg)
+        dg = g.pow(2).sum(dims, keepdim=True) / n.clamp(min=1) - variance_focus * mean.pow(2)
+    return 10.0 * safe_sqrt(dg.flatten() if reduction == "none" else dg.reshape(()))
 
 
 class SILogLoss(nn.Module):
@@ -100,18 +104,19 @@ class SILogLoss(nn.Module):
     """
 
     def __init__(self, beta: float = 0.15, eps: float = 1e-7, variance_focus: float | None = None,
-                 normalize: str = "local", process_group=None, backend: str = "auto"):
+                 reduction: str = "mean", normalize: str = "local", process_group=None, backend: str = "auto"):
         super().__init__()
         _check_config(beta, eps, variance_focus)
+        self.reduction = _checks.choice("reduction", reduction, _checks.REDUCTIONS)
         _ext.check_backend(backend)
         self.beta, self.eps, self.variance_focus, self.backend = float(beta), float(eps), variance_focus, backend
         self.normalize, self.process_group = distributed.check_normalize(normalize, process_group), process_group
 
     def forward(self, pred, target, mask=None, interpolate=True):
         return silog_loss(pred, target, mask, beta=self.beta, eps=self.eps, variance_focus=self.variance_focus,
-                          interpolate=interpolate, normalize=self.normalize, process_group=self.process_group,
+                          reduction=self.reduction, interpolate=interpolate, normalize=self.normalize, process_group=self.process_group,
                           backend=self.backend)
 
     def extra_repr(self) -> str:
-        return (f"beta={self.beta}, eps={self.eps}, variance_focus={self.variance_focus}, "
+        return (f"beta={self.beta}, eps={self.eps}, variance_focus={self.variance_focus}, reduction={self.reduction!r}, "
                 f"normalize={self.normalize!r}, backend={self.backend!r}")

@@ -6,10 +6,11 @@ already holds, so a fused kernel would save little; autograd gives the backward.
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from . import _checks
 
-__all__ = ["edge_aware_smoothness"]
+__all__ = ["edge_aware_smoothness", "EdgeAwareSmoothness"]
 
 # Monodepth2 normalises with ``disp / (disp.mean(2, True).mean(3, True) + 1e-7)``; kept for its numbers
 # (a mean <= 0, which would divide by ~0 or flip the sign, is an error).
@@ -45,3 +46,10 @@ def edge_aware_smoothness(disp: torch.Tensor, image: torch.Tensor) -> torch.Tens
     loss_x = _checks.mean((d[..., :, 1:] - d[..., :, :-1]).abs() * weight_x)
     loss_y = _checks.mean((d[..., 1:, :] - d[..., :-1, :]).abs() * weight_y)
     return loss_x + loss_y
+
+
+class EdgeAwareSmoothness(nn.Module):
+    """:func:`edge_aware_smoothness` as a module (Monodepth2's ``get_smooth_loss``): ``(disp, image) -> scalar``."""
+
+    def forward(self, disp: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        return edge_aware_smoothness(disp, image)

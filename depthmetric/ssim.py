@@ -12,11 +12,12 @@ autograd through ``ReflectionPad2d`` does.
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from . import _autograd, _checks, _ext
 from .reference import ssim as _reference
 
-__all__ = ["ssim", "photometric_error", "WINDOWS", "PADDINGS"]
+__all__ = ["ssim", "photometric_error", "SSIM", "PhotometricError", "WINDOWS", "PADDINGS"]
 
 WINDOWS = {"box3": 0, "gauss11": 1}  # codes of csrc/ssim/ssim_math.h
 PADDINGS = {"reflect": 0, "same": 1, "valid": 2}
@@ -107,6 +108,44 @@ def photometric_error(
     check_images(("a", "b"), (a, b), window, padding)
     ssim_fn = _kernel_ssim if _ext.use_kernel(backend, a.device) else None
     return _reference.photometric_error(a, b, alpha, window, ssim_fn=ssim_fn)
+
+
+class SSIM(nn.Module):
+    """:func:`ssim` as a module: ``SSIM(window, padding, reduction, backend)(x, y)``; kornia's ``SSIM`` and
+    pytorch-msssim's ``SSIM`` (with ``window="gauss11"``) or Monodepth2's (``box3``, which returns
+    ``clamp((1 - SSIM) / 2, 0, 1)``: that is :class:`PhotometricError` with ``alpha=1``)."""
+
+    def __init__(self, window: str = "box3", padding: str | None = None, reduction: str = "none",
+                 backend: str = "auto"):
+        super().__init__()
+        self.window, self.padding = window, check_window(window, padding)
+        self.reduction = _checks.choice("reduction", reduction, _checks.REDUCTIONS)
+        _ext.check_backend(backend)
+        self.backend = backend
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return ssim(x, y, self.window, self.padding, self.reduction, self.backend)
+
+    def extra_repr(self) -> str:
+        return (f"window={self.window!r}, padding={self.padding!r}, reduction={self.reduction!r}, "
+                f"backend={self.backend!r}")
+
+
+class PhotometricError(nn.Module):
+    """:func:`photometric_error` as a module (Monodepth2's ``compute_reprojection_loss``): ``B,1,H,W``."""
+
+    def __init__(self, alpha: float = 0.85, window: str = "box3", backend: str = "auto"):
+        super().__init__()
+        self.alpha, self.window = check_alpha(alpha), window
+        check_window(window, None)
+        _ext.check_backend(backend)
+        self.backend = backend
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return photometric_error(a, b, self.alpha, self.window, self.backend)
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}, window={self.window!r}, backend={self.backend!r}"
 
 
 def check_alpha(alpha) -> float:

@@ -298,14 +298,15 @@ IMAGE_OUT = lambda B, C, H, W: (B, C, H, W)  # noqa: E731
 SUPERVISED = dict(grad=(0,), no_channels=None, too_small=None, finite=("pred",), unchecked=("target",))
 
 OPS = [
-    Op("ssim", dm.ssim, _ssim_inputs(), kernel="ssim", grad=(0, 1), out_shape=IMAGE_OUT, no_channels="x",
-       too_small="x", finite=("x", "y"), min_hw=2),
+    Op("ssim", dm.ssim, _ssim_inputs(), kernel="ssim", module=dm.SSIM, grad=(0, 1), out_shape=IMAGE_OUT,
+       no_channels="x", too_small="x", finite=("x", "y"), min_hw=2),
     Op("ssim gauss11", dm.ssim, _ssim_inputs(window="gauss11"), kernel="ssim", grad=(0, 1), out_shape=IMAGE_OUT,
        no_channels="x", too_small="x", finite=("x", "y"), min_hw=6),
     Op("ssim gauss11 valid", dm.ssim, _ssim_inputs(window="gauss11", padding="valid", reduction="mean"),
        kernel="ssim", grad=(0, 1), no_channels="x", too_small="x", finite=("x", "y"), min_hw=11),
-    Op("photometric_error", dm.photometric_error, _photometric_inputs, kernel="ssim", grad=(0, 1),
-       out_shape=lambda B, C, H, W: (B, 1, H, W), no_channels="a", too_small="a", finite=("a", "b"), min_hw=2),
+    Op("photometric_error", dm.photometric_error, _photometric_inputs, kernel="ssim", module=dm.PhotometricError,
+       grad=(0, 1), out_shape=lambda B, C, H, W: (B, 1, H, W), no_channels="a", too_small="a", finite=("a", "b"),
+       min_hw=2),
     Op("min_reprojection_loss", dm.min_reprojection_loss, _reprojection_inputs, kernel="min_reprojection",
        module=dm.ReprojectionLoss, grad=(1,), no_channels="target", too_small="target",
        finite=("target", "warped", "sources", "noise"), min_hw=2, tol={torch.float64: 1e-10, torch.float32: 2e-5}),
@@ -319,7 +320,8 @@ OPS = [
        module=dm.MultiScaleDerivativeLoss, **SUPERVISED),
     Op("scale_shift_invariant_loss", dm.scale_shift_invariant_loss, _pair_inputs(),
        module=dm.ScaleShiftInvariantLoss, **SUPERVISED),
-    Op("edge_aware_smoothness", dm.edge_aware_smoothness, _smoothness_inputs, grad=(0, 1), no_channels="image",
+    Op("edge_aware_smoothness", dm.edge_aware_smoothness, _smoothness_inputs, module=dm.EdgeAwareSmoothness,
+       grad=(0, 1), no_channels="image",
        too_small="disp", finite=("disp", "image"), positive=("disp",)),
     # Geometry alone: warp, which reads images, checks its inputs.
     Op("backproject", dm.backproject, _backproject_inputs, grad=(0,), out_shape=lambda B, C, H, W: (B, 4, H * W),

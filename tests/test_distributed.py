@@ -272,9 +272,11 @@ def test_depth_metrics_count_the_union_of_images_once(ranks):
 def test_torchmetrics_adapter_matches(ranks):
     pytest.importorskip("torchmetrics")
     for r in ranks:
+        tm = r["metrics"]["torchmetrics"]  # tensors, as a torchmetrics Metric returns
         for name in dm.metrics.METRICS:
-            assert r["metrics"]["torchmetrics"][name] == pytest.approx(r["metrics"]["metrics"][name], rel=1e-12)
-        assert r["metrics"]["torchmetrics"]["images"] == 5
+            assert tm[name].dtype == torch.float64 and tm[name].dim() == 0, name
+            assert tm[name].item() == pytest.approx(r["metrics"]["metrics"][name], rel=1e-12)
+        assert tm["images"].dtype == torch.int64 and tm["images"].item() == 5
 
 
 LOSSES = ["silog", "silog_bts", "trimmed_mae", "derivative", "ssi", "min_reprojection", "multi_range_contrastive"]

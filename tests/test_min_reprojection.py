@@ -303,3 +303,22 @@ def test_ties_go_to_the_first_minimum(automask, reduce_sources, dtype, backend):
     else:
         torch.testing.assert_close(grads[0], alone[3][0], rtol=0, atol=0)
         assert torch.count_nonzero(grads[1]) == 0
+
+
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+def test_reduction_none_is_the_per_pixel_loss(backend):
+    if backend == "cpu" and not dm.build_info()["compiled"]:
+        pytest.skip("extension not built")
+    target, warped, sources, g = scene((2, 3, 9, 11), 2, torch.float64, "cpu", seed=4)
+    noise = dm.draw_identity_noise(2, target, g)
+    per_pixel = dm.min_reprojection_loss(target, warped, sources, noise=noise, reduction="none", backend=backend)
+    assert per_pixel.shape == (2, 1, 9, 11)
+    mean = dm.min_reprojection_loss(target, warped, sources, noise=noise, backend=backend)
+    assert per_pixel.mean().item() == pytest.approx(mean.item(), rel=1e-12)
+    # The per-pixel loss is the smallest photometric error among the candidates, pixel by pixel.
+    errors = torch.stack([dm.photometric_error(target, w, backend=backend) for w in warped]
+                         + [dm.photometric_error(target, s, backend=backend) + n.unsqueeze(1)
+                            for s, n in zip(sources, noise)])
+    torch.testing.assert_close(per_pixel, errors.min(0).values, rtol=1e-12, atol=1e-12)
+    module = dm.ReprojectionLoss(reduction="none", backend=backend)
+    torch.testing.assert_close(module(target, warped, sources, noise=noise), per_pixel, rtol=0, atol=0)

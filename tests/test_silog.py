@@ -127,3 +127,26 @@ def test_bad_input(call, exc, name):
     pred, target = pair()
     with pytest.raises(exc, match=name):
         call(pred, target)
+
+
+@pytest.mark.parametrize("variance_focus", [None, 0.85])
+def test_reduction_none_is_each_image_on_its_own(variance_focus):
+    """Per-image SILog: image b's loss is the pooled loss of a batch holding image b alone (an image with no
+    valid pixel gives 0); the mean reduction stays the batch-pooled loss, which differs from their mean."""
+    g = torch.Generator().manual_seed(3)
+    pred = torch.rand(3, 1, 6, 7, generator=g, dtype=torch.float64) + 0.5
+    target = torch.rand(3, 1, 6, 7, generator=g, dtype=torch.float64) * 3 + 0.2
+    target[1] *= 2.5  # another scale per image: pooled and per-image statistics differ
+    target[2] = 0  # no valid pixel
+    per_image = silog_loss(pred, target, variance_focus=variance_focus, reduction="none")
+    assert per_image.shape == (3,)
+    for b in range(3):
+        assert per_image[b].item() == pytest.approx(silog_loss(pred[b:b + 1], target[b:b + 1],
+                                                               variance_focus=variance_focus).item(), rel=1e-12)
+    assert per_image[2] == 0
+    pooled = silog_loss(pred, target, variance_focus=variance_focus)
+    assert abs(pooled.item() - per_image[:2].mean().item()) > 1e-3
+    module = SILogLoss(variance_focus=variance_focus, reduction="none")
+    torch.testing.assert_close(module(pred, target), per_image, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        SILogLoss(reduction="sum")

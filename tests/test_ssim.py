@@ -370,3 +370,19 @@ def test_photometric_error_worked_values(alpha, backend):
     x, y = images((2, 3, 5, 6), torch.float64, "cpu", seed=17)
     got = dm.photometric_error(x, y, alpha=alpha, backend=backend)
     torch.testing.assert_close(got, numpy_photometric_box3(x, y, alpha), rtol=1e-10, atol=1e-10)
+
+
+def test_modules_compute_what_their_functions_compute():
+    g = torch.Generator().manual_seed(5)
+    x, y = (torch.rand(2, 3, 12, 13, generator=g, dtype=torch.float64) for _ in range(2))
+    disp = torch.rand(2, 1, 12, 13, generator=g, dtype=torch.float64) + 0.1
+    module = dm.SSIM("gauss11", "valid", reduction="mean", backend="reference")
+    assert module(x, y).item() == dm.ssim(x, y, "gauss11", "valid", reduction="mean", backend="reference").item()
+    assert "padding='valid'" in repr(module)
+    torch.testing.assert_close(dm.PhotometricError(0.5, backend="reference")(x, y),
+                               dm.photometric_error(x, y, 0.5, backend="reference"), rtol=0, atol=0)
+    assert dm.EdgeAwareSmoothness()(disp, x).item() == dm.edge_aware_smoothness(disp, x).item()
+    with pytest.raises(ValueError, match="padding='valid' does not go with window='box3'"):
+        dm.SSIM("box3", "valid")
+    with pytest.raises(ValueError, match="alpha must be"):
+        dm.PhotometricError(1.5)
