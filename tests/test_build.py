@@ -5,11 +5,13 @@ C++ symbol of c10/ATen/torch would tie them to the torch they were built with. T
 ``cp310-abi3``. A GPU the build has no code for gets an error that says how to rebuild.
 """
 import ast
+import functools
 import importlib.util
 import pathlib
 import re
 import shutil
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -25,7 +27,7 @@ STABLE_C_SHIM = re.compile(r"^(aoti_torch_|torch_)")
 STD_LIBRARY = re.compile(r"^((typeinfo|vtable|VTT) for )?(std|__gnu_cxx|__cxxabiv1)::")
 
 
-CMAKE_LIBRARY = ROOT / "build-cmake" / "libdepthmetric_ops.so"  # built by .ci/run before the tests
+CMAKE_LIBRARY = ROOT / "build-cmake" / "libdepthmetric_ops.so"  # scripts/build_cmake.sh writes it
 
 
 def built_libraries() -> list[pathlib.Path]:
@@ -33,12 +35,36 @@ def built_libraries() -> list[pathlib.Path]:
     return [pathlib.Path(importlib.util.find_spec(name).origin) for name in names]
 
 
+@functools.lru_cache(maxsize=None)
+def cmake_library() -> pathlib.Path:
+    """The CMake build's library, built here by ``scripts/build_cmake.sh`` (a few minutes, once) when a
+    checkout's tests find none, so that the README's test command checks it wherever it runs."""
+    if not CMAKE_LIBRARY.exists():
+        if shutil.which("cmake") is None or not (ROOT / "CMakeLists.txt").exists():
+            pytest.skip("cmake is not installed (or no CMakeLists.txt beside the tests)")
+        subprocess.run(["bash", str(ROOT / "scripts" / "build_cmake.sh"), sys.executable], check=True)
+    return CMAKE_LIBRARY
+
+
 def library(which: str) -> pathlib.Path | None:
     """The Python module's libraries, or the CMake build's; None when this build has none of that kind."""
     if which == "cmake":
-        return CMAKE_LIBRARY if CMAKE_LIBRARY.exists() else None
+        return cmake_library()
     found = [p for p in built_libraries() if p.name.split(".")[0] == which]
     return found[0] if found else None
+
+
+def test_cmake_library_loads_and_runs():
+    """``torch.ops.load_library`` loads the CMake build and its ops run (in a process without the Python
+    package, whose own library registers the same ops)."""
+    code = ("import sys, torch; torch.ops.load_library(sys.argv[1]); f = torch.randn(2, 3, 4, 5); "
+            "out = torch.ops.depthmetric.multi_range_contrastive(f, torch.rand(2, 4, 5) * 3, "
+            "torch.tensor([[0, 1, 1], [1, 0, 0]]), 0.1, [0.5], [1.0], [3.0]); "
+            "assert out[0].shape == (2, 4, 5), out[0].shape; "
+            "print(torch.ops.depthmetric.ssim(f[:, :3].clamp(0, 1), f[:, :3].clamp(0, 1), 0, 0, False)[0].shape)")
+    done = subprocess.run([sys.executable, "-c", code, str(cmake_library())], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "torch.Size([2, 3, 4, 5])"
 
 
 def dynamic_symbols(path: pathlib.Path, *flags: str) -> set[str]:
