@@ -10,15 +10,17 @@ from depthmetric import _ext
 from depthmetric.metrics import compute
 from depthmetric.reference.depth_metric_sums import depth_metric_sums as reference_sums
 
-from .registry import DEVICES, depth_pair, needs_ext
+from .registry import DEVICES, assert_close_scaled, depth_pair, needs_ext
 
 
 @needs_ext
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-10), (torch.float32, 2e-5), (torch.float16, 2e-3),
-                                        (torch.bfloat16, 2e-3)])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("shape", [(1, 1, 1, 1), (2, 1, 17, 31), (3, 1, 64, 80)])
-def test_kernel_matches_reference(device, dtype, tol, shape):
+def test_kernel_matches_reference(device, dtype, shape):
+    """Each sum against the twin's (float64, from the same rounded inputs) within a tolerance scaled by that
+    sum's own magnitude and the image's pixel count (``assert_close_scaled``): a zero, negated or 1.5x column
+    fails at every dtype; a column the twin finds all zero (no valid pixel) must be exactly zero."""
     pred, gt = depth_pair(*shape[:1], *shape[2:], device=device, dtype=dtype, seed=sum(shape),
                            invalid=shape[0] > 1)
     H, W = shape[2:]
@@ -30,7 +32,15 @@ def test_kernel_matches_reference(device, dtype, tol, shape):
             got = torch.ops.depthmetric.depth_metric_sums(pred, gt, *args, closed)
             want = reference_sums(pred, gt, *args[:4], tuple(args[4]), closed)
             assert got.dtype == torch.float64 and got.shape == (shape[0], 10)
-            torch.testing.assert_close(got, want, rtol=tol, atol=tol * 10)
+            for column in range(10):
+                if want[:, column].abs().max() == 0:
+                    assert (got[:, column] == 0).all(), column
+                else:
+                    # depth_pair's predictions lie within a few % of the truth, so p - g and log p - log g
+                    # cancel, amplifying the float32/64 rounding ~150x relative to the result (factor 256);
+                    # in 16 bits the inputs' own rounding, which the twin shares, is all that is left over.
+                    factor = 2.0 if dtype in (torch.float16, torch.bfloat16) else 256.0
+                    assert_close_scaled(got[:, column], want[:, column], dtype, n_terms=H * W, factor=factor)
 
 
 @needs_ext
