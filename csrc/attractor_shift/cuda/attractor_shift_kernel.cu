@@ -23,8 +23,15 @@ namespace {
 
 constexpr int kTile = 16;  // attractors whose gradient accumulators a backward thread keeps in registers
 
+// Registers at sm_90 (ptxas -v): the forward is compiled for 4 resident blocks (at most 64 registers, 50%
+// occupancy); without that bound ptxas gave the 16-bit inv kernels 32 registers and spilled around the
+// division's slow path. The backward holds a tile of 16 attractors and their 16 gradient accumulators per
+// thread: 73-80 registers in float (3 blocks, 37.5%), 112-126 in float64 (2 blocks, 25%); a smaller tile
+// would run the K centres once more per tile for ZoeDepth's 16 attractors, where the tile is what makes
+// the one-pass gather possible.
+
 template <typename scalar_t, typename acc_t, int64_t K, int G>
-__global__ void __launch_bounds__(kThreadsPerBlock) forward_kernel(StridedView4<const scalar_t> cv,
+__global__ void __launch_bounds__(kThreadsPerBlock, 4) forward_kernel(StridedView4<const scalar_t> cv,
                                                                    StridedView4<const scalar_t> av, acc_t* out,
                                                                    int64_t NK, int64_t A, int64_t H, int64_t W,
                                                                    int64_t n, acc_t alpha, int64_t gamma, bool mean) {
