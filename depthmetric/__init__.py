@@ -15,6 +15,7 @@ from .silog import *  # noqa: F401,F403  (SILogLoss, silog_loss)
 from .smoothness import *  # noqa: F401,F403  (edge_aware_smoothness)
 from .ssim import *  # noqa: F401,F403  (ssim, photometric_error)
 from .warping import *  # noqa: F401,F403  (backproject, project, warp)
+from .attractor_shift import *  # noqa: F401,F403  (attractor_shift, AttractorShift)
 
 __version__ = "0.1.0"
 
@@ -23,6 +24,6 @@ __version__ = "0.1.0"
 __all__ = [
     "metrics", "distributed", "BACKENDS", "build_info", "set_finite_checks",
     *(name for module in ("depth_losses", "min_reprojection", "multi_range_contrastive", "silog", "smoothness",
-                          "ssim", "warping")
+                          "ssim", "warping", "attractor_shift")
       for name in _sys.modules[f"{__name__}.{module}"].__all__),
 ]

@@ -290,6 +290,12 @@ def _recall_inputs(B, C, H, W, dtype, seed, fixed):
     return (_depth(B, H, W, dtype, seed + 1, 1.0, 2.0), _depth(B, H, W, dtype, seed + 2, 1.0, 2.0) > 1.5), {}
 
 
+def _attractor_inputs(**kw):
+    def inputs(B, C, H, W, dtype, seed, fixed):  # C bin centres, 3 attractors per pixel, in [0, 1]
+        return (rand(B, C, H, W, seed=seed, dtype=dtype), rand(B, 3, H, W, seed=seed + 1, dtype=dtype)), dict(kw)
+    return inputs
+
+
 def _per_image_metrics(result):
     return torch.stack([result["per_image"][k] for k in sorted(result["per_image"])])
 
@@ -337,6 +343,14 @@ OPS = [
        finite=("pred",), unchecked=("gt",)),
     Op("metrics.boundary_recall", dm.metrics.boundary_recall, _recall_inputs, out_shape=lambda B, C, H, W: (B,),
        finite=("pred",)),
+]
+OPS += [  # ZoeDepth's attractor step; alpha small enough that the shifts are not lost in the centres
+    Op("attractor_shift", dm.attractor_shift, _attractor_inputs(alpha=3.0), kernel="attractor_shift",
+       module=dm.AttractorShift, grad=(0, 1), out_shape=IMAGE_OUT, finite=("centers", "attractors")),
+    Op("attractor_shift exp sum gamma3", dm.attractor_shift, _attractor_inputs(alpha=2.0, gamma=3, kind="exp",
+                                                                              reduction="sum"),
+       kernel="attractor_shift", module=dm.AttractorShift, grad=(0, 1), out_shape=IMAGE_OUT,
+       finite=("centers", "attractors")),
 ]
 OP_BY_NAME = {op.name: op for op in OPS}
 KERNEL_OPS = [op for op in OPS if op.kernel is not None]

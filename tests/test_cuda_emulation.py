@@ -143,3 +143,30 @@ def test_depth_metric_sums_matches_cpu_kernel(emulated, shape, dtype):
         got = emulated.depth_metric_sums(pred, gt, *args)
         want = torch.ops.depthmetric.depth_metric_sums(pred, gt, *args)
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-9)  # float64 sums, other order
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16])
+@pytest.mark.parametrize("kind,gamma,mean", [(0, 2, True), (0, 3, False), (1, 1, True), (1, 5, False)])
+@pytest.mark.parametrize("shape,n_attractors", [((1, 1, 1, 1), 1), ((2, 5, 7, 9), 3), ((1, 3, 4, 70), 16),
+                                                ((2, 4, 3, 5), 19), ((1, 2, 3, 4), 0)])  # 19: past a tile of 16
+def test_attractor_shift_matches_cpu_kernel(emulated, shape, n_attractors, kind, gamma, mean, dtype):
+    if mean and n_attractors == 0:
+        pytest.skip("no attractor to average: an error, tested in test_attractor_shift")
+    g = torch.Generator().manual_seed(sum(shape) + n_attractors)
+    B, K, H, W = shape
+    centers = torch.rand(shape, generator=g, dtype=torch.float64).to(dtype)
+    centers = centers.transpose(2, 3).contiguous().transpose(2, 3)  # strided
+    attractors = torch.rand(B, n_attractors, H, W, generator=g, dtype=torch.float64).to(dtype)
+    attractors[..., 0] = centers[:, :1, :, 0] if n_attractors else attractors[..., 0]  # dx == 0 exactly
+    args = (centers, attractors, 0.8, gamma, kind, mean)
+    out = emulated.attractor_shift(*args)
+    want = torch.ops.depthmetric.attractor_shift(*args)
+    torch.testing.assert_close(out, want, rtol=TOL[dtype], atol=TOL[dtype])
+
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    grad = torch.rand((), generator=g, dtype=acc).expand_as(out)  # an expanded scalar, read through its strides
+    grads = emulated._attractor_shift_backward(grad, *args)
+    cpu_grads = torch.ops.depthmetric._attractor_shift_backward(grad.contiguous(), *args)
+    for got, want in zip(grads, cpu_grads):
+        assert got.dtype == dtype
+        torch.testing.assert_close(got, want, rtol=TOL[dtype], atol=TOL[dtype])

@@ -97,6 +97,29 @@ CASES = {  # kernel: [(call, wrong argument, expected message)]
 }
 
 
+
+def _attractor(device, attractors_shape=(B, 4, H, W)):
+    centers, = _images(device)
+    return ops.attractor_shift(centers, torch.rand(attractors_shape, device=device), 300.0, 2, 0, True)
+
+
+def _attractor_backward(device, grad_shape=(B, C, H, W)):
+    centers, = _images(device)
+    return ops._attractor_shift_backward(torch.rand(grad_shape, device=device), centers,
+                                         torch.rand(B, 4, H, W, device=device), 300.0, 2, 0, True)
+
+
+CASES["attractor_shift"] = [
+    (_attractor, dict(attractors_shape=(B, 4, H, W + 1)),
+     r"attractors must be B,A,h,w with the centers' B,h,w = \[2, 4, 6, 7\], got \[2, 4, 6, 8\]"),
+    (_attractor, dict(attractors_shape=(B + 1, 4, H, W)), r"attractors must be B,A,h,w with the centers' B,h,w"),
+    (_attractor, dict(attractors_shape=(B, 4, H)),
+     r"attractors \(B,A,h,w\) must have 4 dimensions, got shape \[2, 4, 6\]"),
+    (_attractor_backward, dict(grad_shape=(B, C + 1, H, W)),
+     r"grad must be the centers' B,K,h,w = \[2, 3, 6, 7\], got \[2, 4, 6, 7\]"),
+]
+
+
 def test_every_kernel_of_the_registry_has_its_shape_cases():
     assert {op.kernel for op in KERNEL_OPS} <= set(CASES)
 
