@@ -99,7 +99,7 @@ setup(
     description="Fused training losses and metrics for monocular depth estimation (PyTorch C++/CUDA extension)",
     long_description=pathlib.Path(ROOT, "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
-    # The code's licence (SPDX); the shipped data samples keep their datasets' own terms (their folders say which).
+    # The code's licence (SPDX).
     license_expression="BSD-3-Clause",
     license_files=["LICENSE"],
     classifiers=[
@@ -111,7 +111,6 @@ setup(
         "Topic :: Scientific/Engineering :: Image Processing",
     ],
     packages=find_packages(include=["depthmetric", "depthmetric.*"]),
-    package_data={"depthmetric": ["training/data/samples/**/*"]},
     ext_modules=_extensions(),
     cmdclass={"build_ext": BuildExtension},
     options={"bdist_wheel": {"py_limited_api": PY_LIMITED}},

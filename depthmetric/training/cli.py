@@ -2,7 +2,7 @@
 command).
 
 ``python -m depthmetric train`` with no arguments is the main job: LTDepth trained with SILog + the fused
-multi-range contrastive loss on the NYU sample shipped in the package, metrics before and after, a figure
+multi-range contrastive loss on the NYU samples (``pip install ./samples``), metrics before and after, a figure
 and a JSON of the run under ``runs/``. ``torchrun --standalone --nproc_per_node=N -m depthmetric train ...``
 trains on N processes (DDP; ``evaluate`` likewise); ``--config run.yaml`` sets any option by name.
 """
@@ -38,7 +38,7 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="supervised: LTDepth, SILog + weight x multi-range contrastive; self-supervised: DepthNet + "
                         "PoseNet, min-reprojection + smoothness (default: %(default)s)")
     p.add_argument("--data", default=None,
-                   help="nyu | kitti | synthetic | <path>: the samples shipped in the package, the procedural "
+                   help="nyu | kitti | synthetic | <path>: the samples (pip install ./samples), the procedural "
                         "scenes, or a data set on disk (default: nyu for supervised, kitti for self-supervised)")
     p.add_argument("--data-root", default=None, help="root of a full data set (NYU Depth V2 / KITTI raw as "
                                                      "downloaded) for --data nyu|kitti")
@@ -222,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="depthmetric", description="Train, evaluate and run depth models with depthmetric's fused losses.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train a depth model (no arguments: the main job on the shipped NYU sample)")
+    p = sub.add_parser("train", help="train a depth model (no arguments: the main job on the NYU samples)")
     _add_train_arguments(p)
     p.set_defaults(func=_cmd_train, parser=p)
 
@@ -290,7 +290,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "train_args", None) and args.train_args[0] == "--":
         args.train_args = args.train_args[1:]
-    return args.func(args)
+    from .data.samples import SamplesNotInstalled
+
+    try:
+        return args.func(args)
+    except SamplesNotInstalled as error:  # a set-up step, not a bug: one line, no traceback
+        print(f"depthmetric: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -42,8 +42,8 @@ def load_data(config: TrainConfig):
     """``(train_set, eval_set, eval_dataset_name)`` for ``config.data``; ``eval_dataset_name`` (``"nyu"``,
     ``"kitti"`` or None) picks the metric preset (depth range and crop).
 
-    * ``nyu`` / ``kitti`` without ``data_root``: the samples shipped in the package. ``nyu`` trains on its 3
-      NYU pairs and evaluates on the 2 shipped TUM RGB-D pairs (held out: another Kinect, other rooms);
+    * ``nyu`` / ``kitti`` without ``data_root``: the samples of ``depthmetric-samples``. ``nyu`` trains on
+      its 3 NYU pairs and evaluates on its 2 TUM RGB-D pairs (held out: another Kinect, other rooms);
       ``kitti`` has no frames that may be held out (5 KITTI frames, or their 3 middle frames with both
       neighbours for self-supervised training), so they serve for training and evaluation alike.
     * ``nyu`` / ``kitti`` with ``data_root``: the full data set in its official layout read through BTS-style
