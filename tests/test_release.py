@@ -85,6 +85,15 @@ def test_no_cuda_runtime_anywhere_is_an_error_that_says_what_to_do(setup_py, tmp
         setup_py.cuda_runtime_paths(str(tmp_path / "cuda"), str(tmp_path), "13", str(tmp_path / "link"))
 
 
+def test_without_nvcc_the_build_says_in_one_line_it_builds_the_cpu_kernels(setup_py, monkeypatch, capsys):
+    monkeypatch.delenv("DEPTHMETRIC_WITH_CUDA", raising=False)
+    assert setup_py._with_cuda(None) is False
+    assert capsys.readouterr().out.endswith("building the CPU kernels only\n")
+    monkeypatch.setenv("DEPTHMETRIC_WITH_CUDA", "1")  # asked for: its absence is an error
+    with pytest.raises(RuntimeError, match="DEPTHMETRIC_WITH_CUDA=1 but"):
+        setup_py._with_cuda(None)
+
+
 def run_setup(*args: str, cwd: pathlib.Path = ROOT) -> None:
     done = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
