@@ -50,7 +50,7 @@ def load_data(config: TrainConfig):
       split files ``train_split`` and ``eval_split`` (``depth_root`` for the depth maps when elsewhere).
     * ``synthetic``: procedural rooms (exact depth and poses), ``synthetic_size`` for training and 8 others
       for evaluation.
-    * a folder with a ``split.txt`` (laid out like the shipped samples), or a split file: its images serve for
+    * a folder with a ``split.txt`` (laid out like the samples), or a split file: its images serve for
       training and evaluation; NYU or KITTI is told from the paths.
     """
     kind, sequence = config.data, config.task == "self-supervised"
@@ -128,7 +128,7 @@ def generator(seed: int, *stream: int) -> torch.Generator:
 
 class TrainingSet(Dataset):
     """The training frames, repeated so that one epoch fills at least one global batch (tiny data sets such as
-    the shipped samples), each item augmented by its own ``(seed, epoch, item)`` generator."""
+    the samples), each item augmented by its own ``(seed, epoch, item)`` generator."""
 
     def __init__(self, frames: Frames, config: TrainConfig, global_batch: int):
         self.frames, self.seed, self.augmentation = frames, config.seed, _augmentation(config)
