@@ -1,8 +1,8 @@
 """Builds depthmetric._C: the CPU kernels always, the CUDA kernels when torch has CUDA and nvcc is found.
 
 `pip install .` works with build isolation: the CUDA toolkit is found through the nvcc on PATH (or CUDA_HOME),
-its runtime library and headers in the toolkit or where torch's CUDA wheels put them. DEPTHMETRIC_WITH_CUDA=0 skips the CUDA kernels, =1 makes their absence an error; TORCH_CUDA_ARCH_LIST picks
-the architectures (default: all of DEFAULT_CUDA_ARCHS; no GPU is needed to compile them). The library is
+its runtime library and headers in the toolkit or where torch's CUDA wheels put them. DEPTHMETRIC_WITH_CUDA=0
+skips the CUDA kernels, =1 makes their absence an error; TORCH_CUDA_ARCH_LIST picks the architectures (default: all of DEFAULT_CUDA_ARCHS; no GPU is needed to compile them). The library is
 built against torch's stable ABI and Python's limited API, so the wheel (`cp310-abi3`) loads on Python 3.10+
 and torch 2.11+.
 """
@@ -49,25 +49,23 @@ def cuda_runtime_paths(cuda_home: str, site_packages: str, cuda_major: str, link
     """(include dirs, library dirs) to add so that the CUDA kernels find cuda_runtime.h and link -lcudart.
 
     The headers of torch's nvidia wheels (site-packages/nvidia/cu<major>/ for CUDA 13, nvidia/cuda_runtime/
-    before) are added for toolkits that lack some of them. torch links -lcudart from <cuda_home>/lib64 (or lib);
-    when the toolkit has no libcudart.so there, the wheels' runtime is used, which may be there only as
-    libcudart.so.<major>: -lcudart needs the unversioned name, so a link libcudart.so in link_dir points at it
-    (the library's SONAME, libcudart.so.<major>, is what the built library records either way)."""
+    before) are added for toolkits that lack some of them. The runtime library is the toolkit's, else the
+    wheels', which may hold it only as libcudart.so.<major>: -lcudart needs the unversioned name, so a link
+    libcudart.so in link_dir points at it (the built library records the SONAME, libcudart.so.<major>, either
+    way)."""
     wheels = [os.path.join(site_packages, "nvidia", name) for name in (f"cu{cuda_major}", "cuda_runtime")]
     includes = [os.path.join(w, "include") for w in wheels if os.path.isdir(os.path.join(w, "include"))]
-    if any(os.path.exists(os.path.join(cuda_home, lib, "libcudart.so")) for lib in ("lib64", "lib")):
-        return includes, []
-    for lib in [os.path.join(cuda_home, "lib64"), os.path.join(cuda_home, "lib"), *(os.path.join(w, "lib") for w in wheels)]:
-        for name in ("libcudart.so", f"libcudart.so.{cuda_major}"):
-            if os.path.exists(os.path.join(lib, name)):
-                if name == "libcudart.so":
-                    return includes, [lib]
-                os.makedirs(link_dir, exist_ok=True)
-                link = os.path.join(link_dir, "libcudart.so")
-                if os.path.lexists(link):
-                    os.remove(link)
-                os.symlink(os.path.join(lib, name), link)
-                return includes, [link_dir]
+    libs = [os.path.join(cuda_home, "lib64"), os.path.join(cuda_home, "lib"), *(os.path.join(w, "lib") for w in wheels)]
+    for lib in libs:
+        if os.path.exists(os.path.join(lib, "libcudart.so")):
+            return includes, [lib]
+        if os.path.exists(os.path.join(lib, f"libcudart.so.{cuda_major}")):
+            os.makedirs(link_dir, exist_ok=True)
+            link = os.path.join(link_dir, "libcudart.so")
+            if os.path.lexists(link):
+                os.remove(link)
+            os.symlink(os.path.join(lib, f"libcudart.so.{cuda_major}"), link)
+            return includes, [link_dir]
     raise RuntimeError(
         f"nvcc was found (CUDA toolkit {cuda_home}) but not the CUDA runtime library libcudart.so(.{cuda_major}): "
         f"not in {cuda_home}/lib64 nor in torch's nvidia wheels under {site_packages}; set CUDA_HOME to a "

@@ -73,11 +73,14 @@ def test_cuda_runtime_from_torchs_wheel_when_the_toolkit_lacks_it(setup_py, tmp_
     assert (tmp_path / "link" / "libcudart.so").resolve() == runtime.resolve()  # what -lcudart looks for
 
 
-def test_cuda_runtime_of_the_toolkit_needs_no_extra_directory(setup_py, tmp_path):
+def test_cuda_runtime_of_the_toolkit_comes_first(setup_py, tmp_path):
     toolkit = tmp_path / "cuda"
     (toolkit / "lib64").mkdir(parents=True)
     (toolkit / "lib64" / "libcudart.so").write_bytes(b"")
-    assert setup_py.cuda_runtime_paths(str(toolkit), str(tmp_path), "13", str(tmp_path / "link")) == ([], [])
+    (tmp_path / "nvidia" / "cu13" / "lib").mkdir(parents=True)
+    (tmp_path / "nvidia" / "cu13" / "lib" / "libcudart.so.13").write_bytes(b"")
+    paths = setup_py.cuda_runtime_paths(str(toolkit), str(tmp_path), "13", str(tmp_path / "link"))
+    assert paths == ([], [str(toolkit / "lib64")]) and not (tmp_path / "link").exists()
 
 
 def test_no_cuda_runtime_anywhere_is_an_error_that_says_what_to_do(setup_py, tmp_path):
