@@ -2,9 +2,9 @@
 
 `pip install .` works with build isolation: the CUDA toolkit is found through the nvcc on PATH (or CUDA_HOME),
 its runtime library and headers in the toolkit or where torch's CUDA wheels put them. DEPTHMETRIC_WITH_CUDA=0
-skips the CUDA kernels, =1 makes their absence an error; TORCH_CUDA_ARCH_LIST picks the architectures (default: all of DEFAULT_CUDA_ARCHS; no GPU is needed to compile them). The library is
-built against torch's stable ABI and Python's limited API, so the wheel (`cp310-abi3`) loads on Python 3.10+
-and torch 2.11+.
+skips the CUDA kernels, =1 makes their absence an error; TORCH_CUDA_ARCH_LIST picks the architectures
+(default: all of DEFAULT_CUDA_ARCHS; no GPU is needed to compile them). The library is built against torch's
+stable ABI and Python's limited API, so the wheel (`cp310-abi3`) loads on Python 3.10+ and torch 2.11+.
 """
 import glob
 import os
@@ -55,8 +55,8 @@ def cuda_runtime_paths(cuda_home: str, site_packages: str, cuda_major: str, link
     way)."""
     wheels = [os.path.join(site_packages, "nvidia", name) for name in (f"cu{cuda_major}", "cuda_runtime")]
     includes = [os.path.join(w, "include") for w in wheels if os.path.isdir(os.path.join(w, "include"))]
-    libs = [os.path.join(cuda_home, "lib64"), os.path.join(cuda_home, "lib"), *(os.path.join(w, "lib") for w in wheels)]
-    for lib in libs:
+    for lib in [os.path.join(cuda_home, "lib64"), os.path.join(cuda_home, "lib"),
+                *(os.path.join(w, "lib") for w in wheels)]:
         if os.path.exists(os.path.join(lib, "libcudart.so")):
             return includes, [lib]
         if os.path.exists(os.path.join(lib, f"libcudart.so.{cuda_major}")):
@@ -169,7 +169,8 @@ if __name__ == "__main__":
     setup(
         name="depthmetric",
         version=VERSION,
-        description="Fused training losses and metrics for monocular depth estimation (PyTorch C++/CUDA extension)",
+        description="Fused training losses and metrics for monocular depth estimation "
+                    "(PyTorch C++/CUDA extension)",
         long_description=pathlib.Path(ROOT, "README.md").read_text(encoding="utf-8"),
         long_description_content_type="text/markdown",
         # The code's licence (SPDX).
@@ -184,7 +185,7 @@ if __name__ == "__main__":
             "Topic :: Scientific/Engineering :: Image Processing",
         ],
         packages=find_packages(include=["depthmetric", "depthmetric.*"]),
-        # The library and the application carry no data: the real samples are a distribution of their own (samples/).
+        # No data in the library or the application: the real samples are a distribution of their own (samples/).
         package_data={"depthmetric": ["py.typed"]},
         ext_modules=ext_modules,
         cmdclass={"build_ext": BuildExtension},
