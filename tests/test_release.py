@@ -12,7 +12,7 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(not (ROOT / "setup.py").exists() or not (ROOT / "depthmetric").is_dir(),
-                                reason="needs the checkout's setup.py and package (not an installed wheel's tests)")
+                                reason="needs the checkout (not an installed wheel's tests)")
 
 
 @pytest.fixture(scope="module")
