@@ -112,7 +112,7 @@ def test_sdist_carries_every_source_header_and_the_build_files(tmp_path):
     assert csrc and csrc - names == set()
     assert {"setup.py", "pyproject.toml", "CMakeLists.txt", "LICENSE", "README.md", "CHANGELOG.md",
             "depthmetric/py.typed"} - names == set()
-    assert [n for n in names if n.startswith("samples/") or n.endswith(".so")] == []
+    assert [n for n in names if n.startswith(("samples/", "tests/")) or n.endswith(".so")] == []
 
 
 def test_library_files_carry_no_data(tmp_path):
