@@ -39,7 +39,11 @@ def _load_cuda_kernels() -> str | None:
     spec = importlib.util.find_spec(f"{__package__}._C_cuda")
     if spec is None or spec.origin is None:
         return "the CUDA kernel library depthmetric/_C_cuda*.so is missing"
-    torch.ops.load_library(spec.origin)
+    try:
+        torch.ops.load_library(spec.origin)
+    except OSError as error:  # e.g. its CUDA runtime (libcudart.so.<major>) is not the one this torch ships
+        return (f"the CUDA kernels were built with torch {_C.torch_version} and need that CUDA major version's "
+                f"runtime; this torch ({torch.__version__}) is built for CUDA {torch.version.cuda}: {error}")
     return None
 
 

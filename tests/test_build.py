@@ -115,6 +115,20 @@ def test_build_info_reports_the_stable_abi():
     assert info["cuda"] == (info["cuda_built"] and torch.version.cuda is not None)
 
 
+@needs_ext
+def test_cuda_kernels_that_cannot_load_leave_the_cpu_kernels_and_say_why(monkeypatch):
+    # Under a torch built for another CUDA major version, loading _C_cuda fails on its libcudart.so.<major>.
+    if not dm.build_info()["cuda_built"] or torch.version.cuda is None:
+        pytest.skip("needs the CUDA kernels built and a torch with CUDA")
+
+    def cannot_load(path):
+        raise OSError("libcudart.so.13: cannot open shared object file: No such file or directory")
+
+    monkeypatch.setattr(torch.ops, "load_library", cannot_load)
+    why = _ext._load_cuda_kernels()
+    assert "libcudart.so.13" in why and f"CUDA {torch.version.cuda}" in why and dm.build_info()["built_with_torch"] in why
+
+
 def setup_constants() -> dict:
     tree = ast.parse((ROOT / "setup.py").read_text())
     return {node.targets[0].id: ast.literal_eval(node.value) for node in tree.body

@@ -134,6 +134,16 @@ def test_bad_arguments_exit_nonzero():
     assert exit_info.value.code == 2
 
 
+def test_main_job_without_the_samples_says_in_one_line_what_to_install(tmp_path):
+    # depthmetric_samples made unimportable, as where the distribution is not installed.
+    code = ("import sys; sys.modules['depthmetric_samples'] = None; from depthmetric.training.cli import main; "
+            f"sys.exit(main(['train', '--steps', '1', '--out', {str(tmp_path / 'run')!r}]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "pip install ./samples" in done.stderr and "--data-root" in done.stderr
+
+
 def test_ablate_writes_its_summary_and_resumes(tmp_path, capsys):
     out = tmp_path / "ablate"
     argv = ["ablate", *RUN, "--steps", "2", "--seeds", "0", "1", "--weights", "0.5", "--out", str(out)]

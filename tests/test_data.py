@@ -1,5 +1,7 @@
-"""depthmetric.training.data: readers on the real samples, the standard-layout datasets, the embedded samples,
+"""depthmetric.training.data: readers on the real samples, the standard-layout datasets, the samples,
 the synthetic scene generator and the augmentations."""
+import importlib.metadata
+import pathlib
 import shutil
 
 import numpy as np
@@ -172,10 +174,10 @@ def test_kitti_eigen_dataset(kitti_layout):
         dd.KITTIEigen(raw, split, depth_root=depth_root)[0]
 
 
-# --- embedded samples ---------------------------------------------------------------------------------------
+# --- the samples (the depthmetric-samples distribution) ----------------------------------------------------
 
 
-def test_embedded_samples():
+def test_samples():
     nyu = dd.load_samples("nyu")
     assert len(nyu) == 3
     for item in nyu:
@@ -193,7 +195,7 @@ def test_embedded_samples():
     torch.testing.assert_close(item["image"], kitti[1]["image"])
     total = sum(f.stat().st_size for f in dd.SAMPLES_DIR.rglob("*") if f.is_file())
     assert total < 10 * 2**20
-    assert (dd.SAMPLES_DIR / "README.md").is_file() and (dd.SAMPLES_DIR / "kitti" / "LICENSE.md").is_file()
+    assert (dd.SAMPLES_DIR / "kitti" / "LICENSE.md").is_file()
     tum = dd.load_samples("tum")  # the held-out indoor pairs of the NYU runs: TUM depth is metres x 5000
     assert len(tum) == 2 and all(item["image"].shape == (3, 480, 640) for item in tum)
     assert all(0.5 < _valid(item["depth"]).median().item() < 5.0 for item in tum)
@@ -202,6 +204,21 @@ def test_embedded_samples():
         dd.load_samples("middlebury")
     with pytest.raises(ValueError, match="no frame sequence"):
         dd.load_samples("nyu", sequence=True)
+
+
+def test_samples_distribution_states_the_datasets_terms():
+    meta = importlib.metadata.metadata("depthmetric-samples")
+    assert {"CC-BY-NC-SA-3.0", "CC-BY-4.0"} <= set(meta["License-Expression"].split(" AND "))
+    readme = meta["Description"]  # the README: provenance, terms and citations
+    assert "non-commercial" in readme and "Silberman" in readme and "Geiger" in readme and "Sturm" in readme
+    assert {"kitti/LICENSE.md", "nyu/SOURCE_LICENSE.txt", "tum/SOURCE_LICENSE.txt"} <= {
+        "/".join(pathlib.PurePath(f).parts[-2:]) for f in meta.get_all("License-File")}
+
+
+def test_load_samples_without_the_samples_says_what_to_install(monkeypatch):
+    monkeypatch.setattr(dd.samples, "SAMPLES_DIR", None)
+    with pytest.raises(dd.SamplesNotInstalled, match=r"pip install \./samples.*--data-root"):
+        dd.load_samples("nyu")
 
 
 def test_nyu_runs_evaluate_on_held_out_frames():

@@ -2,7 +2,7 @@
 command).
 
 ``python -m depthmetric train`` with no arguments is the main job: LTDepth trained with SILog + the fused
-multi-range contrastive loss on the NYU sample shipped in the package, metrics before and after, a figure
+multi-range contrastive loss on the NYU samples (``pip install ./samples``), metrics before and after, a figure
 and a JSON of the run under ``runs/``. ``torchrun --standalone --nproc_per_node=N -m depthmetric train ...``
 trains on N processes (DDP; ``evaluate`` likewise); ``--config run.yaml`` sets any option by name.
 """
@@ -42,7 +42,7 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
                         + " (default: the first). zoe: LTDepth's encoder-decoder with ZoeDepth's metric bins head; "
                           "sql: SPIdepth's self-query layer")
     p.add_argument("--data", default=None,
-                   help="nyu | kitti | synthetic | <path>: the samples shipped in the package, the procedural "
+                   help="nyu | kitti | synthetic | <path>: the samples (pip install ./samples), the procedural "
                         "scenes, or a data set on disk (default: nyu for supervised, kitti for self-supervised)")
     p.add_argument("--data-root", default=None, help="root of a full data set (NYU Depth V2 / KITTI raw as "
                                                      "downloaded) for --data nyu|kitti")
@@ -219,17 +219,15 @@ def _cmd_ablate(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import BACKENDS
+    from .. import BACKENDS, __version__
     from .config import DTYPES
-
-    from .. import __version__
 
     parser = argparse.ArgumentParser(
         prog="depthmetric", description="Train, evaluate and run depth models with depthmetric's fused losses.")
     parser.add_argument("--version", action="version", version=f"depthmetric {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train a depth model (no arguments: the main job on the shipped NYU sample)")
+    p = sub.add_parser("train", help="train a depth model (no arguments: the main job on the NYU samples)")
     _add_train_arguments(p)
     p.set_defaults(func=_cmd_train, parser=p)
 
@@ -304,6 +302,13 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"depthmetric {args.command}: the training application needs the [train] extra (missing module "
               f"{error.name!r}): pip install 'depthmetric[train]'", file=sys.stderr)
+        return 2
+    except FileNotFoundError as error:
+        from .data.samples import SamplesNotInstalled  # loaded by now: the command got as far as its data
+
+        if not isinstance(error, SamplesNotInstalled):
+            raise
+        print(f"depthmetric: {error}", file=sys.stderr)  # a set-up step, not a bug: one line, no traceback
         return 2
 
 

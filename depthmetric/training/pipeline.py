@@ -42,15 +42,15 @@ def load_data(config: TrainConfig):
     """``(train_set, eval_set, eval_dataset_name)`` for ``config.data``; ``eval_dataset_name`` (``"nyu"``,
     ``"kitti"`` or None) picks the metric preset (depth range and crop).
 
-    * ``nyu`` / ``kitti`` without ``data_root``: the samples shipped in the package. ``nyu`` trains on its 3
-      NYU pairs and evaluates on the 2 shipped TUM RGB-D pairs (held out: another Kinect, other rooms);
+    * ``nyu`` / ``kitti`` without ``data_root``: the samples of ``depthmetric-samples``. ``nyu`` trains on
+      its 3 NYU pairs and evaluates on its 2 TUM RGB-D pairs (held out: another Kinect, other rooms);
       ``kitti`` has no frames that may be held out (5 KITTI frames, or their 3 middle frames with both
       neighbours for self-supervised training), so they serve for training and evaluation alike.
     * ``nyu`` / ``kitti`` with ``data_root``: the full data set in its official layout read through BTS-style
       split files ``train_split`` and ``eval_split`` (``depth_root`` for the depth maps when elsewhere).
     * ``synthetic``: procedural rooms (exact depth and poses), ``synthetic_size`` for training and 8 others
       for evaluation.
-    * a folder with a ``split.txt`` (laid out like the shipped samples), or a split file: its images serve for
+    * a folder with a ``split.txt`` (laid out like the samples), or a split file: its images serve for
       training and evaluation; NYU or KITTI is told from the paths.
     """
     kind, sequence = config.data, config.task == "self-supervised"
@@ -128,7 +128,7 @@ def generator(seed: int, *stream: int) -> torch.Generator:
 
 class TrainingSet(Dataset):
     """The training frames, repeated so that one epoch fills at least one global batch (tiny data sets such as
-    the shipped samples), each item augmented by its own ``(seed, epoch, item)`` generator."""
+    the samples), each item augmented by its own ``(seed, epoch, item)`` generator."""
 
     def __init__(self, frames: Frames, config: TrainConfig, global_batch: int):
         self.frames, self.seed, self.augmentation = frames, config.seed, _augmentation(config)

@@ -1,4 +1,4 @@
-"""Readers, embedded samples, synthetic scenes and augmentations.
+"""Readers, the real samples (a distribution of their own), synthetic scenes and augmentations.
 
 Sample dicts (what every Dataset here yields, and what the training loop consumes):
 
@@ -27,7 +27,7 @@ from .readers import (
     read_pgm,
     read_tum_poses,
 )
-from .samples import SAMPLES_DIR, SampleSet, load_samples
+from .samples import SAMPLES_DIR, SampleSet, SamplesNotInstalled, load_samples
 from .synthetic import SyntheticScenes, render
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "RandomHorizontalFlip",
     "SAMPLES_DIR",
     "SampleSet",
+    "SamplesNotInstalled",
     "SyntheticScenes",
     "depth_tensor",
     "intrinsics",

@@ -1,5 +1,7 @@
-"""The small real RGB-D sample shipped inside the package (``depthmetric/training/data/samples/``, see its README
-for provenance and terms): 3 NYU Depth V2 pairs and 5 consecutive KITTI raw frames with projected LiDAR.
+"""The small real RGB-D samples: 3 NYU Depth V2 pairs, 5 consecutive KITTI raw frames with projected LiDAR and
+2 TUM RGB-D pairs. They are third-party data under their own (non-commercial) terms, so they are not part of
+depthmetric but a distribution of their own, ``depthmetric-samples`` (import ``depthmetric_samples``), built from
+the repository's ``samples/`` folder, whose README gives their provenance and terms.
 
 The samples are laid out like the full data sets and read by the same readers (:class:`NYUDepthV2`,
 :class:`KITTIEigen`) through the split files next to them, so what works on the sample works on the
@@ -7,17 +9,22 @@ full data.
 """
 from __future__ import annotations
 
-import pathlib
-
 from torch.utils.data import Dataset
 
 from ... import _checks
 from .datasets import KITTIEigen, NYUDepthV2
 
-__all__ = ["SAMPLES_DIR", "SampleSet", "load_samples"]
+__all__ = ["SAMPLES_DIR", "SampleSet", "SamplesNotInstalled", "load_samples"]
 
-SAMPLES_DIR = pathlib.Path(__file__).resolve().parent / "samples"
+try:
+    from depthmetric_samples import DATA_DIR as SAMPLES_DIR
+except ImportError:
+    SAMPLES_DIR = None
 KINDS = ("nyu", "kitti", "tum")
+
+
+class SamplesNotInstalled(FileNotFoundError):
+    """The samples' distribution is not installed; the message says what to install, in one line."""
 
 
 class SampleSet(Dataset):
@@ -36,7 +43,7 @@ class SampleSet(Dataset):
 
 
 def load_samples(kind: str = "nyu", sequence: bool = False, transform=None) -> Dataset:
-    """The embedded sample as a Dataset of sample dicts (see :mod:`depthmetric.training.data`).
+    """The installed samples as a Dataset of sample dicts (see :mod:`depthmetric.training.data`).
 
     ``kind="nyu"``: 3 supervised samples, 480x640, Kinect depth (holes are 0). ``kind="tum"``: 2 TUM RGB-D
     samples, 480x640, another Kinect in other rooms (the NYU runs' held-out set). ``kind="kitti"``:
@@ -46,9 +53,13 @@ def load_samples(kind: str = "nyu", sequence: bool = False, transform=None) -> D
     item (e.g. an augmentation bound to a generator).
     """
     _checks.choice("kind", kind, KINDS)
+    if SAMPLES_DIR is None:
+        raise SamplesNotInstalled(
+            "the real RGB-D samples are not installed: `pip install ./samples` in a depthmetric checkout "
+            "(the distribution depthmetric-samples; non-commercial terms), or pass --data-root with your own "
+            "data set (or --data synthetic)"
+        )
     root = SAMPLES_DIR / kind
-    if not root.is_dir():
-        raise FileNotFoundError(f"the embedded samples are missing from {root}; reinstall depthmetric")
     if kind == "nyu":
         if sequence:
             raise ValueError("the NYU sample has no frame sequence; use kind='kitti' for sequence=True")
