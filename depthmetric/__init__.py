@@ -15,6 +15,8 @@ from .silog import *  # noqa: F401,F403  (SILogLoss, silog_loss)
 from .smoothness import *  # noqa: F401,F403  (edge_aware_smoothness)
 from .ssim import *  # noqa: F401,F403  (ssim, photometric_error)
 from .warping import *  # noqa: F401,F403  (backproject, project, warp)
+from .bin_expectation import *  # noqa: F401,F403  (bin_expectation, BinExpectation)
+from .log_binomial_expectation import *  # noqa: F401,F403  (log_binomial_expectation, LogBinomialExpectation)
 
 __version__ = "0.1.0"
 
@@ -26,3 +28,5 @@ __all__ = [
                           "ssim", "warping")
       for name in _sys.modules[f"{__name__}.{module}"].__all__),
 ]
+__all__ += _sys.modules[f"{__name__}.bin_expectation"].__all__
+__all__ += _sys.modules[f"{__name__}.log_binomial_expectation"].__all__
