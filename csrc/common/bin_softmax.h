@@ -7,6 +7,7 @@
 //   acc_t logit(const Pixel&, k)     l_k
 //   void grad_bin(const Pixel&, k, d)          d = dL/dl_k: writes what depends on bin k (dL/dlogits)
 //   void grad_pixel(const Pixel&, K, d0, d1, dy)  sum_k d_k, sum_k k d_k, sum_k d_k l_k: the per-pixel rest
+//                                                (dy summed as sum_k d_k (l_k - lse), see pixel_backward)
 // and, for the CPU kernel's rows, the same as row loops (see common/bin_softmax_cpu.h).
 // Nothing of size B x K x H x W is kept: the forward keeps log-sum-exp and depth per pixel (the stats),
 // and the backward recomputes prob_k = exp(l_k - lse) from them.
@@ -147,19 +148,21 @@ DM_HOST_DEVICE Stats<acc_t> pixel_forward(const Source& src, const typename Sour
   return {m + bin_log(s), e / s};
 }
 
-// dL/dl_k = g prob_k (c_k - depth) for every bin, handed to the source (grad_bin, grad_pixel).
+// dL/dl_k = g prob_k (c_k - depth) for every bin, handed to the source (grad_bin, grad_pixel). dy is
+// sum_k d_k l_k, the temperatures' term, summed as sum_k d_k (l_k - lse): the same, as sum_k d_k = 0, with
+// terms that do not cancel (a bin far from the maximum has a negligible d_k), so float32 keeps its digits.
 template <typename Source, typename scalar_t, typename acc_t>
 DM_HOST_DEVICE void pixel_backward(const Source& src, const typename Source::Pixel& px,
                                    const StridedView4<const scalar_t>& c, int64_t b, int64_t K, const Tap<acc_t>& ty,
                                    const Tap<acc_t>& tx, acc_t g, Stats<acc_t> st) {
   acc_t d0 = 0, d1 = 0, dy = 0;
   for (int64_t k = 0; k < K; ++k) {
-    const acc_t l = src.logit(px, k);
-    const acc_t d = g * softmax_exp(l - st.lse) * (centre(c, b, k, ty, tx) - st.depth);
+    const acc_t log_prob = src.logit(px, k) - st.lse;
+    const acc_t d = g * softmax_exp(log_prob) * (centre(c, b, k, ty, tx) - st.depth);
     src.grad_bin(px, k, d);
     d0 += d;
     d1 += static_cast<acc_t>(k) * d;
-    dy += d * l;
+    dy += d * log_prob;
   }
   src.grad_pixel(px, K, d0, d1, dy);
 }

@@ -118,10 +118,11 @@ void backward_rows(const Source& src, const StridedView4<const scalar_t>& c, con
         centre_row(c, b, k, ty, tx, cr);
         const acc_t kf = static_cast<acc_t>(k);
         for (int64_t x = 0; x < W; ++x) {
-          d[x] = g[x] * softmax_exp(l[x] - lse[x]) * (cr[x] - depth[x]);
+          const acc_t log_prob = l[x] - lse[x];
+          d[x] = g[x] * softmax_exp(log_prob) * (cr[x] - depth[x]);
           d0[x] += d[x];
           d1[x] += kf * d[x];
-          dy[x] += d[x] * l[x];
+          dy[x] += d[x] * log_prob;  // sum_k d_k l_k, as pixel_backward sums it
         }
         src.grad_bin_row(b, y, k, W, terms, d);
       }
