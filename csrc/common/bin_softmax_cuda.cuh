@@ -13,6 +13,12 @@ namespace bin_softmax {
 
 constexpr int kGatherThreads = 128;  // threads per centre cell of the gather
 
+// Registers (ptxas -v, sm_75 ... sm_120, no spills, no stack): the forward and backward keep a pixel's terms,
+// both taps of the resampled centres (int64 indices) and the running sums in registers, 60-114 per thread,
+// so they run at 25-50% theoretical occupancy; the backward's __launch_bounds__(256, 1) lets ptxas use the
+// registers it needs (at sm_120 it capped the float64 instance at 80 and spilled 32 bytes). Each thread
+// streams its pixel's K logits (coalesced across the warp) with little reuse for more warps to hide; not
+// timed on a GPU yet.
 template <typename Source, typename scalar_t = typename Source::scalar_type>
 __global__ void __launch_bounds__(kThreadsPerBlock)
     forward_kernel(Source src, StridedView4<const scalar_t> c, int64_t K, int64_t H, int64_t W, int64_t n,
@@ -35,7 +41,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
 }
 
 template <typename Source, typename scalar_t = typename Source::scalar_type>
-__global__ void __launch_bounds__(kThreadsPerBlock)
+__global__ void __launch_bounds__(kThreadsPerBlock, 1)
     backward_kernel(Source src, StridedView4<const scalar_t> c, StridedView4<const scalar_t> grad,
                     StridedView4<const acc_type<scalar_t>> stats, int64_t K, int64_t H, int64_t W, int64_t n,
                     Axis<acc_type<scalar_t>> ay, Axis<acc_type<scalar_t>> ax) {
