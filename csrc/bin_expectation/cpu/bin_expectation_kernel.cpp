@@ -7,6 +7,7 @@
 
 #include "bin_expectation/bin_expectation.h"
 #include "common/bin_softmax_cpu.h"
+#include "bin_expectation/cpu/bin_expectation_blocks.h"
 
 namespace depthmetric {
 namespace bin_expectation {
@@ -44,15 +45,10 @@ std::tuple<Tensor, Tensor, Tensor> backward_cpu(const Tensor& grad, const Tensor
     const auto c = strided_view4<const scalar_t>(centers);
     const auto g = strided_view4<const scalar_t>(grad);
     const auto st = strided_view4<const acc_t>(stats);
-    if (need_logits || need_temperature) {
-      bin_softmax::backward_rows<scalar_t>(source<scalar_t>(logits, temperature, &grad_logits, &grad_temperature), c, g,
-                                           st, B, K, H, W, centers.size(2), centers.size(3));
-    }
-    if (need_centers) {
-      bin_softmax::centre_gradient_rows<scalar_t>(source<scalar_t>(logits, temperature), g, st, B, K, H, W,
-                                                  centers.size(2), centers.size(3),
-                                                  strided_view4<scalar_t>(grad_centers));
-    }
+    bin_softmax::backward_rows<scalar_t>(source<scalar_t>(logits, temperature, &grad_logits, &grad_temperature), c,
+                                         g, st, B, K, H, W, centers.size(2), centers.size(3),
+                                         need_logits || need_temperature,
+                                         bin_softmax::view_or_none<scalar_t>(grad_centers), kCentreRowBlock);
   });
   return {grad_logits, grad_centers, grad_temperature};
 }

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "common/bin_softmax_cpu.h"
+#include "log_binomial_expectation/cpu/log_binomial_expectation_blocks.h"
 #include "log_binomial_expectation/log_binomial_expectation.h"
 
 namespace depthmetric {
@@ -49,15 +50,9 @@ std::tuple<Tensor, Tensor, Tensor> backward_cpu(const Tensor& grad, const Tensor
     const auto c = strided_view4<const scalar_t>(centers);
     const auto g = strided_view4<const scalar_t>(grad);
     const auto st = strided_view4<const acc_t>(stats);
-    if (need_p || need_t) {
-      bin_softmax::backward_rows<scalar_t>(source<scalar_t>(p, t, lb.data(), K, eps, &grad_p, &grad_t), c, g, st, B, K,
-                                           H, W, centers.size(2), centers.size(3));
-    }
-    if (need_centers) {
-      bin_softmax::centre_gradient_rows<scalar_t>(source<scalar_t>(p, t, lb.data(), K, eps), g, st, B, K, H, W,
-                                                  centers.size(2), centers.size(3),
-                                                  strided_view4<scalar_t>(grad_centers));
-    }
+    bin_softmax::backward_rows<scalar_t>(source<scalar_t>(p, t, lb.data(), K, eps, &grad_p, &grad_t), c, g, st, B, K, H, W,
+                                         centers.size(2), centers.size(3), need_p || need_t,
+                                         bin_softmax::view_or_none<scalar_t>(grad_centers), kCentreRowBlock);
   });
   return {grad_p, grad_t, grad_centers};
 }
