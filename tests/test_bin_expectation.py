@@ -87,8 +87,9 @@ def grads_of(fn, leaves, weights):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("hw,size", [(None, (7, 9)), ((1, 1), (7, 9)), ((3, 4), (7, 9)), ((7, 9), (7, 9)),
-                                     ((1, 3), (1, 9)), ((4, 1), (7, 1)), ((3, 4), (21, 40))],
-                         ids=["B,K", "B,K,1,1", "smaller", "equal", "H=1", "W=1", "large"])
+                                     ((1, 3), (1, 9)), ((4, 1), (7, 1)), ((3, 4), (21, 40)), ((9, 11), (7, 9)),
+                                     ((12, 10), (40, 33))],
+                         ids=["B,K", "B,K,1,1", "smaller", "equal", "H=1", "W=1", "large", "larger", "blocks"])
 def test_kernel_matches_twin(hw, size, dtype, device):
     """The kernel (in ``dtype``) against the twin in float64 on the same rounded inputs, forward and the
     gradients of logits, centres and a per-pixel temperature, within tolerances scaled by each result."""

@@ -135,8 +135,9 @@ def grads_of(fn, leaves, weights):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("hw,size", [(None, (5, 7)), ((1, 1), (5, 7)), ((3, 4), (5, 7)), ((5, 7), (5, 7)),
-                                     ((1, 3), (1, 7)), ((3, 1), (5, 1)), ((12, 16), (24, 32))],
-                         ids=["B,K", "B,K,1,1", "smaller", "equal", "H=1", "W=1", "large"])
+                                     ((1, 3), (1, 7)), ((3, 1), (5, 1)), ((12, 16), (24, 32)), ((9, 11), (5, 7)),
+                                     ((17, 5), (40, 9))],
+                         ids=["B,K", "B,K,1,1", "smaller", "equal", "H=1", "W=1", "large", "larger", "blocks"])
 def test_kernel_matches_twin(hw, size, dtype, device):
     """The kernel (p and centres in ``dtype``) against the twin in float64 on the same rounded inputs."""
     H, W = size
