@@ -1,7 +1,7 @@
 // The CPU kernels of the bin heads (bin_expectation, log_binomial_expectation), written once over a logit
-// Source (common/bin_softmax.h). Work is split over image rows (forward, the backward's per-pixel pass) and
-// over the centres' source rows (the gather), and every output element is written by one task in a fixed
-// order, so the results do not depend on the number of threads. The loops over a row's pixels run on
+// Source (common/bin_softmax.h). Work is split over image rows (the forward) and over blocks of the
+// centres' source rows or image rows (the backward, see backward_rows), and every output element is written
+// by one task in a fixed order, so the results do not depend on the number of threads. The loops over a row's pixels run on
 // contiguous buffers (the source's row terms, the logits of one bin, the resampled centres of one bin), so
 // that the exps and the arithmetic vectorise. Besides the per-pixel interface, a Source provides rows:
 //   prepare_row(b, y, W, terms)          per-pixel terms of row y into terms[0..kTerms*W)
