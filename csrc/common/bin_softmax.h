@@ -108,14 +108,21 @@ DM_HOST_DEVICE void reading_range(const Axis<acc_t>& a, int64_t s, int64_t& lo, 
   hi = hi > a.out - 1 ? a.out - 1 : hi;
 }
 
-// Centre k of image b at the output pixel with row tap ty and column tap tx (ATen's order of operations).
+// The bilinear blend of the four source samples (x_row,col) with row weight ly and column weight lx, in
+// ATen's order of operations; the one formula of the CPU rows and the GPU threads.
+template <typename acc_t>
+DM_HOST_DEVICE acc_t bilinear(acc_t x00, acc_t x01, acc_t x10, acc_t x11, acc_t ly, acc_t lx) {
+  const acc_t wx0 = acc_t(1) - lx, wy0 = acc_t(1) - ly;
+  return wy0 * (wx0 * x00 + lx * x01) + ly * (wx0 * x10 + lx * x11);
+}
+
+// Centre k of image b at the output pixel with row tap ty and column tap tx.
 template <typename scalar_t, typename acc_t>
 DM_HOST_DEVICE acc_t centre(const StridedView4<const scalar_t>& c, int64_t b, int64_t k, const Tap<acc_t>& ty,
                             const Tap<acc_t>& tx) {
-  const acc_t x00 = static_cast<acc_t>(c(b, k, ty.i0, tx.i0)), x01 = static_cast<acc_t>(c(b, k, ty.i0, tx.i1));
-  const acc_t x10 = static_cast<acc_t>(c(b, k, ty.i1, tx.i0)), x11 = static_cast<acc_t>(c(b, k, ty.i1, tx.i1));
-  const acc_t wx0 = acc_t(1) - tx.lambda, wy0 = acc_t(1) - ty.lambda;
-  return wy0 * (wx0 * x00 + tx.lambda * x01) + ty.lambda * (wx0 * x10 + tx.lambda * x11);
+  return bilinear(static_cast<acc_t>(c(b, k, ty.i0, tx.i0)), static_cast<acc_t>(c(b, k, ty.i0, tx.i1)),
+                  static_cast<acc_t>(c(b, k, ty.i1, tx.i0)), static_cast<acc_t>(c(b, k, ty.i1, tx.i1)), ty.lambda,
+                  tx.lambda);
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -56,20 +56,18 @@ struct ColumnTaps {
   }
 };
 
-// Row k of the centres resampled to the output row with tap ty: out[x] for every output column, the same
-// arithmetic as centre() (common/bin_softmax.h) in the same order.
+// Row k of the centres resampled to the output row with tap ty: out[x] for every output column (bilinear()
+// of common/bin_softmax.h, the samples read through the precomputed column offsets).
 template <typename scalar_t, typename acc_t>
 void centre_row(const StridedView4<const scalar_t>& c, int64_t b, int64_t k, const Tap<acc_t>& ty,
                 const ColumnTaps<acc_t>& tx, acc_t* __restrict__ out) {
   const scalar_t *__restrict__ r0 = &c(b, k, ty.i0, 0), *__restrict__ r1 = &c(b, k, ty.i1, 0);
   const int64_t *__restrict__ j0 = tx.j0.data(), *__restrict__ j1 = tx.j1.data();
   const acc_t* __restrict__ lx = tx.lambda.data();
-  const acc_t ly = ty.lambda, wy0 = acc_t(1) - ly;
   const int64_t W = static_cast<int64_t>(tx.j0.size());
   for (int64_t x = 0; x < W; ++x) {
-    const acc_t wx0 = acc_t(1) - lx[x];
-    out[x] = wy0 * (wx0 * static_cast<acc_t>(r0[j0[x]]) + lx[x] * static_cast<acc_t>(r0[j1[x]])) +
-             ly * (wx0 * static_cast<acc_t>(r1[j0[x]]) + lx[x] * static_cast<acc_t>(r1[j1[x]]));
+    out[x] = bilinear(static_cast<acc_t>(r0[j0[x]]), static_cast<acc_t>(r0[j1[x]]), static_cast<acc_t>(r1[j0[x]]),
+                      static_cast<acc_t>(r1[j1[x]]), ty.lambda, lx[x]);
   }
 }
 
