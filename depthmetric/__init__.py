@@ -8,14 +8,16 @@ import sys as _sys
 from . import distributed, metrics
 from ._checks import set_finite_checks
 from ._ext import BACKENDS, build_info
+from .attractor_shift import *  # noqa: F401,F403  (attractor_shift, AttractorShift)
+from .bin_expectation import *  # noqa: F401,F403  (bin_expectation, BinExpectation)
 from .depth_losses import *  # noqa: F401,F403  (TrimmedMAELoss, MultiScaleDerivativeLoss, ScaleShiftInvariantLoss)
+from .log_binomial_expectation import *  # noqa: F401,F403  (log_binomial_expectation, LogBinomialExpectation)
 from .min_reprojection import *  # noqa: F401,F403  (ReprojectionLoss, min_reprojection_loss)
 from .multi_range_contrastive import *  # noqa: F401,F403  (MultiRangeContrastiveLoss, ..., sample_shifts, PRESETS)
 from .silog import *  # noqa: F401,F403  (SILogLoss, silog_loss)
-from .smoothness import *  # noqa: F401,F403  (edge_aware_smoothness)
-from .ssim import *  # noqa: F401,F403  (ssim, photometric_error)
+from .smoothness import *  # noqa: F401,F403  (edge_aware_smoothness, EdgeAwareSmoothness)
+from .ssim import *  # noqa: F401,F403  (ssim, photometric_error, SSIM, PhotometricError)
 from .warping import *  # noqa: F401,F403  (backproject, project, warp)
-from .attractor_shift import *  # noqa: F401,F403  (attractor_shift, AttractorShift)
 
 __version__ = "0.1.0"
 
@@ -23,7 +25,7 @@ __version__ = "0.1.0"
 # has an entry in the tests' op registry).
 __all__ = [
     "metrics", "distributed", "BACKENDS", "build_info", "set_finite_checks",
-    *(name for module in ("depth_losses", "min_reprojection", "multi_range_contrastive", "silog", "smoothness",
-                          "ssim", "warping", "attractor_shift")
+    *(name for module in ("attractor_shift", "bin_expectation", "depth_losses", "log_binomial_expectation",
+                          "min_reprojection", "multi_range_contrastive", "silog", "smoothness", "ssim", "warping")
       for name in _sys.modules[f"{__name__}.{module}"].__all__),
 ]

@@ -352,6 +352,34 @@ OPS += [  # ZoeDepth's attractor step; alpha small enough that the shifts are no
        kernel="attractor_shift", module=dm.AttractorShift, grad=(0, 1), out_shape=IMAGE_OUT,
        finite=("centers", "attractors")),
 ]
+
+
+def bin_centers(B, K, H, W, dtype, seed, low=0.5, high=10.0):
+    """Per-pixel bin centres at about half the image size (at least 1 x 1), ``B,K,h,w``, in metres."""
+    return rand(B, K, max(1, (H + 1) // 2), max(1, (W + 1) // 2), seed=seed, low=low, high=high, dtype=dtype)
+
+
+def _bin_inputs(B, C, H, W, dtype, seed, fixed):  # C bins
+    logits = 2 * randn(B, C, H, W, seed=seed, dtype=dtype)
+    temperature = rand(B, 1, H, W, seed=seed + 2, low=0.5, high=2.0, dtype=dtype)
+    return (logits, bin_centers(B, C, H, W, dtype, seed + 1)), dict(temperature=temperature)
+
+
+def _log_binomial_inputs(B, C, H, W, dtype, seed, fixed):  # C bins
+    p = rand(B, 1, H, W, seed=seed, low=0.02, high=0.98, dtype=dtype)
+    t = rand(B, 1, H, W, seed=seed + 1, low=0.3, high=2.0, dtype=dtype)
+    return (p, t, bin_centers(B, C, H, W, dtype, seed + 2)), {}
+
+
+OPS += [
+    Op("bin_expectation", dm.bin_expectation, _bin_inputs, kernel="bin_expectation", module=dm.BinExpectation,
+       grad=(0, 1), out_shape=lambda B, C, H, W: (B, 1, H, W), no_channels="logits",
+       finite=("logits", "centers", "temperature")),
+    Op("log_binomial_expectation", dm.log_binomial_expectation, _log_binomial_inputs,
+       kernel="log_binomial_expectation", module=dm.LogBinomialExpectation, grad=(0, 1, 2),
+       out_shape=lambda B, C, H, W: (B, 1, H, W), no_channels="centers", finite=("p", "t", "centers")),
+]
+
 OP_BY_NAME = {op.name: op for op in OPS}
 KERNEL_OPS = [op for op in OPS if op.kernel is not None]
 

@@ -170,3 +170,52 @@ def test_attractor_shift_matches_cpu_kernel(emulated, shape, n_attractors, kind,
     for got, want in zip(grads, cpu_grads):
         assert got.dtype == dtype
         torch.testing.assert_close(got, want, rtol=TOL[dtype], atol=TOL[dtype])
+BIN_SHAPES = [  # (B, K, H, W), centres' (h, w): per image, smaller, equal, a single row
+    ((1, 3, 4, 5), (1, 1)), ((2, 4, 7, 9), (3, 4)), ((1, 2, 5, 6), (5, 6)), ((2, 3, 1, 7), (1, 3))]
+
+
+def _compare_bins(emulated, name, args, extra, grad_shape, dtype, g):
+    for return_probs in (False, True):
+        got = getattr(emulated, name)(*args, *extra, return_probs)
+        want = getattr(torch.ops.depthmetric, name)(*args, *extra, return_probs)
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b, rtol=TOL[dtype], atol=TOL[dtype])
+    stats = want[1]
+    # The gradient of a sum arrives as an expanded scalar; the CUDA backward reads it through its strides.
+    grad = torch.rand((), generator=g, dtype=torch.float64).to(dtype).expand(grad_shape)
+    backward = f"_{name}_backward"
+    full = getattr(emulated, backward)(grad, *args, stats, *extra)
+    want = getattr(torch.ops.depthmetric, backward)(grad.contiguous(), *args, stats, *extra)
+    for a, b in zip(full, want):
+        torch.testing.assert_close(a, b, rtol=TOL[dtype], atol=TOL[dtype])
+    for need in ((True, False, False), (False, True, False), (False, False, True)):  # one gradient at a time
+        masked = getattr(emulated, backward)(grad, *args, stats, *extra, *need)
+        for got, all_of_them, wanted in zip(masked, full, need):
+            assert torch.equal(got, all_of_them) if wanted else got.numel() == 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16])
+@pytest.mark.parametrize("shape,centers_hw", BIN_SHAPES)
+def test_bin_expectation_matches_cpu_kernel(emulated, shape, centers_hw, dtype):
+    B, K, H, W = shape
+    g = torch.Generator().manual_seed(H * W + K)
+    logits = (3 * torch.randn(shape, generator=g, dtype=torch.float64)).to(dtype)
+    logits = logits.transpose(2, 3).contiguous().transpose(2, 3)  # strided
+    centers = (0.5 + 9.5 * torch.rand(B, K, *centers_hw, generator=g, dtype=torch.float64)).to(dtype)
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    temperature = torch.tensor(0.8, dtype=acc).expand(B, 1, H, W)  # one number: a stride-0 view
+    _compare_bins(emulated, "bin_expectation", (logits, centers, temperature), (), (B, 1, H, W), dtype, g)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16])
+@pytest.mark.parametrize("shape,centers_hw", BIN_SHAPES)
+def test_log_binomial_expectation_matches_cpu_kernel(emulated, shape, centers_hw, dtype):
+    B, K, H, W = shape
+    g = torch.Generator().manual_seed(H * W + K)
+    p = torch.rand(B, 1, H, W, generator=g, dtype=torch.float64)
+    p.view(-1)[:3] = torch.tensor([0.0, 1.0, 1e-4], dtype=torch.float64)[: p.numel()]  # the clamps' edges
+    p = p.to(dtype).transpose(2, 3).contiguous().transpose(2, 3)
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    t = (0.0212 + 2 * torch.rand(B, 1, H, W, generator=g, dtype=torch.float64)).to(acc)
+    centers = (0.5 + 9.5 * torch.rand(B, K, *centers_hw, generator=g, dtype=torch.float64)).to(dtype)
+    _compare_bins(emulated, "log_binomial_expectation", (p, t, centers), (1e-4,), (B, 1, H, W), dtype, g)

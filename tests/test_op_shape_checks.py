@@ -117,6 +117,43 @@ CASES["attractor_shift"] = [
      r"attractors \(B,A,h,w\) must have 4 dimensions, got shape \[2, 4, 6\]"),
     (_attractor_backward, dict(grad_shape=(B, C + 1, H, W)),
      r"grad must be the centers' B,K,h,w = \[2, 3, 6, 7\], got \[2, 4, 6, 7\]"),
+def _bins(device, centers_shape=(B, C, 3, 4), temperature_shape=(B, 1, H, W)):
+    logits = torch.randn(B, C, H, W).to(device)
+    return ops.bin_expectation(logits, torch.rand(centers_shape).to(device), torch.ones(temperature_shape).to(device))
+
+
+def _bins_backward(device, grad_shape=(B, 1, H, W), stats_shape=(2, B, H, W)):
+    logits, centers, temperature = torch.randn(B, C, H, W), torch.rand(B, C, 3, 4), torch.ones(B, 1, H, W)
+    args = [torch.rand(grad_shape), logits, centers, temperature, torch.rand(stats_shape)]
+    return ops._bin_expectation_backward(*[a.to(device) for a in args])
+
+
+def _log_binomial(device, t_shape=(B, 1, H, W), centers_shape=(B, C, 3, 4), eps=1e-4):
+    p, t, centers = torch.rand(B, 1, H, W), torch.ones(t_shape), torch.rand(centers_shape)
+    return ops.log_binomial_expectation(p.to(device), t.to(device), centers.to(device), eps)
+
+
+def _log_binomial_backward(device, grad_shape=(B, 1, H, W), stats_shape=(2, B, H, W)):
+    p, t, centers = torch.rand(B, 1, H, W), torch.ones(B, 1, H, W), torch.rand(B, C, 3, 4)
+    args = [torch.rand(grad_shape), p, t, centers, torch.rand(stats_shape)]
+    return ops._log_binomial_expectation_backward(*[a.to(device) for a in args], 1e-4)
+
+
+CASES["bin_expectation"] = [
+    (_bins, dict(centers_shape=(B + 1, C, 3, 4)),
+     r"centers must be B,K,h,w with B,K = \[2, 3\] and h, w >= 1, got \[3, 3, 3, 4\]"),
+    (_bins, dict(centers_shape=(B, C, 0, 4)), r"centers must be B,K,h,w with B,K = \[2, 3\] and h, w >= 1"),
+    (_bins, dict(temperature_shape=(B, 1, H, W + 1)), r"temperature must be B,1,H,W = \[2, 1, 6, 7\], got \[2, 1, 6, 8\]"),
+    (_bins_backward, dict(grad_shape=(B, H, W)), r"grad must be B,1,H,W = \[2, 1, 6, 7\], got \[2, 6, 7\]"),
+    (_bins_backward, dict(stats_shape=(1, B, H, W)), r"stats must be 2,B,H,W = \[2, 2, 6, 7\], got \[1, 2, 6, 7\]"),
+]
+CASES["log_binomial_expectation"] = [
+    (_log_binomial, dict(t_shape=(B, 1, H + 1, W)), r"t must be B,1,H,W = \[2, 1, 6, 7\], got \[2, 1, 7, 7\]"),
+    (_log_binomial, dict(centers_shape=(B, C, 3)), r"centers \(B,K,h,w\) must have 4 dimensions, got shape \[2, 3, 3\]"),
+    (_log_binomial, dict(centers_shape=(B, 0, 3, 4)), r"centers must have at least one bin"),
+    (_log_binomial, dict(eps=1.0), r"eps must be in \(0, 1\), got 1"),
+    (_log_binomial_backward, dict(grad_shape=(B, 1, H, W + 1)), r"grad must be B,1,H,W = \[2, 1, 6, 7\]"),
+    (_log_binomial_backward, dict(stats_shape=(2, B, H, W, 1)), r"stats must be 2,B,H,W = \[2, 2, 6, 7\]"),
 ]
 
 
@@ -131,3 +168,4 @@ def test_compiled_op_rejects_a_wrong_shape(call, wrong, message, device):
     call(device)  # the same call with every shape right runs
     with pytest.raises(RuntimeError, match=message):
         call(device, **wrong)
+
