@@ -204,7 +204,7 @@ def test_self_query_summary_is_the_energy_softmax_over_pixels():
     embeddings, which scaled_dot_product_attention with scale 1 computes."""
     torch.manual_seed(0)
     layer = SelfQueryLayer(6, embedding_dim=8, patch_size=4, queries=3, bins=5, heads=2, layers=1, feedforward=16,
-                           backend="reference").double()
+                           backend="reference").double().eval()  # no dropout: the queries recomputed below
     captured = {}
     layer.bin_regressor.register_forward_hook(lambda m, i, o: captured.update(summaries=i[0]))
     x = torch.rand(2, 6, 16, 12, dtype=torch.float64)

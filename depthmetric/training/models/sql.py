@@ -95,6 +95,8 @@ class SQLDepthNet(nn.Module):
     layer's embedding; the other arguments as :class:`SelfQueryLayer`. ``H, W`` divisible by 32.
     """
 
+    scales = 1  # SQLdepth trains at one scale
+
     def __init__(self, width: int = 64, blocks=(2, 2, 2, 2), embedding_dim: int = 64, patch_size: int = 16,
                  queries: int = 120, bins: int = 128, heads: int = 4, layers: int = 4, feedforward: int = 1024,
                  min_depth: float = 1e-3, max_depth: float = 80.0, backend: str = "auto"):
