@@ -136,7 +136,7 @@ class SelfSupervisedTask(_Task):
             depth = self.depth_net.depth(full)
             warped = [warp(src, depth, outputs["poses"][:, s], K) for s, src in enumerate(source_list)]
             reprojection = reprojection + self.reprojection(target, warped, source_list, generator=generator)
-            color = F.interpolate(target, size=disp.shape[-2:], mode="area") if scale else target
+            color = target if disp.shape[-2:] == size else F.interpolate(target, size=disp.shape[-2:], mode="area")
             smoothness = smoothness + self.smoothness_weight / 2 ** scale * edge_aware_smoothness(disp, color)
         reprojection, smoothness = reprojection / scales, smoothness / scales
         return reprojection + smoothness, {"reprojection": reprojection, "smoothness": smoothness}
