@@ -193,6 +193,7 @@ if __name__ == "__main__":
         python_requires=">=3.10",
         # The library imports torch alone (tests/test_package.py checks it); the training application needs more.
         install_requires=["torch>=2.11"],
-        extras_require={"train": ["numpy", "pillow", "tqdm", "matplotlib", "tensorboard", "pyyaml"]},
+        extras_require={"train": ["numpy", "pillow", "tqdm", "matplotlib", "tensorboard", "pyyaml"],
+                        "torchmetrics": ["torchmetrics>=1.0"]},  # depthmetric.metrics.DepthMetricsTM
         entry_points={"console_scripts": ["depthmetric=depthmetric.training.cli:main"]},
     )
