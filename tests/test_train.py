@@ -287,6 +287,8 @@ def test_zoe_trains_with_segmentation_distillation_and_logs_it(tmp_path):
     reloaded.model.seg_head.register_forward_hook(lambda *a: calls.append(1))
     reloaded.predict(torch.rand(1, 3, config.height, config.width))
     assert not calls
+    resumed = train(_config(tmp_path, "seg", arch="zoe", steps=6), resume=result["files"]["checkpoint"])
+    assert len(resumed["history"]["segmentation"]) == 6  # the saved seg_weight (and head) carry on
 
 
 def test_seg_weight_defaults_and_off(tmp_path):

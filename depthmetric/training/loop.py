@@ -89,8 +89,10 @@ def train(config: TrainConfig, resume: str | None = None, datasets=None) -> dict
 
 def _resumed_config(config: TrainConfig, state: dict, resume: str) -> TrainConfig:
     saved = saved_config(state)
-    # A resumed run keeps what defines the model and the random streams; the rest may change.
+    # A resumed run keeps what defines the model and the random streams; the rest may change. The segmentation
+    # head exists or not by seg_weight (a checkpoint from before it existed has none).
     return dataclasses.replace(config, task=saved.task, seed=saved.seed, model=saved.model, dtype=saved.dtype,
+                               seg_weight=state["config"].get("seg_weight") or 0.0,
                                data=saved.data if config.data is None else config.data,
                                out=config.out or os.path.dirname(os.path.abspath(resume)))
 
