@@ -18,6 +18,9 @@ from .silog import *  # noqa: F401,F403  (SILogLoss, silog_loss)
 from .smoothness import *  # noqa: F401,F403  (edge_aware_smoothness, EdgeAwareSmoothness)
 from .ssim import *  # noqa: F401,F403  (ssim, photometric_error, SSIM, PhotometricError)
 from .warping import *  # noqa: F401,F403  (backproject, project, warp)
+from .rsa import *  # noqa: F401,F403  (inverse_affine_depth, rsa_loss, RSALoss)
+from .segmentation import *  # noqa: F401,F403  (dice_loss, focal_loss, segmentation_distillation_loss, ...)
+from .grad_l1 import *  # noqa: F401,F403  (grad_l1_loss, GradL1Loss)
 
 __version__ = "0.1.0"
 
@@ -26,6 +29,7 @@ __version__ = "0.1.0"
 __all__ = [
     "metrics", "distributed", "BACKENDS", "build_info", "set_finite_checks",
     *(name for module in ("attractor_shift", "bin_expectation", "depth_losses", "log_binomial_expectation",
-                          "min_reprojection", "multi_range_contrastive", "silog", "smoothness", "ssim", "warping")
+                          "min_reprojection", "multi_range_contrastive", "silog", "smoothness", "ssim", "warping",
+                          "rsa", "segmentation", "grad_l1")
       for name in _sys.modules[f"{__name__}.{module}"].__all__),
 ]

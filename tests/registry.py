@@ -509,3 +509,44 @@ def assert_same_state(got, want, path="state", rtol=1e-12, atol=1e-12):
             f"{path}: {got!r} != {want!r}"
     else:
         assert got == want, f"{path}: {got!r} != {want!r}"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Issue #23 (segmentation distillation, RSA, ZoeDepth's GradL1Loss): plain-PyTorch ops, appended here.
+
+def _inverse_affine_inputs(B, C, H, W, dtype, seed, fixed):  # RSA: relative inverse depth, scale and shift maps
+    rel = rand(B, 1, H, W, seed=seed, low=0.2, high=2.0, dtype=dtype)
+    return (rel, rand(B, 1, H, W, seed=seed + 1, low=0.5, high=2.0, dtype=dtype),
+            rand(B, 1, H, W, seed=seed + 2, low=0.05, high=0.5, dtype=dtype)), {}
+
+
+def seg_labels(B, C, H, W, seed=0, ignore=0.1, ignore_index=255):
+    """``B,H,W`` int64 class labels in ``[0, C)`` with a fraction ``ignore`` set to ``ignore_index``."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, max(C, 1), (B, H, W), generator=g)
+    labels[torch.rand(B, H, W, generator=g) < ignore] = ignore_index
+    return labels
+
+
+def _segmentation_inputs(**kw):
+    def inputs(B, C, H, W, dtype, seed, fixed):  # C classes; labels by keyword (an int tensor: see WRONG)
+        return (2 * randn(B, C, H, W, seed=seed, dtype=dtype),), dict(labels=seg_labels(B, C, H, W, seed + 1), **kw)
+    return inputs
+
+
+OPS += [
+    Op("inverse_affine_depth", dm.inverse_affine_depth, _inverse_affine_inputs, grad=(0, 1, 2),
+       out_shape=lambda B, C, H, W: (B, 1, H, W), finite=("rel", "scale", "shift")),
+    Op("rsa_loss", dm.rsa_loss, _pair_inputs(), module=dm.RSALoss, smooth=False, **SUPERVISED),
+    Op("rsa_loss huber", dm.rsa_loss, _pair_inputs(kind="huber", delta=0.5), module=dm.RSALoss, smooth=False,
+       **SUPERVISED),
+    Op("grad_l1_loss", dm.grad_l1_loss, _pair_inputs(), module=dm.GradL1Loss, smooth=False, **SUPERVISED),
+    Op("dice_loss", dm.dice_loss, _segmentation_inputs(), module=dm.DiceLoss, grad=(0,), no_channels="logits",
+       finite=("logits",)),
+    Op("focal_loss", dm.focal_loss, _segmentation_inputs(), module=dm.FocalLoss, grad=(0,), no_channels="logits",
+       finite=("logits",)),
+    Op("segmentation_distillation_loss", dm.segmentation_distillation_loss, _segmentation_inputs(),
+       module=dm.SegmentationDistillationLoss, grad=(0,), no_channels="logits", finite=("logits",)),
+]
+OP_BY_NAME = {op.name: op for op in OPS}
+WRONG.update({"labels": [[[0]], 1.5], "ignore_index": ["255", 2.5]})

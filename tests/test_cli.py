@@ -172,3 +172,29 @@ def test_compare_reports_each_pair(tmp_path):
     assert summary["pairs"]["kernel vs reference"]["max_rel_loss_diff"] < 1e-9
     assert summary["pairs"]["reference vs reference+1ulp"]["max_rel_loss_diff"] > 0
     assert (out / "compare.png").stat().st_size > 0
+
+
+def test_seg_weight_on_the_command_line(tmp_path, capsys):
+    """--arch zoe --seg-weight 0.1 trains on the synthetic scenes and logs the segmentation loss; on the NYU
+    samples, which have no labels, the run stops before training with one line saying so."""
+    zoe = '{"width_mult": 0.35, "stages": 3, "blocks_per_stage": 1, "decoder_channels": 16, "features": 8, ' \
+          '"n_bins": 8, "bin_embedding_dim": 8}'
+    common = [*RUN[:-4], zoe, "--threads", "1", "--quiet", "--arch", "zoe", "--steps", "2", "--no-figure"]
+    out = tmp_path / "seg"
+    assert main(["train", *common, "--seg-weight", "0.1", "--out", str(out)]) == 0
+    history = json.loads((out / "metrics.json").read_text())["history"]
+    assert len(history["segmentation"]) == 2
+    assert json.loads((out / "config.json").read_text())["seg_weight"] == 0.1
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "--seg-weight" in capsys.readouterr().out
+    nyu = [a if a != "synthetic" else "nyu" for a in common]
+    code = ("import sys; from depthmetric.training.cli import main; "
+            f"sys.exit(main(['train', *{nyu!r}, '--seg-weight', '0.1', '--out', {str(tmp_path / 'nyu')!r}]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
+    if "pip install ./samples" in done.stderr:
+        pytest.skip("the samples are not installed")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and "has no segmentation labels" in done.stderr, done.stderr
+    assert not (tmp_path / "nyu" / "checkpoint.pt").exists()

@@ -265,10 +265,11 @@ def test_two_views_of_a_smooth_plane_warp_exactly():
 def test_synthetic_scenes_samples_and_exact_geometry():
     ds = dd.SyntheticScenes(3, height=48, width=64, sources=2, seed=7)
     item = ds[1]
-    assert set(item) == {"image", "depth", "K", "sources", "poses"}
+    assert set(item) == {"image", "depth", "labels", "K", "sources", "poses"}
     assert item["image"].shape == (3, 48, 64) and item["sources"].shape == (2, 3, 48, 64)
     assert item["poses"].shape == (2, 4, 4) and item["depth"].shape == (1, 48, 64)
-    assert all(t.dtype == torch.float32 for t in item.values())
+    assert all(t.dtype == torch.float32 for k, t in item.items() if k != "labels")
+    assert item["labels"].shape == (48, 64) and item["labels"].dtype == torch.int64
     assert (item["depth"] > 0).all() and item["image"].std() > 0.05
     # deterministic per (seed, index); a different seed is a different scene
     again = dd.SyntheticScenes(3, height=48, width=64, sources=2, seed=7)[1]
@@ -365,3 +366,36 @@ def test_color_jitter_touches_colour_only(scene_sample):
     assert torch.equal(a["image"], b["image"])
     with pytest.raises(ValueError, match="brightness"):
         dd.ColorJitter(brightness=1.5)
+
+
+def test_synthetic_labels_are_the_surface_each_pixel_sees():
+    """Labels: floor, ceiling, wall, box (dd.synthetic.CLASSES) from the primitive the ray hits first, 255 where
+    it hits none; a pixel labelled floor has the depth of the floor plane along its ray."""
+    ds = dd.SyntheticScenes(2, height=48, width=64, sources=0, seed=3)
+    assert ds.classes == dd.synthetic.CLASSES == ("floor", "ceiling", "wall", "box")
+    item = ds[0]
+    labels = item["labels"]
+    assert set(labels.unique().tolist()) <= {0, 1, 2, 3, 255}
+    assert {0, 2}.issubset(labels.unique().tolist())  # a room: floor and walls in view
+    assert torch.equal(labels == 255, item["depth"][0] == 0)
+    # the bottom rows see the floor, the top rows the ceiling (camera tilt is a few degrees)
+    assert (labels[-1] == 0).float().mean() > 0.5 and (labels[0] == 1).float().mean() > 0.5
+    # render's index map: -1 where nothing is hit
+    plane = dd.synthetic.Plane(np.array([0.0, 0.0, 3.0]), np.array([0.0, 0.0, -1.0]))
+    sky = dd.synthetic.Plane(np.array([0.0, 0.0, -3.0]), np.array([0.0, 0.0, 1.0]))  # behind the camera
+    K = np.array([[40.0, 0, 16], [0, 40.0, 12], [0, 0, 1]])
+    _, depth, index = dd.render([sky, plane], np.eye(4), K, 24, 32, return_index=True)
+    assert (index == 1).all() and (depth > 0).all()
+    _, _, index = dd.render([sky], np.eye(4), K, 24, 32, return_index=True)
+    assert (index == -1).all()
+
+
+def test_augmentations_carry_the_labels():
+    item = dd.SyntheticScenes(1, height=48, width=64, sources=0, seed=1)[0]
+    flipped = dd.RandomHorizontalFlip(p=1.0)(item)
+    assert torch.equal(flipped["labels"], item["labels"].flip(-1))
+    cropped = dd.augment.crop(item, 4, 8, 32, 40)
+    assert torch.equal(cropped["labels"], item["labels"][4:36, 8:48])
+    small = dd.augment.resize(item, 24, 32)
+    assert small["labels"].shape == (24, 32) and small["labels"].dtype == torch.int64
+    assert torch.equal(small["labels"], item["labels"][::2, ::2])  # nearest: a class is never blended

@@ -248,3 +248,31 @@ def test_bad_bin_head_config(make, match):
 def test_self_query_layer_needs_enough_patches():
     with pytest.raises(ValueError, match="gives 4 patches of 8; the self-query layer needs between queries=5"):
         SQLDepthNet(**{**TINY_SQL, "queries": 5})(torch.rand(2, 3, 32, 32))  # 16x16 features, 8x8 patches
+
+
+def test_zoe_segmentation_head_is_a_training_only_unet_on_the_decoder():
+    """seg_classes > 0 adds a U-Net decoder (one up-block per decoder stage plus one onto the full-resolution
+    features) whose logits come last with return_segmentation=True; depth is the same with or without it, the
+    plain forward never runs it, and seg_classes=0 builds none."""
+    from depthmetric.training.models import SegmentationHead, ZoeLTDepth
+
+    torch.manual_seed(0)
+    with_head = ZoeLTDepth(**TINY_ZOE, seg_classes=5, backend="reference")
+    torch.manual_seed(0)
+    without = ZoeLTDepth(**TINY_ZOE, backend="reference")
+    assert without.seg_head is None and "seg_classes" not in without.config
+    assert isinstance(with_head.seg_head, SegmentationHead) and with_head.config["seg_classes"] == 5
+    assert len(with_head.seg_head.ups) == len(with_head.trunk.decoder) + 1
+    x = torch.rand(2, 3, 40, 56)
+    depth, feats, logits = with_head(x, return_features=True, return_segmentation=True)
+    assert logits.shape == (2, 5, 40, 56) and feats.shape[-2:] == (40, 56)
+    without.load_state_dict({k: v for k, v in with_head.state_dict().items() if not k.startswith("seg_head.")})
+    torch.testing.assert_close(without(x), depth, rtol=0, atol=0)
+    calls = []
+    with_head.seg_head.register_forward_hook(lambda *a: calls.append(1))
+    with_head(x)
+    assert not calls
+    logits.sum().backward()  # the segmentation loss reaches the shared encoder-decoder
+    assert with_head.trunk.stem[0].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="seg_classes"):
+        without(x, return_segmentation=True)

@@ -268,3 +268,48 @@ def test_train_restores_process_wide_switches(tmp_path):
     train(_config(tmp_path, "switches", steps=2, threads=1))
     assert not torch.are_deterministic_algorithms_enabled()
     assert torch.get_num_threads() == threads
+
+
+def test_zoe_trains_with_segmentation_distillation_and_logs_it(tmp_path):
+    """--arch zoe --seg-weight 0.1 on the synthetic scenes (which have labels): the segmentation loss is a logged
+    part, the total is SILog + contrastive + 0.1 x segmentation, the head is saved with the model, and prediction
+    does not run it."""
+    result = train(_config(tmp_path, "seg", arch="zoe", steps=4, seg_weight=0.1))
+    history = result["history"]
+    assert {"silog", "contrastive", "segmentation"} <= set(history)
+    for k in range(4):
+        want = history["silog"][k] + history["contrastive"][k] + 0.1 * history["segmentation"][k]
+        assert history["loss"][k] == pytest.approx(want, rel=1e-5)
+    assert all(math.isfinite(v) and v > 0 for v in history["segmentation"])
+    reloaded, config, _ = load_checkpoint(result["files"]["checkpoint"])
+    assert config.seg_weight == 0.1 and reloaded.model.seg_head is not None
+    calls = []
+    reloaded.model.seg_head.register_forward_hook(lambda *a: calls.append(1))
+    reloaded.predict(torch.rand(1, 3, config.height, config.width))
+    assert not calls
+    resumed = train(_config(tmp_path, "seg", arch="zoe", steps=6), resume=result["files"]["checkpoint"])
+    assert len(resumed["history"]["segmentation"]) == 6  # the saved seg_weight (and head) carry on
+
+
+def test_seg_weight_defaults_and_off(tmp_path):
+    assert TrainConfig(arch="zoe", data="synthetic").resolved().seg_weight == 0.1  # seed 003's lambda_dis
+    assert TrainConfig(arch="zoe", data="nyu").resolved().seg_weight == 0.0  # no labels there
+    assert TrainConfig(data="synthetic").resolved().seg_weight == 0.0  # ltdepth has no segmentation head
+    task = build_task(TrainConfig(arch="zoe", data="synthetic", seg_weight=0.0, model=TINY["zoe"]))
+    assert task.model.seg_head is None and task.seg_loss is None
+    with pytest.raises(ValueError, match="--arch zoe"):
+        TrainConfig(data="synthetic", seg_weight=0.1).resolved()
+    with pytest.raises(ValueError, match="seg_weight"):
+        TrainConfig(arch="zoe", seg_weight=-1.0).resolved()
+
+
+def test_seg_weight_on_data_without_labels_stops_before_training(tmp_path):
+    from depthmetric.training.data import SyntheticScenes
+    from depthmetric.training.config import MissingLabels
+
+    scenes = SyntheticScenes(4, height=48, width=64, sources=0)
+    unlabelled = [{k: v for k, v in scenes[i].items() if k != "labels"} for i in range(4)]  # a list: no .classes
+    with pytest.raises(MissingLabels, match="has no segmentation labels"):
+        train(_config(tmp_path, "nolabels", arch="zoe", steps=2, seg_weight=0.1),
+              datasets=(unlabelled, unlabelled, None))
+    assert not (tmp_path / "nolabels" / "checkpoint.pt").exists()

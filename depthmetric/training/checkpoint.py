@@ -113,6 +113,8 @@ def restore(state: dict, **overrides):
     config.model = {**state["config"].get("model", {}), **state["models"]["model"]["config"]}
     if "blocks" in config.model:
         config.model["blocks"] = tuple(config.model["blocks"])
+    if not config.model.get("seg_classes"):  # a model saved without a segmentation head is rebuilt without one
+        config.seg_weight = 0.0
     task = build_task(config, max_depth=state["max_depth"], distributed=overrides.get("world_size", 1) > 1)
     for name, module in task.modules().items():
         module.load_state_dict(state["models"][name]["state"])

@@ -68,6 +68,8 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
                         "(default: on)")
     p.add_argument("--metric-weight", type=float, default=d.metric_weight,
                    help="weight of the contrastive loss, L = SILog + weight x L_re (default: %(default)s)")
+    p.add_argument("--seg-weight", type=float, default=None, help="zoe: weight of the segmentation distillation "
+                   "(U-Net head, Dice + Focal on the labels; 0: off; default 0.1 on --data synthetic, else 0)")
     p.add_argument("--metric-preset", default=None,
                    help="MultiRangeContrastiveLoss preset (default nyu-lt; kitti-lt for kitti)")
     p.add_argument("--metric-across", type=int, default=d.metric_across,
@@ -303,10 +305,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"depthmetric {args.command}: the training application needs the [train] extra (missing module "
               f"{error.name!r}): pip install 'depthmetric[train]'", file=sys.stderr)
         return 2
-    except FileNotFoundError as error:
+    except (FileNotFoundError, ValueError) as error:
+        from .config import MissingLabels
         from .data.samples import SamplesNotInstalled  # loaded by now: the command got as far as its data
 
-        if not isinstance(error, SamplesNotInstalled):
+        if not isinstance(error, (SamplesNotInstalled, MissingLabels)):
             raise
         print(f"depthmetric: {error}", file=sys.stderr)  # a set-up step, not a bug: one line, no traceback
         return 2

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from .. import _checks, _ext
 
 __all__ = ["TrainConfig", "TASKS", "ARCHS", "AMP", "DTYPES", "LOGGERS", "SCHEDULES", "load_config_file",
-           "write_config_file"]
+           "write_config_file", "MissingLabels"]
 
 TASKS = ("supervised", "self-supervised")
 # The depth network each task can train (keys of models.MODELS), its default first.
@@ -19,6 +19,11 @@ AMP = ("off", "bf16", "fp16")
 DTYPES = ("float32", "float64")
 LOGGERS = ("stdout", "tensorboard")
 SCHEDULES = ("cosine", "constant")
+SEG_WEIGHT = 0.1  # seed 003's lambda_dis, the weight of the segmentation loss
+
+
+class MissingLabels(ValueError):
+    """``seg_weight > 0`` on a data set without segmentation labels; the command line prints it as one line."""
 
 
 @dataclass
@@ -45,6 +50,10 @@ class TrainConfig:
     metric_weight: float = 1.0
     metric_preset: str | None = None  # default nyu-lt, kitti-lt for kitti
     metric_across: int = 4  # across-image samples of the contrastive loss (the paper's N = 10 + 4)
+    # weight of the segmentation distillation (--arch zoe: a U-Net head on the decoder, alpha Dice + (1 - alpha)
+    # Focal against the data's labels, training only); None: seed 003's lambda_dis = 0.1 where the data has
+    # labels (synthetic) and the arch is zoe, else 0 (off)
+    seg_weight: float | None = None
     backend: str = "auto"
     device: str = "cpu"
     dtype: str = "float32"  # float64: model, data and losses in double precision
@@ -90,6 +99,14 @@ class TrainConfig:
             c.height, c.width = c.height or default[0], c.width or default[1]
         if c.metric_preset is None:
             c.metric_preset = "kitti-lt" if c.data == "kitti" else "nyu-lt"
+        if c.seg_weight is None:
+            c.seg_weight = SEG_WEIGHT if c.arch == "zoe" and c.data == "synthetic" else 0.0
+        if not (isinstance(c.seg_weight, (int, float)) and not isinstance(c.seg_weight, bool)
+                and 0 <= c.seg_weight < float("inf")):
+            raise ValueError(f"seg_weight must be a finite number >= 0, got {c.seg_weight!r}")
+        if c.seg_weight > 0 and c.arch != "zoe":
+            raise ValueError(f"--seg-weight {c.seg_weight}: segmentation distillation needs --arch zoe (the "
+                             f"segmentation head reads ZoeLTDepth's decoder), got --arch {c.arch}")
         return c
 
 

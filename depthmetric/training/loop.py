@@ -27,7 +27,7 @@ import torch
 from .. import _ext
 from . import figures
 from .checkpoint import read_checkpoint, save_checkpoint, saved_config
-from .config import TrainConfig, write_config_file
+from .config import MissingLabels, TrainConfig, write_config_file
 from .evaluation import evaluate, figure_rows, format_metrics
 from .logs import RunLog
 from .pipeline import generator, load_data, training_batches
@@ -89,8 +89,10 @@ def train(config: TrainConfig, resume: str | None = None, datasets=None) -> dict
 
 def _resumed_config(config: TrainConfig, state: dict, resume: str) -> TrainConfig:
     saved = saved_config(state)
-    # A resumed run keeps what defines the model and the random streams; the rest may change.
+    # A resumed run keeps what defines the model and the random streams; the rest may change. The segmentation
+    # head exists or not by seg_weight (a checkpoint from before it existed has none).
     return dataclasses.replace(config, task=saved.task, seed=saved.seed, model=saved.model, dtype=saved.dtype,
+                               seg_weight=state["config"].get("seg_weight") or 0.0,
                                data=saved.data if config.data is None else config.data,
                                out=config.out or os.path.dirname(os.path.abspath(resume)))
 
@@ -134,7 +136,12 @@ def _train(config: TrainConfig, resume: str | None, datasets, runtime, signals: 
     train_set, eval_set, eval_dataset = datasets if datasets is not None else load_data(config)
     if train_set is None:
         raise ValueError("training on --data-root needs --train-split")
-    task = build_task(config, max_depth=state["max_depth"] if state else None, distributed=runtime.distributed)
+    classes = getattr(train_set, "classes", None)  # segmentation labels: the synthetic scenes have them
+    if config.seg_weight > 0 and not classes:
+        raise MissingLabels(f"--seg-weight {config.seg_weight}: the data set {config.data!r} has no segmentation "
+                            "labels (only --data synthetic has them); pass --seg-weight 0")
+    task = build_task(config, max_depth=state["max_depth"] if state else None, distributed=runtime.distributed,
+                      seg_classes=len(classes) if classes else 0)
     if config.init_ulps and state is None:
         _move_ulps(task, config.init_ulps)
     for module in task.modules().values():

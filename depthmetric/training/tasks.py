@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .. import MultiRangeContrastiveLoss, ReprojectionLoss, SILogLoss, edge_aware_smoothness, warp
+from .. import (MultiRangeContrastiveLoss, ReprojectionLoss, SegmentationDistillationLoss, SILogLoss,
+               edge_aware_smoothness, warp)
 from ..metrics import DATASETS
 from .config import TrainConfig
 from .models import MODELS, PoseNet, transformation_from_parameters
@@ -33,8 +34,10 @@ PRESETS = {
 BIN_HEADS = ("zoe", "sql")
 
 
-def _depth_network(config: TrainConfig, max_depth: float):
+def _depth_network(config: TrainConfig, max_depth: float, seg_classes: int = 0):
     extra = {"backend": config.backend} if config.arch in BIN_HEADS else {}
+    if seg_classes and "seg_classes" not in config.model:  # a checkpoint's model config already says it
+        extra["seg_classes"] = seg_classes
     return MODELS[config.arch](**{**PRESETS[config.arch], "max_depth": max_depth, **config.model}, **extra)
 
 
@@ -62,13 +65,17 @@ class _Task:
 
 class SupervisedTask(_Task):
     """LTDepth (or ZoeLTDepth) trained with ``SILogLoss`` + ``metric_weight * MultiRangeContrastiveLoss`` on its
-    feature map."""
+    feature map; with ``seg_weight > 0`` (ZoeLTDepth) also ``seg_weight * SegmentationDistillationLoss`` of its
+    U-Net segmentation head against the batch's ``labels`` (seed 003: ``alpha * Dice + (1 - alpha) * Focal``,
+    ``lambda_dis = 0.1``), a training-only head that :meth:`predict` never runs."""
 
     name = "supervised"
 
-    def __init__(self, config: TrainConfig, max_depth: float, distributed: bool = False):
+    def __init__(self, config: TrainConfig, max_depth: float, distributed: bool = False, seg_classes: int = 0):
         self.config = config
-        self.net = _depth_network(config, max_depth)
+        seg_weight = config.seg_weight or 0.0
+        self.net = _depth_network(config, max_depth, seg_classes if seg_weight > 0 else 0)
+        self.seg_loss = SegmentationDistillationLoss(backend=config.backend) if seg_weight > 0 else None
         scope = "global" if distributed else "local"
         self.depth_loss = SILogLoss(normalize=scope, backend=config.backend)
         self.metric_loss = (MultiRangeContrastiveLoss.preset(config.metric_preset, n_across=config.metric_across,
@@ -79,8 +86,13 @@ class SupervisedTask(_Task):
         return {"model": self.net}
 
     def forward(self, batch: dict) -> dict:
-        depth, feats = self.nets["model"](batch["image"], return_features=True)
-        return {"depth": depth, "features": feats} if self.metric_loss is not None else {"depth": depth}
+        if self.seg_loss is not None:
+            depth, feats, logits = self.nets["model"](batch["image"], return_features=True, return_segmentation=True)
+            out = {"depth": depth, "segmentation": logits}
+        else:
+            depth, feats = self.nets["model"](batch["image"], return_features=True)
+            out = {"depth": depth}
+        return {**out, "features": feats} if self.metric_loss is not None else out
 
     def criterion(self, outputs: dict, batch: dict, generator) -> tuple[torch.Tensor, dict]:
         dtype = getattr(torch, self.config.dtype)
@@ -91,6 +103,10 @@ class SupervisedTask(_Task):
             contrastive = self.metric_loss(outputs["features"], batch["depth"], generator=generator)
             parts["contrastive"] = contrastive
             total = total + self.config.metric_weight * contrastive
+        if self.seg_loss is not None:
+            segmentation = self.seg_loss(outputs["segmentation"], batch["labels"])
+            parts["segmentation"] = segmentation
+            total = total + self.config.seg_weight * segmentation
         return total, parts
 
     @torch.no_grad()
@@ -159,11 +175,21 @@ def set_train_mode(task, training: bool) -> None:
                     layer.eval()
 
 
-def build_task(config: TrainConfig, max_depth: float | None = None, distributed: bool = False):
+def build_task(config: TrainConfig, max_depth: float | None = None, distributed: bool = False,
+               seg_classes: int | None = None):
+    """The task of ``config``; ``seg_classes``: the training data's segmentation classes, for the head of
+    ``seg_weight > 0`` (default: the model config's, else the synthetic scenes')."""
     config = config.resolved()
     if max_depth is None:  # supervised: the data set's evaluation cap (NYU's for other data); DepthNet: 100 m
         max_depth = DATASETS.get(config.data, DATASETS["nyu"])["max_depth"] if config.task == "supervised" else 100.0
-    task = (SupervisedTask if config.task == "supervised" else SelfSupervisedTask)(config, max_depth, distributed)
+    if config.task == "supervised":
+        if seg_classes is None:
+            from .data.synthetic import CLASSES
+
+            seg_classes = config.model.get("seg_classes", len(CLASSES))
+        task = SupervisedTask(config, max_depth, distributed, seg_classes)
+    else:
+        task = SelfSupervisedTask(config, max_depth, distributed)
     for module in task.modules().values():
         module.to(getattr(torch, config.dtype))
     return task

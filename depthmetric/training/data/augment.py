@@ -3,8 +3,8 @@
 Each is a callable ``aug(sample, generator=None) -> sample`` (a new dict; tensors are not modified in
 place) drawing its randomness from the given ``torch.Generator`` (the global CPU generator when None),
 so a data pipeline is reproducible. Keys they understand: ``image`` (3,H,W), ``depth`` (1,H,W),
-``sources`` (S,3,H,W), ``K`` (3,3) and ``poses`` (S,4,4, target camera -> source camera); other keys pass
-through untouched.
+``labels`` (H,W integer segmentation classes), ``sources`` (S,3,H,W), ``K`` (3,3) and ``poses`` (S,4,4,
+target camera -> source camera); other keys pass through untouched.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 __all__ = ["Compose", "RandomHorizontalFlip", "ColorJitter", "RandomCrop", "crop", "resize"]
 
-_SPATIAL = ("image", "depth", "sources")
+_SPATIAL = ("image", "depth", "sources", "labels")
 
 
 def _uniform(low: float, high: float, generator) -> float:
@@ -118,8 +118,8 @@ def crop(sample: dict, top: int, left: int, height: int, width: int) -> dict:
 
 
 def resize(sample: dict, height: int, width: int) -> dict:
-    """Resize image and sources (bilinear, antialiased) and depth (nearest: never mixes valid with invalid
-    depth) to ``height x width``, and scale K with them (pixel centres at integers: ``x' = (x + 0.5) s - 0.5``)."""
+    """Resize image and sources (bilinear, antialiased), depth (nearest: never mixes valid with invalid
+    depth) and labels (nearest) to ``height x width``, and scale K with them (pixel centres at integers: ``x' = (x + 0.5) s - 0.5``)."""
     h, w = sample["image"].shape[-2:]
     out = dict(sample)
     if (h, w) == (height, width):
@@ -132,6 +132,9 @@ def resize(sample: dict, height: int, width: int) -> dict:
                                        antialias=True)
     if "depth" in sample:
         out["depth"] = F.interpolate(sample["depth"][None], size=size, mode="nearest")[0]
+    if "labels" in sample:  # nearest, as depth: a class is never blended with its neighbour's
+        out["labels"] = F.interpolate(sample["labels"][None, None].float(), size=size,
+                                      mode="nearest")[0, 0].to(sample["labels"].dtype)
     if "K" in sample:
         K = sample["K"].clone()
         for row, s in ((0, width / w), (1, height / h)):

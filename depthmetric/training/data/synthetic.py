@@ -6,7 +6,9 @@ carrying its own procedural solid texture (a sum of sinusoids of the 3-D positio
 shading from a fixed light), so colours are a function of the surface point alone and every view of
 the scene is photometrically consistent. Images are ray cast (vectorised numpy, float64): a pixel's
 depth is the exact ``z`` of the first surface its ray hits. Cameras follow the ``x`` right, ``y`` down,
-``z`` forward convention of :func:`depthmetric.warp`.
+``z`` forward convention of :func:`depthmetric.warp`. Every pixel also has the class of the surface it
+sees (:data:`CLASSES`: floor, ceiling, wall, box), exact per-pixel segmentation labels for the training
+application's segmentation distillation.
 """
 from __future__ import annotations
 
@@ -16,7 +18,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["Texture", "Plane", "Box", "render", "SyntheticScenes", "axis_angle_to_matrix"]
+__all__ = ["Texture", "Plane", "Box", "render", "SyntheticScenes", "axis_angle_to_matrix", "CLASSES", "IGNORE_LABEL"]
+
+# The segmentation classes of a scene's surfaces (``labels`` of a sample), and the label of a pixel that sees
+# none (depthmetric.segmentation's default ignore_index).
+CLASSES = ("floor", "ceiling", "wall", "box")
+IGNORE_LABEL = 255
 
 _LIGHT = np.array([0.3, -0.8, -0.5]) / np.linalg.norm([0.3, -0.8, -0.5])
 _EPS = 1e-9
@@ -106,9 +113,11 @@ class Box:
 
 
 def render(
-    primitives, cam_to_world: np.ndarray, K: np.ndarray, height: int, width: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ray cast ``primitives`` from a camera: ``(image 3,H,W float32 in [0,1], depth 1,H,W float32 m)``.
+    primitives, cam_to_world: np.ndarray, K: np.ndarray, height: int, width: int, return_index: bool = False
+) -> tuple[torch.Tensor, ...]:
+    """Ray cast ``primitives`` from a camera: ``(image 3,H,W float32 in [0,1], depth 1,H,W float32 m)``, and
+    with ``return_index`` also the index (into ``primitives``) of the surface each pixel sees, ``H,W`` int64,
+    -1 where no primitive is hit.
 
     A pixel's depth is the camera ``z`` of the nearest hit (0 where no primitive is hit; colour 0 there).
     Rays go through pixel centres at integer coordinates (pixel ``(x, y)`` -> ``K^-1 [x, y, 1]``), the
@@ -136,7 +145,10 @@ def render(
             colour[sel] = primitive.texture.colour(points[sel]) * shade[:, None]
     image = np.clip(colour, 0.0, 1.0).reshape(height, width, 3).transpose(2, 0, 1)
     depth = np.where(hit, depth, 0.0).reshape(1, height, width)
-    return torch.from_numpy(image.astype(np.float32)), torch.from_numpy(depth.astype(np.float32))
+    out = torch.from_numpy(image.astype(np.float32)), torch.from_numpy(depth.astype(np.float32))
+    if return_index:
+        out += (torch.from_numpy(np.where(hit, nearest, -1).reshape(height, width).astype(np.int64)),)
+    return out
 
 
 def axis_angle_to_matrix(v: np.ndarray) -> np.ndarray:
@@ -161,8 +173,9 @@ class SyntheticScenes(Dataset):
     """``n`` random rooms with boxes, each seen by a target camera and ``sources`` nearby cameras.
 
     Item ``i`` is a sequence sample (see :mod:`depthmetric.training.data`): ``image`` (target, 3,H,W), ``depth``
-    (target, 1,H,W, exact), ``sources`` (S,3,H,W), ``poses`` (S,4,4, exact target camera -> source camera)
-    and ``K`` (3,3). Source cameras move along a random velocity (translation up to ``max_translation``
+    (target, 1,H,W, exact), ``labels`` (target, H,W int64: the index into :data:`CLASSES` of the surface each
+    pixel sees, ``IGNORE_LABEL`` where none), ``sources`` (S,3,H,W), ``poses`` (S,4,4, exact target camera ->
+    source camera) and ``K`` (3,3). Source cameras move along a random velocity (translation up to ``max_translation``
     metres and rotation up to ``max_rotation`` radians per axis per frame step): with ``sources=2`` they
     are the previous and next frames, more sources step further out (-1, +1, -2, +2, ...). Item ``i``
     depends on ``(seed, i)`` only, so the data set is deterministic and workers need no coordination.
@@ -188,6 +201,17 @@ class SyntheticScenes(Dataset):
 
     def __len__(self) -> int:
         return self.n
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The segmentation classes of ``labels`` (a data set without labels has no ``classes``)."""
+        return CLASSES
+
+    @staticmethod
+    def surface_classes(primitives) -> np.ndarray:
+        """The class of each primitive of :meth:`scene`: floor, ceiling, three walls, then boxes."""
+        walls = [CLASSES.index(c) for c in ("floor", "ceiling", "wall", "wall", "wall")]
+        return np.array(walls + [CLASSES.index("box")] * (len(primitives) - len(walls)), dtype=np.int64)
 
     def scene(self, rng: np.random.Generator) -> list:
         floor, ceiling = rng.uniform(1.0, 1.6), -rng.uniform(1.5, 2.5)
@@ -219,8 +243,10 @@ class SyntheticScenes(Dataset):
         target_pose = _rigid(rng.uniform(-0.08, 0.08, size=3), rng.uniform(-0.2, 0.2, size=3))
         velocity_r = rng.uniform(-self.max_rotation, self.max_rotation, size=3)
         velocity_t = rng.uniform(-self.max_translation, self.max_translation, size=3)
-        image, depth = render(primitives, target_pose, K, self.height, self.width)
-        sample = {"image": image, "depth": depth, "K": torch.from_numpy(K.astype(np.float32))}
+        image, depth, index = render(primitives, target_pose, K, self.height, self.width, return_index=True)
+        classes = torch.from_numpy(self.surface_classes(primitives))
+        labels = torch.where(index >= 0, classes[index.clamp(min=0)], IGNORE_LABEL)
+        sample = {"image": image, "depth": depth, "labels": labels, "K": torch.from_numpy(K.astype(np.float32))}
         if self.sources:
             steps = [(1 + j // 2) * (-1 if j % 2 == 0 else 1) for j in range(self.sources)]
             images, poses = [], []

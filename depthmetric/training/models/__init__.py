@@ -8,7 +8,7 @@ from torch import nn
 
 from .lt import LTDepth
 from .sql import SelfQueryLayer, SQLDepthNet
-from .zoe import MetricBinsHead, ZoeLTDepth
+from .zoe import MetricBinsHead, SegmentationHead, ZoeLTDepth
 from .monodepth import (
     DepthNet,
     PoseNet,
@@ -18,7 +18,7 @@ from .monodepth import (
     transformation_from_parameters,
 )
 
-__all__ = ["LTDepth", "ZoeLTDepth", "MetricBinsHead", "SQLDepthNet", "SelfQueryLayer", "DepthNet", "PoseNet",
+__all__ = ["LTDepth", "ZoeLTDepth", "MetricBinsHead", "SegmentationHead", "SQLDepthNet", "SelfQueryLayer", "DepthNet", "PoseNet",
            "ResNetEncoder", "disp_to_depth", "rot_from_axisangle", "transformation_from_parameters", "build_model",
            "MODELS"]
 

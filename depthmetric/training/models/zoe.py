@@ -12,6 +12,10 @@ encoder-decoder's own one-channel prediction stands in.
 
 The fused ops keep nothing of size ``B x bins x H x W`` (or ``B x attractors x bins x h x w``) for the
 backward pass, which is where ZoeDepth's own head spends its memory.
+
+With ``seg_classes > 0`` the model also carries :class:`SegmentationHead`, the U-Net segmentation decoder of
+the cross-task distillation (seed 003): it reads the encoder-decoder's maps during training only
+(``forward(..., return_segmentation=True)``); depth prediction and evaluation never run it.
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ from ... import _checks, attractor_shift, log_binomial_expectation
 from ...attractor_shift import KINDS, REDUCTIONS
 from .lt import LTDepth
 
-__all__ = ["ZoeLTDepth", "MetricBinsHead", "ZOE_ATTRACTORS"]
+__all__ = ["ZoeLTDepth", "MetricBinsHead", "SegmentationHead", "ZOE_ATTRACTORS"]
 
 # ZoeDepth's attractors per decoder level at 1/16, 1/8, 1/4 and 1/2 resolution (its n_attractors).
 ZOE_ATTRACTORS = (16, 8, 4, 1)
@@ -106,6 +110,47 @@ class MetricBinsHead(nn.Module):
                                         return_probs=return_probs, backend=self.backend)
 
 
+class _UpBlock(nn.Module):
+    """U-Net's expansive step: upsample to the skip's size, concatenate it, two 3x3 conv + ReLU."""
+
+    def __init__(self, cin: int, cskip: int, cout: int):
+        super().__init__()
+        self.convs = nn.Sequential(nn.Conv2d(cin + cskip, cout, 3, padding=1), nn.ReLU(),
+                                   nn.Conv2d(cout, cout, 3, padding=1), nn.ReLU())
+
+    def forward(self, x, skip):
+        x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        return self.convs(torch.cat([x, skip], 1))
+
+
+class SegmentationHead(nn.Module):
+    """The cross-task distillation's U-Net segmentation decoder (Ronneberger et al.'s expansive path) on the
+    depth network's own multi-scale maps: from the bottleneck, one :class:`_UpBlock` per decoder block
+    (coarsest first) and one onto the full-resolution features, then a 1x1 conv to ``classes`` logits.
+    Where the seed's U-Net crops its skips, the skips here have the size they are concatenated at.
+
+    ``forward(bottleneck, blocks, features)`` returns ``B,classes,H,W`` logits at the features' resolution.
+    """
+
+    def __init__(self, bottleneck_channels: int, block_channels: list[int], feature_channels: int, classes: int,
+                 channels: int = 16):
+        super().__init__()
+        if classes < 1 or channels < 1:
+            raise ValueError(f"need classes >= 1 and channels >= 1, got {classes}, {channels}")
+        self.ups = nn.ModuleList()
+        cin = bottleneck_channels
+        for cskip in [*block_channels, feature_channels]:
+            self.ups.append(_UpBlock(cin, cskip, channels))
+            cin = channels
+        self.classify = nn.Conv2d(channels, classes, 1)
+
+    def forward(self, bottleneck: torch.Tensor, blocks: list[torch.Tensor], features: torch.Tensor):
+        x = bottleneck
+        for up, skip in zip(self.ups, [*blocks, features]):
+            x = up(x, skip)
+        return self.classify(x)
+
+
 class ZoeLTDepth(nn.Module):
     """LTDepth's encoder-decoder with ZoeDepth's metric bins head (:class:`MetricBinsHead`) in place of its
     one-channel prediction layer: depth in metres from an expectation over ``n_bins`` per-pixel bin centres.
@@ -119,13 +164,19 @@ class ZoeLTDepth(nn.Module):
 
     ``forward(x, return_features=False)`` returns depth ``B,1,H,W`` (and with ``return_features=True`` the
     ``B,features,H,W`` map the contrastive loss regularises), as :class:`LTDepth`.
+
+    ``seg_classes > 0`` adds :class:`SegmentationHead` (``seg_channels`` wide) for segmentation distillation
+    while training: ``forward(x, return_segmentation=True)`` also returns its ``B,seg_classes,H,W`` logits
+    (last). It is never run otherwise, so prediction and evaluation cost and compute what they would without
+    it; ``seg_classes=0`` (default) builds no head.
     """
 
     def __init__(self, width_mult: float = 1.0, stages: int = 5, blocks_per_stage: int | None = None,
                  decoder_channels: int = 128, features: int = 32, min_depth: float = 1e-3, max_depth: float = 10.0,
                  n_bins: int = 64, bin_embedding_dim: int = 128, n_attractors=None, attractor_alpha: float = 300.0,
                  attractor_gamma: int = 2, attractor_kind: str = "inv", attractor_reduction: str = "mean",
-                 min_temp: float = 0.0212, max_temp: float = 50.0, backend: str = "auto"):
+                 min_temp: float = 0.0212, max_temp: float = 50.0, seg_classes: int = 0, seg_channels: int = 16,
+                 backend: str = "auto"):
         super().__init__()
         if stages < 2:
             raise ValueError(f"ZoeLTDepth needs stages >= 2 (one decoder stage per attractor layer), got {stages}")
@@ -142,11 +193,22 @@ class ZoeLTDepth(nn.Module):
         self.min_depth, self.max_depth = self.trunk.min_depth, self.trunk.max_depth
         blocks = [stage.conv.out_channels for stage in self.trunk.decoder]
         self.head = MetricBinsHead(self.trunk.channels[-1], blocks, features + 1, **head, backend=backend)
+        if seg_classes < 0:
+            raise ValueError(f"seg_classes must be >= 0, got {seg_classes}")
+        self.seg_head = (SegmentationHead(self.trunk.channels[-1], blocks, features, seg_classes, seg_channels)
+                         if seg_classes else None)
+        if seg_classes:  # recorded only when present, so configs of models without the head stay as they were
+            self.config.update(seg_classes=seg_classes, seg_channels=seg_channels)
 
-    def forward(self, x: torch.Tensor, return_features: bool = False, return_probs: bool = False):
+    def forward(self, x: torch.Tensor, return_features: bool = False, return_probs: bool = False,
+                return_segmentation: bool = False):
+        if return_segmentation and self.seg_head is None:
+            raise ValueError("return_segmentation=True needs a model built with seg_classes > 0")
         maps = self.trunk.decode(x)
         last = torch.cat([maps["features"], maps["prediction"].to(maps["features"].dtype)], 1)
         out = self.head(maps["bottleneck"], maps["blocks"], last, return_probs=return_probs)
         depth, probs = out if return_probs else (out, None)
         extra = ((maps["features"],) if return_features else ()) + ((probs,) if return_probs else ())
+        if return_segmentation:
+            extra += (self.seg_head(maps["bottleneck"], maps["blocks"], maps["features"]),)
         return (depth, *extra) if extra else depth

@@ -1,0 +1,145 @@
+"""RSA (Zeng et al., NeurIPS 2024, "Resolving Scale Ambiguities in Monocular Depth Estimators through Language
+Descriptions"): metric depth as a per-image inverse affine map of a relative inverse depth, and its training
+loss.
+
+RSA predicts one scale and one shift per image (from a text description) and turns a frozen relative-depth
+model's inverse depth ``rel`` into metric depth ``1 / (scale * rel + shift)``; the scale and shift heads are
+trained with a masked L1 (or Huber / L2) loss on that depth, as RSA's training code (``DPT_LanScale``:
+``train*.py`` and ``loss.py``'s ``L1Loss``) computes it.
+
+Vectorised PyTorch, no compiled kernel: one elementwise map and per-image sums. ``backend`` is accepted for a
+uniform API and only checked.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import _checks, _ext
+from ._supervised import prepare_pair
+
+__all__ = ["inverse_affine_depth", "rsa_loss", "RSALoss"]
+
+KINDS = ("l1", "huber", "l2")
+RSA_REDUCTIONS = ("sum", "mean", "none")
+COUNT_EPS = 1e-6  # RSA's L1Loss adds it to each image's pixel count
+
+
+def _per_image(name: str, value, rel: torch.Tensor) -> torch.Tensor:
+    """``value`` as ``B,1,1,1`` (one number per image: ``B``, ``B,1`` or ``B,1,1,1``) or ``B,1,H,W`` (a map of
+    ``rel``'s shape, as RSA passes them after expanding its per-image values)."""
+    _checks.floating(name, value)
+    B = rel.shape[0]
+    if value.shape == rel.shape:
+        return value if rel.dim() == 4 else value.unsqueeze(1)
+    if value.dim() < 1 or value.dim() > 4 or value.shape[0] != B or any(s != 1 for s in value.shape[1:]):
+        raise ValueError(f"{name} must hold one value per image (shape ({B},), ({B}, 1) or ({B}, 1, 1, 1)) or "
+                         f"be a map of rel's shape {tuple(rel.shape)}, got shape {tuple(value.shape)}")
+    return value.reshape(B, 1, 1, 1)
+
+
+def inverse_affine_depth(rel: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, *,
+                         eps: float = 1e-8) -> torch.Tensor:
+    """RSA's metric depth ``1 / (scale * rel + shift + eps)`` from a relative inverse depth.
+
+    ``rel``: ``B,1,H,W`` or ``B,H,W`` floating (a relative-depth model's inverse depth, e.g. MiDaS/DPT/Depth
+    Anything output); ``scale``, ``shift``: floating, one value per image (``B``, ``B,1`` or ``B,1,1,1``) or a
+    map of ``rel``'s shape (RSA expands its per-image values to the map before the division).
+    Returns depth with ``rel``'s shape, in the promoted dtype of the three. ``eps = 1e-8`` is RSA's ``EPS``,
+    which its training scripts add to the denominator (its evaluation code divides without it: pass
+    ``eps=0``); it must be a finite number >= 0. Nothing is clamped: a denominator <= 0 gives a negative or
+    infinite depth, as in RSA (positive scale and shift, as RSA's softplus-free heads learn them, and a
+    non-negative ``rel`` keep it positive). NaN/Inf in any input raise (see ``depthmetric.set_finite_checks``);
+    a tensor on another device than ``rel`` is a ValueError naming it.
+    """
+    if not (math.isfinite(_checks.real("eps", eps)) and eps >= 0):
+        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
+    _checks.floating("rel", rel)
+    if rel.dim() not in (3, 4) or (rel.dim() == 4 and rel.shape[1] != 1):
+        raise ValueError(f"rel must be B,1,H,W or B,H,W (one channel), got shape {tuple(rel.shape)}")
+    s, t = _per_image("scale", scale, rel), _per_image("shift", shift, rel)
+    _checks.same_device(rel=rel, scale=scale, shift=shift)
+    _checks.check_values({"rel": rel, "scale": scale, "shift": shift})
+    r = rel if rel.dim() == 4 else rel.unsqueeze(1)
+    depth = 1 / (s * r + t + eps)
+    return depth if rel.dim() == 4 else depth.squeeze(1)
+
+
+def _check_config(min_depth, max_depth, kind, delta, reduction):
+    if not (math.isfinite(_checks.real("min_depth", min_depth)) and min_depth >= 0):
+        raise ValueError(f"min_depth must be a finite number >= 0, got {min_depth!r}")
+    if not (_checks.real("max_depth", max_depth) > min_depth):
+        raise ValueError(f"max_depth must be a number > min_depth ({min_depth}), got {max_depth!r}")
+    _checks.choice("kind", kind, KINDS)
+    if not (math.isfinite(_checks.real("delta", delta)) and delta > 0):
+        raise ValueError(f"delta must be a finite number > 0, got {delta!r}")
+    _checks.choice("reduction", reduction, RSA_REDUCTIONS)
+
+
+def rsa_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None, *,
+             min_depth: float = 1e-3, max_depth: float = 10.0, kind: str = "l1", delta: float = 1.0,
+             reduction: str = "sum", interpolate: bool = True, backend: str = "auto") -> torch.Tensor:
+    """RSA's training loss of a metric depth ``pred`` against ``target`` (``B,1,H,W`` or ``B,H,W``, metres).
+
+    Per image ``b`` with ``n_b`` pixels whose target lies in ``(min_depth, max_depth)`` (strictly, as RSA) and
+    is a valid depth (finite, > 0; ``mask`` True when given), and ``e`` the elementwise error (``kind``:
+    ``"l1"`` ``|pred - target|``; ``"huber"`` ``torch.nn.HuberLoss(delta)``'s ``0.5 d^2`` below ``delta``,
+    ``delta (|d| - delta / 2)`` above, RSA's ``delta = 1``; ``"l2"`` ``d^2``)::
+
+        loss_b = sum(e over the n_b pixels) / (n_b + 1e-6) * (n_b + 1e-6) / (H * W)
+
+    i.e. the image's mean error weighted by its valid fraction, the ``1e-6`` added to the count in both
+    places as RSA's ``L1Loss`` does it (so the two cancel up to rounding: ``loss_b`` is the image's error sum
+    over ``H * W``). ``reduction="sum"`` (default) returns ``sum_b loss_b``, as RSA's loss does (a sum over the
+    batch, not a mean); ``"mean"`` divides it by ``B``; ``"none"`` returns the ``B`` values. An image of zero
+    size gives 0.
+
+    NaN/Inf predictions raise (see ``depthmetric.set_finite_checks``); the target is never checked (NaN means
+    invalid). A prediction of another size is resized to the target's (bilinear, ``align_corners=True``) when
+    ``interpolate``. Returns float32 (float64 for float64 inputs).
+    """
+    _check_config(min_depth, max_depth, kind, delta, reduction)
+    pred, target, valid = prepare_pair(pred, target, mask, interpolate)
+    _ext.check_backend(backend, pred.device)
+    valid = valid & (target > min_depth) & (target < max_depth)
+    if kind == "l1":
+        err = (pred - target).abs()
+    elif kind == "huber":
+        err = F.huber_loss(pred, target, reduction="none", delta=delta)
+    else:
+        err = (pred - target).pow(2)
+    err = torch.where(valid, err, 0.0)
+    count = valid.sum((1, 2, 3)).to(err.dtype) + COUNT_EPS
+    total = target.shape[-2] * target.shape[-1]
+    per_image = err.sum((1, 2, 3)) / count * (count / max(total, 1))
+    if reduction == "none":
+        return per_image
+    return per_image.sum() if reduction == "sum" else per_image.sum() / max(per_image.shape[0], 1)
+
+
+class RSALoss(nn.Module):
+    """RSA's masked depth loss (``kind="l1"``, its ``L1Loss``; ``"huber"``/``"l2"``, its ``--loss_type``);
+    see :func:`rsa_loss`. With :func:`inverse_affine_depth`::
+
+        depth = inverse_affine_depth(rel, scale, shift)
+        loss = RSALoss(max_depth=10.0)(depth, gt)   # NYU; RSA uses 80 for KITTI, 5 for VOID
+    """
+
+    def __init__(self, min_depth: float = 1e-3, max_depth: float = 10.0, kind: str = "l1", delta: float = 1.0,
+                 reduction: str = "sum", backend: str = "auto"):
+        super().__init__()
+        _check_config(min_depth, max_depth, kind, delta, reduction)
+        _ext.check_backend(backend)
+        self.min_depth, self.max_depth, self.delta = float(min_depth), float(max_depth), float(delta)
+        self.kind, self.reduction, self.backend = kind, reduction, backend
+
+    def forward(self, pred, target, mask=None, interpolate=True):
+        return rsa_loss(pred, target, mask, min_depth=self.min_depth, max_depth=self.max_depth, kind=self.kind,
+                        delta=self.delta, reduction=self.reduction, interpolate=interpolate, backend=self.backend)
+
+    def extra_repr(self) -> str:
+        return (f"min_depth={self.min_depth}, max_depth={self.max_depth}, kind={self.kind!r}, delta={self.delta}, "
+                f"reduction={self.reduction!r}, backend={self.backend!r}")

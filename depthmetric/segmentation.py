@@ -1,0 +1,206 @@
+"""Segmentation losses for cross-task distillation: multi-class Dice, softmax focal loss, and their blend.
+
+The segmentation distillation of "Real (True) depth estimation from indoor scenes" (a U-Net segmentation head
+on a ZoeDepth model's decoder features, used while training only) trains the head with
+``alpha * Dice + (1 - alpha) * Focal`` and adds it to the depth loss with weight ``lambda_dis = 0.1``.
+
+Inputs: ``logits`` ``B,C,H,W`` (floating, ``C >= 1`` classes; a softmax over ``C`` gives the class
+probabilities) and ``labels`` ``B,H,W`` (an integer dtype, not bool), the class of each pixel in ``[0, C)``
+or ``ignore_index``. ``ignore_index`` defaults to 255, the "void" label of the 8-bit label PNGs that
+segmentation data sets ship (VOC, Cityscapes train ids, NYU's class maps re-encoded by mmsegmentation and
+torchvision's segmentation references all use 255): an 8-bit label map cannot hold -1 or PyTorch's -100;
+``None`` ignores nothing. Another label outside ``[0, C)`` is a ValueError naming ``labels`` (the check reads
+the values; like the NaN/Inf checks it is skipped inside ``torch.compile`` and ``torch.vmap``, where such a
+pixel is ignored). NaN/Inf logits raise (see ``depthmetric.set_finite_checks``). Losses are float32 (float64
+for float64 logits). An empty batch or image, or one where every pixel is ignored, gives 0 with a zero
+gradient.
+
+Vectorised PyTorch, no compiled kernel: a softmax, a gather and a few reductions over ``B,C,H,W``, which
+PyTorch runs at memory speed; ``backend`` is accepted for a uniform API and only checked.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from . import _checks, _ext
+
+__all__ = ["dice_loss", "focal_loss", "segmentation_distillation_loss", "DiceLoss", "FocalLoss",
+           "SegmentationDistillationLoss"]
+
+IGNORE_INDEX = 255
+_INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+
+
+def _check_ignore_index(ignore_index) -> None:
+    if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)):
+        raise TypeError(f"ignore_index must be an int or None, got {type(ignore_index).__name__} {ignore_index!r}")
+
+
+def _check_number(name: str, value, low: float = 0.0, high: float = math.inf) -> float:
+    value = _checks.real(name, value)
+    if not (math.isfinite(value) and low <= value <= high):
+        raise ValueError(f"{name} must be a finite number in [{low}, {high}], got {value!r}")
+    return value
+
+
+def _prepare(logits, labels, ignore_index, reduction, backend):
+    """Checked inputs: ``logp`` (``B,C,H,W`` log-probabilities in the accumulation dtype), ``target``
+    (``B,1,H,W`` int64 class, 0 where ignored) and ``valid`` (``B,1,H,W`` bool)."""
+    _checks.choice("reduction", reduction, _checks.REDUCTIONS)
+    _check_ignore_index(ignore_index)
+    _checks.image("logits", logits)
+    _checks.tensor("labels", labels)
+    if labels.dtype not in _INT_DTYPES:
+        raise TypeError(f"labels must be an integer tensor of class indices, got {labels.dtype}")
+    B, C, H, W = logits.shape
+    if tuple(labels.shape) != (B, H, W):
+        raise ValueError(f"labels must be B,H,W = {(B, H, W)} (the logits' batch and size), got {tuple(labels.shape)}")
+    _checks.same_device(logits=logits, labels=labels)
+    _ext.check_backend(backend, logits.device)
+    _checks.finite("logits", logits)
+    labels = labels.long().unsqueeze(1)
+    ignored = labels == ignore_index if ignore_index is not None else torch.zeros_like(labels, dtype=torch.bool)
+    in_range = (labels >= 0) & (labels < C)
+    if _checks._checking_values() and labels.numel() and labels.device.type != "meta":
+        bad = ~(in_range | ignored)
+        if bool(bad.any()):
+            value = int(labels[bad][0])
+            raise ValueError(f"labels must be class indices in [0, {C}) or ignore_index={ignore_index}, "
+                             f"got {value}")
+    valid = in_range & ~ignored
+    target = torch.where(valid, labels, 0)
+    logp = torch.log_softmax(logits.to(_checks.accumulate_dtype(logits.dtype)), dim=1)
+    return logp, target, valid
+
+
+def focal_loss(logits: torch.Tensor, labels: torch.Tensor, *, gamma: float = 2.0, ignore_index: int | None = 255,
+               reduction: str = "mean", backend: str = "auto") -> torch.Tensor:
+    """Softmax focal loss (Lin et al., 2017) of ``logits`` (``B,C,H,W``) against ``labels`` (``B,H,W``).
+
+    Per pixel, with ``p_t`` the softmax probability of its labelled class:
+    ``FL = -(1 - p_t)^gamma * log(p_t)`` (``gamma = 0`` is the cross-entropy; ``1 - p_t`` is computed as
+    ``-expm1(log p_t)``, accurate when ``p_t`` is near 1). No class-balance factor (the paper's ``alpha_t``):
+    the distillation's ``alpha`` weighs Dice against Focal instead. ``gamma`` (default 2, the paper's) must be
+    a finite number >= 0.
+
+    ``reduction="mean"``: the mean over the pixels that are not ignored (as ``cross_entropy`` with
+    ``ignore_index`` averages), 0 when there is none; ``"none"``: the ``B,H,W`` map, 0 at ignored pixels.
+    """
+    gamma = _check_number("gamma", gamma)
+    logp, target, valid = _prepare(logits, labels, ignore_index, reduction, backend)
+    logp_t = logp.gather(1, target)
+    term = -logp_t if gamma == 0 else -(-torch.expm1(logp_t)).pow(gamma) * logp_t
+    term = torch.where(valid, term, 0.0)
+    if reduction == "none":
+        return term.squeeze(1)
+    return term.sum() / valid.sum().clamp(min=1).to(term.dtype)
+
+
+def dice_loss(logits: torch.Tensor, labels: torch.Tensor, *, smooth: float = 0.0, eps: float = 1e-7,
+              ignore_index: int | None = 255, reduction: str = "mean", backend: str = "auto") -> torch.Tensor:
+    """Multi-class soft Dice loss of ``logits`` (``B,C,H,W``) against ``labels`` (``B,H,W``), as
+    segmentation_models_pytorch's ``DiceLoss(mode="multiclass")`` computes it.
+
+    With ``p = softmax(logits)`` and ``y`` the one-hot labels, both zero at ignored pixels, per class ``c``
+    over the whole batch (pixels of every image pooled): ``I_c = sum p_c y_c``, ``S_c = sum (p_c + y_c)``,
+    ``dice_c = (2 I_c + smooth) / max(S_c + smooth, eps)`` and ``loss_c = 1 - dice_c``; a class with no
+    labelled pixel in the batch has ``loss_c = 0`` (its Dice is undefined, and smp leaves it out the same
+    way). ``reduction="mean"``: the mean of ``loss_c`` over all ``C`` classes (absent ones count as 0, as in
+    smp); ``"none"``: the ``C`` per-class losses. ``smooth`` (default 0) and ``eps`` (default 1e-7) are smp's
+    defaults, finite numbers >= 0.
+    """
+    smooth, eps = _check_number("smooth", smooth), _check_number("eps", eps)
+    logp, target, valid = _prepare(logits, labels, ignore_index, reduction, backend)
+    C = logp.shape[1]
+    classes = torch.arange(C, device=logp.device).view(1, C, 1, 1)
+    onehot = ((target == classes) & valid).to(logp.dtype)
+    prob = torch.where(valid, logp.exp(), 0.0)
+    dims = (0, 2, 3)
+    intersection = (prob * onehot).sum(dims)
+    cardinality = (prob + onehot).sum(dims)
+    present = onehot.sum(dims) > 0
+    dice = (2 * intersection + smooth) / (cardinality + smooth).clamp(min=eps)
+    per_class = torch.where(present, 1 - dice, 0.0)
+    return per_class if reduction == "none" else per_class.mean()
+
+
+def segmentation_distillation_loss(logits: torch.Tensor, labels: torch.Tensor, *, alpha: float = 0.5,
+                                   gamma: float = 2.0, ignore_index: int | None = 255,
+                                   backend: str = "auto") -> torch.Tensor:
+    """``alpha * dice_loss + (1 - alpha) * focal_loss`` (both ``reduction="mean"``), the segmentation loss of
+    the cross-task distillation (see the module docstring). The seed gives the form but not ``alpha``:
+    0.5, an equal blend (MONAI's ``DiceFocalLoss`` weighs the two equally too), must be in [0, 1]; ``gamma``
+    is the focal loss's (default 2, Lin et al.)."""
+    alpha = _check_number("alpha", alpha, 0.0, 1.0)
+    kw = dict(ignore_index=ignore_index, backend=backend)
+    dice = dice_loss(logits, labels, **kw)
+    focal = focal_loss(logits, labels, gamma=gamma, **kw)
+    return alpha * dice + (1 - alpha) * focal
+
+
+class DiceLoss(nn.Module):
+    """Multi-class soft Dice loss on logits; see :func:`dice_loss`."""
+
+    def __init__(self, smooth: float = 0.0, eps: float = 1e-7, ignore_index: int | None = 255,
+                 reduction: str = "mean", backend: str = "auto"):
+        super().__init__()
+        self.smooth, self.eps = _check_number("smooth", smooth), _check_number("eps", eps)
+        _check_ignore_index(ignore_index)
+        self.reduction = _checks.choice("reduction", reduction, _checks.REDUCTIONS)
+        _ext.check_backend(backend)
+        self.ignore_index, self.backend = ignore_index, backend
+
+    def forward(self, logits, labels):
+        return dice_loss(logits, labels, smooth=self.smooth, eps=self.eps, ignore_index=self.ignore_index,
+                         reduction=self.reduction, backend=self.backend)
+
+    def extra_repr(self) -> str:
+        return (f"smooth={self.smooth}, eps={self.eps}, ignore_index={self.ignore_index}, "
+                f"reduction={self.reduction!r}, backend={self.backend!r}")
+
+
+class FocalLoss(nn.Module):
+    """Softmax focal loss on logits; see :func:`focal_loss`."""
+
+    def __init__(self, gamma: float = 2.0, ignore_index: int | None = 255, reduction: str = "mean",
+                 backend: str = "auto"):
+        super().__init__()
+        self.gamma = _check_number("gamma", gamma)
+        _check_ignore_index(ignore_index)
+        self.reduction = _checks.choice("reduction", reduction, _checks.REDUCTIONS)
+        _ext.check_backend(backend)
+        self.ignore_index, self.backend = ignore_index, backend
+
+    def forward(self, logits, labels):
+        return focal_loss(logits, labels, gamma=self.gamma, ignore_index=self.ignore_index,
+                          reduction=self.reduction, backend=self.backend)
+
+    def extra_repr(self) -> str:
+        return f"gamma={self.gamma}, ignore_index={self.ignore_index}, reduction={self.reduction!r}, backend={self.backend!r}"
+
+
+class SegmentationDistillationLoss(nn.Module):
+    """``alpha * Dice + (1 - alpha) * Focal`` on segmentation logits, the cross-task distillation's loss;
+    see :func:`segmentation_distillation_loss`.
+
+    >>> seg = SegmentationDistillationLoss(alpha=0.5, gamma=2.0)
+    >>> loss = depth_loss + 0.1 * seg(logits, labels)  # lambda_dis = 0.1
+    """
+
+    def __init__(self, alpha: float = 0.5, gamma: float = 2.0, ignore_index: int | None = 255,
+                 backend: str = "auto"):
+        super().__init__()
+        self.alpha, self.gamma = _check_number("alpha", alpha, 0.0, 1.0), _check_number("gamma", gamma)
+        _check_ignore_index(ignore_index)
+        _ext.check_backend(backend)
+        self.ignore_index, self.backend = ignore_index, backend
+
+    def forward(self, logits, labels):
+        return segmentation_distillation_loss(logits, labels, alpha=self.alpha, gamma=self.gamma,
+                                              ignore_index=self.ignore_index, backend=self.backend)
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}, gamma={self.gamma}, ignore_index={self.ignore_index}, backend={self.backend!r}"
