@@ -1,5 +1,7 @@
-"""Whole bin heads, fused ops vs the same head in plain PyTorch (the ops' twins: ZoeDepth's and SQLdepth's own
-formulation, materialising ``B x bins x H x W`` probabilities and ``B x attractors x bins x h x w`` differences).
+"""Whole bin heads, fused vs the same head as its authors wrote it in plain PyTorch ("reference": the ops'
+twins, which materialise ``B x bins x H x W`` probabilities and ``B x attractors x bins x h x w`` differences,
+and for ZoeDepth its conditional MLP on the concatenation of the features and the upsampled embedding at full
+resolution, where :class:`MetricBinsHead` upsamples the embedding's share of the first 1x1 conv instead).
 
 - ``zoe_head``: :class:`MetricBinsHead` at ZoeDepth's default configuration (64 bins, embeddings of 128,
   attractors 16/8/4/1 on blocks at 1/16..1/2 resolution, the log-binomial head at full resolution), with
@@ -14,6 +16,7 @@ which runs every op's backward; the weights' own gradients would add the same to
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from benchmarks.harness import Case, backend_arg
 from depthmetric.training.models import MetricBinsHead, SelfQueryLayer
@@ -78,6 +81,9 @@ def make_fn(case: Case, backend: str, device: torch.device):
     if case.op == "zoe_head":
         head = MetricBinsHead(ZOE["channels"], [ZOE["channels"]] * 4, ZOE["last"], backend=name)
         head = head.to(device=device, dtype=case.torch_dtype)
+        if backend == "reference":  # ZoeDepth's conditional MLP: the concatenation at full resolution
+            head._conditional = lambda last, e: head.conditional(torch.cat(
+                [last, F.interpolate(e, size=last.shape[-2:], mode="bilinear", align_corners=True)], 1))
         return lambda i: head(i["bottleneck"], i["blocks"], i["last"]).mean()
     layer = SelfQueryLayer(SQL["channels"], SQL["channels"], SQL["patch"], case.dims["queries"], SQL["bins"],
                            backend=name).to(device=device, dtype=case.torch_dtype)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ... import _checks, attractor_shift, log_binomial_expectation
 from ...attractor_shift import KINDS, REDUCTIONS
@@ -38,7 +39,17 @@ def _resize(x: torch.Tensor, size) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
 
 
-def _mlp(cin: int, hidden: int, cout: int, act: type[nn.Module] = nn.ReLU, out_act: nn.Module | None = None):
+def _pointwise(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A 1x1 convolution (``weight`` ``out,in,1,1``) as a matmul over the channels."""
+    out = torch.einsum("oc,bchw->bohw", weight.flatten(1), x)
+    return out.add_(bias.view(1, -1, 1, 1))  # in place: the matmul's output is not needed for its backward
+
+
+def _relu() -> nn.Module:
+    return nn.ReLU(inplace=True)  # as ZoeDepth's MLPs: the conv's output is not kept beside the ReLU's
+
+
+def _mlp(cin: int, hidden: int, cout: int, act=_relu, out_act: nn.Module | None = None):
     layers = [nn.Conv2d(cin, hidden, 1), act(), nn.Conv2d(hidden, cout, 1)]
     return nn.Sequential(*layers, *([out_act] if out_act is not None else []))
 
@@ -94,6 +105,21 @@ class MetricBinsHead(nn.Module):
         cin = last_channels + bin_embedding_dim
         self.conditional = _mlp(cin, cin // 2, 4, act=nn.GELU, out_act=nn.Softplus())
 
+    def _conditional(self, last: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
+        """ZoeDepth's conditional MLP on ``cat(last, upsampled embedding)`` at full resolution, computed in less
+        memory with the same parameters: the first 1x1 conv is split in two, the embedding's part running at
+        the embedding's resolution and upsampled after (bilinear upsampling and a 1x1 conv are both linear and
+        the upsampling's weights sum to 1, so the map is the same), which never builds the concatenation or
+        the full-resolution copy of the embedding; the GELU's output is recomputed in the backward pass
+        instead of kept; and the full-resolution 1x1 convs are channel matmuls, which on CPU skip the copies
+        oneDNN's convolution makes of its input and output."""
+        first, act, second, out_act = self.conditional
+        c = last.shape[1]
+        hidden = _pointwise(first.weight[:, :c], first.bias, last)
+        hidden += _resize(F.conv2d(embedding, first.weight[:, c:]), last.shape[-2:])  # in place: one map less
+        return out_act(checkpoint(lambda h: _pointwise(second.weight, second.bias, act(h)), hidden,
+                                  use_reentrant=False))
+
     def forward(self, bottleneck: torch.Tensor, blocks: list[torch.Tensor], last: torch.Tensor,
                 return_probs: bool = False):
         x = self.bottleneck_conv(bottleneck)
@@ -102,7 +128,7 @@ class MetricBinsHead(nn.Module):
             block_embedding = projector(block)
             centers = attractor(block_embedding, centers, embedding)
             embedding = block_embedding
-        pt = self.conditional(torch.cat([last, _resize(embedding, last.shape[-2:])], 1))
+        pt = self._conditional(last, embedding)
         pt = pt.to(torch.promote_types(pt.dtype, torch.float32)) + self.p_eps  # float32 under autocast
         p = pt[:, 0] / (pt[:, 0] + pt[:, 1])
         t = (self.max_temp - self.min_temp) * (pt[:, 2] / (pt[:, 2] + pt[:, 3])) + self.min_temp
