@@ -15,7 +15,7 @@ from .log_binomial_expectation import *  # noqa: F401,F403  (log_binomial_expect
 from .min_reprojection import *  # noqa: F401,F403  (ReprojectionLoss, min_reprojection_loss)
 from .multi_range_contrastive import *  # noqa: F401,F403  (MultiRangeContrastiveLoss, ..., sample_shifts, PRESETS)
 from .silog import *  # noqa: F401,F403  (SILogLoss, silog_loss)
-from .smoothness import *  # noqa: F401,F403  (edge_aware_smoothness, EdgeAwareSmoothness)
+from .smoothness import *  # noqa: F401,F403  (edge_aware_smoothness, EdgeAwareSmoothnessLoss)
 from .ssim import *  # noqa: F401,F403  (ssim, photometric_error, SSIM, PhotometricError)
 from .warping import *  # noqa: F401,F403  (backproject, project, warp)
 from .rsa import *  # noqa: F401,F403  (inverse_affine_depth, rsa_loss, RSALoss)

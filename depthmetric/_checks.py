@@ -9,7 +9,9 @@ import torch
 from . import _autograd, distributed
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-REDUCTIONS = ("mean", "none")  # the loss averaged, or unreduced (per pixel or per image)
+# How a loss reduces: averaged (each loss says over what), summed (the unreduced values' sum), or unreduced
+# (per pixel, per image or per class: each loss says which).
+REDUCTIONS = ("mean", "sum", "none")
 
 _finite_checks = True
 _collective_checks = True  # ops that communicate anyway share their checks with the other ranks

@@ -50,6 +50,8 @@ def _reduce(per_image: torch.Tensor, has_valid: torch.Tensor, reduction: str, no
             process_group) -> torch.Tensor:
     if reduction == "none":
         return per_image
+    if reduction == "sum":
+        return per_image.sum()
     return distributed.global_mean(per_image.sum(), has_valid.sum(), normalize, process_group)
 
 

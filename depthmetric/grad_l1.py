@@ -44,7 +44,7 @@ def grad_l1_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | 
     gradient (ZoeDepth's ``l1_loss`` of empty tensors gives NaN). NaN/Inf predictions raise (see
     ``depthmetric.set_finite_checks``). A prediction of another size is resized to the target's (bilinear,
     ``align_corners=True``, as ZoeDepth) when ``interpolate``. Returns float32 (float64 for float64 inputs);
-    ``reduction="none"`` gives the ``B`` per-image losses, each over its own image's pixels.
+    ``reduction="none"`` gives the ``B`` per-image losses, each over its own image's pixels, ``"sum"`` their sum.
 
     Under ``torch.distributed``, ``normalize="global"`` pools the counted pixels of the global batch (both
     sums and the count summed over the ranks of ``process_group``, see ``depthmetric.distributed``).
@@ -58,8 +58,9 @@ def grad_l1_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | 
     mag_t, ang_t = _gradient(target)
     counted = valid[..., 1:, 1:] & valid[..., 1:, :-1] & valid[..., :-1, 1:]
     err = torch.where(counted, (mag_p - mag_t).abs() + (ang_p - ang_t).abs(), 0.0)
-    if reduction == "none":
-        return err.sum((1, 2, 3)) / counted.sum((1, 2, 3)).clamp(min=1).to(err.dtype)
+    if reduction != "mean":
+        per_image = err.sum((1, 2, 3)) / counted.sum((1, 2, 3)).clamp(min=1).to(err.dtype)
+        return per_image if reduction == "none" else per_image.sum()
     return distributed.global_mean(err.sum(), counted.sum(), normalize, process_group)
 
 

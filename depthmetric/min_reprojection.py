@@ -103,7 +103,8 @@ def min_reprojection_loss(
     does, compares it with the average of the identity errors (the noise averaged along).
 
     Returns the mean of the per-pixel loss (float32; float64 for float64; 0 for an empty batch), or with
-    ``reduction="none"`` the per-pixel loss itself, ``B,1,H,W`` (``normalize`` then has nothing to pool). With ``return_mask=True`` also
+    ``reduction="none"`` the per-pixel loss itself, ``B,1,H,W``, or with ``"sum"`` its sum (``normalize`` then
+    has nothing to pool). With ``return_mask=True`` also
     the auto-mask (``B,1,H,W`` bool, True where a warped image won) and the winner index (``B,1,H,W`` int64:
     ``0..S-1`` warped image s, ``S..2S-1`` identity of source s; with ``"mean"`` 0 for the warped average,
     S for the identity average). Gradients reach the warped images only. NaN/Inf pixels raise a
@@ -144,6 +145,8 @@ def min_reprojection_loss(
         loss, winner = _reference.min_reprojection(target, warped, used, noise, alpha, mean_sources)
     if reduction == "none":
         out = loss.unsqueeze(1)
+    elif reduction == "sum":
+        out = loss.sum()
     elif normalize == "local":
         out = _checks.mean(loss)
     else:

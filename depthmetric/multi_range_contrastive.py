@@ -37,7 +37,6 @@ PRESETS: dict[str, dict] = {
 }
 
 MAX_RANGES = 8  # csrc/multi_range_contrastive/pair_math.h kMaxRanges
-REDUCTIONS = (*_checks.REDUCTIONS, "sum")  # the pair losses' sum as well
 
 
 def sample_shifts(
@@ -127,7 +126,7 @@ def _check_config(r_p, ranges, margins, n_within, n_across, reduction):
             raise ValueError(f"margins[{j}] must be a finite number >= 0, got {m}")
     _checks.count("n_within", n_within)
     _checks.count("n_across", n_across)
-    _checks.choice("reduction", reduction, REDUCTIONS)
+    _checks.choice("reduction", reduction, _checks.REDUCTIONS)
     return float(r_p), ranges, margins
 
 

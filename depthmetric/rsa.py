@@ -24,7 +24,6 @@ from ._supervised import prepare_pair
 __all__ = ["inverse_affine_depth", "rsa_loss", "RSALoss"]
 
 KINDS = ("l1", "huber", "l2")
-RSA_REDUCTIONS = ("sum", "mean", "none")
 COUNT_EPS = 1e-6  # RSA's L1Loss adds it to each image's pixel count
 
 
@@ -76,7 +75,7 @@ def _check_config(min_depth, max_depth, kind, delta, reduction):
     _checks.choice("kind", kind, KINDS)
     if not (math.isfinite(_checks.real("delta", delta)) and delta > 0):
         raise ValueError(f"delta must be a finite number > 0, got {delta!r}")
-    _checks.choice("reduction", reduction, RSA_REDUCTIONS)
+    _checks.choice("reduction", reduction, _checks.REDUCTIONS)
 
 
 def rsa_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None, *,

@@ -87,7 +87,8 @@ def focal_loss(logits: torch.Tensor, labels: torch.Tensor, *, gamma: float = 2.0
     a finite number >= 0.
 
     ``reduction="mean"``: the mean over the pixels that are not ignored (as ``cross_entropy`` with
-    ``ignore_index`` averages), 0 when there is none; ``"none"``: the ``B,H,W`` map, 0 at ignored pixels.
+    ``ignore_index`` averages), 0 when there is none; ``"none"``: the ``B,H,W`` map, 0 at ignored pixels;
+    ``"sum"``: its sum.
     """
     gamma = _check_number("gamma", gamma)
     logp, target, valid = _prepare(logits, labels, ignore_index, reduction, backend)
@@ -96,6 +97,8 @@ def focal_loss(logits: torch.Tensor, labels: torch.Tensor, *, gamma: float = 2.0
     term = torch.where(valid, term, 0.0)
     if reduction == "none":
         return term.squeeze(1)
+    if reduction == "sum":
+        return term.sum()
     return term.sum() / valid.sum().clamp(min=1).to(term.dtype)
 
 
@@ -109,7 +112,7 @@ def dice_loss(logits: torch.Tensor, labels: torch.Tensor, *, smooth: float = 0.0
     ``dice_c = (2 I_c + smooth) / max(S_c + smooth, eps)`` and ``loss_c = 1 - dice_c``; a class with no
     labelled pixel in the batch has ``loss_c = 0`` (its Dice is undefined, and smp leaves it out the same
     way). ``reduction="mean"``: the mean of ``loss_c`` over all ``C`` classes (absent ones count as 0, as in
-    smp); ``"none"``: the ``C`` per-class losses. ``smooth`` (default 0) and ``eps`` (default 1e-7) are smp's
+    smp); ``"none"``: the ``C`` per-class losses; ``"sum"``: their sum. ``smooth`` (default 0) and ``eps`` (default 1e-7) are smp's
     defaults, finite numbers >= 0.
     """
     smooth, eps = _check_number("smooth", smooth), _check_number("eps", eps)
@@ -124,7 +127,9 @@ def dice_loss(logits: torch.Tensor, labels: torch.Tensor, *, smooth: float = 0.0
     present = onehot.sum(dims) > 0
     dice = (2 * intersection + smooth) / (cardinality + smooth).clamp(min=eps)
     per_class = torch.where(present, 1 - dice, 0.0)
-    return per_class if reduction == "none" else per_class.mean()
+    if reduction == "none":
+        return per_class
+    return per_class.sum() if reduction == "sum" else per_class.mean()
 
 
 def segmentation_distillation_loss(logits: torch.Tensor, labels: torch.Tensor, *, alpha: float = 0.5,

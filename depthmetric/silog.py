@@ -59,7 +59,8 @@ def silog_loss(
     another size is resized to the target's (bilinear, ``align_corners=True``, as ZoeDepth) when
     ``interpolate``. With no valid pixel, or ``pred == target``, the loss is 0 with a zero (not NaN)
     gradient. Returns a float32 scalar (float64 for float64 inputs). ``reduction="none"`` returns the ``B``
-    per-image losses instead, each over its own image's valid pixels (their mean is not the pooled loss).
+    per-image losses instead, each over its own image's valid pixels (their mean is not the pooled loss), and
+    ``"sum"`` their sum.
 
     Under ``torch.distributed``, ``normalize="global"`` pools the valid pixels of the global batch (every
     rank's, see ``depthmetric.distributed``): the sums of ``g``, ``g^2`` and the pixel count are summed over
@@ -85,7 +86,7 @@ def silog_loss(
         else:
             dg = s2 / n.clamp(min=1) - variance_focus * mean.pow(2)
         return 10.0 * safe_sqrt(dg)
-    dims = tuple(range(1 if reduction == "none" else 0, g.dim()))  # per image, or the batch pooled
+    dims = tuple(range(0 if reduction == "mean" else 1, g.dim()))  # the batch pooled, or per image
     n = valid.sum(dims, keepdim=True).to(g.dtype)
     mean = g.sum(dims, keepdim=True) / n.clamp(min=1)
     if variance_focus is None:
@@ -93,7 +94,10 @@ def silog_loss(
         dg = centred.pow(2).sum(dims, keepdim=True) / (n - 1).clamp(min=1) + beta * mean.pow(2)
     else:
         dg = g.pow(2).sum(dims, keepdim=True) / n.clamp(min=1) - variance_focus * mean.pow(2)
-    return 10.0 * safe_sqrt(dg.flatten() if reduction == "none" else dg.reshape(()))
+    if reduction == "mean":
+        return 10.0 * safe_sqrt(dg.reshape(()))
+    per_image = 10.0 * safe_sqrt(dg.flatten())
+    return per_image if reduction == "none" else per_image.sum()
 
 
 class SILogLoss(nn.Module):

@@ -10,14 +10,14 @@ from torch import nn
 
 from . import _checks
 
-__all__ = ["edge_aware_smoothness", "EdgeAwareSmoothness"]
+__all__ = ["edge_aware_smoothness", "EdgeAwareSmoothnessLoss"]
 
 # Monodepth2 normalises with ``disp / (disp.mean(2, True).mean(3, True) + 1e-7)``; kept for its numbers
 # (a mean <= 0, which would divide by ~0 or flip the sign, is an error).
 _MEAN_EPS = 1e-7
 
 
-def edge_aware_smoothness(disp: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+def edge_aware_smoothness(disp: torch.Tensor, image: torch.Tensor, *, reduction: str = "mean") -> torch.Tensor:
     """``mean(|dx d*| exp(-mean_c |dx I|)) + mean(|dy d*| exp(-mean_c |dy I|))`` with ``d* = d / mean(d)``.
 
     ``disp`` is ``B,1,H,W`` (or ``B,H,W``) disparity, ``image`` the ``B,C,H,W`` colour image at the same
@@ -25,9 +25,12 @@ def edge_aware_smoothness(disp: torch.Tensor, image: torch.Tensor) -> torch.Tens
     and ``dy`` are forward differences, so the two means run over ``B*H*(W-1)`` and ``B*(H-1)*W`` values.
     The image only weights the loss (its gradient still flows if it requires grad, as in Monodepth2). A
     disparity whose mean is not > 0 in some image raises a ``ValueError`` (the loss divides by it).
-    Returns a scalar (0 for an empty batch), float32 for 16/32-bit input and float64 for float64 input. NaN/Inf in either input
-    raise a ``ValueError`` (see ``depthmetric.set_finite_checks``).
+    Returns a scalar (0 for an empty batch), float32 for 16/32-bit input and float64 for float64 input;
+    ``reduction="none"`` gives the ``B`` per-image losses (the same two means over each image's own
+    differences; their mean is the batch's loss) and ``"sum"`` their sum. NaN/Inf in either input raise a
+    ``ValueError`` (see ``depthmetric.set_finite_checks``).
     """
+    _checks.choice("reduction", reduction, _checks.REDUCTIONS)
     _checks.image("image", image)
     _checks.floating("disp", disp)
     disp = _checks.depth_map("disp", disp, batch=image.shape[0])
@@ -43,13 +46,23 @@ def edge_aware_smoothness(disp: torch.Tensor, image: torch.Tensor) -> torch.Tens
     d = d / (mean + _MEAN_EPS)
     weight_x = torch.exp(-(img[..., :, 1:] - img[..., :, :-1]).abs().mean(1, keepdim=True))
     weight_y = torch.exp(-(img[..., 1:, :] - img[..., :-1, :]).abs().mean(1, keepdim=True))
-    loss_x = _checks.mean((d[..., :, 1:] - d[..., :, :-1]).abs() * weight_x)
-    loss_y = _checks.mean((d[..., 1:, :] - d[..., :-1, :]).abs() * weight_y)
-    return loss_x + loss_y
+    terms_x = (d[..., :, 1:] - d[..., :, :-1]).abs() * weight_x
+    terms_y = (d[..., 1:, :] - d[..., :-1, :]).abs() * weight_y
+    if reduction == "mean":
+        return _checks.mean(terms_x) + _checks.mean(terms_y)
+    per_image = terms_x.mean((1, 2, 3)) + terms_y.mean((1, 2, 3))
+    return per_image if reduction == "none" else per_image.sum()
 
 
-class EdgeAwareSmoothness(nn.Module):
-    """:func:`edge_aware_smoothness` as a module (Monodepth2's ``get_smooth_loss``): ``(disp, image) -> scalar``."""
+class EdgeAwareSmoothnessLoss(nn.Module):
+    """:func:`edge_aware_smoothness` as a module (Monodepth2's ``get_smooth_loss``): ``(disp, image) -> loss``."""
+
+    def __init__(self, reduction: str = "mean"):
+        super().__init__()
+        self.reduction = _checks.choice("reduction", reduction, _checks.REDUCTIONS)
 
     def forward(self, disp: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-        return edge_aware_smoothness(disp, image)
+        return edge_aware_smoothness(disp, image, reduction=self.reduction)
+
+    def extra_repr(self) -> str:
+        return f"reduction={self.reduction!r}"

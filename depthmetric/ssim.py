@@ -17,7 +17,7 @@ from torch import nn
 from . import _autograd, _checks, _ext
 from .reference import ssim as _reference
 
-__all__ = ["ssim", "photometric_error", "SSIM", "PhotometricError", "WINDOWS", "PADDINGS"]
+__all__ = ["ssim", "ssim_loss", "photometric_error", "SSIM", "SSIMLoss", "PhotometricError", "WINDOWS", "PADDINGS"]
 
 WINDOWS = {"box3": 0, "gauss11": 1}  # codes of csrc/ssim/ssim_math.h
 PADDINGS = {"reflect": 0, "same": 1, "valid": 2}
@@ -81,7 +81,7 @@ def ssim(
 
     ``padding`` defaults to the window's own: ``"reflect"`` for ``box3`` (its only one), ``"same"`` for
     ``gauss11`` (``"valid"`` crops 5 pixels per side, ``"reflect"`` reflects the border). Returns
-    ``B,C,H',W'`` (``reduction="none"``) or its mean (0 for an empty batch), in float32 (float64 for float64 input). This is SSIM itself; Monodepth2's module returns
+    ``B,C,H',W'`` (``reduction="none"``), its mean (0 for an empty batch) or its sum, in float32 (float64 for float64 input). This is SSIM itself; Monodepth2's module returns
     ``clamp((1 - SSIM) / 2, 0, 1)``, which :func:`photometric_error` applies. NaN/Inf pixels raise a
     ``ValueError``; values outside [0, 1] are warned about once.
     """
@@ -92,7 +92,7 @@ def ssim(
         out = _kernel_ssim(x, y, window, padding)
     else:
         out = _reference.ssim(x, y, window, padding)
-    return _checks.mean(out) if reduction == "mean" else out
+    return _reduce_map(out, reduction)
 
 
 def photometric_error(
@@ -108,6 +108,15 @@ def photometric_error(
     check_images(("a", "b"), (a, b), window, padding)
     ssim_fn = _kernel_ssim if _ext.use_kernel(backend, a.device) else None
     return _reference.photometric_error(a, b, alpha, window, ssim_fn=ssim_fn)
+
+
+def ssim_loss(x: torch.Tensor, y: torch.Tensor, window: str = "box3", padding: str | None = None, *,
+              reduction: str = "mean", backend: str = "auto") -> torch.Tensor:
+    """The structural dissimilarity ``clamp((1 - SSIM(x, y)) / 2, 0, 1)`` (Monodepth2's ``SSIM`` module, kornia's
+    ``ssim_loss``), per pixel and channel (``reduction="none"``: ``B,C,H',W'``), averaged (default) or summed;
+    the arguments and errors as :func:`ssim`."""
+    _checks.choice("reduction", reduction, _checks.REDUCTIONS)
+    return _reduce_map(_reference.dissimilarity(ssim(x, y, window, padding, backend=backend)), reduction)
 
 
 class SSIM(nn.Module):
@@ -131,6 +140,25 @@ class SSIM(nn.Module):
                 f"backend={self.backend!r}")
 
 
+class SSIMLoss(nn.Module):
+    """:func:`ssim_loss` as a module: ``SSIMLoss(window, padding, reduction, backend)(x, y)``."""
+
+    def __init__(self, window: str = "box3", padding: str | None = None, reduction: str = "mean",
+                 backend: str = "auto"):
+        super().__init__()
+        self.window, self.padding = window, check_window(window, padding)
+        self.reduction = _checks.choice("reduction", reduction, _checks.REDUCTIONS)
+        _ext.check_backend(backend)
+        self.backend = backend
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return ssim_loss(x, y, self.window, self.padding, reduction=self.reduction, backend=self.backend)
+
+    def extra_repr(self) -> str:
+        return (f"window={self.window!r}, padding={self.padding!r}, reduction={self.reduction!r}, "
+                f"backend={self.backend!r}")
+
+
 class PhotometricError(nn.Module):
     """:func:`photometric_error` as a module (Monodepth2's ``compute_reprojection_loss``): ``B,1,H,W``."""
 
@@ -146,6 +174,12 @@ class PhotometricError(nn.Module):
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}, window={self.window!r}, backend={self.backend!r}"
+
+
+def _reduce_map(out: torch.Tensor, reduction: str) -> torch.Tensor:
+    if reduction == "none":
+        return out
+    return out.sum() if reduction == "sum" else _checks.mean(out)
 
 
 def check_alpha(alpha) -> float:

@@ -310,6 +310,8 @@ OPS = [
        no_channels="x", too_small="x", finite=("x", "y"), min_hw=6),
     Op("ssim gauss11 valid", dm.ssim, _ssim_inputs(window="gauss11", padding="valid", reduction="mean"),
        kernel="ssim", grad=(0, 1), no_channels="x", too_small="x", finite=("x", "y"), min_hw=11),
+    Op("ssim_loss", dm.ssim_loss, _ssim_inputs(), kernel="ssim", module=dm.SSIMLoss, grad=(0, 1), no_channels="x",
+       too_small="x", finite=("x", "y"), min_hw=2),
     Op("photometric_error", dm.photometric_error, _photometric_inputs, kernel="ssim", module=dm.PhotometricError,
        grad=(0, 1), out_shape=lambda B, C, H, W: (B, 1, H, W), no_channels="a", too_small="a", finite=("a", "b"),
        min_hw=2),
@@ -326,7 +328,7 @@ OPS = [
        module=dm.MultiScaleDerivativeLoss, **SUPERVISED),
     Op("scale_shift_invariant_loss", dm.scale_shift_invariant_loss, _pair_inputs(),
        module=dm.ScaleShiftInvariantLoss, **SUPERVISED),
-    Op("edge_aware_smoothness", dm.edge_aware_smoothness, _smoothness_inputs, module=dm.EdgeAwareSmoothness,
+    Op("edge_aware_smoothness", dm.edge_aware_smoothness, _smoothness_inputs, module=dm.EdgeAwareSmoothnessLoss,
        grad=(0, 1), no_channels="image",
        too_small="disp", finite=("disp", "image"), positive=("disp",)),
     # Geometry alone: warp, which reads images, checks its inputs.

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import depthmetric as dm
+from depthmetric import _checks
 
 from .registry import (BLOCK_CONSTANT, COMPILED, DEVICES, HELPERS, KERNEL_OPS, OPS, ROOT, backend_of, block_sizes,
                        public_callables, rand, twin)
@@ -107,3 +108,32 @@ def test_registry_calls_name_real_parameters():
         _, kwargs = op.make(2, 3, 12, 12)
         assert set(kwargs) <= set(params), op.name
         assert set(op.finite) | set(op.unchecked) <= set(params), op.name
+
+
+# A loss reduces three ways, with a module beside its function. The exceptions, and why:
+ONLY_MEAN = {"segmentation_distillation_loss": "the weighted sum of two means over different sets (the Dice "
+                                               "loss's classes, the focal loss's pixels)"}
+LOSSES = [op for op in OPS if op.fn.__name__.endswith("_loss") or op.fn is dm.edge_aware_smoothness]
+
+
+@pytest.mark.parametrize("op", LOSSES, **IDS)
+def test_every_loss_has_a_module_and_reduces_every_way(op):
+    """``reduction`` takes "mean", "sum" and "none" on the function and the module, and "sum" is the sum of
+    what "none" returns (per pixel, image or class); "mean" is a scalar (each loss says over what)."""
+    assert op.module is not None, f"{op.name} has no module"
+    if op.fn.__name__ in ONLY_MEAN:
+        assert "reduction" not in inspect.signature(op.fn).parameters
+        return
+    for callable_ in (op.fn, op.module):
+        parameter = inspect.signature(callable_).parameters.get("reduction")
+        assert parameter is not None and parameter.default in _checks.REDUCTIONS, callable_
+    args, kwargs = op.make(2, 3, 9, 11)
+    kwargs = {k: v for k, v in kwargs.items() if k != "reduction"}
+    if op.takes_backend:
+        kwargs["backend"] = "reference"
+    out = {reduction: op.fn(*args, **kwargs, reduction=reduction) for reduction in _checks.REDUCTIONS}
+    assert out["mean"].dim() == 0 and out["sum"].dim() == 0 and out["none"].dim() >= 1, op.name
+    torch.testing.assert_close(out["sum"], out["none"].sum(), rtol=1e-12, atol=0, msg=op.name)
+    assert out["none"].abs().sum() > 0, f"{op.name}: nothing to compare"
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        op.fn(*args, **kwargs, reduction="max")

@@ -296,7 +296,7 @@ def test_bad_input():
     with pytest.raises(ValueError, match="y is on meta"):
         dm.ssim(x, y.to("meta"), backend="reference")
     with pytest.raises(ValueError, match="reduction"):
-        dm.ssim(x, y, reduction="sum", backend="reference")
+        dm.ssim(x, y, reduction="max", backend="reference")
     with pytest.raises(ValueError, match="alpha"):
         dm.photometric_error(x, y, alpha=1.5, backend="reference")
     with pytest.raises(ValueError, match="backend"):
@@ -381,7 +381,9 @@ def test_modules_compute_what_their_functions_compute():
     assert "padding='valid'" in repr(module)
     torch.testing.assert_close(dm.PhotometricError(0.5, backend="reference")(x, y),
                                dm.photometric_error(x, y, 0.5, backend="reference"), rtol=0, atol=0)
-    assert dm.EdgeAwareSmoothness()(disp, x).item() == dm.edge_aware_smoothness(disp, x).item()
+    assert dm.EdgeAwareSmoothnessLoss()(disp, x).item() == dm.edge_aware_smoothness(disp, x).item()
+    torch.testing.assert_close(dm.SSIMLoss(reduction="none", backend="reference")(x, y),
+                               ((1 - dm.ssim(x, y, backend="reference")) / 2).clamp(0, 1), rtol=0, atol=0)
     with pytest.raises(ValueError, match="padding='valid' does not go with window='box3'"):
         dm.SSIM("box3", "valid")
     with pytest.raises(ValueError, match="alpha must be"):

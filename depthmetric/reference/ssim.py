@@ -48,6 +48,11 @@ def ssim(x: torch.Tensor, y: torch.Tensor, window: str = "box3", padding: str = 
     return num / den
 
 
+def dissimilarity(s: torch.Tensor) -> torch.Tensor:
+    """Monodepth2's structural dissimilarity of an SSIM map: ``clamp((1 - s) / 2, 0, 1)``."""
+    return ((1 - s) / 2).clamp(0, 1)
+
+
 def photometric_error(a, b, alpha: float = 0.85, window: str = "box3", ssim_fn=None) -> torch.Tensor:
     """SPIdepth Eq. 2 / Monodepth2's ``compute_reprojection_loss``: ``B,1,H,W``.
 
@@ -57,6 +62,6 @@ def photometric_error(a, b, alpha: float = 0.85, window: str = "box3", ssim_fn=N
     """
     ssim_fn = ssim if ssim_fn is None else ssim_fn
     s = ssim_fn(a, b, window, "reflect" if window == "box3" else "same")
-    dssim = ((1 - s) / 2).clamp(0, 1).mean(1, keepdim=True)
+    dssim = dissimilarity(s).mean(1, keepdim=True)
     l1 = (a.to(s.dtype) - b.to(s.dtype)).abs().mean(1, keepdim=True)
     return alpha * dssim + (1 - alpha) * l1
