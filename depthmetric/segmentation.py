@@ -186,8 +186,14 @@ class SegmentationDistillationLoss(nn.Module):
     """``alpha * Dice + (1 - alpha) * Focal`` on segmentation logits, the cross-task distillation's loss;
     see :func:`segmentation_distillation_loss`.
 
+    >>> import torch
+    >>> from depthmetric import SegmentationDistillationLoss
+    >>> logits, labels = torch.randn(2, 4, 8, 8), torch.randint(0, 4, (2, 8, 8))
+    >>> depth_loss = torch.tensor(1.0)
     >>> seg = SegmentationDistillationLoss(alpha=0.5, gamma=2.0)
     >>> loss = depth_loss + 0.1 * seg(logits, labels)  # lambda_dis = 0.1
+    >>> loss.shape
+    torch.Size([])
     """
 
     def __init__(self, alpha: float = 0.5, gamma: float = 2.0, ignore_index: int | None = 255,
