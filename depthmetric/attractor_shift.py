@@ -99,8 +99,14 @@ class AttractorShift(nn.Module):
     """ZoeDepth's attractor step as a module: ``AttractorShift()(centers, attractors)`` shifts ``B,K,h,w``
     bin centres towards ``B,A,h,w`` attractors. See :func:`attractor_shift` for the formula and arguments.
 
+    >>> import torch
+    >>> from depthmetric import AttractorShift
+    >>> centers = torch.linspace(1, 8, 8).reshape(1, 8, 1, 1).expand(2, 8, 3, 3).contiguous()  # B,K,h,w
+    >>> attractors = 10 * torch.rand(2, 4, 3, 3)                                              # B,A,h,w
     >>> step = AttractorShift(alpha=300.0, gamma=2, kind="inv", reduction="mean")
     >>> new_centers = step(centers, attractors)
+    >>> new_centers.shape
+    torch.Size([2, 8, 3, 3])
     """
 
     def __init__(self, alpha: float = 300.0, gamma: int = 2, kind: str = "inv", reduction: str = "mean",

@@ -113,8 +113,14 @@ def bin_expectation(
 class BinExpectation(nn.Module):
     """AdaBins/SQLdepth's bin head: ``depth = sum_k softmax_k(logits / temperature) c_k``.
 
+    >>> import torch
+    >>> from depthmetric import BinExpectation
+    >>> logits = torch.randn(2, 16, 4, 4)
+    >>> centers = torch.linspace(0.5, 10, 16).expand(2, 16)
     >>> head = BinExpectation()
     >>> depth = head(logits, centers)   # logits B,K,H,W; centers B,K (per image) or B,K,h,w (per pixel)
+    >>> depth.shape
+    torch.Size([2, 1, 4, 4])
 
     ``temperature``: a number > 0, or a tensor (e.g. an ``nn.Parameter``) broadcastable to ``B,1,H,W``. See
     :func:`bin_expectation` for shapes, dtypes, the resampling of the centres and the errors.

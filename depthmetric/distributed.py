@@ -50,6 +50,7 @@ def where(group, ranks: list[int]) -> str:
 
 
 def world_size(group) -> int:
+    """The number of ranks of ``group`` (1 for ``None``, i.e. one process)."""
     return 1 if group is None else dist.get_world_size(group)
 
 

@@ -48,6 +48,24 @@ def grad_l1_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | 
 
     Under ``torch.distributed``, ``normalize="global"`` pools the counted pixels of the global batch (both
     sums and the count summed over the ranks of ``process_group``, see ``depthmetric.distributed``).
+
+    Args:
+        pred: predicted depth, ``B,1,H,W`` or ``B,H,W``, floating.
+        target: ground-truth depth, same layout; NaN, Inf and values ``<= 0`` are invalid pixels.
+        mask: optional bool mask of the target's shape; False pixels are left out.
+        reduction: ``"mean"`` (pooled over the batch) or ``"none"`` (``B`` per-image losses).
+        interpolate: resize a prediction of another size to the target's.
+        normalize: ``"local"`` (this rank's pixels) or ``"global"`` (the global batch's).
+        process_group: the group of ``normalize="global"`` (default: the whole world).
+        backend: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"reference"`` (see :data:`depthmetric.BACKENDS`);
+            accepted for a uniform API and checked against the inputs' device: this loss is vectorised
+            PyTorch either way.
+
+    Returns:
+        A scalar tensor, or ``B`` values with ``reduction="none"``.
+
+    Raises:
+        ValueError: an unknown ``reduction`` or ``normalize``; NaN/Inf in ``pred``.
     """
     _checks.choice("reduction", reduction, _checks.REDUCTIONS)
     distributed.check_normalize(normalize, process_group)

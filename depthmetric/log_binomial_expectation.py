@@ -91,8 +91,14 @@ def log_binomial_expectation(
 class LogBinomialExpectation(nn.Module):
     """ZoeDepth's metric-bins head: ``LogBinomial`` then the expectation over the bin centres.
 
+    >>> import torch
+    >>> from depthmetric import LogBinomialExpectation
+    >>> p, t = torch.rand(2, 1, 4, 4), 1.0
+    >>> centers = torch.linspace(0.5, 10, 16).expand(2, 16)
     >>> head = LogBinomialExpectation()
     >>> depth = head(p, t, centers)   # p B,1,H,W; t B,1,H,W or a number; centers B,K or B,K,h,w
+    >>> depth.shape
+    torch.Size([2, 1, 4, 4])
 
     See :func:`log_binomial_expectation` for shapes, dtypes, the formula, ZoeDepth's conventions and the
     errors.

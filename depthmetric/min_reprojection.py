@@ -161,8 +161,13 @@ def min_reprojection_loss(
 class ReprojectionLoss(nn.Module):
     """Monodepth2/SPIdepth's photometric loss ``L_p`` with minimum reprojection and auto-masking.
 
+    >>> import torch
+    >>> from depthmetric import ReprojectionLoss
+    >>> target, warped_prev, warped_next, prev, next = torch.rand(5, 2, 3, 8, 8)
     >>> loss_fn = ReprojectionLoss()
     >>> loss = loss_fn(target, [warped_prev, warped_next], [prev, next])   # each B,3,H,W in [0, 1]
+    >>> loss.shape
+    torch.Size([])
 
     See :func:`min_reprojection_loss` for the arguments and outputs.
     """

@@ -235,8 +235,14 @@ class MultiRangeContrastiveLoss(nn.Module):
     """Drop-in module for MetricDepth's regularising loss ``L_re`` (Eq. 13), applied to the feature map
     before the prediction layer. Training loss (Eq. 14): ``L = L_depth + weight * L_re``.
 
+    >>> import torch
+    >>> from depthmetric import MultiRangeContrastiveLoss
+    >>> features = torch.randn(2, 8, 12, 16, requires_grad=True)
+    >>> depth = 0.5 + 3 * torch.rand(2, 1, 12, 16)
     >>> loss_fn = MultiRangeContrastiveLoss.preset("nyu-lt")
     >>> loss = loss_fn(features, depth)          # features B,C,H,W; depth B,1,H,W in metres
+    >>> loss.shape
+    torch.Size([])
     """
 
     def __init__(

@@ -99,6 +99,27 @@ def rsa_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None
     NaN/Inf predictions raise (see ``depthmetric.set_finite_checks``); the target is never checked (NaN means
     invalid). A prediction of another size is resized to the target's (bilinear, ``align_corners=True``) when
     ``interpolate``. Returns float32 (float64 for float64 inputs).
+
+    Args:
+        pred: predicted metric depth, ``B,1,H,W`` or ``B,H,W``, floating.
+        target: ground-truth depth, same layout; NaN, Inf and values ``<= 0`` are invalid pixels.
+        mask: optional bool mask of the target's shape; False pixels are left out.
+        min_depth: lower bound (exclusive) of the counted targets, a finite number >= 0.
+        max_depth: upper bound (exclusive), a number > ``min_depth``.
+        kind: the elementwise error, ``"l1"``, ``"huber"`` or ``"l2"``.
+        delta: the Huber threshold, a finite number > 0 (used with ``kind="huber"``).
+        reduction: ``"sum"`` (RSA's), ``"mean"`` or ``"none"``.
+        interpolate: resize a prediction of another size to the target's.
+        backend: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"reference"`` (see :data:`depthmetric.BACKENDS`);
+            accepted for a uniform API and checked against the inputs' device: this loss is vectorised
+            PyTorch either way.
+
+    Returns:
+        A scalar tensor, or ``B`` values with ``reduction="none"``.
+
+    Raises:
+        ValueError: a bound, ``kind``, ``delta`` or ``reduction`` out of range; NaN/Inf in ``pred``.
+        TypeError: a non-numeric bound or ``delta``, or a non-tensor input.
     """
     _check_config(min_depth, max_depth, kind, delta, reduction)
     pred, target, valid = prepare_pair(pred, target, mask, interpolate)

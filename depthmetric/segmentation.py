@@ -89,6 +89,26 @@ def focal_loss(logits: torch.Tensor, labels: torch.Tensor, *, gamma: float = 2.0
     ``reduction="mean"``: the mean over the pixels that are not ignored (as ``cross_entropy`` with
     ``ignore_index`` averages), 0 when there is none; ``"none"``: the ``B,H,W`` map, 0 at ignored pixels;
     ``"sum"``: its sum.
+
+    Args:
+        logits: ``B,C,H,W`` floating class scores.
+        labels: ``B,H,W`` integer class of each pixel, in ``[0, C)`` or ``ignore_index``.
+        gamma: the focusing exponent, a finite number >= 0.
+        ignore_index: the label of ignored pixels (default 255), or ``None``.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+        backend: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"reference"`` (see :data:`depthmetric.BACKENDS`);
+            accepted for a uniform API and checked against the inputs' device: this loss is vectorised
+            PyTorch either way.
+
+    Returns:
+        A scalar tensor (``"mean"``, ``"sum"``) or the ``B,H,W`` loss map (``"none"``), float32 (float64 for float64).
+
+    Raises:
+        ValueError: a label outside ``[0, C)`` that is not ``ignore_index``, a bad ``gamma`` or
+            ``reduction``, labels not ``B,H,W`` of the logits' size, or
+            NaN/Inf logits.
+        TypeError: labels not of an integer dtype, a non-tensor input, a non-numeric parameter or
+            ``ignore_index``.
     """
     gamma = _check_number("gamma", gamma)
     logp, target, valid = _prepare(logits, labels, ignore_index, reduction, backend)
@@ -112,8 +132,30 @@ def dice_loss(logits: torch.Tensor, labels: torch.Tensor, *, smooth: float = 0.0
     ``dice_c = (2 I_c + smooth) / max(S_c + smooth, eps)`` and ``loss_c = 1 - dice_c``; a class with no
     labelled pixel in the batch has ``loss_c = 0`` (its Dice is undefined, and smp leaves it out the same
     way). ``reduction="mean"``: the mean of ``loss_c`` over all ``C`` classes (absent ones count as 0, as in
-    smp); ``"none"``: the ``C`` per-class losses; ``"sum"``: their sum. ``smooth`` (default 0) and ``eps`` (default 1e-7) are smp's
-    defaults, finite numbers >= 0.
+    smp); ``"none"``: the ``C`` per-class losses; ``"sum"``: their sum. ``smooth`` (default 0) and ``eps``
+    (default 1e-7) are smp's defaults, finite numbers >= 0.
+
+    Args:
+        logits: ``B,C,H,W`` floating class scores.
+        labels: ``B,H,W`` integer class of each pixel, in ``[0, C)`` or ``ignore_index``.
+        smooth: added to the numerator and the denominator, a finite number >= 0.
+        eps: lower bound of the denominator, a finite number >= 0.
+        ignore_index: the label of ignored pixels (default 255), or ``None``.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+        backend: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"reference"`` (see :data:`depthmetric.BACKENDS`);
+            accepted for a uniform API and checked against the inputs' device: this loss is vectorised
+            PyTorch either way.
+
+    Returns:
+        A scalar tensor (``"mean"``, ``"sum"``) or the ``C`` per-class losses (``"none"``), float32 (float64 for
+        float64).
+
+    Raises:
+        ValueError: a label outside ``[0, C)`` that is not ``ignore_index``, a bad ``smooth``, ``eps`` or
+            ``reduction``, labels not ``B,H,W`` of the logits' size, or
+            NaN/Inf logits.
+        TypeError: labels not of an integer dtype, a non-tensor input, a non-numeric parameter or
+            ``ignore_index``.
     """
     smooth, eps = _check_number("smooth", smooth), _check_number("eps", eps)
     logp, target, valid = _prepare(logits, labels, ignore_index, reduction, backend)
@@ -138,7 +180,24 @@ def segmentation_distillation_loss(logits: torch.Tensor, labels: torch.Tensor, *
     """``alpha * dice_loss + (1 - alpha) * focal_loss`` (both ``reduction="mean"``), the segmentation loss of
     the cross-task distillation (see the module docstring). The seed gives the form but not ``alpha``:
     0.5, an equal blend (MONAI's ``DiceFocalLoss`` weighs the two equally too), must be in [0, 1]; ``gamma``
-    is the focal loss's (default 2, Lin et al.)."""
+    is the focal loss's (default 2, Lin et al.).
+
+    Args:
+        logits: ``B,C,H,W`` floating class scores.
+        labels: ``B,H,W`` integer class of each pixel, in ``[0, C)`` or ``ignore_index``.
+        alpha: the Dice weight, in ``[0, 1]``.
+        gamma: the focal loss's focusing exponent, a finite number >= 0.
+        ignore_index: the label of ignored pixels (default 255), or ``None``.
+        backend: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"reference"`` (see :data:`depthmetric.BACKENDS`);
+            accepted for a uniform API and checked against the inputs' device: this loss is vectorised
+            PyTorch either way.
+
+    Returns:
+        A scalar tensor, float32 (float64 for float64 logits).
+
+    Raises:
+        ValueError: as :func:`dice_loss` and :func:`focal_loss`, or ``alpha`` outside ``[0, 1]``.
+    """
     alpha = _check_number("alpha", alpha, 0.0, 1.0)
     kw = dict(ignore_index=ignore_index, backend=backend)
     dice = dice_loss(logits, labels, **kw)
@@ -191,8 +250,14 @@ class SegmentationDistillationLoss(nn.Module):
     """``alpha * Dice + (1 - alpha) * Focal`` on segmentation logits, the cross-task distillation's loss;
     see :func:`segmentation_distillation_loss`.
 
+    >>> import torch
+    >>> from depthmetric import SegmentationDistillationLoss
+    >>> logits, labels = torch.randn(2, 4, 8, 8), torch.randint(0, 4, (2, 8, 8))
+    >>> depth_loss = torch.tensor(1.0)
     >>> seg = SegmentationDistillationLoss(alpha=0.5, gamma=2.0)
     >>> loss = depth_loss + 0.1 * seg(logits, labels)  # lambda_dis = 0.1
+    >>> loss.shape
+    torch.Size([])
     """
 
     def __init__(self, alpha: float = 0.5, gamma: float = 2.0, ignore_index: int | None = 255,

@@ -104,7 +104,13 @@ class SILogLoss(nn.Module):
     """Drop-in module for ZoeDepth's ``SILogLoss`` (``beta=0.15``) or, with ``variance_focus=0.85``, the
     BTS/NeWCRFs ``silog_loss``; MetricDepth's ``L_depth``. See :func:`silog_loss`.
 
+    >>> import torch
+    >>> from depthmetric import SILogLoss
+    >>> depth = 1 + 4 * torch.rand(2, 1, 8, 8)
+    >>> pred = 1.1 * depth          # a global scale error: Var(g) = 0, mean(g) = log 1.1
     >>> loss = SILogLoss()(pred, depth, mask=depth > 1e-3)
+    >>> round(loss.item(), 4)       # 10 * sqrt(0.15) * log(1.1)
+    0.3691
     """
 
     def __init__(self, beta: float = 0.15, eps: float = 1e-7, variance_focus: float | None = None,

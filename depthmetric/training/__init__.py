@@ -2,8 +2,10 @@
 loop (one process or torchrun), checkpoints, evaluation, figures and the command line. The library,
 ``depthmetric``, never imports it.
 
->>> from depthmetric.training import TrainConfig, train
->>> results = train(TrainConfig(steps=100))
+Example (a short training run; not run as a doctest)::
+
+    from depthmetric.training import TrainConfig, train
+    results = train(TrainConfig(steps=100))
 """
 import importlib
 
