@@ -18,6 +18,7 @@ from .silog import *  # noqa: F401,F403  (SILogLoss, silog_loss)
 from .smoothness import *  # noqa: F401,F403  (edge_aware_smoothness, EdgeAwareSmoothness)
 from .ssim import *  # noqa: F401,F403  (ssim, photometric_error, SSIM, PhotometricError)
 from .warping import *  # noqa: F401,F403  (backproject, project, warp)
+from .order_statistics import *  # noqa: F401,F403  (region_median, trimmed_sum)
 
 __version__ = "0.1.0"
 
@@ -26,6 +27,7 @@ __version__ = "0.1.0"
 __all__ = [
     "metrics", "distributed", "BACKENDS", "build_info", "set_finite_checks",
     *(name for module in ("attractor_shift", "bin_expectation", "depth_losses", "log_binomial_expectation",
-                          "min_reprojection", "multi_range_contrastive", "silog", "smoothness", "ssim", "warping")
+                          "min_reprojection", "multi_range_contrastive", "silog", "smoothness", "ssim", "warping",
+                          "order_statistics")
       for name in _sys.modules[f"{__name__}.{module}"].__all__),
 ]
