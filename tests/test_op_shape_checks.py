@@ -97,7 +97,6 @@ CASES = {  # kernel: [(call, wrong argument, expected message)]
 }
 
 
-
 def _attractor(device, attractors_shape=(B, 4, H, W)):
     centers, = _images(device)
     return ops.attractor_shift(centers, torch.rand(attractors_shape, device=device), 300.0, 2, 0, True)
@@ -117,6 +116,9 @@ CASES["attractor_shift"] = [
      r"attractors \(B,A,h,w\) must have 4 dimensions, got shape \[2, 4, 6\]"),
     (_attractor_backward, dict(grad_shape=(B, C + 1, H, W)),
      r"grad must be the centers' B,K,h,w = \[2, 3, 6, 7\], got \[2, 4, 6, 7\]"),
+]
+
+
 def _bins(device, centers_shape=(B, C, 3, 4), temperature_shape=(B, 1, H, W)):
     logits = torch.randn(B, C, H, W).to(device)
     return ops.bin_expectation(logits, torch.rand(centers_shape).to(device), torch.ones(temperature_shape).to(device))
