@@ -69,6 +69,8 @@ def regions(values, *, boxes=None, depth_ranges=None, key=None, labels=None, num
     B, H, W = values.shape
     dev = values.device
     sizes = {}
+    if num_labels is not None:
+        _checks.count("num_labels", num_labels)
     if boxes is not None:
         boxes = _descriptor("boxes", boxes, B, 4, torch.int64, dev)
         sizes["boxes"] = boxes.shape[1]

@@ -509,3 +509,34 @@ def assert_same_state(got, want, path="state", rtol=1e-12, atol=1e-12):
             f"{path}: {got!r} != {want!r}"
     else:
         assert got == want, f"{path}: {got!r} != {want!r}"
+
+
+# Order statistics per region (median, MAD, trimmed sum) and the median-normalised losses built on them.
+def _median_inputs(**kw):
+    def inputs(B, C, H, W, dtype, seed, fixed):  # one map; a mask with holes; kw: "boxes" -> two boxes per image
+        values = rand(B, 1, H, W, seed=seed, low=-1.0, high=2.0, dtype=dtype)
+        mask = rand(B, 1, H, W, seed=seed + 1) > 0.2
+        extra = dict(kw)
+        if extra.pop("boxes", False):
+            extra["boxes"] = torch.tensor([[0, max(1, H // 2), 0, W], [H // 3, H, W // 4, W]]).expand(B, 2, 4).contiguous()
+        return (values, mask), extra
+    return inputs
+
+
+def _median_out(result):
+    return torch.stack([result[0], result[1]])
+
+
+OPS += [
+    Op("region_median", dm.region_median, _median_inputs(), kernel="order_statistics", grad=(0,), smooth=False,
+       out=_median_out, out_shape=lambda B, C, H, W: (2, B, 1), finite=("values",)),
+    Op("region_median boxes", dm.region_median, _median_inputs(boxes=True), kernel="order_statistics", grad=(0,),
+       smooth=False, out=_median_out, out_shape=lambda B, C, H, W: (2, B, 2), finite=("values",)),
+    Op("trimmed_sum", dm.trimmed_sum, _median_inputs(), kernel="order_statistics", grad=(0,), smooth=False,
+       out=lambda r: r[0], out_shape=lambda B, C, H, W: (B,), finite=("residual",)),
+    Op("trimmed_sum batch keep", dm.trimmed_sum, _median_inputs(over="batch", keep="keep", trim=0.3),
+       kernel="order_statistics", grad=(0,), smooth=False, out=lambda r: r[0], out_shape=lambda B, C, H, W: (1,),
+       finite=("residual",)),
+]
+OP_BY_NAME = {op.name: op for op in OPS}
+KERNEL_OPS = [op for op in OPS if op.kernel is not None]

@@ -18,17 +18,19 @@ def kept_count(n: int, trim: float, keep_rule: int) -> int:
     return min(max(keep, 0), n)
 
 
-def region_members(valid, key, labels, box, lo, hi, label_id, H, W) -> torch.Tensor:
-    """The ``H,W`` bool map of one region of one image: valid, inside the box (clipped), ``lo <= key < hi``
-    and, for ``label_id >= 0``, ``labels == label_id``."""
-    y0, y1, x0, x1 = (min(max(int(v), 0), lim) for v, lim in zip(box, (H, H, W, W)))
-    inside = torch.zeros(H, W, dtype=torch.bool, device=valid.device)
-    inside[y0:y1, x0:x1] = True
-    k = key.double()
-    member = valid & inside & (lo <= k) & (k < hi)
-    if label_id >= 0:
-        member = member & (labels == label_id)
-    return member
+def region_members(valid, key, labels, boxes, ranges, ids) -> torch.Tensor:
+    """The ``B,R,H*W`` bool maps of the regions: valid, inside the box (clipped), ``lo <= key < hi`` and, for
+    ``id >= 0``, ``labels == id`` (the twin materialises them; the kernels never do)."""
+    B, H, W = valid.shape
+    R = boxes.shape[1]
+    rows = torch.arange(H, device=valid.device).view(1, 1, H, 1)
+    cols = torch.arange(W, device=valid.device).view(1, 1, 1, W)
+    y0, y1, x0, x1 = (boxes[..., k].view(B, R, 1, 1) for k in range(4))
+    inside = (rows >= y0) & (rows < y1) & (cols >= x0) & (cols < x1)
+    k = key.double().unsqueeze(1)
+    lo, hi = ranges[..., 0].view(B, R, 1, 1), ranges[..., 1].view(B, R, 1, 1)
+    label_ok = (ids.view(B, R, 1, 1) < 0) | (labels.unsqueeze(1) == ids.view(B, R, 1, 1))
+    return (valid.unsqueeze(1) & inside & (lo <= k) & (k < hi) & label_ok).flatten(2)
 
 
 def order_statistics(values, valid, key, labels, boxes, ranges, ids, trim: float, keep_rule: int):
@@ -37,40 +39,40 @@ def order_statistics(values, valid, key, labels, boxes, ranges, ids, trim: float
     element (sorted index ``(n - 1) // 2``) taken at the lowest flat index among equal values, so its
     gradient reaches that element; the MAD is ``mean |x - median|``; the trimmed sum is
     ``sum(x < thr) + (keep - below) * mean(x == thr)`` with ``thr`` the ``keep``-th smallest value (the tied
-    values at the cut share its gradient equally)."""
+    values at the cut share its gradient equally). An empty region gives zeros and median index -1."""
     acc = torch.float64 if values.dtype == torch.float64 else torch.float32
     B, H, W = values.shape
     R = boxes.shape[1]
-    x = values.to(acc)
-    stats_rows, count_rows = [], []
-    for b in range(B):
-        for r in range(R):
-            lo, hi = (float(v) for v in ranges[b, r])
-            member = region_members(valid[b], key[b], labels[b], boxes[b, r].tolist(), lo, hi, int(ids[b, r]), H, W)
-            flat = member.flatten().nonzero().flatten()
-            v = x[b].flatten()[flat]
-            n = v.numel()
-            zero = x.sum() * 0  # zeros that carry a (zero) gradient
-            if n == 0:
-                stats_rows.append(torch.stack([zero] * 4))
-                count_rows.append(torch.tensor([0, -1, 0, 0, 0], dtype=torch.int64))
-                continue
-            ordered = v.detach().sort(stable=True).values
-            med_value = ordered[(n - 1) // 2]
-            pick = int((v.detach() == med_value).nonzero()[0])
-            med = v[pick]
-            mad = (v - med).abs().mean()
-            sign_sum = int(torch.sign(v.detach() - med_value).sum())
-            keep = kept_count(n, trim, keep_rule)
-            if keep:
-                thr = ordered[keep - 1]
-                below, at = v.detach() < thr, v.detach() == thr
-                trimmed = v[below].sum() + (keep - int(below.sum())) * v[at].mean()
-                row = [int(below.sum()), int(at.sum())]
-            else:
-                thr, trimmed, row = zero.detach(), zero, [0, 0]
-            stats_rows.append(torch.stack([med, mad, trimmed, thr.to(acc) + zero.detach()]))
-            count_rows.append(torch.tensor([n, int(flat[pick]), *row, sign_sum], dtype=torch.int64))
-    stats = torch.stack(stats_rows).reshape(B, R, 4) if stats_rows else x.new_zeros(B, R, 4)
-    counts = torch.stack(count_rows).reshape(B, R, 5) if count_rows else torch.zeros(B, R, 5, dtype=torch.int64)
-    return stats, counts.to(values.device)
+    member = region_members(valid, key, labels, boxes, ranges, ids)  # B,R,HW
+    x = values.to(acc).reshape(B, 1, H * W).expand(B, R, H * W)
+    n = member.sum(-1)
+    zero = torch.zeros((), dtype=acc, device=values.device)
+    # one padding column, so that the gathers of empty regions (and of 0 x 0 images) stay in bounds
+    ordered = torch.where(member, x.detach(), math.inf).sort(dim=-1, stable=True).values
+    ordered = torch.cat([ordered, ordered.new_zeros(B, R, 1)], -1)
+    nth = lambda q: ordered.gather(-1, q.clamp(0, H * W).unsqueeze(-1)).squeeze(-1)  # noqa: E731
+    med_value = torch.where(n > 0, nth((n - 1).div(2, rounding_mode="floor")), 0.0)
+    hit = member & (x.detach() == med_value.unsqueeze(-1))
+    pick = torch.cat([hit, hit.new_zeros(B, R, 1)], -1).to(torch.int8).argmax(-1)  # the first (lowest flat index) of the ties
+    padded = torch.cat([x, x.new_zeros(B, R, 1)], -1)
+    med = torch.where(n > 0, padded.gather(-1, pick.unsqueeze(-1)).squeeze(-1), zero)
+    count = n.clamp(min=1).to(acc)
+    mad = torch.where(member, (x - med.unsqueeze(-1)).abs(), zero).sum(-1) / count
+    sign_sum = torch.where(member, torch.sign(x.detach() - med_value.unsqueeze(-1)), zero).sum(-1).to(torch.int64)
+    if keep_rule == 0:
+        keep = n - torch.floor(n.double() * trim).to(torch.int64)
+    else:
+        keep = torch.floor(n.double() * (1.0 - trim)).to(torch.int64)
+    keep = torch.minimum(keep.clamp(min=0), n)
+    thr = torch.where(keep > 0, nth(keep - 1), 0.0)
+    below = member & (x.detach() < thr.unsqueeze(-1))
+    at = member & (x.detach() == thr.unsqueeze(-1))
+    n_below, n_at = below.sum(-1), at.sum(-1)
+    tied = torch.where(at, x, zero).sum(-1) / n_at.clamp(min=1).to(acc)
+    trimmed = torch.where(below, x, zero).sum(-1) + (keep - n_below).to(acc) * tied
+    trimmed = torch.where(keep > 0, trimmed, zero)
+    has = keep > 0
+    stats = torch.stack([med, mad, trimmed, thr.to(acc)], -1)
+    counts = torch.stack([n, torch.where(n > 0, pick, -1), torch.where(has, n_below, 0), torch.where(has, n_at, 0),
+                          torch.where(n > 0, sign_sum, 0)], -1)
+    return stats, counts
