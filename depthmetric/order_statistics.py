@@ -205,3 +205,19 @@ def _register_kernels() -> None:
 
 if _ext.extension_loaded():
     _register_kernels()
+
+
+def image_median(values, valid, backend):
+    """The losses' fast path (inputs already checked): ``(median, count)`` of each image's valid pixels,
+    ``values`` and ``valid`` ``B,H,W``; the median carries torch.median's gradient."""
+    key, labels, boxes, ranges, ids = regions(values)
+    stats, counts = order_statistics(values, valid, key, labels, boxes, ranges, ids, 1.0, 0, backend)
+    return stats[:, 0, 0], counts[:, 0, 0]
+
+
+def image_trimmed_sum(values, valid, trim, keep_rule, backend):
+    """The losses' fast path: ``(sum, count)`` of the kept smallest ``values`` (already ``>= 0``) of each image
+    (``B,H,W``; reshape to ``1,B*H,W`` to pool a batch) and its valid count."""
+    key, labels, boxes, ranges, ids = regions(values)
+    stats, counts = order_statistics(values, valid, key, labels, boxes, ranges, ids, trim, keep_rule, backend)
+    return stats[:, 0, 2], counts[:, 0, 0]
