@@ -19,6 +19,7 @@ from .smoothness import *  # noqa: F401,F403  (edge_aware_smoothness, EdgeAwareS
 from .ssim import *  # noqa: F401,F403  (ssim, photometric_error, SSIM, PhotometricError)
 from .warping import *  # noqa: F401,F403  (backproject, project, warp)
 from .order_statistics import *  # noqa: F401,F403  (region_median, trimmed_sum)
+from .normalized_losses import *  # noqa: F401,F403  (ssi_trimmed_loss, gradient_matching_loss, MiDaSLoss, ...)
 
 __version__ = "0.1.0"
 
@@ -28,6 +29,6 @@ __all__ = [
     "metrics", "distributed", "BACKENDS", "build_info", "set_finite_checks",
     *(name for module in ("attractor_shift", "bin_expectation", "depth_losses", "log_binomial_expectation",
                           "min_reprojection", "multi_range_contrastive", "silog", "smoothness", "ssim", "warping",
-                          "order_statistics")
+                          "order_statistics", "normalized_losses")
       for name in _sys.modules[f"{__name__}.{module}"].__all__),
 ]

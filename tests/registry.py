@@ -540,3 +540,18 @@ OPS += [
 ]
 OP_BY_NAME = {op.name: op for op in OPS}
 KERNEL_OPS = [op for op in OPS if op.kernel is not None]
+OPS += [
+    Op("ssi_trimmed_loss", dm.ssi_trimmed_loss, _pair_inputs(), module=dm.SSITrimmedLoss, smooth=False, **SUPERVISED),
+    Op("ssi_trimmed_loss vda", dm.ssi_trimmed_loss, _pair_inputs(median_over="all", trim_over="batch", pool="batch"),
+       smooth=False, **SUPERVISED),
+    Op("gradient_matching_loss", dm.gradient_matching_loss, _pair_inputs(scales=2), module=dm.GradientMatchingLoss,
+       smooth=False, **SUPERVISED),
+    Op("midas_loss", dm.midas_loss, _pair_inputs(), module=dm.MiDaSLoss, smooth=False, **SUPERVISED),
+    Op("midas_loss vda", dm.midas_loss, _pair_inputs(median_over="all", trim_over="batch", pool="batch"),
+       smooth=False, **SUPERVISED),
+    Op("trimmed_mae_loss median_mad", dm.trimmed_mae_loss, _pair_inputs(align="median_mad"), smooth=False,
+       **SUPERVISED),
+    Op("multi_scale_derivative_loss least_squares", dm.multi_scale_derivative_loss,
+       _pair_inputs(p=2, align="least_squares"), **SUPERVISED),
+]
+OP_BY_NAME = {op.name: op for op in OPS}
