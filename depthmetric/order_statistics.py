@@ -101,13 +101,15 @@ def regions(values, *, boxes=None, depth_ranges=None, key=None, labels=None, num
     return key, labels, boxes, depth_ranges, ids
 
 
-def order_statistics(values, valid, key, labels, boxes, ranges, ids, trim=1.0, keep_rule=0, backend="auto"):
+def order_statistics(values, valid, key, labels, boxes, ranges, ids, trim=1.0, keep_rule=0, with_median=True,
+                     backend="auto"):
     """The raw op, ``(stats, counts)``: ``B,R,4`` (median, MAD, trimmed sum, threshold) and ``B,R,5`` int64
     (n, median flat index, below, equal, sum of signs); see ``csrc/order_statistics/order_statistics.cpp``."""
     if _ext.use_kernel(backend, values.device):
         _autograd.check_untransformed("depthmetric.order_statistics", (values,))
-        return torch.ops.depthmetric.order_statistics(values, valid, key, labels, boxes, ranges, ids, trim, keep_rule)
-    return _reference.order_statistics(values, valid, key, labels, boxes, ranges, ids, trim, keep_rule)
+        return torch.ops.depthmetric.order_statistics(values, valid, key, labels, boxes, ranges, ids, trim, keep_rule,
+                                                       with_median)
+    return _reference.order_statistics(values, valid, key, labels, boxes, ranges, ids, trim, keep_rule, with_median)
 
 
 def _values_and_valid(name, values, mask):
@@ -136,7 +138,7 @@ def region_median(values, mask=None, *, boxes=None, depth_ranges=None, key=None,
     key, labels, boxes, ranges, ids = regions(values, boxes=boxes, depth_ranges=depth_ranges, key=key,
                                               labels=labels, num_labels=num_labels)
     _ext.check_backend(backend, values.device)
-    stats, counts = order_statistics(values, valid, key, labels, boxes, ranges, ids, 1.0, 0, backend)
+    stats, counts = order_statistics(values, valid, key, labels, boxes, ranges, ids, 1.0, 0, True, backend)
     return stats[..., 0], stats[..., 1], counts[..., 0]
 
 
@@ -159,7 +161,8 @@ def trimmed_sum(residual, mask=None, *, trim: float = 0.2, keep: str = "drop", o
         B, H, W = values.shape
         values, valid = values.reshape(1, B * H, W), valid.reshape(1, B * H, W)
     key, labels, boxes, ranges, ids = regions(values)
-    stats, counts = order_statistics(values, valid, key, labels, boxes, ranges, ids, trim, KEEP_RULES[keep], backend)
+    stats, counts = order_statistics(values, valid, key, labels, boxes, ranges, ids, trim, KEEP_RULES[keep], False,
+                                     backend)
     n = counts[:, 0, 0]
     if keep == "drop":
         kept = n - torch.floor(n.double() * trim).long()
@@ -172,7 +175,7 @@ def _register_kernels() -> None:
     """Fake kernels (for torch.compile / meta tensors) and autograd of the compiled op."""
 
     @torch.library.register_fake("depthmetric::order_statistics")
-    def _(values, valid, key, labels, boxes, ranges, ids, trim, keep_rule):
+    def _(values, valid, key, labels, boxes, ranges, ids, trim, keep_rule, with_median):
         B, R = boxes.shape[:2]
         return (values.new_empty((B, R, 4), dtype=_checks.accumulate_dtype(values.dtype)),
                 values.new_empty((B, R, 5), dtype=torch.int64))
@@ -182,19 +185,20 @@ def _register_kernels() -> None:
         return values.new_empty(values.shape)
 
     def setup_context(ctx, inputs, output):
-        values, valid, key, labels, boxes, ranges, ids, trim, keep_rule = inputs
+        values, valid, key, labels, boxes, ranges, ids, trim, keep_rule, with_median = inputs
         ctx.params = (trim, keep_rule)
+        ctx.with_median = with_median
         ctx.save_for_backward(values, valid, key, labels, boxes, ranges, ids, *output)
 
     def backward(ctx, grad_stats, grad_counts):
         values, valid, key, labels, boxes, ranges, ids, stats, counts = ctx.saved_tensors
-        none = (None,) * 8
+        none = (None,) * 9
         if grad_stats is None or not ctx.needs_input_grad[0]:
             return (None, *none)
         region = (valid, key, labels, boxes, ranges, ids)
         if torch.is_grad_enabled():  # create_graph=True: a gradient that can be differentiated again
             grad, = _autograd.reference_vjp(
-                lambda v: _reference.order_statistics(v, *region, *ctx.params)[0], (values,), grad_stats, (True,))
+                lambda v: _reference.order_statistics(v, *region, *ctx.params, ctx.with_median)[0], (values,), grad_stats, (True,))
             return (grad, *none)
         grad = torch.ops.depthmetric._order_statistics_backward(grad_stats, values, *region, *ctx.params, stats,
                                                                 counts)
@@ -211,7 +215,7 @@ def image_median(values, valid, backend):
     """The losses' fast path (inputs already checked): ``(median, count)`` of each image's valid pixels,
     ``values`` and ``valid`` ``B,H,W``; the median carries torch.median's gradient."""
     key, labels, boxes, ranges, ids = regions(values)
-    stats, counts = order_statistics(values, valid, key, labels, boxes, ranges, ids, 1.0, 0, backend)
+    stats, counts = order_statistics(values, valid, key, labels, boxes, ranges, ids, 1.0, 0, True, backend)
     return stats[:, 0, 0], counts[:, 0, 0]
 
 
@@ -219,5 +223,5 @@ def image_trimmed_sum(values, valid, trim, keep_rule, backend):
     """The losses' fast path: ``(sum, count)`` of the kept smallest ``values`` (already ``>= 0``) of each image
     (``B,H,W``; reshape to ``1,B*H,W`` to pool a batch) and its valid count."""
     key, labels, boxes, ranges, ids = regions(values)
-    stats, counts = order_statistics(values, valid, key, labels, boxes, ranges, ids, trim, keep_rule, backend)
+    stats, counts = order_statistics(values, valid, key, labels, boxes, ranges, ids, trim, keep_rule, False, backend)
     return stats[:, 0, 2], counts[:, 0, 0]

@@ -223,8 +223,9 @@ def test_log_binomial_expectation_matches_cpu_kernel(emulated, shape, centers_hw
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16])
 @pytest.mark.parametrize("shape", [(1, 1, 1), (2, 5, 7), (2, 17, 40)])
-@pytest.mark.parametrize("trim,keep_rule", [(0.2, 0), (0.35, 1), (1.0, 0), (0.0, 1)])
-def test_order_statistics_matches_cpu_kernel(emulated, shape, trim, keep_rule, dtype):
+@pytest.mark.parametrize("trim,keep_rule,with_median", [(0.2, 0, True), (0.35, 1, True), (1.0, 0, True),
+                                                       (0.0, 1, True), (0.2, 1, False)])
+def test_order_statistics_matches_cpu_kernel(emulated, shape, trim, keep_rule, with_median, dtype):
     """Regions of every kind (whole image, boxes partly outside, depth ranges, label ids, an empty one), with
     ties (values on a grid of 8), both keep rules; the backward with a gradient on every statistic."""
     B, H, W = shape
@@ -239,8 +240,8 @@ def test_order_statistics_matches_cpu_kernel(emulated, shape, trim, keep_rule, d
     ids = torch.tensor([-1, -1, 1, -1, -1])
     args = (values, valid, key, labels, boxes.expand(B, 5, 4).contiguous(), ranges.expand(B, 5, 2).contiguous(),
             ids.expand(B, 5).contiguous(), trim, keep_rule)
-    stats, counts = emulated.order_statistics(*args)
-    cpu_stats, cpu_counts = torch.ops.depthmetric.order_statistics(*args)
+    stats, counts = emulated.order_statistics(*args, with_median)
+    cpu_stats, cpu_counts = torch.ops.depthmetric.order_statistics(*args, with_median)
     assert torch.equal(counts, cpu_counts)
     tol = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 1e-5}[dtype]
     torch.testing.assert_close(stats, cpu_stats, rtol=tol, atol=tol)

@@ -173,7 +173,7 @@ def _order_args(device, values_shape=(B, H, W), valid_shape=(B, H, W), boxes_sha
 
 
 def _order(device, **shapes):
-    return ops.order_statistics(*_order_args(device, **shapes), 0.2, 0)
+    return ops.order_statistics(*_order_args(device, **shapes), 0.2, 0, True)
 
 
 def _order_backward(device, grad_shape=(B, 2, 4), stats_shape=(B, 2, 4), counts_shape=(B, 2, 5)):

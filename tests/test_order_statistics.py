@@ -173,7 +173,7 @@ def test_kernel_matches_twin(shape, dtype, device):
     x = values.detach().requires_grad_()
     out = {}
     for backend in ("reference", backend_of(device)):
-        stats, counts = order_statistics(x, valid, *args, 0.25, 0, backend)
+        stats, counts = order_statistics(x, valid, *args, 0.25, 0, True, backend)
         weights = torch.rand(stats.shape, generator=torch.Generator().manual_seed(5), dtype=stats.dtype).to(device)
         weights[..., 3] = 0  # the threshold is not differentiable
         grad, = torch.autograd.grad((stats * weights).sum(), x)
@@ -205,8 +205,8 @@ def test_opcheck(device):
     values, valid = values.to(device).requires_grad_(), valid.to(device)
     args = regions(values, boxes=torch.tensor([[0, 5, 0, 7], [1, 3, 2, 7]]).expand(2, 2, 4).to(device))
     op = torch.ops.depthmetric.order_statistics.default
-    torch.library.opcheck(op, (values, valid, *args, 0.2, 0))
-    torch.library.opcheck(op, (values.detach().double(), valid, args[0].double(), *args[1:], 0.5, 1))
+    torch.library.opcheck(op, (values, valid, *args, 0.2, 0, True))
+    torch.library.opcheck(op, (values.detach().double(), valid, args[0].double(), *args[1:], 0.5, 1, False))
 
 
 @needs_ext

@@ -52,8 +52,10 @@ struct Inputs {
 template <typename scalar_t, typename index_t>
 DM_HOST_DEVICE bool member(const Inputs<scalar_t, index_t>& in, const Region& r, int64_t b, int64_t i, int64_t j) {
   if (!in.valid(b, 0, i, j)) return false;
-  const double k = static_cast<double>(in.key(b, 0, i, j));
-  if (!(r.lo <= k && k < r.hi)) return false;
+  if (r.lo != -INFINITY || r.hi != INFINITY) {  // the key is read only for a bounded range
+    const double k = static_cast<double>(in.key(b, 0, i, j));
+    if (!(r.lo <= k && k < r.hi)) return false;
+  }
   return r.id < 0 || in.labels(b, 0, i, j) == r.id;
 }
 

@@ -33,13 +33,15 @@ def region_members(valid, key, labels, boxes, ranges, ids) -> torch.Tensor:
     return (valid.unsqueeze(1) & inside & (lo <= k) & (k < hi) & label_ok).flatten(2)
 
 
-def order_statistics(values, valid, key, labels, boxes, ranges, ids, trim: float, keep_rule: int):
+def order_statistics(values, valid, key, labels, boxes, ranges, ids, trim: float, keep_rule: int,
+                     with_median: bool = True):
     """``(stats, counts)`` of every region (b, r), as the kernel returns them (``B,R,4`` in the
     accumulation dtype, ``B,R,5`` int64; slots ``STATS`` and ``COUNTS``). The median is the lower middle
     element (sorted index ``(n - 1) // 2``) taken at the lowest flat index among equal values, so its
     gradient reaches that element; the MAD is ``mean |x - median|``; the trimmed sum is
     ``sum(x < thr) + (keep - below) * mean(x == thr)`` with ``thr`` the ``keep``-th smallest value (the tied
-    values at the cut share its gradient equally). An empty region gives zeros and median index -1."""
+    values at the cut share its gradient equally). An empty region gives zeros and median index -1, and so
+    do the median's slots (median, MAD, median index, sign sum) without ``with_median``."""
     acc = torch.float64 if values.dtype == torch.float64 else torch.float32
     B, H, W = values.shape
     R = boxes.shape[1]
@@ -72,7 +74,11 @@ def order_statistics(values, valid, key, labels, boxes, ranges, ids, trim: float
     trimmed = torch.where(below, x, zero).sum(-1) + (keep - n_below).to(acc) * tied
     trimmed = torch.where(keep > 0, trimmed, zero)
     has = keep > 0
+    if not with_median:
+        med, mad, sign_sum, n_med = zero.expand(B, R), zero.expand(B, R), sign_sum * 0, n * 0
+    else:
+        n_med = n
     stats = torch.stack([med, mad, trimmed, thr.to(acc)], -1)
-    counts = torch.stack([n, torch.where(n > 0, pick, -1), torch.where(has, n_below, 0), torch.where(has, n_at, 0),
+    counts = torch.stack([n, torch.where(n_med > 0, pick, -1), torch.where(has, n_below, 0), torch.where(has, n_at, 0),
                           torch.where(n > 0, sign_sum, 0)], -1)
     return stats, counts

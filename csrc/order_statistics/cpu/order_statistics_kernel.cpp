@@ -24,7 +24,7 @@ namespace {
 template <typename scalar_t>
 void forward_regions(const Tensor& values, const Tensor& valid, const Tensor& key, const Tensor& labels,
                      const Tensor& boxes, const Tensor& ranges, const Tensor& ids, double trim, int64_t keep_rule,
-                     Tensor& stats, Tensor& counts) {
+                     bool with_median, Tensor& stats, Tensor& counts) {
   using acc_t = acc_type<scalar_t>;
   const int64_t B = boxes.size(0), R = boxes.size(1), H = values.size(1), W = values.size(2);
   const auto in = inputs_of<scalar_t>(values, valid, key, labels);
@@ -39,6 +39,7 @@ void forward_regions(const Tensor& values, const Tensor& valid, const Tensor& ke
       const int64_t b = t / R;
       const Region reg = region_of(bx, rg, id, t, H, W);
       buf.clear();
+      buf.reserve(std::max<int64_t>(0, (reg.y1 - reg.y0) * (reg.x1 - reg.x0)));
       for (int64_t i = reg.y0; i < reg.y1; ++i)
         for (int64_t j = reg.x0; j < reg.x1; ++j)
           if (member(in, reg, b, i, j)) buf.push_back(value_at<acc_t>(in, b, i, j));
@@ -49,41 +50,43 @@ void forward_regions(const Tensor& values, const Tensor& valid, const Tensor& ke
       for (int64_t k = 0; k < kNumCounts; ++k) c[k] = 0;
       c[kMedianIndex] = -1;
       if (n == 0) continue;
-      const int64_t q = (n - 1) / 2;
-      std::nth_element(buf.begin(), buf.begin() + q, buf.end());
-      const acc_t med = buf[q];
-      acc_t mad = 0;
-      int64_t first = -1, sign_sum = 0;
-      for (int64_t i = reg.y0; i < reg.y1; ++i)
-        for (int64_t j = reg.x0; j < reg.x1; ++j) {
-          if (!member(in, reg, b, i, j)) continue;
-          const acc_t v = value_at<acc_t>(in, b, i, j);
-          mad += abs_of(v - med);
-          sign_sum += (v > med) - (v < med);
-          if (first < 0 && v == med) first = i * W + j;
-        }
-      s[kMedian] = med;
-      s[kMad] = mad / static_cast<acc_t>(n);
       c[kCount] = n;
-      c[kMedianIndex] = first;
-      c[kSignSum] = sign_sum;
+      if (with_median) {
+        const int64_t q = (n - 1) / 2;
+        std::nth_element(buf.begin(), buf.begin() + q, buf.end());
+        const acc_t med = buf[q];
+        // MAD and the sign sum over the scratch copy (contiguous); the median's index: the first member equal
+        // to it in flat order (a scan that stops there).
+        acc_t mad = 0;
+        int64_t sign_sum = 0;
+        for (int64_t k = 0; k < n; ++k) {
+          mad += abs_of(buf[k] - med);
+          sign_sum += (buf[k] > med) - (buf[k] < med);
+        }
+        int64_t first = -1;
+        for (int64_t i = reg.y0; i < reg.y1 && first < 0; ++i)
+          for (int64_t j = reg.x0; j < reg.x1; ++j)
+            if (member(in, reg, b, i, j) && value_at<acc_t>(in, b, i, j) == med) {
+              first = i * W + j;
+              break;
+            }
+        s[kMedian] = med;
+        s[kMad] = mad / static_cast<acc_t>(n);
+        c[kMedianIndex] = first;
+        c[kSignSum] = sign_sum;
+      }
       const int64_t keep = kept_count(n, trim, keep_rule);
       if (keep == 0) continue;
       std::nth_element(buf.begin(), buf.begin() + (keep - 1), buf.end());
       const acc_t thr = buf[keep - 1];
       acc_t below_sum = 0;
       int64_t below = 0, equal = 0;
-      for (int64_t i = reg.y0; i < reg.y1; ++i)
-        for (int64_t j = reg.x0; j < reg.x1; ++j) {
-          if (!member(in, reg, b, i, j)) continue;
-          const acc_t v = value_at<acc_t>(in, b, i, j);
-          if (v < thr) {
-            below_sum += v;
-            ++below;
-          } else if (v == thr) {
-            ++equal;
-          }
-        }
+      for (int64_t k = 0; k < n; ++k) {
+        const acc_t v = buf[k];
+        below_sum += v < thr ? v : acc_t(0);
+        below += v < thr;
+        equal += v == thr;
+      }
       s[kTrimmed] = below_sum + static_cast<acc_t>(keep - below) * thr;
       s[kThreshold] = thr;
       c[kBelow] = below;
@@ -128,7 +131,7 @@ void backward_images(const Tensor& grad, const Tensor& values, const Tensor& val
             acc[i * W + j] += g_mad * sign_of(v - med) * inv_n +
                               g_trim * trimmed_weight(v, thr, keep, c[kBelow], c[kEqual]);
           }
-        acc[c[kMedianIndex]] += g_med - g_mad * static_cast<acc_t>(c[kSignSum]) * inv_n;
+        if (c[kMedianIndex] >= 0) acc[c[kMedianIndex]] += g_med - g_mad * static_cast<acc_t>(c[kSignSum]) * inv_n;
       }
       scalar_t* dst = out + b * H * W;
       for (int64_t p = 0; p < H * W; ++p) dst[p] = static_cast<scalar_t>(acc[p]);
@@ -138,12 +141,13 @@ void backward_images(const Tensor& grad, const Tensor& values, const Tensor& val
 
 std::tuple<Tensor, Tensor> forward_cpu(const Tensor& values, const Tensor& valid, const Tensor& key,
                                        const Tensor& labels, const Tensor& boxes, const Tensor& ranges,
-                                       const Tensor& ids, double trim, int64_t keep_rule) {
+                                       const Tensor& ids, double trim, int64_t keep_rule, bool with_median) {
   check_inputs(values, valid, key, labels, boxes, ranges, ids, trim, keep_rule);
   auto [stats, counts] = allocate_outputs(values, boxes);
   if (stats.numel() == 0) return {stats, counts};
   DM_DISPATCH_FLOATING_TYPES(values.scalar_type(), "order_statistics_cpu", [&] {
-    forward_regions<scalar_t>(values, valid, key, labels, boxes, ranges, ids, trim, keep_rule, stats, counts);
+    forward_regions<scalar_t>(values, valid, key, labels, boxes, ranges, ids, trim, keep_rule, with_median, stats,
+                              counts);
   });
   return {stats, counts};
 }

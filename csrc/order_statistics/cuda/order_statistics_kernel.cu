@@ -69,7 +69,7 @@ __global__ void __launch_bounds__(kRegionThreads) forward_kernel(Inputs<scalar_t
                                                                 const double* ranges, const int64_t* ids,
                                                                 acc_t* stats, int64_t* counts, int64_t R, int64_t H,
                                                                 int64_t W, int64_t n_regions, double trim,
-                                                                int64_t keep_rule) {
+                                                                int64_t keep_rule, bool with_median) {
   for (int64_t t = blockIdx.x; t < n_regions; t += gridDim.x) {
     const int64_t b = t / R;
     const Region reg = region_of(boxes, ranges, ids, t, H, W);
@@ -88,20 +88,23 @@ __global__ void __launch_bounds__(kRegionThreads) forward_kernel(Inputs<scalar_t
       }
       continue;
     }
-    const acc_t med = select_kth<acc_t>(in, reg, b, (n - 1) / 2);
-    acc_t mad = 0;
-    int64_t first = INT64_MAX, sign_sum = 0;
-    for (int64_t p = threadIdx.x; p < area; p += kRegionThreads) {
-      const int64_t i = reg.y0 + p / cols, j = reg.x0 + p % cols;
-      if (!member(in, reg, b, i, j)) continue;
-      const acc_t v = value_at<acc_t>(in, b, i, j);
-      mad += abs_of(v - med);
-      sign_sum += (v > med) - (v < med);
-      if (v == med && i * W + j < first) first = i * W + j;
+    acc_t med = 0, mad = 0;
+    int64_t first = -1, sign_sum = 0;
+    if (with_median) {
+      med = select_kth<acc_t>(in, reg, b, (n - 1) / 2);
+      first = INT64_MAX;
+      for (int64_t p = threadIdx.x; p < area; p += kRegionThreads) {
+        const int64_t i = reg.y0 + p / cols, j = reg.x0 + p % cols;
+        if (!member(in, reg, b, i, j)) continue;
+        const acc_t v = value_at<acc_t>(in, b, i, j);
+        mad += abs_of(v - med);
+        sign_sum += (v > med) - (v < med);
+        if (v == med && i * W + j < first) first = i * W + j;
+      }
+      mad = block_reduce(mad, Sum());
+      first = block_reduce(first, Min());
+      sign_sum = block_reduce(sign_sum, Sum());
     }
-    mad = block_reduce(mad, Sum());
-    first = block_reduce(first, Min());
-    sign_sum = block_reduce(sign_sum, Sum());
     const int64_t keep = kept_count(n, trim, keep_rule);
     acc_t thr = 0, below_sum = 0;
     int64_t below = 0, equal = 0;
@@ -166,7 +169,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock) backward_kernel(
 
 std::tuple<Tensor, Tensor> forward_cuda(const Tensor& values, const Tensor& valid, const Tensor& key,
                                         const Tensor& labels, const Tensor& boxes, const Tensor& ranges,
-                                        const Tensor& ids, double trim, int64_t keep_rule) {
+                                        const Tensor& ids, double trim, int64_t keep_rule, bool with_median) {
   check_inputs(values, valid, key, labels, boxes, ranges, ids, trim, keep_rule);
   const CudaDeviceGuard guard(values);
   auto [stats, counts] = allocate_outputs(values, boxes);
@@ -178,7 +181,7 @@ std::tuple<Tensor, Tensor> forward_cuda(const Tensor& values, const Tensor& vali
     DM_LAUNCH((forward_kernel<scalar_t, acc_t>), grid, dim3(kRegionThreads),
               inputs_of<scalar_t>(values, valid, key, labels), data_of<const int64_t>(boxes),
               data_of<const double>(ranges), data_of<const int64_t>(ids), data_of<acc_t>(stats),
-              data_of<int64_t>(counts), R, values.size(1), values.size(2), n_regions, trim, keep_rule);
+              data_of<int64_t>(counts), R, values.size(1), values.size(2), n_regions, trim, keep_rule, with_median);
   });
   return {stats, counts};
 }
