@@ -122,18 +122,18 @@ def test_trim_count_boundary(backend):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_median_gradient_reaches_the_lowest_tied_index(backend):
-    """Values 3 1 2 2 | 2 5 (n = 6): the lower middle is the third smallest, 2, held at flat indices 2, 3, 4;
-    the gradient goes to index 2 alone (torch.median's gradient reaches the one element it returns)."""
-    x = torch.tensor([[[3.0, 1.0, 2.0], [2.0, 2.0, 5.0]]], dtype=torch.float64, requires_grad=True)
+    """Values 3 2 2 | 1 2 5 (n = 6): the lower middle is the third smallest, 2, held at flat indices 1, 2, 4;
+    the gradient goes to index 1 alone (torch.median's gradient reaches the one element it returns)."""
+    x = torch.tensor([[[3.0, 2.0, 2.0], [1.0, 2.0, 5.0]]], dtype=torch.float64, requires_grad=True)
     med, mad, n = dm.region_median(x, backend=backend)
     assert med.item() == 2.0 and n.item() == 6
     g, = torch.autograd.grad(med.sum(), x, retain_graph=True)
-    assert g.flatten().tolist() == [0, 0, 1, 0, 0, 0]
-    # MAD = mean |x - 2| = (1 + 1 + 0 + 0 + 0 + 3) / 6; its gradient: sign(x - 2) / 6, and the median's
-    # share -(sum of signs) / 6 at index 2.
+    assert g.flatten().tolist() == [0, 1, 0, 0, 0, 0]
+    # MAD = mean |x - 2| = (1 + 0 + 0 + 1 + 0 + 3) / 6; its gradient: sign(x - 2) / 6, and the median's
+    # share -(sum of signs) / 6 = -1 / 6 at index 1.
     assert math.isclose(mad.item(), 5 / 6)
     g, = torch.autograd.grad(mad.sum(), x)
-    torch.testing.assert_close(g.flatten(), torch.tensor([1, -1, -1, 0, 0, 1], dtype=torch.float64) / 6)
+    torch.testing.assert_close(g.flatten(), torch.tensor([1, -1, 0, -1, 0, 1], dtype=torch.float64) / 6)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
