@@ -6,7 +6,7 @@ kernel) against sorting.
   runs it).
 - ``midas_loss``: MiDaS / Depth Anything's ssitrim + 0.5 x gradient matching (4 scales) with Video Depth
   Anything's semantics (median over all pixels, trimming the batch's pooled residuals, divided by the batch's
-  valid count) at Depth Anything's 518x518, batch 4: the kernel, the twin, and ``vda``: Video Depth Anything's
+  valid count) at Depth Anything's 518x518, batch 4 (and MiDaS's 384x384, batch 8): the kernel, the twin, and ``vda``: Video Depth Anything's
   ``TrimmedProcrustesLoss`` formulation written here from its description (per-image ``torch.median``, a sort
   of the pooled residuals): the sort-based version the kernel replaces.
 - ``trimmed_mae``: Depth Pro's trimmed MAE (trim 0.2) on the kernel vs ``sort``: the library's former
@@ -27,6 +27,7 @@ from benchmarks.harness import Case, backend_arg
 _QUICK = dict(B=2, H=24, W=32)
 _DA = dict(B=4, H=518, W=518)
 _NYU, _KITTI = dict(B=8, H=480, W=640), dict(B=4, H=375, W=1242)
+_MIDAS = dict(B=8, H=384, W=384)  # MiDaS's training crop
 
 
 def _label(d: dict) -> str:
@@ -35,8 +36,8 @@ def _label(d: dict) -> str:
 
 CASES = []
 for op, backends, sizes in [
-    ("region_median", ("kernel", "reference", "torch_median"), [(_DA, ("cpu", "cuda"))]),
-    ("midas_loss", ("kernel", "reference", "vda"), [(_DA, ("cpu", "cuda"))]),
+    ("region_median", ("kernel", "reference", "torch_median"), [(_DA, ("cpu", "cuda")), (_NYU, ("cpu", "cuda"))]),
+    ("midas_loss", ("kernel", "reference", "vda"), [(_DA, ("cpu", "cuda")), (_MIDAS, ("cpu", "cuda"))]),
     ("trimmed_mae", ("kernel", "sort"), [(_DA, ("cpu", "cuda")), (_NYU, ("cpu", "cuda")), (_KITTI, ("cpu", "cuda"))]),
 ]:
     CASES.append(Case(op, _label(_QUICK), _QUICK, sets=("quick",), backends=backends))
