@@ -21,6 +21,8 @@ from .warping import *  # noqa: F401,F403  (backproject, project, warp)
 from .rsa import *  # noqa: F401,F403  (inverse_affine_depth, rsa_loss, RSALoss)
 from .segmentation import *  # noqa: F401,F403  (dice_loss, focal_loss, segmentation_distillation_loss, ...)
 from .grad_l1 import *  # noqa: F401,F403  (grad_l1_loss, GradL1Loss)
+from .order_statistics import *  # noqa: F401,F403  (region_median, trimmed_sum)
+from .normalized_losses import *  # noqa: F401,F403  (ssi_trimmed_loss, gradient_matching_loss, MiDaSLoss, ...)
 
 __version__ = "0.1.0"
 
@@ -30,6 +32,6 @@ __all__ = [
     "metrics", "distributed", "BACKENDS", "build_info", "set_finite_checks",
     *(name for module in ("attractor_shift", "bin_expectation", "depth_losses", "log_binomial_expectation",
                           "min_reprojection", "multi_range_contrastive", "silog", "smoothness", "ssim", "warping",
-                          "rsa", "segmentation", "grad_l1")
+                          "rsa", "segmentation", "grad_l1", "order_statistics", "normalized_losses")
       for name in _sys.modules[f"{__name__}.{module}"].__all__),
 ]

@@ -13,11 +13,14 @@ prediction is never masked by its own value (a bad prediction must receive a gra
 (NaN/Inf raise, see ``depthmetric.set_finite_checks``). A prediction of another size is resized to the
 target's (bilinear, ``align_corners=True``) when ``interpolate``.
 
-Vectorised PyTorch, no compiled kernel: the trimmed MAE is dominated by a per-image sort and the derivative
-loss by two small convolutions per scale, both already library kernels; a fused kernel would save a few
-elementwise passes, short of the 2x the project asks of a kernel (an estimate from the pass count;
-no fused version was written to measure). ``backend`` is accepted for a uniform
-API and only checked.
+The trimmed MAE selects its kept residuals with the ``order_statistics`` kernel (no per-image sort); the
+derivative loss runs two small convolutions per scale; ``backend`` picks the kernel or its twin for the
+selection (and the medians of ``align="median_mad"``) and is only checked by the other losses.
+
+``align`` (trimmed MAE and derivative loss): ``"none"``; ``"median_mad"`` shifts each image's prediction and
+target by their medians over the valid pixels and divides them by their MAD (Depth Pro's non-metric data);
+``"least_squares"`` maps the prediction onto the target by MiDaS's per-image scale and shift (as
+:func:`scale_shift_invariant_loss` fits it). See ``depthmetric._alignment``.
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import _checks, _ext, distributed
+from . import _alignment, _checks, _ext, distributed, order_statistics
 from ._supervised import prepare_pair
 
 __all__ = [
@@ -68,23 +71,24 @@ def _check_trim(trim) -> None:
         raise ValueError(f"trim must be a number in [0, 1), got {trim!r}")
 
 
-def trimmed_mae_loss(pred, target, mask=None, *, trim: float = 0.2, reduction: str = "mean",
+def trimmed_mae_loss(pred, target, mask=None, *, trim: float = 0.2, align: str = "none", reduction: str = "mean",
                      interpolate: bool = True, normalize: str = "local", process_group=None,
                      backend: str = "auto") -> torch.Tensor:
     """Depth Pro's ``L_MAE`` with the worst ``trim`` fraction of pixels of each image discarded.
 
     Meant for canonical inverse depth (Depth Pro's ``C``), but any map works. Per image with ``n`` valid
-    pixels, the ``floor(trim * n)`` largest absolute errors are dropped and the other
-    ``n - floor(trim * n)`` averaged (ties are dropped in any order: the sum is the same).
+    pixels (after ``align``), the ``floor(trim * n)`` largest absolute errors are dropped and the other
+    ``n - floor(trim * n)`` averaged (ties at the cut share the gradient: the sum is the same). The kept
+    errors are selected by the ``order_statistics`` kernel, without sorting.
     """
     _check_trim(trim)
+    _checks.choice("align", align, _alignment.ALIGNS)
     pred, target, valid = _prepare(pred, target, mask, interpolate, backend, reduction, normalize, process_group)
-    err = torch.where(valid, (pred - target).abs(), math.inf).flatten(1)
-    ordered, _ = err.sort(dim=1)
-    n = valid.flatten(1).sum(1)
+    pred, target = _alignment.align_pair(pred, target, valid, align, backend)
+    err = torch.where(valid, pred - target, 0.0).abs()[:, 0]
+    kept_sum, n = order_statistics.image_trimmed_sum(err, valid[:, 0], trim, 0, backend)
     keep = n - torch.floor(n.to(torch.float64) * trim).to(n.dtype)
-    kept = torch.arange(ordered.shape[1], device=pred.device) < keep[:, None]
-    per_image = torch.where(kept, ordered, 0.0).sum(1) / keep.clamp(min=1).to(pred.dtype)
+    per_image = kept_sum / keep.clamp(min=1).to(pred.dtype)
     return _reduce(per_image, n > 0, reduction, normalize, process_group)
 
 
@@ -108,7 +112,7 @@ def _check_derivative_config(operator, p, scales) -> None:
 
 
 def multi_scale_derivative_loss(pred, target, mask=None, *, operator: str = "scharr", p: int = 1,
-                                scales: int = 4, reduction: str = "mean", interpolate: bool = True,
+                                scales: int = 4, align: str = "none", reduction: str = "mean", interpolate: bool = True,
                                 normalize: str = "local", process_group=None, backend: str = "auto") -> torch.Tensor:
     """Depth Pro's multi-scale derivative loss ``1/M sum_j 1/N_j sum_i |grad C_i^j - grad Chat_i^j|^p``.
 
@@ -119,7 +123,9 @@ def multi_scale_derivative_loss(pred, target, mask=None, *, operator: str = "sch
     without any, e.g. sparse LiDAR or a tiny image, is left out rather than counted as 0).
     """
     _check_derivative_config(operator, p, scales)
+    _checks.choice("align", align, _alignment.ALIGNS)
     pred, target, valid = _prepare(pred, target, mask, interpolate, backend, reduction, normalize, process_group)
+    pred, target = _alignment.align_pair(pred, target, valid, align, backend)
     weight = _stencils(operator, pred.dtype, pred.device)
     support = (weight != 0).any(0, keepdim=True).to(pred.dtype)
     diff = torch.where(valid, pred - target, 0.0)
@@ -166,18 +172,8 @@ def scale_shift_invariant_loss(pred, target, mask=None, *, reduction: str = "mea
     pred, target, valid = _prepare(pred, target, mask, interpolate, backend, reduction, normalize, process_group)
     dims = (1, 2, 3)
     m = valid.to(pred.dtype)
-    count = m.sum(dims)
+    s, t, count = _alignment.least_squares_fit(pred, target, valid)
     n = count.clamp(min=1)
-    p0, g0 = pred * m, target * m
-    p_mean, g_mean = p0.sum(dims) / n, g0.sum(dims) / n
-    pc = (pred - p_mean.view(-1, 1, 1, 1)) * m
-    gc = (target - g_mean.view(-1, 1, 1, 1)) * m
-    var, cov = pc.pow(2).sum(dims), (pc * gc).sum(dims)
-    # Rounding leaves |pred - mean| ~ eps * |pred| for constant pred: treat such a spread as none.
-    tiny = (64 * torch.finfo(pred.dtype).eps) ** 2
-    determined = var > tiny * p0.pow(2).sum(dims)
-    s = torch.where(determined, cov / torch.where(determined, var, 1.0), 0.0)
-    t = g_mean - s * p_mean
     residual = (s.view(-1, 1, 1, 1) * pred + t.view(-1, 1, 1, 1) - target).abs() * m
     if pool == "batch":
         return distributed.global_mean(residual.sum(), count.sum(), normalize, process_group)
@@ -189,21 +185,22 @@ class TrimmedMAELoss(nn.Module):
     """Depth Pro's trimmed mean absolute error on canonical inverse depth; see :func:`trimmed_mae_loss`."""
 
     def __init__(self, trim: float = 0.2, reduction: str = "mean", normalize: str = "local", process_group=None,
-                 backend: str = "auto"):
+                 backend: str = "auto", align: str = "none"):
         super().__init__()
         _check_trim(trim)
+        self.align = _checks.choice("align", align, _alignment.ALIGNS)
         _check_reduction(reduction)
         _ext.check_backend(backend)
         self.trim, self.reduction, self.backend = float(trim), reduction, backend
         self.normalize, self.process_group = distributed.check_normalize(normalize, process_group), process_group
 
     def forward(self, pred, target, mask=None, interpolate=True):
-        return trimmed_mae_loss(pred, target, mask, trim=self.trim, reduction=self.reduction,
+        return trimmed_mae_loss(pred, target, mask, trim=self.trim, align=self.align, reduction=self.reduction,
                                 interpolate=interpolate, normalize=self.normalize,
                                 process_group=self.process_group, backend=self.backend)
 
     def extra_repr(self) -> str:
-        return f"trim={self.trim}, reduction={self.reduction!r}, normalize={self.normalize!r}, backend={self.backend!r}"
+        return f"trim={self.trim}, align={self.align!r}, reduction={self.reduction!r}, normalize={self.normalize!r}, backend={self.backend!r}"
 
 
 class MultiScaleDerivativeLoss(nn.Module):
@@ -211,9 +208,10 @@ class MultiScaleDerivativeLoss(nn.Module):
     norm ``p``, ``scales`` = M; see :func:`multi_scale_derivative_loss`."""
 
     def __init__(self, operator: str = "scharr", p: int = 1, scales: int = 4, reduction: str = "mean",
-                 normalize: str = "local", process_group=None, backend: str = "auto"):
+                 normalize: str = "local", process_group=None, backend: str = "auto", align: str = "none"):
         super().__init__()
         _check_derivative_config(operator, p, scales)
+        self.align = _checks.choice("align", align, _alignment.ALIGNS)
         _check_reduction(reduction)
         _ext.check_backend(backend)
         self.operator, self.p, self.scales, self.reduction, self.backend = operator, p, scales, reduction, backend
@@ -221,12 +219,12 @@ class MultiScaleDerivativeLoss(nn.Module):
 
     def forward(self, pred, target, mask=None, interpolate=True):
         return multi_scale_derivative_loss(pred, target, mask, operator=self.operator, p=self.p, scales=self.scales,
-                                           reduction=self.reduction, interpolate=interpolate,
+                                           align=self.align, reduction=self.reduction, interpolate=interpolate,
                                            normalize=self.normalize, process_group=self.process_group,
                                            backend=self.backend)
 
     def extra_repr(self) -> str:
-        return (f"operator={self.operator!r}, p={self.p}, scales={self.scales}, reduction={self.reduction!r}, "
+        return (f"operator={self.operator!r}, p={self.p}, scales={self.scales}, align={self.align!r}, reduction={self.reduction!r}, "
                 f"normalize={self.normalize!r}, backend={self.backend!r}")
 
 

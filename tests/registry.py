@@ -382,8 +382,6 @@ OPS += [
        out_shape=lambda B, C, H, W: (B, 1, H, W), no_channels="centers", finite=("p", "t", "centers")),
 ]
 
-OP_BY_NAME = {op.name: op for op in OPS}
-KERNEL_OPS = [op for op in OPS if op.kernel is not None]
 
 # Public callables that are not ops on images (constructors, samplers, settings): a valid call each, for the
 # argument audit.
@@ -550,5 +548,52 @@ OPS += [
     Op("segmentation_distillation_loss", dm.segmentation_distillation_loss, _segmentation_inputs(),
        module=dm.SegmentationDistillationLoss, grad=(0,), no_channels="logits", finite=("logits",)),
 ]
-OP_BY_NAME = {op.name: op for op in OPS}
 WRONG.update({"labels": [[[0]], 1.5], "ignore_index": ["255", 2.5]})
+
+
+# Order statistics per region (median, MAD, trimmed sum) and the median-normalised losses built on them.
+def _median_inputs(**kw):
+    def inputs(B, C, H, W, dtype, seed, fixed):  # one map; a mask with holes; kw: "boxes" -> two boxes per image
+        values = rand(B, 1, H, W, seed=seed, low=-1.0, high=2.0, dtype=dtype)
+        mask = rand(B, 1, H, W, seed=seed + 1) > 0.2
+        extra = dict(kw)
+        if extra.pop("boxes", False):
+            extra["boxes"] = torch.tensor([[0, max(1, H // 2), 0, W], [H // 3, H, W // 4, W]]).expand(B, 2, 4).contiguous()
+        return (values, mask), extra
+    return inputs
+
+
+def _median_out(result):
+    return torch.stack([result[0], result[1]])
+
+
+OPS += [
+    Op("region_median", dm.region_median, _median_inputs(), kernel="order_statistics", grad=(0,), smooth=False,
+       out=_median_out, out_shape=lambda B, C, H, W: (2, B, 1), finite=("values",)),
+    Op("region_median boxes", dm.region_median, _median_inputs(boxes=True), kernel="order_statistics", grad=(0,),
+       smooth=False, out=_median_out, out_shape=lambda B, C, H, W: (2, B, 2), finite=("values",)),
+    Op("trimmed_sum", dm.trimmed_sum, _median_inputs(), kernel="order_statistics", grad=(0,), smooth=False,
+       out=lambda r: r[0], out_shape=lambda B, C, H, W: (B,), finite=("residual",)),
+    Op("trimmed_sum batch keep", dm.trimmed_sum, _median_inputs(over="batch", keep="keep", trim=0.3),
+       kernel="order_statistics", grad=(0,), smooth=False, out=lambda r: r[0], out_shape=lambda B, C, H, W: (1,),
+       finite=("residual",)),
+]
+OPS += [
+    Op("ssi_trimmed_loss", dm.ssi_trimmed_loss, _pair_inputs(), module=dm.SSITrimmedLoss, smooth=False, **SUPERVISED),
+    Op("ssi_trimmed_loss vda", dm.ssi_trimmed_loss, _pair_inputs(median_over="all", trim_over="batch", pool="batch"),
+       smooth=False, **SUPERVISED),
+    Op("gradient_matching_loss", dm.gradient_matching_loss, _pair_inputs(scales=2), module=dm.GradientMatchingLoss,
+       smooth=False, **SUPERVISED),
+    Op("midas_loss", dm.midas_loss, _pair_inputs(), module=dm.MiDaSLoss, smooth=False, **SUPERVISED),
+    Op("midas_loss vda", dm.midas_loss, _pair_inputs(median_over="all", trim_over="batch", pool="batch"),
+       smooth=False, **SUPERVISED),
+    Op("trimmed_mae_loss median_mad", dm.trimmed_mae_loss, _pair_inputs(align="median_mad"), smooth=False,
+       **SUPERVISED),
+    Op("multi_scale_derivative_loss least_squares", dm.multi_scale_derivative_loss,
+       _pair_inputs(p=2, align="least_squares"), **SUPERVISED),
+]
+
+
+# Read by the property tests; after every ``OPS +=`` above.
+OP_BY_NAME = {op.name: op for op in OPS}
+KERNEL_OPS = [op for op in OPS if op.kernel is not None]

@@ -219,3 +219,34 @@ def test_log_binomial_expectation_matches_cpu_kernel(emulated, shape, centers_hw
     t = (0.0212 + 2 * torch.rand(B, 1, H, W, generator=g, dtype=torch.float64)).to(acc)
     centers = (0.5 + 9.5 * torch.rand(B, K, *centers_hw, generator=g, dtype=torch.float64)).to(dtype)
     _compare_bins(emulated, "log_binomial_expectation", (p, t, centers), (1e-4,), (B, 1, H, W), dtype, g)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16])
+@pytest.mark.parametrize("shape", [(1, 1, 1), (2, 5, 7), (2, 17, 40)])
+@pytest.mark.parametrize("trim,keep_rule,with_median", [(0.2, 0, True), (0.35, 1, True), (1.0, 0, True),
+                                                       (0.0, 1, True), (0.2, 1, False)])
+def test_order_statistics_matches_cpu_kernel(emulated, shape, trim, keep_rule, with_median, dtype):
+    """Regions of every kind (whole image, boxes partly outside, depth ranges, label ids, an empty one), with
+    ties (values on a grid of 8), both keep rules; the backward with a gradient on every statistic."""
+    B, H, W = shape
+    g = torch.Generator().manual_seed(H * W + keep_rule)
+    values = (torch.randint(0, 8, shape, generator=g).double() / 4 - 0.5).to(dtype)
+    values = values.transpose(1, 2).contiguous().transpose(1, 2)  # strided
+    valid = torch.rand(shape, generator=g) > 0.25
+    key = (3 * torch.rand(shape, generator=g, dtype=torch.float64)).to(dtype)
+    labels = torch.randint(-1, 3, shape, generator=g)
+    boxes = torch.tensor([[0, H, 0, W], [-2, H // 2 + 1, W // 3, W + 5], [0, H, 0, W], [0, H, 0, W], [3, 1, 0, W]])
+    ranges = torch.tensor([[-math.inf, math.inf]] * 3 + [[0.5, 2.0], [-math.inf, math.inf]], dtype=torch.float64)
+    ids = torch.tensor([-1, -1, 1, -1, -1])
+    args = (values, valid, key, labels, boxes.expand(B, 5, 4).contiguous(), ranges.expand(B, 5, 2).contiguous(),
+            ids.expand(B, 5).contiguous(), trim, keep_rule)
+    stats, counts = emulated.order_statistics(*args, with_median)
+    cpu_stats, cpu_counts = torch.ops.depthmetric.order_statistics(*args, with_median)
+    assert torch.equal(counts, cpu_counts)
+    tol = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 1e-5}[dtype]
+    torch.testing.assert_close(stats, cpu_stats, rtol=tol, atol=tol)
+    grad = torch.rand(B, 5, 4, generator=g, dtype=stats.dtype)
+    got = emulated._order_statistics_backward(grad, *args, stats, counts)
+    want = torch.ops.depthmetric._order_statistics_backward(grad, *args, cpu_stats, cpu_counts)
+    assert got.dtype == dtype
+    torch.testing.assert_close(got, want, rtol=tol, atol=tol)

@@ -159,6 +159,42 @@ CASES["log_binomial_expectation"] = [
 ]
 
 
+def _order_args(device, values_shape=(B, H, W), valid_shape=(B, H, W), boxes_shape=(B, 2, 4), ranges_shape=(B, 2, 2),
+                ids_shape=(B, 2)):
+    values = torch.rand(values_shape)
+    valid = torch.ones(valid_shape, dtype=torch.bool)
+    labels = torch.zeros(B, H, W, dtype=torch.int64)
+    boxes = torch.tensor([0, H, 0, W]).expand(boxes_shape).contiguous() if boxes_shape[-1:] == (4,) else torch.zeros(
+        boxes_shape, dtype=torch.int64)
+    ranges = torch.tensor([0.0, 1.0], dtype=torch.float64).expand(ranges_shape).contiguous() if ranges_shape[-1:] == (
+        2,) else torch.zeros(ranges_shape, dtype=torch.float64)
+    ids = torch.full(ids_shape, -1, dtype=torch.int64)
+    return [a.to(device) for a in (values, valid, values.clone(), labels, boxes, ranges, ids)]
+
+
+def _order(device, **shapes):
+    return ops.order_statistics(*_order_args(device, **shapes), 0.2, 0, True)
+
+
+def _order_backward(device, grad_shape=(B, 2, 4), stats_shape=(B, 2, 4), counts_shape=(B, 2, 5)):
+    args = _order_args(device)
+    stats = torch.zeros(stats_shape, device=device)
+    counts = torch.zeros(counts_shape, dtype=torch.int64, device=device)
+    return ops._order_statistics_backward(torch.rand(grad_shape, device=device), *args, 0.2, 0, stats, counts)
+
+
+CASES["order_statistics"] = [
+    (_order, dict(values_shape=(B, 1, H, W)), r"values \(B,H,W\) must have 3 dimensions, got shape \[2, 1, 6, 7\]"),
+    (_order, dict(valid_shape=(B, H, W + 1)), r"valid must be the values' B,H,W = \[2, 6, 7\], got \[2, 6, 8\]"),
+    (_order, dict(boxes_shape=(B, 2, 3)), r"boxes must be B,R,4 with the values' B = \[2, 2, 4\], got \[2, 2, 3\]"),
+    (_order, dict(ranges_shape=(B, 3, 2)), r"ranges must be B,R,2 with the boxes' B,R = \[2, 2, 2\], got \[2, 3, 2\]"),
+    (_order, dict(ids_shape=(B, 1)), r"ids must be B,R with the boxes' B,R = \[2, 2\], got \[2, 1\]"),
+    (_order_backward, dict(grad_shape=(B, 2, 5)), r"grad must be B,R,4 = \[2, 2, 4\], got \[2, 2, 5\]"),
+    (_order_backward, dict(stats_shape=(B, 1, 4)), r"stats must be B,R,4 = \[2, 2, 4\], got \[2, 1, 4\]"),
+    (_order_backward, dict(counts_shape=(B, 2, 4)), r"counts must be B,R,5 = \[2, 2, 5\], got \[2, 2, 4\]"),
+]
+
+
 def test_every_kernel_of_the_registry_has_its_shape_cases():
     assert {op.kernel for op in KERNEL_OPS} <= set(CASES)
 
