@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from . import _autograd, _checks, _ext
+from ._precision import full_precision
 from .reference import ssim as _reference
 
 __all__ = ["ssim", "ssim_loss", "photometric_error", "SSIM", "SSIMLoss", "PhotometricError", "WINDOWS", "PADDINGS"]
@@ -69,6 +70,7 @@ def _kernel_ssim(x: torch.Tensor, y: torch.Tensor, window: str, padding: str) ->
     return torch.ops.depthmetric.ssim(x, y, WINDOWS[window], PADDINGS[padding], with_partials)[0]
 
 
+@full_precision
 def ssim(
     x: torch.Tensor,
     y: torch.Tensor,
@@ -95,6 +97,7 @@ def ssim(
     return _reduce_map(out, reduction)
 
 
+@full_precision
 def photometric_error(
     a: torch.Tensor, b: torch.Tensor, alpha: float = 0.85, window: str = "box3", backend: str = "auto"
 ) -> torch.Tensor:

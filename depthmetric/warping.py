@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from . import _checks
+from ._precision import full_precision
 
 __all__ = ["backproject", "project", "warp"]
 
@@ -72,6 +73,7 @@ def _pixel_grid(height: int, width: int, dtype: torch.dtype, device: torch.devic
     return torch.stack([xs.reshape(-1), ys.reshape(-1), torch.ones_like(xs).reshape(-1)], 0)
 
 
+@full_precision
 def backproject(depth: torch.Tensor, inv_K: torch.Tensor) -> torch.Tensor:
     """Camera points of every pixel: ``depth * inv_K[:3, :3] @ [x, y, 1]``, plus a row of ones.
 
@@ -88,6 +90,7 @@ def backproject(depth: torch.Tensor, inv_K: torch.Tensor) -> torch.Tensor:
     return torch.cat([points, torch.ones_like(points[:, :1])], 1)
 
 
+@full_precision
 def project(
     points: torch.Tensor,
     K: torch.Tensor,
@@ -134,6 +137,7 @@ def project(
     return (pix / scale - 0.5) * 2
 
 
+@full_precision
 def warp(
     image: torch.Tensor,
     depth: torch.Tensor,
