@@ -32,13 +32,15 @@ __all__ = ["ssi_trimmed_loss", "gradient_matching_loss", "midas_loss", "SSITrimm
 
 
 def _check_options(trim, scales, median_over, trim_over, pool, reduction):
+    """The options' checks; ``trim`` / ``scales`` / ``trim_over`` None where a loss has no such option."""
     if trim is not None and not 0 <= _checks.real("trim", trim) < 1:
         raise ValueError(f"trim must be a number in [0, 1), got {trim!r}")
     if scales is not None and _checks.count("scales", scales) < 1:
         raise ValueError(f"scales must be an int >= 1, got {scales!r}")
     _checks.choice("median_over", median_over, _alignment.MEDIAN_OVER)
-    _checks.choice("trim_over", trim_over, POOLS)
     _checks.choice("pool", pool, POOLS)
+    if trim_over is not None:
+        _checks.choice("trim_over", trim_over, POOLS)
     _check_reduction(reduction)
     if pool == "batch" and reduction != "mean":
         raise ValueError("pool='batch' is one mean over the batch's pixels: it needs reduction='mean'")
@@ -106,7 +108,7 @@ def gradient_matching_loss(pred, target, mask=None, *, scales: int = 4, median_o
                            pool: str = "image", reduction: str = "mean", interpolate: bool = True,
                            normalize: str = "local", process_group=None, backend: str = "auto") -> torch.Tensor:
     """MiDaS's multi-scale gradient matching on the median/MAD-normalised maps (module docstring)."""
-    _check_options(None, scales, median_over, "image" if pool == "image" else "batch", pool, reduction)
+    _check_options(None, scales, median_over, None, pool, reduction)
     p, t, valid = _normalized(pred, target, mask, interpolate, median_over, reduction, normalize, process_group,
                               backend)
     return _gradient_matching(p, t, valid, scales, pool, reduction, normalize, process_group)
@@ -155,7 +157,7 @@ class GradientMatchingLoss(nn.Module):
     def __init__(self, scales: int = 4, median_over: str = "valid", pool: str = "image", reduction: str = "mean",
                  normalize: str = "local", process_group=None, backend: str = "auto"):
         super().__init__()
-        _check_options(None, scales, median_over, pool, pool, reduction)
+        _check_options(None, scales, median_over, None, pool, reduction)
         _ext.check_backend(backend)
         self.scales, self.median_over, self.pool, self.reduction, self.backend = scales, median_over, pool, reduction, backend
         self.normalize, self.process_group = distributed.check_normalize(normalize, process_group), process_group

@@ -149,4 +149,4 @@ def test_reduction_none_is_each_image_on_its_own(variance_focus):
     module = SILogLoss(variance_focus=variance_focus, reduction="none")
     torch.testing.assert_close(module(pred, target), per_image, rtol=0, atol=0)
     with pytest.raises(ValueError, match="reduction must be one of"):
-        SILogLoss(reduction="sum")
+        SILogLoss(reduction="max")
