@@ -143,23 +143,15 @@ class SSIM(nn.Module):
                 f"backend={self.backend!r}")
 
 
-class SSIMLoss(nn.Module):
+class SSIMLoss(SSIM):
     """:func:`ssim_loss` as a module: ``SSIMLoss(window, padding, reduction, backend)(x, y)``."""
 
     def __init__(self, window: str = "box3", padding: str | None = None, reduction: str = "mean",
                  backend: str = "auto"):
-        super().__init__()
-        self.window, self.padding = window, check_window(window, padding)
-        self.reduction = _checks.choice("reduction", reduction, _checks.REDUCTIONS)
-        _ext.check_backend(backend)
-        self.backend = backend
+        super().__init__(window, padding, reduction, backend)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return ssim_loss(x, y, self.window, self.padding, reduction=self.reduction, backend=self.backend)
-
-    def extra_repr(self) -> str:
-        return (f"window={self.window!r}, padding={self.padding!r}, reduction={self.reduction!r}, "
-                f"backend={self.backend!r}")
 
 
 class PhotometricError(nn.Module):
