@@ -101,3 +101,18 @@ def test_auto_raises_without_kernel(monkeypatch):
     pred, gt = depth_pair(B=1)
     with pytest.raises(RuntimeError, match="reference"):
         compute(pred, gt)
+
+
+@needs_ext
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_depths_exactly_on_the_range_bounds(device, dtype):
+    """Ground truth exactly at min_depth and max_depth: the default range is open (Monodepth2, BTS, ZoeDepth:
+    min < gt < max), the closed one counts both; the count column is exact, kernel and twin alike."""
+    lo, hi = 0.5, 8.0  # representable in every dtype here
+    gt = torch.tensor([[lo, hi, 1.0, 2.0, 7.5, 0.25, 9.0, lo, hi, 3.0]], dtype=dtype).view(1, 1, 1, 10).to(device)
+    pred = torch.full_like(gt, 2.0)
+    for closed, inside in ((False, 4), (True, 8)):
+        got = torch.ops.depthmetric.depth_metric_sums(pred, gt, None, None, lo, hi, [0, 1, 0, 10], closed)
+        want = reference_sums(pred, gt, None, None, lo, hi, (0, 1, 0, 10), closed)
+        assert got[0, 0].item() == want[0, 0].item() == inside, (closed, got[0, 0].item(), want[0, 0].item())
