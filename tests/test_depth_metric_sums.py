@@ -24,7 +24,7 @@ def test_kernel_matches_reference(device, dtype, shape):
     pred, gt = depth_pair(*shape[:1], *shape[2:], device=device, dtype=dtype, seed=sum(shape),
                            invalid=shape[0] > 1)
     H, W = shape[2:]
-    mask = torch.rand(shape, device=device) < 0.8
+    mask = (torch.rand(shape, generator=torch.Generator().manual_seed(sum(shape))) < 0.8).to(device)
     scale = torch.rand(shape[0], dtype=torch.float64, device=device) + 0.5
     window = [H // 5, H - H // 7, W // 6, W]
     for args in ((None, None, 0.0, math.inf, [0, H, 0, W]), (mask, scale, 0.1, 8.0, window)):
