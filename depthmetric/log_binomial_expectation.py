@@ -62,9 +62,10 @@ def log_binomial_expectation(
     Stirling ``lb(n, k) = n' log n' - k' log k' - (n'-k') log(n'-k'+1e-7)``, ``n' = n + 1e-7``,
     ``k' = k + 1e-7`` (computed in float64 here, ZoeDepth's buffers are float32), softmax over ``k``, depth
     ``B,1,H,W`` in ``p``'s dtype (arithmetic in float32, float64 for float64). Gradients reach ``p``, a
-    tensor ``t`` and ``centers``, the clamps passing the gradient where ``eps < x < 1`` only, as autograd through
-    ZoeDepth's ``torch.clamp`` with number bounds does (torch 2.11-2.14): at ``p == eps`` only the ``1 - p``
-    term carries it, at ``p == 0`` and ``p == 1`` neither, so ``p``'s gradient is 0 there. With
+    tensor ``t`` and ``centers``, with the clamps' gradient passing where ``eps <= x <= 1``, bounds included (at
+    ``p == 1`` the clamp of ``p`` passes and that of ``1 - p`` blocks; at ``p == 0`` the reverse), as
+    ``torch.clamp``'s autograd did for ZoeDepth; torch 2.14's ``torch.clamp`` with number bounds blocks the
+    gradient at the bounds themselves, so autograd through ZoeDepth's module differs there. With
     ``return_probs=True`` also the ``B,K,H,W`` probabilities (no gradient; for figures).
 
     Errors: a ``TypeError`` or ``ValueError`` naming the argument for a wrong type, shape, dtype or device,

@@ -2,8 +2,8 @@
 //   l_k = (lb(K-1, k) + k log(clamp(p, eps, 1)) + (K-1-k) log(clamp(1-p, eps, 1))) / t,
 // with ZoeDepth's Stirling form lb(n, k) = n' log n' - k' log k' - (n'-k') log(n'-k'+1e-7), n' = n + 1e-7,
 // k' = k + 1e-7 (a table of K values, computed in float64). The softmax-expectation is common/bin_softmax.h.
-// Gradients as autograd gives them through torch.clamp with number bounds, which passes the gradient where
-// min < x < max only: at p == eps the 1 - p term alone carries it, at p == 0 and p == 1 neither does.
+// Gradients as autograd gives them through torch.clamp, which passes the gradient where min <= x <= max
+// (inclusive): at p == 1 the clamp of p passes and that of 1 - p blocks, at p == 0 the reverse.
 #pragma once
 
 #include "common/bin_softmax.h"
@@ -19,14 +19,14 @@ DM_HOST_DEVICE double log_binomial(double n, double k) {
 // The clamped logs of one pixel and their derivatives in p (0 where the clamp blocks the gradient).
 template <typename acc_t>
 struct ClampedLogs {
-  acc_t lp, lq, dp, dq;  // log clamp(p), log clamp(1-p), [eps < p < 1] / clamp(p), [eps < 1-p < 1] / clamp(1-p)
+  acc_t lp, lq, dp, dq;  // log clamp(p), log clamp(1-p), [eps <= p <= 1] / clamp(p), [eps <= 1-p <= 1] / clamp(1-p)
 };
 
 template <typename acc_t>
 DM_HOST_DEVICE ClampedLogs<acc_t> clamped_logs(acc_t p, acc_t eps) {
   const acc_t q = acc_t(1) - p;
   const acc_t pc = p < eps ? eps : (p > acc_t(1) ? acc_t(1) : p), qc = q < eps ? eps : (q > acc_t(1) ? acc_t(1) : q);
-  const bool pass_p = p > eps && p < acc_t(1), pass_q = q > eps && q < acc_t(1);
+  const bool pass_p = p >= eps && p <= acc_t(1), pass_q = q >= eps && q <= acc_t(1);
   return {bin_softmax::bin_log(pc), bin_softmax::bin_log(qc), pass_p ? acc_t(1) / pc : acc_t(0),
           pass_q ? acc_t(1) / qc : acc_t(0)};
 }

@@ -16,12 +16,18 @@ def log_binomial_table(K: int, dtype: torch.dtype, device) -> torch.Tensor:
     return (n * torch.log(n) - k * torch.log(k) - (n - k) * torch.log(n - k + eps)).to(dtype)
 
 
+def clamp_inclusive(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    """``torch.clamp(x, lo, hi)`` whose gradient passes where ``lo <= x <= hi``, the bounds included, as
+    ``torch.clamp``'s did when ZoeDepth was written (torch 2.14's blocks it at ``x == lo`` and ``x == hi``)."""
+    return torch.where((x >= lo) & (x <= hi), x, torch.clamp(x, lo, hi).detach())
+
+
 def log_binomial_logits(p: torch.Tensor, t: torch.Tensor, K: int, eps: float) -> torch.Tensor:
     """``B,K,H,W`` logits of ZoeDepth's ``LogBinomial`` for ``p`` and ``t`` (``B,1,H,W``), in ``p``'s dtype."""
     lb = log_binomial_table(K, p.dtype, p.device).view(1, K, 1, 1)
     k = torch.arange(K, dtype=p.dtype, device=p.device).view(1, K, 1, 1)
-    one_minus_p = torch.clamp(1 - p, eps, 1)  # ZoeDepth's clamps: their gradient stops at the bounds
-    p = torch.clamp(p, eps, 1)
+    one_minus_p = clamp_inclusive(1 - p, eps, 1)
+    p = clamp_inclusive(p, eps, 1)
     return (lb + k * torch.log(p) + (K - 1 - k) * torch.log(one_minus_p)) / t
 
 
