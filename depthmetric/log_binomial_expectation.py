@@ -64,8 +64,9 @@ def log_binomial_expectation(
     ``B,1,H,W`` in ``p``'s dtype (arithmetic in float32, float64 for float64). Gradients reach ``p``, a
     tensor ``t`` and ``centers``, with the clamps' gradient passing where ``eps <= x <= 1``, bounds included (at
     ``p == 1`` the clamp of ``p`` passes and that of ``1 - p`` blocks; at ``p == 0`` the reverse), as
-    ``torch.clamp``'s autograd did for ZoeDepth; torch 2.14's ``torch.clamp`` with number bounds blocks the
-    gradient at the bounds themselves, so autograd through ZoeDepth's module differs there. With
+    ``torch.clamp``'s autograd does up to torch 2.13 (the torches ZoeDepth was written for); torch 2.14's
+    ``torch.clamp`` with number bounds blocks the gradient at the bounds themselves, so there autograd
+    through ZoeDepth's module differs at those points. With
     ``return_probs=True`` also the ``B,K,H,W`` probabilities (no gradient; for figures).
 
     Errors: a ``TypeError`` or ``ValueError`` naming the argument for a wrong type, shape, dtype or device,

@@ -18,7 +18,8 @@ def log_binomial_table(K: int, dtype: torch.dtype, device) -> torch.Tensor:
 
 def clamp_inclusive(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
     """``torch.clamp(x, lo, hi)`` whose gradient passes where ``lo <= x <= hi``, the bounds included, as
-    ``torch.clamp``'s did when ZoeDepth was written (torch 2.14's blocks it at ``x == lo`` and ``x == hi``)."""
+    ``torch.clamp``'s does up to torch 2.13 (torch 2.14's blocks it at ``x == lo`` and ``x == hi``): written
+    out, so that the twin does not change with the installed torch."""
     return torch.where((x >= lo) & (x <= hi), x, torch.clamp(x, lo, hi).detach())
 
 
