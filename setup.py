@@ -49,12 +49,16 @@ def cuda_runtime_paths(cuda_home: str, site_packages: str, cuda_major: str, link
     """(include dirs, library dirs) to add so that the CUDA kernels find cuda_runtime.h and link -lcudart.
 
     The headers of torch's nvidia wheels (site-packages/nvidia/cu<major>/ for CUDA 13, nvidia/cuda_runtime/
-    before) are added for toolkits that lack some of them. The runtime library is the toolkit's, else the
+    before) are added only for a toolkit without cuda_runtime.h: the wheels may be of a newer CUDA minor release
+    than the nvcc (an isolated build installs the newest torch, e.g. CUDA 13.2 headers beside nvcc 13.0), and
+    CUDA's headers refuse a compiler of another release. The runtime library is the toolkit's, else the
     wheels', which may hold it only as libcudart.so.<major>: -lcudart needs the unversioned name, so a link
     libcudart.so in link_dir points at it (the built library records the SONAME, libcudart.so.<major>, either
     way)."""
     wheels = [os.path.join(site_packages, "nvidia", name) for name in (f"cu{cuda_major}", "cuda_runtime")]
-    includes = [os.path.join(w, "include") for w in wheels if os.path.isdir(os.path.join(w, "include"))]
+    has_headers = os.path.exists(os.path.join(cuda_home, "include", "cuda_runtime.h"))
+    includes = [] if has_headers else [os.path.join(w, "include") for w in wheels
+                                       if os.path.isdir(os.path.join(w, "include"))]
     for lib in [os.path.join(cuda_home, "lib64"), os.path.join(cuda_home, "lib"),
                 *(os.path.join(w, "lib") for w in wheels)]:
         if os.path.exists(os.path.join(lib, "libcudart.so")):

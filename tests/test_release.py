@@ -73,11 +73,16 @@ def test_cuda_runtime_from_torchs_wheel_when_the_toolkit_lacks_it(setup_py, tmp_
     assert (tmp_path / "link" / "libcudart.so").resolve() == runtime.resolve()  # what -lcudart looks for
 
 
-def test_cuda_runtime_of_the_toolkit_comes_first(setup_py, tmp_path):
+def test_cuda_runtime_and_headers_of_the_toolkit_come_first(setup_py, tmp_path):
+    # The wheel's headers may be of a newer CUDA release than the toolkit's nvcc (an isolated build met CUDA 13.2
+    # headers beside nvcc 13.0, which CUDA's headers refuse): a complete toolkit's own are used alone.
     toolkit = tmp_path / "cuda"
     (toolkit / "lib64").mkdir(parents=True)
     (toolkit / "lib64" / "libcudart.so").write_bytes(b"")
+    (toolkit / "include").mkdir()
+    (toolkit / "include" / "cuda_runtime.h").write_bytes(b"")
     (tmp_path / "nvidia" / "cu13" / "lib").mkdir(parents=True)
+    (tmp_path / "nvidia" / "cu13" / "include").mkdir()
     (tmp_path / "nvidia" / "cu13" / "lib" / "libcudart.so.13").write_bytes(b"")
     paths = setup_py.cuda_runtime_paths(str(toolkit), str(tmp_path), "13", str(tmp_path / "link"))
     assert paths == ([], [str(toolkit / "lib64")]) and not (tmp_path / "link").exists()
