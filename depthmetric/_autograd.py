@@ -25,12 +25,17 @@ def reference_vjp(forward, inputs, grad_output: torch.Tensor, needs_grad) -> lis
     return [next(grads) if need else None for need in needs_grad]
 
 
+def is_transformed(t: torch.Tensor) -> bool:
+    """``t`` is under a ``torch.func`` transform or carries a forward-mode tangent."""
+    return is_functorch_wrapped_tensor(t) or forward_ad.unpack_dual(t).tangent is not None
+
+
 def check_untransformed(op: str, tensors) -> None:
     """Refuse inputs under a ``torch.func`` transform or with a forward-mode tangent for a compiled kernel."""
     if torch.compiler.is_compiling():
         return
     for t in tensors:
-        if is_functorch_wrapped_tensor(t) or forward_ad.unpack_dual(t).tangent is not None:
+        if is_transformed(t):
             raise RuntimeError(
                 f"{op}: the compiled kernel does not support torch.func transforms (grad, vmap, jvp, jacrev, "
                 "hessian, ...) or forward-mode AD; it would drop the transform silently. Pass "

@@ -3,6 +3,8 @@ and the reference twins: a validated prediction/target depth pair, the predictio
 and a square root with a finite gradient at 0."""
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -46,7 +48,7 @@ def prepare_pair(pred, target, mask=None, interpolate: bool = True, group=None):
     acc = torch.promote_types(_checks.accumulate_dtype(pred.dtype), _checks.accumulate_dtype(target.dtype))
     pred = resized_prediction(pred.to(acc), target, interpolate)
     target = target.to(acc)
-    valid = _checks.valid_depth(target) & torch.isfinite(pred)
+    valid = _checks.valid_depth(target) & (pred.abs() < math.inf)  # finite pred (NaN fails the comparison)
     if mask is not None:
         valid = valid & mask
     return torch.where(valid, pred, 1.0), torch.where(valid, target, 1.0), valid

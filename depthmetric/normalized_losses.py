@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import _alignment, _checks, _ext, distributed, order_statistics
+from . import _alignment, _autograd, _checks, _ext, distributed, order_statistics
 from .depth_losses import POOLS, _check_reduction, _prepare, _reduce
 
 __all__ = ["ssi_trimmed_loss", "gradient_matching_loss", "midas_loss", "SSITrimmedLoss", "GradientMatchingLoss",
@@ -48,12 +48,6 @@ def _check_options(trim, scales, median_over, trim_over, pool, reduction):
         raise ValueError("trim_over='batch' trims the batch's pooled residuals: it needs pool='batch'")
 
 
-def _normalized(pred, target, mask, interpolate, median_over, reduction, normalize, process_group, backend):
-    pred, target, valid = _prepare(pred, target, mask, interpolate, backend, reduction, normalize, process_group)
-    return (_alignment.median_mad_normalize(pred, valid, backend, median_over),
-            _alignment.median_mad_normalize(target, valid, backend, median_over), valid)
-
-
 def _pooled(total, count, has, pool, reduction, normalize, process_group):
     """Per image ``total / count`` averaged (``pool="image"``), or ``sum total / sum count``."""
     if pool == "batch":
@@ -61,36 +55,182 @@ def _pooled(total, count, has, pool, reduction, normalize, process_group):
     return _reduce(total / count.clamp(min=1).to(total.dtype), has, reduction, normalize, process_group)
 
 
-def _ssi_trimmed(p, t, valid, trim, trim_over, pool, reduction, normalize, process_group, backend):
-    err = torch.where(valid, p - t, 0.0).abs()[:, 0]
+def _terms_composite(x, t, valid, median_over, trim, trim_over, scales, backend):
+    """The losses' sums on the prepared maps, as a plain autograd graph (the twin's path, and the fused path's
+    double backward): ``(kept, n, gm, counts)``: the trimmed sums of ``|p^ - t^|`` over the valid pixels of
+    each image (``trim_over="image"``, ``B``) or of the batch (``1``) and their valid counts (``trim`` None:
+    empty), and per scale and image the gradient-matching sums and valid counts (``scales, B``)."""
+    p = _alignment.median_mad_normalize(x, valid, backend, median_over)
+    q = _alignment.median_mad_normalize(t, valid, backend, median_over)
+    kept, n, gm, counts = (x.new_zeros(0) for _ in range(4))
+    if trim is not None:
+        err, ok = torch.where(valid, p - q, 0.0).abs()[:, 0], valid[:, 0]
+        if trim_over == "batch":
+            B, H, W = err.shape
+            err, ok = err.reshape(1, B * H, W), ok.reshape(1, B * H, W)
+        kept, n = order_statistics.image_trimmed_sum(err, ok, trim, 1, backend)
+    if scales:
+        m = valid.to(p.dtype)
+        diff = (p - q) * m
+        sums, cnts = [], []
+        for k in range(scales):
+            step = 2 ** k
+            d, mk = diff[..., ::step, ::step], m[..., ::step, ::step]
+            gx = ((d[..., 1:] - d[..., :-1]).abs() * mk[..., 1:] * mk[..., :-1]).sum((1, 2, 3))
+            gy = ((d[..., 1:, :] - d[..., :-1, :]).abs() * mk[..., 1:, :] * mk[..., :-1, :]).sum((1, 2, 3))
+            sums.append(gx + gy)
+            cnts.append(valid[..., ::step, ::step].sum((1, 2, 3)))
+        gm, counts = torch.stack(sums), torch.stack(cnts)
+    return kept, n, gm, counts
+
+
+def _fused_normalize(x, valid, m, count, median_over):
+    """``median_mad_normalize``'s forward on the kernel, returning what the fused backward needs:
+    ``(x^, x - median, s before its clamp, s, the median's flat index, whether it is a valid pixel)``."""
+    B, _, H, W = x.shape
     ok = valid[:, 0]
-    if trim_over == "batch":
-        B, H, W = err.shape
-        err, ok = err.reshape(1, B * H, W), ok.reshape(1, B * H, W)
-    kept_sum, n = order_statistics.image_trimmed_sum(err, ok, trim, 1, backend)
-    return _pooled(kept_sum / 2, n, n > 0, pool, reduction, normalize, process_group)
+    if median_over == "all":  # the median of mask * x over every pixel
+        values, region = torch.where(ok, x[:, 0], 0.0), torch.ones((), dtype=torch.bool, device=x.device).expand(B, H, W)
+    else:
+        values, region = x[:, 0], ok
+    key, labels, boxes, ranges, ids = order_statistics.regions(values)
+    stats, stat_counts = torch.ops.depthmetric.order_statistics(values, region, key, labels, boxes, ranges, ids, 1.0,
+                                                                0, True)
+    centred = x - stats[:, 0, 0].view(B, 1, 1, 1)
+    raw = torch.where(valid, centred.abs(), 0.0).sum((2, 3), keepdim=True) / count
+    scale = raw.clamp(min=_alignment.MAD_FLOOR)
+    index = stat_counts[:, 0, 1]
+    picked = (index >= 0) & ok.reshape(B, H * W).gather(1, index.clamp(min=0)[:, None])[:, 0]
+    return centred / scale, centred, raw, scale, index, picked
 
 
-def _gradient_matching(p, t, valid, scales, pool, reduction, normalize, process_group):
-    m = valid.to(p.dtype)
-    diff = (p - t) * m
-    loss = (diff * 0).sum((1, 2, 3))  # zeros that carry a (zero) gradient
-    total = loss.sum()
-    has = torch.zeros(valid.shape[0], dtype=torch.bool, device=valid.device)
-    for k in range(scales):
-        step = 2 ** k
-        d, mk = diff[..., ::step, ::step], m[..., ::step, ::step]
-        gx = ((d[..., 1:] - d[..., :-1]).abs() * mk[..., 1:] * mk[..., :-1]).sum((1, 2, 3))
-        gy = ((d[..., 1:, :] - d[..., :-1, :]).abs() * mk[..., 1:, :] * mk[..., :-1, :]).sum((1, 2, 3))
-        count = valid[..., ::step, ::step].sum((1, 2, 3))
-        if pool == "batch":  # MiDaS's reduction_batch_based per scale
-            total = total + distributed.global_mean((gx + gy).sum(), count.sum(), normalize, process_group)
+class _FusedTerms(torch.autograd.Function):
+    """``_terms_composite`` on the order_statistics kernel with a backward written out: the gradient of the
+    trimmed sums (the sign of the residual at the kept pixels, the tied share at the cut), of the gradient
+    matching (the signs of the differences, saved by the forward) and through the normalisation (``1 / s``,
+    the MAD's ``sign(x - median)`` and the median's one element) in a few passes, instead of autograd's graph
+    of every elementwise step. The forward's values are the composite's (the same operations). Double backward
+    differentiates the composite."""
+
+    @staticmethod
+    def forward(ctx, x, t, valid, median_over, trim, trim_over, scales, backend):
+        B, _, H, W = x.shape
+        m = valid.to(x.dtype)
+        count = valid.sum((2, 3), keepdim=True).clamp(min=1).to(x.dtype)
+        p, centred, raw, scale, index, picked = _fused_normalize(x, valid, m, count, median_over)
+        q = _fused_normalize(t, valid, m, count, median_over)[0]
+        residual = torch.where(valid, p - q, 0.0)  # (p^ - t^) masked: the composite's err before abs and its diff
+        kept, n, gm, counts = (x.new_zeros(0) for _ in range(4))
+        err = share = threshold = None
+        if trim is not None:
+            err = residual.abs()
+            values, ok = err[:, 0], valid[:, 0]
+            if trim_over == "batch":
+                values, ok = values.reshape(1, B * H, W), ok.reshape(1, B * H, W)
+            key, labels, boxes, ranges, ids = order_statistics.regions(values)
+            stats, stat_counts = torch.ops.depthmetric.order_statistics(values, ok, key, labels, boxes, ranges, ids,
+                                                                        trim, 1, False)
+            kept, n = stats[:, 0, 2], stat_counts[:, 0, 0]
+            keep = torch.floor(n.double() * (1.0 - trim)).long().clamp(min=0)
+            below, equal = stat_counts[:, 0, 2], stat_counts[:, 0, 3]
+            shape = (-1, 1, 1, 1) if trim_over == "image" else (1, 1, 1, 1)
+            threshold = stats[:, 0, 3].view(shape)
+            share = ((keep - below).to(x.dtype) / equal.clamp(min=1).to(x.dtype)).view(shape)
+        signs = []
+        if scales:
+            sums, cnts = [], []
+            for k in range(scales):
+                step = 2 ** k
+                d, mk = residual[..., ::step, ::step], m[..., ::step, ::step]
+                dx, dy = d[..., 1:] - d[..., :-1], d[..., 1:, :] - d[..., :-1, :]
+                # sign(difference) where both pixels are valid: |difference| = difference * that sign
+                sx = torch.sign(dx).mul_(mk[..., 1:]).mul_(mk[..., :-1])
+                sy = torch.sign(dy).mul_(mk[..., 1:, :]).mul_(mk[..., :-1, :])
+                sums.append((dx * sx).sum((1, 2, 3)) + (dy * sy).sum((1, 2, 3)))
+                cnts.append(valid[..., ::step, ::step].sum((1, 2, 3)))
+                signs += [sx, sy]
+            gm, counts = torch.stack(sums), torch.stack(cnts)
+        ctx.options = (median_over, trim, trim_over, scales, backend)
+        ctx.mark_non_differentiable(n, counts)
+        ctx.save_for_backward(x, t, valid, residual, err, threshold, share, centred, raw, scale, index, picked,
+                              *signs)
+        return kept, n, gm, counts
+
+    @staticmethod
+    def backward(ctx, g_kept, g_n, g_gm, g_counts):
+        x, t, valid, residual, err, threshold, share, centred, raw, scale, index, picked, *signs = ctx.saved_tensors
+        median_over, trim, trim_over, scales, backend = ctx.options
+        none = (None,) * 7
+        if not ctx.needs_input_grad[0]:
+            return (None, *none)
+        if torch.is_grad_enabled():  # create_graph=True: the composite's graph, differentiable again
+            kept, _, gm, _ = _terms_composite(x, t, valid, median_over, trim, trim_over, scales, backend)
+            outs = [(o, g) for o, g in ((kept, g_kept), (gm, g_gm)) if o.numel() and g is not None]
+            grads = torch.autograd.grad([o for o, _ in outs], x, [g for _, g in outs], create_graph=True,
+                                        allow_unused=True)[0]
+            return (torch.zeros_like(x) if grads is None else grads, *none)
+        B, _, H, W = x.shape
+        if err is not None and g_kept is not None:
+            g = g_kept.view(-1, 1, 1, 1)
+            weight = torch.where(err < threshold, g, torch.where(err == threshold, share * g, 0.0))
+            grad = torch.sign(residual).mul_(weight)
         else:
-            loss = loss + (gx + gy) / count.clamp(min=1).to(p.dtype)
-            has = has | (count > 0)
+            grad = torch.zeros_like(x)
+        if scales and g_gm is not None:
+            for k in range(scales):
+                step = 2 ** k
+                gk = g_gm[k].view(B, 1, 1, 1)
+                view = grad[..., ::step, ::step]
+                sx, sy = signs[2 * k], signs[2 * k + 1]
+                view[..., 1:].addcmul_(sx, gk)
+                view[..., :-1].addcmul_(sx, gk, value=-1)
+                view[..., 1:, :].addcmul_(sy, gk)
+                view[..., :-1, :].addcmul_(sy, gk, value=-1)
+        # Through x^ = (x - median) / s, s = max(mean_valid |x - median|, floor): 1 / s, the scale's share
+        # sign(x - median) / n at the valid pixels, and minus the total at the median's one element.
+        count = valid.sum((2, 3), keepdim=True).clamp(min=1).to(x.dtype)
+        g_scale = -(grad * centred).sum((2, 3), keepdim=True) / (scale * scale)
+        g_raw = torch.where(raw >= _alignment.MAD_FLOOR, g_scale, 0.0) / count
+        grad = torch.addcmul(grad / scale, torch.where(valid, torch.sign(centred), 0.0), g_raw)
+        g_median = -grad.sum((1, 2, 3))
+        flat = grad.view(B, H * W)
+        flat.scatter_add_(1, index.clamp(min=0)[:, None], torch.where(picked, g_median, 0.0)[:, None])
+        return (grad, *none)
+
+
+def _fused(x, t, valid, backend) -> bool:
+    """The fused path: the compiled kernel, eager, a target without gradient, no torch.func transform (the
+    composite raises for those, naming the twin) and a non-empty batch."""
+    return (backend != "reference" and not torch.compiler.is_compiling() and not t.requires_grad
+            and x.device.type in ("cpu", "cuda") and x.numel() > 0 and x.dim() == 4 and x.shape[1] == 1
+            and not _autograd.is_transformed(x) and _ext.use_kernel(backend, x.device))
+
+
+def _terms(pred, target, mask, interpolate, median_over, trim, trim_over, scales, reduction, normalize,
+           process_group, backend):
+    x, t, valid = _prepare(pred, target, mask, interpolate, backend, reduction, normalize, process_group)
+    if _fused(x, t, valid, backend):
+        return _FusedTerms.apply(x, t, valid, median_over, trim, trim_over, scales, backend)
+    return _terms_composite(x, t, valid, median_over, trim, trim_over, scales, backend)
+
+
+def _ssi_from(kept, n, pool, reduction, normalize, process_group):
+    return _pooled(kept / 2, n, n > 0, pool, reduction, normalize, process_group)
+
+
+def _gradient_from(gm, counts, pool, reduction, normalize, process_group):
+    """MiDaS's reductions of the per-scale sums: per scale the batch's sum over its valid count (``pool=
+    "batch"``, reduction_batch_based), summed over the scales; or per image the scales' sums over their
+    counts, reduced over the images."""
     if pool == "batch":
+        total = gm[0].sum() * 0  # a zero that carries a (zero) gradient
+        for k in range(gm.shape[0]):
+            total = total + distributed.global_mean(gm[k].sum(), counts[k].sum(), normalize, process_group)
         return total
-    return _reduce(loss, has, reduction, normalize, process_group)
+    loss = (gm * 0).sum(0)
+    for k in range(gm.shape[0]):
+        loss = loss + gm[k] / counts[k].clamp(min=1).to(gm.dtype)
+    return _reduce(loss, (counts > 0).any(0), reduction, normalize, process_group)
 
 
 def ssi_trimmed_loss(pred, target, mask=None, *, trim: float = 0.2, median_over: str = "valid",
@@ -99,9 +239,9 @@ def ssi_trimmed_loss(pred, target, mask=None, *, trim: float = 0.2, median_over:
     """MiDaS's ssitrim: both maps median/MAD-normalised, ``1 / (2M)`` times the sum of the ``int((1 - trim) n)``
     smallest absolute residuals (see the module docstring for the options)."""
     _check_options(trim, None, median_over, trim_over, pool, reduction)
-    p, t, valid = _normalized(pred, target, mask, interpolate, median_over, reduction, normalize, process_group,
-                              backend)
-    return _ssi_trimmed(p, t, valid, trim, trim_over, pool, reduction, normalize, process_group, backend)
+    common = (reduction, normalize, process_group)
+    kept, n, _, _ = _terms(pred, target, mask, interpolate, median_over, trim, trim_over, 0, *common, backend)
+    return _ssi_from(kept, n, pool, *common)
 
 
 def gradient_matching_loss(pred, target, mask=None, *, scales: int = 4, median_over: str = "valid",
@@ -109,9 +249,9 @@ def gradient_matching_loss(pred, target, mask=None, *, scales: int = 4, median_o
                            normalize: str = "local", process_group=None, backend: str = "auto") -> torch.Tensor:
     """MiDaS's multi-scale gradient matching on the median/MAD-normalised maps (module docstring)."""
     _check_options(None, scales, median_over, None, pool, reduction)
-    p, t, valid = _normalized(pred, target, mask, interpolate, median_over, reduction, normalize, process_group,
-                              backend)
-    return _gradient_matching(p, t, valid, scales, pool, reduction, normalize, process_group)
+    common = (reduction, normalize, process_group)
+    _, _, gm, counts = _terms(pred, target, mask, interpolate, median_over, None, "image", scales, *common, backend)
+    return _gradient_from(gm, counts, pool, *common)
 
 
 def midas_loss(pred, target, mask=None, *, alpha: float = 0.5, scales: int = 4, trim: float = 0.2,
@@ -125,11 +265,12 @@ def midas_loss(pred, target, mask=None, *, alpha: float = 0.5, scales: int = 4, 
     if not _checks.real("alpha", alpha) >= 0:
         raise ValueError(f"alpha must be a number >= 0, got {alpha!r}")
     common = (reduction, normalize, process_group)
-    p, t, valid = _normalized(pred, target, mask, interpolate, median_over, *common, backend)
-    data = _ssi_trimmed(p, t, valid, trim, trim_over, pool, *common, backend)
+    kept, n, gm, counts = _terms(pred, target, mask, interpolate, median_over, trim, trim_over,
+                                 scales if alpha else 0, *common, backend)
+    data = _ssi_from(kept, n, pool, *common)
     if alpha == 0:
         return data
-    return data + alpha * _gradient_matching(p, t, valid, scales, pool, *common)
+    return data + alpha * _gradient_from(gm, counts, pool, *common)
 
 
 class SSITrimmedLoss(nn.Module):
