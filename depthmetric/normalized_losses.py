@@ -85,32 +85,32 @@ def _terms_composite(x, t, valid, median_over, trim, trim_over, scales, backend)
 
 
 def _fused_normalize(x, valid, m, count, median_over):
-    """``median_mad_normalize``'s forward on the kernel, returning what the fused backward needs:
-    ``(x^, x - median, s before its clamp, s, the median's flat index, whether it is a valid pixel)``."""
+    """``median_mad_normalize``'s forward on the kernel (the same values; the masks as multiplications by the
+    valid map ``m``, the maps being finite), returning what the fused backward needs: ``(x^, x - median, s
+    before its clamp, s, the median's flat index, whether it is a valid pixel)``."""
     B, _, H, W = x.shape
-    ok = valid[:, 0]
     if median_over == "all":  # the median of mask * x over every pixel
-        values, region = torch.where(ok, x[:, 0], 0.0), torch.ones((), dtype=torch.bool, device=x.device).expand(B, H, W)
+        values, region = x[:, 0] * m[:, 0], torch.ones((), dtype=torch.bool, device=x.device).expand(B, H, W)
     else:
-        values, region = x[:, 0], ok
+        values, region = x[:, 0], valid[:, 0]
     key, labels, boxes, ranges, ids = order_statistics.regions(values)
     stats, stat_counts = torch.ops.depthmetric.order_statistics(values, region, key, labels, boxes, ranges, ids, 1.0,
                                                                 0, True)
     centred = x - stats[:, 0, 0].view(B, 1, 1, 1)
-    raw = torch.where(valid, centred.abs(), 0.0).sum((2, 3), keepdim=True) / count
+    raw = centred.abs().mul_(m).sum((2, 3), keepdim=True) / count
     scale = raw.clamp(min=_alignment.MAD_FLOOR)
     index = stat_counts[:, 0, 1]
-    picked = (index >= 0) & ok.reshape(B, H * W).gather(1, index.clamp(min=0)[:, None])[:, 0]
+    picked = (index >= 0) & (m.view(B, H * W).gather(1, index.clamp(min=0)[:, None])[:, 0] > 0)
     return centred / scale, centred, raw, scale, index, picked
 
 
 class _FusedTerms(torch.autograd.Function):
     """``_terms_composite`` on the order_statistics kernel with a backward written out: the gradient of the
-    trimmed sums (the sign of the residual at the kept pixels, the tied share at the cut), of the gradient
-    matching (the signs of the differences, saved by the forward) and through the normalisation (``1 / s``,
-    the MAD's ``sign(x - median)`` and the median's one element) in a few passes, instead of autograd's graph
-    of every elementwise step. The forward's values are the composite's (the same operations). Double backward
-    differentiates the composite."""
+    trimmed sums (the kernel's backward: 1 at the kept, the tied share at the cut; times the residual's sign),
+    of the gradient matching (the signs of the differences, saved by the forward) and through the
+    normalisation (``1 / s``, the MAD's ``sign(x - median)`` and the median's one element) in a few passes,
+    instead of autograd's graph of every elementwise step. The forward gives the composite's values (masks as
+    multiplications by the valid map: the maps are finite). Double backward differentiates the composite."""
 
     @staticmethod
     def forward(ctx, x, t, valid, median_over, trim, trim_over, scales, backend):
@@ -119,23 +119,17 @@ class _FusedTerms(torch.autograd.Function):
         count = valid.sum((2, 3), keepdim=True).clamp(min=1).to(x.dtype)
         p, centred, raw, scale, index, picked = _fused_normalize(x, valid, m, count, median_over)
         q = _fused_normalize(t, valid, m, count, median_over)[0]
-        residual = torch.where(valid, p - q, 0.0)  # (p^ - t^) masked: the composite's err before abs and its diff
+        residual = p.sub_(q).mul_(m)  # (p^ - t^) at the valid pixels, 0 elsewhere
         kept, n, gm, counts = (x.new_zeros(0) for _ in range(4))
-        err = share = threshold = None
+        trimmed = ()
         if trim is not None:
-            err = residual.abs()
-            values, ok = err[:, 0], valid[:, 0]
+            values, ok = residual.abs()[:, 0], valid[:, 0]
             if trim_over == "batch":
                 values, ok = values.reshape(1, B * H, W), ok.reshape(1, B * H, W)
-            key, labels, boxes, ranges, ids = order_statistics.regions(values)
-            stats, stat_counts = torch.ops.depthmetric.order_statistics(values, ok, key, labels, boxes, ranges, ids,
-                                                                        trim, 1, False)
+            region = order_statistics.regions(values)
+            stats, stat_counts = torch.ops.depthmetric.order_statistics(values, ok, *region, trim, 1, False)
             kept, n = stats[:, 0, 2], stat_counts[:, 0, 0]
-            keep = torch.floor(n.double() * (1.0 - trim)).long().clamp(min=0)
-            below, equal = stat_counts[:, 0, 2], stat_counts[:, 0, 3]
-            shape = (-1, 1, 1, 1) if trim_over == "image" else (1, 1, 1, 1)
-            threshold = stats[:, 0, 3].view(shape)
-            share = ((keep - below).to(x.dtype) / equal.clamp(min=1).to(x.dtype)).view(shape)
+            trimmed = (values, ok, *region, stats, stat_counts)
         signs = []
         if scales:
             sums, cnts = [], []
@@ -146,20 +140,20 @@ class _FusedTerms(torch.autograd.Function):
                 # sign(difference) where both pixels are valid: |difference| = difference * that sign
                 sx = torch.sign(dx).mul_(mk[..., 1:]).mul_(mk[..., :-1])
                 sy = torch.sign(dy).mul_(mk[..., 1:, :]).mul_(mk[..., :-1, :])
-                sums.append((dx * sx).sum((1, 2, 3)) + (dy * sy).sum((1, 2, 3)))
+                sums.append(dx.mul_(sx).sum((1, 2, 3)) + dy.mul_(sy).sum((1, 2, 3)))
                 cnts.append(valid[..., ::step, ::step].sum((1, 2, 3)))
                 signs += [sx, sy]
             gm, counts = torch.stack(sums), torch.stack(cnts)
-        ctx.options = (median_over, trim, trim_over, scales, backend)
+        ctx.options = (median_over, trim, trim_over, scales, backend, len(trimmed))
         ctx.mark_non_differentiable(n, counts)
-        ctx.save_for_backward(x, t, valid, residual, err, threshold, share, centred, raw, scale, index, picked,
-                              *signs)
+        ctx.save_for_backward(x, t, valid, m, residual, centred, raw, scale, index, picked, *trimmed, *signs)
         return kept, n, gm, counts
 
     @staticmethod
     def backward(ctx, g_kept, g_n, g_gm, g_counts):
-        x, t, valid, residual, err, threshold, share, centred, raw, scale, index, picked, *signs = ctx.saved_tensors
-        median_over, trim, trim_over, scales, backend = ctx.options
+        median_over, trim, trim_over, scales, backend, n_trimmed = ctx.options
+        x, t, valid, m, residual, centred, raw, scale, index, picked, *rest = ctx.saved_tensors
+        trimmed, signs = rest[:n_trimmed], rest[n_trimmed:]
         none = (None,) * 7
         if not ctx.needs_input_grad[0]:
             return (None, *none)
@@ -170,10 +164,12 @@ class _FusedTerms(torch.autograd.Function):
                                         allow_unused=True)[0]
             return (torch.zeros_like(x) if grads is None else grads, *none)
         B, _, H, W = x.shape
-        if err is not None and g_kept is not None:
-            g = g_kept.view(-1, 1, 1, 1)
-            weight = torch.where(err < threshold, g, torch.where(err == threshold, share * g, 0.0))
-            grad = torch.sign(residual).mul_(weight)
+        if trimmed and g_kept is not None:
+            *args, stats, stat_counts = trimmed
+            g_stats = torch.zeros_like(stats)
+            g_stats[:, 0, 2] = g_kept
+            weight = torch.ops.depthmetric._order_statistics_backward(g_stats, *args, trim, 1, stats, stat_counts)
+            grad = torch.sign(residual).mul_(weight.view(B, 1, H, W))
         else:
             grad = torch.zeros_like(x)
         if scales and g_gm is not None:
@@ -191,10 +187,9 @@ class _FusedTerms(torch.autograd.Function):
         count = valid.sum((2, 3), keepdim=True).clamp(min=1).to(x.dtype)
         g_scale = -(grad * centred).sum((2, 3), keepdim=True) / (scale * scale)
         g_raw = torch.where(raw >= _alignment.MAD_FLOOR, g_scale, 0.0) / count
-        grad = torch.addcmul(grad / scale, torch.where(valid, torch.sign(centred), 0.0), g_raw)
+        grad = grad.div_(scale).addcmul_(torch.sign(centred).mul_(m), g_raw)
         g_median = -grad.sum((1, 2, 3))
-        flat = grad.view(B, H * W)
-        flat.scatter_add_(1, index.clamp(min=0)[:, None], torch.where(picked, g_median, 0.0)[:, None])
+        grad.view(B, H * W).scatter_add_(1, index.clamp(min=0)[:, None], torch.where(picked, g_median, 0.0)[:, None])
         return (grad, *none)
 
 

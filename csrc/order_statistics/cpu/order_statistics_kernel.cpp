@@ -1,25 +1,195 @@
-// CPU kernels of depthmetric::order_statistics. A task is one region (b, r): its member values are copied
-// into a scratch buffer (acc_t) and std::nth_element selects the lower median (sorted index (n - 1) / 2) and,
-// for the trimmed sum, the keep-th smallest value (the threshold); passes over the region then give the MAD,
-// the median's lowest flat index among ties, the counts below/at the threshold and the trimmed sum
-// sum(v < thr) + (keep - below) * thr. No sort, nothing of size B x R x H x W. The backward gives a task one
-// image: its R regions' gradients are gathered into one acc_t buffer in region order (deterministic at any
-// thread count, no atomics).
+// CPU kernels of depthmetric::order_statistics. A task is one region (b, r): one pass over its rows copies its
+// members into a scratch buffer and counts the top bits of their order-preserving keys (a histogram); a pass
+// over the copy gathers the members of the buckets that hold the lower median (sorted index (n - 1) / 2) and, for the trimmed sum, the keep-th
+// smallest value (the threshold), from which std::nth_element selects them; then the MAD, the median's
+// lowest flat index among ties, the counts below/at the threshold and the trimmed sum
+// sum(v < thr) + (keep - below) * thr, as partial sums of fixed row chunks added in order (deterministic at
+// any thread count). A region alone (a batch pooled into one) spreads its chunks over the threads. No sort,
+// nothing of size B x R x H x W. The backward gives a task a chunk of rows of one image: its pixels gather
+// the R regions' gradients into one acc_t buffer in region order (deterministic at any thread count, no
+// atomics).
 #include <torch/csrc/stable/library.h>
 #include <torch/csrc/stable/ops.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <mutex>
 #include <tuple>
 #include <vector>
 
 #include "common/tensor_views.h"
+#include "order_statistics/cpu/order_statistics_blocks.h"
 #include "order_statistics/order_statistics.h"
 #include "order_statistics/order_statistics_math.h"
 
 namespace depthmetric {
 namespace order_statistics {
 namespace {
+
+// The radix of the selection: a histogram of the top kRadixBits of the values' order-preserving keys (not a
+// block size: no boundary to cross).
+constexpr int kRadixBits = 16;
+
+template <typename acc_t>
+inline uint32_t bucket_of(acc_t v) {
+  using key_t = typename KeyType<acc_t>::type;
+  return static_cast<uint32_t>(ordered_key(v) >> (8 * sizeof(key_t) - kRadixBits));
+}
+
+// One chunk's part of the statistics (combined in chunk order, so the sums do not depend on the threads).
+template <typename acc_t>
+struct Partial {
+  acc_t mad = 0, below_sum = 0;
+  int64_t sign_sum = 0, first = -1, below = 0, equal = 0;
+};
+
+// The q-th smallest (0-based) of the members, from the histogram: the bucket holding rank q, then
+// std::nth_element over that bucket's members alone (their order does not matter).
+template <typename acc_t>
+struct Rank {
+  int64_t q = -1, in_bucket = 0;
+  uint32_t bucket = 0;
+  std::vector<acc_t> values;
+  void locate(const std::vector<int64_t>& hist) {
+    int64_t before = 0;
+    for (uint32_t k = 0; k < hist.size(); ++k) {
+      if (before + hist[k] > q) {
+        bucket = k;
+        in_bucket = q - before;
+        values.reserve(hist[k]);
+        return;
+      }
+      before += hist[k];
+    }
+  }
+  acc_t select() {
+    std::nth_element(values.begin(), values.begin() + in_bucket, values.end());
+    return values[in_bucket];
+  }
+};
+
+// Region (b, reg), in chunks of kChunkRows rows that run in parallel when this region is the only task (a
+// batch pooled into one region) and in line inside the regions' own loop otherwise. Pass 1 reads the
+// region: each chunk's members, in flat order, into its own segment of a scratch buffer (and their offsets in
+// the chunk, for the median's index), and the histogram of their keys' top bits. Pass 2 gathers the members
+// of the buckets holding the lower median (sorted index (n - 1) / 2) and the keep-th smallest value, which
+// std::nth_element selects. Pass 3: each chunk's MAD, signs and first index of the median, and sum and
+// counts below / at the threshold, added in chunk order.
+template <typename scalar_t>
+void one_region(const Inputs<scalar_t>& in, const Region& reg, int64_t b, int64_t W, double trim, int64_t keep_rule,
+                bool with_median, acc_type<scalar_t>* s, int64_t* c) {
+  using acc_t = acc_type<scalar_t>;
+  for (int64_t k = 0; k < kNumStats; ++k) s[k] = acc_t(0);
+  for (int64_t k = 0; k < kNumCounts; ++k) c[k] = 0;
+  c[kMedianIndex] = -1;
+  if (reg.y1 <= reg.y0 || reg.x1 <= reg.x0) return;
+  const int64_t cols = reg.x1 - reg.x0, chunk_size = kChunkRows * cols;
+  const int64_t chunks = (reg.y1 - reg.y0 + kChunkRows - 1) / kChunkRows;
+  std::vector<acc_t> buf((reg.y1 - reg.y0) * cols);
+  std::vector<uint32_t> offset(with_median ? buf.size() : 0);
+  std::vector<int64_t> filled(chunks), hist(size_t(1) << kRadixBits, 0);
+  std::mutex lock;
+  const bool plain = reg.lo == -INFINITY && reg.hi == INFINITY && reg.id < 0;
+  torch::stable::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<int64_t> local(hist.size(), 0);  // integers: merged in any order
+    for (int64_t chunk = begin; chunk < end; ++chunk) {
+      const int64_t i0 = reg.y0 + chunk * kChunkRows, i1 = std::min(reg.y1, i0 + kChunkRows);
+      acc_t* dst = buf.data() + chunk * chunk_size;
+      uint32_t* off = with_median ? offset.data() + chunk * chunk_size : nullptr;
+      int64_t m = 0;
+      for (int64_t i = i0; i < i1; ++i) {
+        // A plain region (no key range, no label) tests the mask alone, through row pointers.
+        const scalar_t* vrow = &in.values(b, 0, i, 0);
+        const bool* okrow = &in.valid(b, 0, i, 0);
+        const int64_t vs = in.values.s3, oks = in.valid.s3;
+        for (int64_t j = reg.x0; j < reg.x1; ++j) {
+          if (plain ? !okrow[j * oks] : !member(in, reg, b, i, j)) continue;
+          const acc_t v = static_cast<acc_t>(vrow[j * vs]) + acc_t(0);  // value_at: -0 made +0
+          ++local[bucket_of(v)];
+          if (off) off[m] = static_cast<uint32_t>((i - i0) * cols + (j - reg.x0));
+          dst[m++] = v;
+        }
+      }
+      filled[chunk] = m;
+    }
+    const std::lock_guard<std::mutex> guard(lock);
+    for (size_t k = 0; k < local.size(); ++k) hist[k] += local[k];
+  });
+  int64_t n = 0;
+  for (const int64_t m : filled) n += m;
+  if (n == 0) return;
+  c[kCount] = n;
+  const int64_t keep = kept_count(n, trim, keep_rule);
+  Rank<acc_t> median, cut;
+  if (with_median) median.q = (n - 1) / 2;  // torch's lower middle
+  if (keep > 0) cut.q = keep - 1;
+  if (median.q < 0 && cut.q < 0) return;
+  if (median.q >= 0) median.locate(hist);
+  if (cut.q >= 0) cut.locate(hist);
+  torch::stable::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> at_median, at_cut;
+    for (int64_t chunk = begin; chunk < end; ++chunk) {
+      const acc_t* v = buf.data() + chunk * chunk_size;
+      for (int64_t k = 0; k < filled[chunk]; ++k) {
+        const uint32_t bucket = bucket_of(v[k]);
+        if (median.q >= 0 && bucket == median.bucket) at_median.push_back(v[k]);
+        if (cut.q >= 0 && bucket == cut.bucket) at_cut.push_back(v[k]);
+      }
+    }
+    const std::lock_guard<std::mutex> guard(lock);
+    median.values.insert(median.values.end(), at_median.begin(), at_median.end());
+    cut.values.insert(cut.values.end(), at_cut.begin(), at_cut.end());
+  });
+  const acc_t med = median.q >= 0 ? median.select() : acc_t(0);
+  const acc_t thr = cut.q >= 0 ? cut.select() : acc_t(0);
+  std::vector<Partial<acc_t>> parts(chunks);
+  torch::stable::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t chunk = begin; chunk < end; ++chunk) {
+      const acc_t* v = buf.data() + chunk * chunk_size;
+      const int64_t m = filled[chunk];
+      Partial<acc_t>& p = parts[chunk];
+      if (median.q >= 0) {
+        for (int64_t k = 0; k < m; ++k) {
+          p.mad += abs_of(v[k] - med);
+          p.sign_sum += (v[k] > med) - (v[k] < med);
+        }
+        for (int64_t k = 0; k < m && p.first < 0; ++k)
+          if (v[k] == med) {
+            const int64_t o = offset[chunk * chunk_size + k];
+            p.first = (reg.y0 + chunk * kChunkRows + o / cols) * W + reg.x0 + o % cols;
+          }
+      }
+      if (cut.q >= 0)
+        for (int64_t k = 0; k < m; ++k) {
+          p.below_sum += v[k] < thr ? v[k] : acc_t(0);
+          p.below += v[k] < thr;
+          p.equal += v[k] == thr;
+        }
+    }
+  });
+  Partial<acc_t> total;
+  for (const Partial<acc_t>& p : parts) {
+    total.mad += p.mad;
+    total.below_sum += p.below_sum;
+    total.sign_sum += p.sign_sum;
+    total.below += p.below;
+    total.equal += p.equal;
+    if (total.first < 0) total.first = p.first;
+  }
+  if (median.q >= 0) {
+    s[kMedian] = med;
+    s[kMad] = total.mad / static_cast<acc_t>(n);
+    c[kMedianIndex] = total.first;
+    c[kSignSum] = total.sign_sum;
+  }
+  if (cut.q >= 0) {
+    s[kTrimmed] = total.below_sum + static_cast<acc_t>(keep - total.below) * thr;
+    s[kThreshold] = thr;
+    c[kBelow] = total.below;
+    c[kEqual] = total.equal;
+  }
+}
 
 template <typename scalar_t>
 void forward_regions(const Tensor& values, const Tensor& valid, const Tensor& key, const Tensor& labels,
@@ -33,65 +203,11 @@ void forward_regions(const Tensor& values, const Tensor& valid, const Tensor& ke
   const int64_t* id = data_of<const int64_t>(ids);
   acc_t* st = data_of<acc_t>(stats);
   int64_t* ct = data_of<int64_t>(counts);
+  // A task per region; one region alone (B * R == 1) runs outside a parallel region, so its chunks spread.
   torch::stable::parallel_for(0, B * R, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> buf;
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t b = t / R;
-      const Region reg = region_of(bx, rg, id, t, H, W);
-      buf.clear();
-      buf.reserve(std::max<int64_t>(0, (reg.y1 - reg.y0) * (reg.x1 - reg.x0)));
-      for (int64_t i = reg.y0; i < reg.y1; ++i)
-        for (int64_t j = reg.x0; j < reg.x1; ++j)
-          if (member(in, reg, b, i, j)) buf.push_back(value_at<acc_t>(in, b, i, j));
-      const int64_t n = static_cast<int64_t>(buf.size());
-      acc_t* s = st + t * kNumStats;
-      int64_t* c = ct + t * kNumCounts;
-      for (int64_t k = 0; k < kNumStats; ++k) s[k] = acc_t(0);
-      for (int64_t k = 0; k < kNumCounts; ++k) c[k] = 0;
-      c[kMedianIndex] = -1;
-      if (n == 0) continue;
-      c[kCount] = n;
-      if (with_median) {
-        const int64_t q = (n - 1) / 2;
-        std::nth_element(buf.begin(), buf.begin() + q, buf.end());
-        const acc_t med = buf[q];
-        // MAD and the sign sum over the scratch copy (contiguous); the median's index: the first member equal
-        // to it in flat order (a scan that stops there).
-        acc_t mad = 0;
-        int64_t sign_sum = 0;
-        for (int64_t k = 0; k < n; ++k) {
-          mad += abs_of(buf[k] - med);
-          sign_sum += (buf[k] > med) - (buf[k] < med);
-        }
-        int64_t first = -1;
-        for (int64_t i = reg.y0; i < reg.y1 && first < 0; ++i)
-          for (int64_t j = reg.x0; j < reg.x1; ++j)
-            if (member(in, reg, b, i, j) && value_at<acc_t>(in, b, i, j) == med) {
-              first = i * W + j;
-              break;
-            }
-        s[kMedian] = med;
-        s[kMad] = mad / static_cast<acc_t>(n);
-        c[kMedianIndex] = first;
-        c[kSignSum] = sign_sum;
-      }
-      const int64_t keep = kept_count(n, trim, keep_rule);
-      if (keep == 0) continue;
-      std::nth_element(buf.begin(), buf.begin() + (keep - 1), buf.end());
-      const acc_t thr = buf[keep - 1];
-      acc_t below_sum = 0;
-      int64_t below = 0, equal = 0;
-      for (int64_t k = 0; k < n; ++k) {
-        const acc_t v = buf[k];
-        below_sum += v < thr ? v : acc_t(0);
-        below += v < thr;
-        equal += v == thr;
-      }
-      s[kTrimmed] = below_sum + static_cast<acc_t>(keep - below) * thr;
-      s[kThreshold] = thr;
-      c[kBelow] = below;
-      c[kEqual] = equal;
-    }
+    for (int64_t t = begin; t < end; ++t)
+      one_region(in, region_of(bx, rg, id, t, H, W), t / R, W, trim, keep_rule, with_median, st + t * kNumStats,
+                 ct + t * kNumCounts);
   });
 }
 
@@ -110,9 +226,13 @@ void backward_images(const Tensor& grad, const Tensor& values, const Tensor& val
   const auto gv = StridedView4<const acc_t>{data_of<const acc_t>(grad), grad.stride(0), grad.stride(1), 0,
                                             grad.stride(2)};
   scalar_t* out = data_of<scalar_t>(grad_values);
-  torch::stable::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> acc(H * W);
-    for (int64_t b = begin; b < end; ++b) {
+  // A task is kChunkRows rows of one image (a batch pooled into one image spreads over the threads); each
+  // pixel gathers its regions' gradients in region order.
+  const int64_t chunks = (H + kChunkRows - 1) / kChunkRows;
+  torch::stable::parallel_for(0, B * chunks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> acc(kChunkRows * W);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / chunks, i0 = (task % chunks) * kChunkRows, i1 = std::min(H, i0 + kChunkRows);
       std::fill(acc.begin(), acc.end(), acc_t(0));
       for (int64_t r = 0; r < R; ++r) {
         const int64_t t = b * R + r;
@@ -124,17 +244,19 @@ void backward_images(const Tensor& grad, const Tensor& values, const Tensor& val
         const acc_t g_med = gv(b, r, 0, kMedian), g_mad = gv(b, r, 0, kMad), g_trim = gv(b, r, 0, kTrimmed);
         const acc_t inv_n = acc_t(1) / static_cast<acc_t>(n), med = s[kMedian], thr = s[kThreshold];
         const int64_t keep = kept_count(n, trim, keep_rule);
-        for (int64_t i = reg.y0; i < reg.y1; ++i)
+        for (int64_t i = std::max(reg.y0, i0); i < std::min(reg.y1, i1); ++i)
           for (int64_t j = reg.x0; j < reg.x1; ++j) {
             if (!member(in, reg, b, i, j)) continue;
             const acc_t v = value_at<acc_t>(in, b, i, j);
-            acc[i * W + j] += g_mad * sign_of(v - med) * inv_n +
-                              g_trim * trimmed_weight(v, thr, keep, c[kBelow], c[kEqual]);
+            acc[(i - i0) * W + j] += g_mad * sign_of(v - med) * inv_n +
+                                     g_trim * trimmed_weight(v, thr, keep, c[kBelow], c[kEqual]);
           }
-        if (c[kMedianIndex] >= 0) acc[c[kMedianIndex]] += g_med - g_mad * static_cast<acc_t>(c[kSignSum]) * inv_n;
+        const int64_t at = c[kMedianIndex] - i0 * W;
+        if (c[kMedianIndex] >= 0 && at >= 0 && at < (i1 - i0) * W)
+          acc[at] += g_med - g_mad * static_cast<acc_t>(c[kSignSum]) * inv_n;
       }
-      scalar_t* dst = out + b * H * W;
-      for (int64_t p = 0; p < H * W; ++p) dst[p] = static_cast<scalar_t>(acc[p]);
+      scalar_t* dst = out + b * H * W + i0 * W;
+      for (int64_t p = 0; p < (i1 - i0) * W; ++p) dst[p] = static_cast<scalar_t>(acc[p]);
     }
   });
 }
