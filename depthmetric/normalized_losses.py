@@ -189,7 +189,8 @@ class _FusedTerms(torch.autograd.Function):
         g_raw = torch.where(raw >= _alignment.MAD_FLOOR, g_scale, 0.0) / count
         grad = grad.div_(scale).addcmul_(torch.sign(centred).mul_(m), g_raw)
         g_median = -grad.sum((1, 2, 3))
-        grad.view(B, H * W).scatter_add_(1, index.clamp(min=0)[:, None], torch.where(picked, g_median, 0.0)[:, None])
+        flat, rows, at = grad.view(B, H * W), torch.arange(B, device=x.device), index.clamp(min=0)
+        flat[rows, at] = flat[rows, at] + torch.where(picked, g_median, 0.0)  # one element per image
         return (grad, *none)
 
 

@@ -8,6 +8,7 @@ namespace depthmetric {
 namespace order_statistics {
 
 inline constexpr int64_t kChunkRows = 16;  // H: region rows per chunk of the forward's passes (partial sums in chunk order)
+inline constexpr int64_t kLanes = 4;  // members of a chunk: interleaved partial sums (member k adds into lane k % kLanes)
 
 }  // namespace order_statistics
 }  // namespace depthmetric

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <tuple>
 #include <vector>
@@ -86,8 +87,9 @@ void one_region(const Inputs<scalar_t>& in, const Region& reg, int64_t b, int64_
   if (reg.y1 <= reg.y0 || reg.x1 <= reg.x0) return;
   const int64_t cols = reg.x1 - reg.x0, chunk_size = kChunkRows * cols;
   const int64_t chunks = (reg.y1 - reg.y0 + kChunkRows - 1) / kChunkRows;
-  std::vector<acc_t> buf((reg.y1 - reg.y0) * cols);
-  std::vector<uint32_t> offset(with_median ? buf.size() : 0);
+  const int64_t area = (reg.y1 - reg.y0) * cols;
+  std::unique_ptr<acc_t[]> buf(new acc_t[area]);  // uninitialised: each chunk fills its segment's front
+  std::unique_ptr<uint32_t[]> offset(with_median ? new uint32_t[area] : nullptr);
   std::vector<int64_t> filled(chunks), hist(size_t(1) << kRadixBits, 0);
   std::mutex lock;
   const bool plain = reg.lo == -INFINITY && reg.hi == INFINITY && reg.id < 0;
@@ -95,8 +97,8 @@ void one_region(const Inputs<scalar_t>& in, const Region& reg, int64_t b, int64_
     std::vector<int64_t> local(hist.size(), 0);  // integers: merged in any order
     for (int64_t chunk = begin; chunk < end; ++chunk) {
       const int64_t i0 = reg.y0 + chunk * kChunkRows, i1 = std::min(reg.y1, i0 + kChunkRows);
-      acc_t* dst = buf.data() + chunk * chunk_size;
-      uint32_t* off = with_median ? offset.data() + chunk * chunk_size : nullptr;
+      acc_t* dst = buf.get() + chunk * chunk_size;
+      uint32_t* off = with_median ? offset.get() + chunk * chunk_size : nullptr;
       int64_t m = 0;
       for (int64_t i = i0; i < i1; ++i) {
         // A plain region (no key range, no label) tests the mask alone, through row pointers.
@@ -130,7 +132,7 @@ void one_region(const Inputs<scalar_t>& in, const Region& reg, int64_t b, int64_
   torch::stable::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> at_median, at_cut;
     for (int64_t chunk = begin; chunk < end; ++chunk) {
-      const acc_t* v = buf.data() + chunk * chunk_size;
+      const acc_t* v = buf.get() + chunk * chunk_size;
       for (int64_t k = 0; k < filled[chunk]; ++k) {
         const uint32_t bucket = bucket_of(v[k]);
         if (median.q >= 0 && bucket == median.bucket) at_median.push_back(v[k]);
@@ -146,26 +148,32 @@ void one_region(const Inputs<scalar_t>& in, const Region& reg, int64_t b, int64_
   std::vector<Partial<acc_t>> parts(chunks);
   torch::stable::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t chunk = begin; chunk < end; ++chunk) {
-      const acc_t* v = buf.data() + chunk * chunk_size;
+      const acc_t* v = buf.get() + chunk * chunk_size;
       const int64_t m = filled[chunk];
       Partial<acc_t>& p = parts[chunk];
+      // kLanes interleaved partial sums (member k adds into lane k % kLanes): independent chains, no branch.
       if (median.q >= 0) {
+        acc_t mad[kLanes] = {};
         for (int64_t k = 0; k < m; ++k) {
-          p.mad += abs_of(v[k] - med);
+          mad[k % kLanes] += std::abs(v[k] - med);
           p.sign_sum += (v[k] > med) - (v[k] < med);
         }
+        for (int64_t l = 0; l < kLanes; ++l) p.mad += mad[l];
         for (int64_t k = 0; k < m && p.first < 0; ++k)
           if (v[k] == med) {
             const int64_t o = offset[chunk * chunk_size + k];
             p.first = (reg.y0 + chunk * kChunkRows + o / cols) * W + reg.x0 + o % cols;
           }
       }
-      if (cut.q >= 0)
+      if (cut.q >= 0) {
+        acc_t below_sum[kLanes] = {};
         for (int64_t k = 0; k < m; ++k) {
-          p.below_sum += v[k] < thr ? v[k] : acc_t(0);
+          below_sum[k % kLanes] += v[k] * static_cast<acc_t>(v[k] < thr);
           p.below += v[k] < thr;
           p.equal += v[k] == thr;
         }
+        for (int64_t l = 0; l < kLanes; ++l) p.below_sum += below_sum[l];
+      }
     }
   });
   Partial<acc_t> total;
