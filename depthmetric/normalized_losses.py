@@ -11,6 +11,10 @@ Both maps are normalised per image: ``(x - median) / max(s, 1e-6)``, ``s = mean 
   ``R = mask * (p^ - t^)`` subsampled with stride ``2^k``, a difference counted where both pixels are valid.
 - :class:`MiDaSLoss`: ssitrim ``+ alpha *`` gradient matching, the normalisation computed once.
 
+On the compiled kernel (eager, a target without gradient) the three run as one fused step whose backward is
+written out (``_FusedTerms``: the same values, a few passes instead of autograd's graph of every elementwise
+step); the twin, ``torch.compile``, ``torch.func`` transforms and double backward go through the plain graph.
+
 Options named by what they do (defaults: the MiDaS paper's; ``median_over="all", trim_over="batch",
 pool="batch"`` is Video Depth Anything's): ``median_over="valid"|"all"`` (the median over every pixel, the
 invalid ones as zeros), ``trim_over="image"|"batch"`` (trim the batch's pooled residuals), ``pool="image"|

@@ -4,8 +4,10 @@ the median, the mean absolute deviation from it and a trimmed sum, by selection 
 A region is a set of pixels of one image: its valid pixels (``mask``), optionally restricted to a box
 ``y0:y1, x0:x1``, to a half-open interval ``[lo, hi)`` of a key map (e.g. ground-truth depth ranges, Metric3D's
 HDN) and to one label id of a label map. The op never builds ``B x R x H x W`` masks: the CPU kernel copies
-each region's values into a scratch buffer and selects with ``std::nth_element``; the CUDA kernel gives a
-block one region and bisects on the values' order-preserving integer keys. Both are deterministic.
+each region's values into a scratch buffer in row chunks with a histogram of the top 16 bits of their
+order-preserving integer keys, and selects with ``std::nth_element`` among the members of the bucket that
+holds the rank (a region alone, e.g. a batch pooled for trimming, spreads its chunks over the threads); the
+CUDA kernel gives a block one region and bisects on the same keys. Both are deterministic.
 
 Conventions (torch's): the median is the lower middle element (sorted index ``(n - 1) // 2``); its gradient
 reaches one element, the lowest flat index (``i * W + j``) among the values equal to it, as ``torch.median``
