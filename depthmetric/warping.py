@@ -39,7 +39,7 @@ def _geometry_dtype(*dtypes: torch.dtype) -> torch.dtype:
     return out
 
 
-def _matrix(name: str, m, batch: int, sizes: tuple[int, ...], device: torch.device) -> torch.Tensor:
+def _matrix(name: str, m: torch.Tensor, batch: int, sizes: tuple[int, ...], device: torch.device) -> torch.Tensor:
     """``m`` as ``B,n,n`` (n in ``sizes``); a single ``n,n`` matrix (or batch 1) broadcasts over ``batch``."""
     _checks.floating(name, m)
     if m.dim() == 2:
