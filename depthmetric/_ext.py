@@ -57,9 +57,6 @@ def extension_loaded() -> bool:
 def build_info() -> dict[str, Any]:
     """What the compiled extension contains: CPU kernels, CUDA kernels and their architectures, ops.
 
-    Args:
-        (none)
-
     Returns:
         A dict. Without a build: ``{"compiled": False, "error": ..., "hint": ...}``. With one:
         ``"compiled"`` (True), ``"abi"`` (``"stable"``), ``"torch_target"`` (the oldest torch the build loads
