@@ -6,23 +6,25 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import _checks
+from . import _checks, distributed
 
 
-def checked_pair(pred, target, mask=None, target_name: str = "target", group=None):
+def checked_pair(pred: object, target: object, mask: object = None, target_name: str = "target",
+                 group: distributed.ProcessGroup | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Validated ``pred`` and ``target`` as ``B,1,H,W`` (``B,H,W`` accepted), on one device, and the optional
     boolean ``mask``; NaN/Inf in ``pred`` raise (see ``depthmetric.set_finite_checks``; ``group``: the one the
     op communicates over, ``distributed.op_group``)."""
     _checks.floating("pred", pred)
-    pred = _checks.depth_map("pred", pred)
-    target = _checks.depth_map(target_name, target, batch=pred.shape[0])
-    _checks.same_device(**{"pred": pred, target_name: target})
-    mask = _checks.mask_map("mask", mask, target)
-    _checks.finite("pred", pred, group)
-    return pred, target, mask
+    pred_map = _checks.depth_map("pred", pred)
+    target_map = _checks.depth_map(target_name, target, batch=pred_map.shape[0])
+    _checks.same_device(**{"pred": pred_map, target_name: target_map})
+    mask_map = _checks.mask_map("mask", mask, target_map)
+    _checks.finite("pred", pred_map, group)
+    return pred_map, target_map, mask_map
 
 
-def resized_prediction(pred, target, interpolate: bool, target_name: str = "target", dtype=None):
+def resized_prediction(pred: torch.Tensor, target: torch.Tensor, interpolate: bool, target_name: str = "target",
+                       dtype: torch.dtype | None = None) -> torch.Tensor:
     """``pred`` resized to the target's size (bilinear, ``align_corners=True`` as ZoeDepth, computed in
     ``dtype``, default ``pred``'s) when the sizes differ and ``interpolate``; a ValueError when not."""
     _checks.flag("interpolate", interpolate)
@@ -34,7 +36,8 @@ def resized_prediction(pred, target, interpolate: bool, target_name: str = "targ
     return F.interpolate(pred.to(dtype or pred.dtype), size=target.shape[-2:], mode="bilinear", align_corners=True)
 
 
-def prepare_pair(pred, target, mask=None, interpolate: bool = True, group=None):
+def prepare_pair(pred: object, target: object, mask: object = None, interpolate: bool = True,
+                 group: distributed.ProcessGroup | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Shared input handling of the supervised losses.
 
     Returns ``pred``, ``target`` (``B,1,H,W``, accumulation dtype, ``pred`` resized to the target's size
@@ -42,14 +45,14 @@ def prepare_pair(pred, target, mask=None, interpolate: bool = True, group=None):
     bool: the target is a valid depth, the prediction is finite and ``mask`` is True). Invalid entries of
     both maps are replaced by 1, so any elementwise math on them is finite and their gradient is exactly 0.
     """
-    pred, target, mask = checked_pair(pred, target, mask, group=group)
-    acc = torch.promote_types(_checks.accumulate_dtype(pred.dtype), _checks.accumulate_dtype(target.dtype))
-    pred = resized_prediction(pred.to(acc), target, interpolate)
-    target = target.to(acc)
-    valid = _checks.valid_depth(target) & torch.isfinite(pred)
-    if mask is not None:
-        valid = valid & mask
-    return torch.where(valid, pred, 1.0), torch.where(valid, target, 1.0), valid
+    p, t, m = checked_pair(pred, target, mask, group=group)
+    acc = torch.promote_types(_checks.accumulate_dtype(p.dtype), _checks.accumulate_dtype(t.dtype))
+    p = resized_prediction(p.to(acc), t, interpolate)
+    t = t.to(acc)
+    valid = _checks.valid_depth(t) & torch.isfinite(p)
+    if m is not None:
+        valid = valid & m
+    return torch.where(valid, p, 1.0), torch.where(valid, t, 1.0), valid
 
 
 def safe_sqrt(x: torch.Tensor) -> torch.Tensor:

@@ -26,8 +26,8 @@ def _gradient(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def grad_l1_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None, *,
-                 reduction: str = "mean", interpolate: bool = True, normalize: str = "local", process_group=None,
-                 backend: str = "auto") -> torch.Tensor:
+                 reduction: str = "mean", interpolate: bool = True, normalize: str = "local",
+                 process_group: distributed.ProcessGroup | None = None, backend: str = "auto") -> torch.Tensor:
     """ZoeDepth's ``GradL1Loss``: ``mean |m_pred - m_target| + mean |a_pred - a_target|``.
 
     ``pred``, ``target``: ``B,1,H,W`` or ``B,H,W`` depth. At every pixel ``(i, j)`` with ``i, j >= 1``, from the
@@ -84,16 +84,43 @@ def grad_l1_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | 
 
 class GradL1Loss(nn.Module):
     """Drop-in module for ZoeDepth's ``GradL1Loss``: ``GradL1Loss()(pred, target, mask)``; see
-    :func:`grad_l1_loss`."""
+    :func:`grad_l1_loss`.
 
-    def __init__(self, reduction: str = "mean", normalize: str = "local", process_group=None, backend: str = "auto"):
+    Args:
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"``.
+        normalize: ``"local"`` (default): this rank's pixels; ``"global"``: the global batch's under
+            ``torch.distributed`` (see :mod:`depthmetric.distributed`).
+        process_group: the group of ``normalize="global"``; ``None`` (default): the default group.
+        backend: ``"auto"`` (default), ``"cpu"``, ``"cuda"`` or ``"reference"``; plain PyTorch, only checked.
+
+    Returns:
+        Called as ``loss_fn(pred, target, mask=None, interpolate=True)``: what :func:`grad_l1_loss` returns.
+
+    Raises:
+        TypeError, ValueError: a bad option, named.
+    """
+
+    def __init__(self, reduction: str = "mean", normalize: str = "local", process_group: distributed.ProcessGroup | None = None,
+                 backend: str = "auto") -> None:
         super().__init__()
         self.reduction = _checks.choice("reduction", reduction, _checks.REDUCTIONS)
         _ext.check_backend(backend)
         self.backend = backend
         self.normalize, self.process_group = distributed.check_normalize(normalize, process_group), process_group
 
-    def forward(self, pred, target, mask=None, interpolate=True):
+    def forward(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None,
+                interpolate: bool = True) -> torch.Tensor:
+        """The loss of ``pred`` against ``target``.
+
+        Args:
+            pred: the predicted depth, floating ``B,1,H,W`` or ``B,H,W``.
+            target: the ground-truth depth, ``B,1,H,W`` or ``B,H,W`` (valid where finite and > 0).
+            mask: optional bool map of the target's shape; ``False`` excludes a pixel. Default ``None``.
+            interpolate: resize a prediction of another size to the target's. Default True.
+
+        Returns:
+            What :func:`grad_l1_loss` returns.
+        """
         return grad_l1_loss(pred, target, mask, reduction=self.reduction, interpolate=interpolate,
                             normalize=self.normalize, process_group=self.process_group, backend=self.backend)
 

@@ -19,10 +19,11 @@ from ._supervised import prepare_pair, safe_sqrt
 __all__ = ["SILogLoss", "silog_loss"]
 
 
-def _check_config(beta, eps, variance_focus):
-    if not (math.isfinite(_checks.real("beta", beta)) and beta >= 0):
+def _check_config(beta: object, eps: object, variance_focus: object) -> None:
+    b, e = _checks.real("beta", beta), _checks.real("eps", eps)
+    if not (math.isfinite(b) and b >= 0):
         raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
-    if not (math.isfinite(_checks.real("eps", eps)) and eps >= 0):
+    if not (math.isfinite(e) and e >= 0):
         raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
     if variance_focus is not None and not 0 <= _checks.real("variance_focus", variance_focus) <= 1:
         raise ValueError(f"variance_focus must be None or a number in [0, 1], got {variance_focus!r}")
@@ -39,7 +40,7 @@ def silog_loss(
     reduction: str = "mean",
     interpolate: bool = True,
     normalize: str = "local",
-    process_group=None,
+    process_group: distributed.ProcessGroup | None = None,
     backend: str = "auto",
 ) -> torch.Tensor:
     """Scale-invariant log loss of ``pred`` against ``target`` (both ``B,1,H,W`` or ``B,H,W``, metres).
@@ -68,6 +69,30 @@ def silog_loss(
     after DDP's gradient averaging, gets the gradient of one process holding the whole batch. The variance
     is then formed from the pooled sums, ``(sum g^2 - (sum g)^2 / n) / (n - 1)``. ``"local"`` (default)
     pools this rank's pixels only.
+
+    Args:
+        pred: the predicted depth, floating ``B,1,H,W`` or ``B,H,W``, metres; NaN/Inf raise.
+        target: the ground-truth depth, ``B,1,H,W`` or ``B,H,W``, metres; a pixel is valid where it is finite
+            and > 0.
+        mask: optional bool map of the target's shape; ``False`` excludes a pixel. Default ``None``.
+        beta: the weight of ``mean(g)^2`` in ZoeDepth's form, >= 0. Default 0.15.
+        eps: added to both depths before the log, >= 0. Default 1e-7.
+        variance_focus: ``None`` (default): ZoeDepth's form; a number in [0, 1]: BTS's ``l``.
+        reduction: ``"mean"`` (default): the batch pooled; ``"none"``: per image; ``"sum"``: their sum.
+        interpolate: resize a prediction of another size to the target's (bilinear, ``align_corners=True``);
+            ``False`` makes a size mismatch a ValueError. Default True.
+        normalize: ``"local"`` (default): this rank's pixels; ``"global"``: the global batch's under
+            ``torch.distributed`` (see :mod:`depthmetric.distributed`).
+        process_group: the group of ``normalize="global"``; ``None`` (default): the default group.
+        backend: ``"auto"`` (default), ``"cpu"``, ``"cuda"`` or ``"reference"``; plain PyTorch, only checked.
+
+    Returns:
+        A float32 scalar (float64 for float64 inputs), or the ``B`` per-image losses with
+        ``reduction="none"``.
+
+    Raises:
+        TypeError: a non-tensor or non-floating depth map, a non-bool mask, a bad option type.
+        ValueError: shapes that do not match, NaN/Inf in ``pred``, a bad option value.
     """
     _check_config(beta, eps, variance_focus)
     _checks.choice("reduction", reduction, _checks.REDUCTIONS)
@@ -111,10 +136,27 @@ class SILogLoss(nn.Module):
     >>> loss = SILogLoss()(pred, depth, mask=depth > 1e-3)
     >>> round(loss.item(), 4)       # 10 * sqrt(0.15) * log(1.1)
     0.3691
+
+    Args:
+        beta: the weight of ``mean(g)^2``, >= 0. Default 0.15.
+        eps: added to both depths before the log. Default 1e-7.
+        variance_focus: ``None`` (default, ZoeDepth) or BTS's ``l`` in [0, 1].
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"``.
+        normalize: ``"local"`` (default): this rank's pixels; ``"global"``: the global batch's under
+            ``torch.distributed`` (see :mod:`depthmetric.distributed`).
+        process_group: the group of ``normalize="global"``; ``None`` (default): the default group.
+        backend: ``"auto"`` (default), ``"cpu"``, ``"cuda"`` or ``"reference"``; plain PyTorch, only checked.
+
+    Returns:
+        Called as ``loss_fn(pred, target, mask=None, interpolate=True)``: what :func:`silog_loss` returns.
+
+    Raises:
+        TypeError, ValueError: a bad option, named.
     """
 
     def __init__(self, beta: float = 0.15, eps: float = 1e-7, variance_focus: float | None = None,
-                 reduction: str = "mean", normalize: str = "local", process_group=None, backend: str = "auto"):
+                 reduction: str = "mean", normalize: str = "local",
+                 process_group: distributed.ProcessGroup | None = None, backend: str = "auto") -> None:
         super().__init__()
         _check_config(beta, eps, variance_focus)
         self.reduction = _checks.choice("reduction", reduction, _checks.REDUCTIONS)
@@ -122,7 +164,19 @@ class SILogLoss(nn.Module):
         self.beta, self.eps, self.variance_focus, self.backend = float(beta), float(eps), variance_focus, backend
         self.normalize, self.process_group = distributed.check_normalize(normalize, process_group), process_group
 
-    def forward(self, pred, target, mask=None, interpolate=True):
+    def forward(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None,
+                interpolate: bool = True) -> torch.Tensor:
+        """The loss of ``pred`` against ``target``.
+
+        Args:
+            pred: the predicted depth, floating ``B,1,H,W`` or ``B,H,W``.
+            target: the ground-truth depth, ``B,1,H,W`` or ``B,H,W`` (valid where finite and > 0).
+            mask: optional bool map of the target's shape; ``False`` excludes a pixel. Default ``None``.
+            interpolate: resize a prediction of another size to the target's. Default True.
+
+        Returns:
+            What :func:`silog_loss` returns.
+        """
         return silog_loss(pred, target, mask, beta=self.beta, eps=self.eps, variance_focus=self.variance_focus,
                           reduction=self.reduction, interpolate=interpolate, normalize=self.normalize, process_group=self.process_group,
                           backend=self.backend)

@@ -239,7 +239,7 @@ def _reprojection_inputs(B, C, H, W, dtype, seed, fixed):
     if fixed:  # the identity noise the op would draw, passed in
         acc = torch.float64 if dtype == torch.float64 else torch.float32
         kwargs["noise"] = 1e-5 * rand(2, B, H, W, seed=seed + 7, dtype=acc)
-    return (target, warped, sources), kwargs
+    return (warped, target, sources), kwargs
 
 
 def _contrastive_inputs(B, C, H, W, dtype, seed, fixed):
@@ -313,10 +313,10 @@ OPS = [
     Op("ssim_loss", dm.ssim_loss, _ssim_inputs(), kernel="ssim", module=dm.SSIMLoss, grad=(0, 1), no_channels="x",
        too_small="x", finite=("x", "y"), min_hw=2),
     Op("photometric_error", dm.photometric_error, _photometric_inputs, kernel="ssim", module=dm.PhotometricError,
-       grad=(0, 1), out_shape=lambda B, C, H, W: (B, 1, H, W), no_channels="a", too_small="a", finite=("a", "b"),
+       grad=(0, 1), out_shape=lambda B, C, H, W: (B, 1, H, W), no_channels="x", too_small="x", finite=("x", "y"),
        min_hw=2),
     Op("min_reprojection_loss", dm.min_reprojection_loss, _reprojection_inputs, kernel="min_reprojection",
-       module=dm.ReprojectionLoss, grad=(1,), no_channels="target", too_small="target",
+       module=dm.ReprojectionLoss, grad=(0,), no_channels="target", too_small="target",
        finite=("target", "warped", "sources", "noise"), min_hw=2, tol={torch.float64: 1e-10, torch.float32: 2e-5}),
     Op("multi_range_contrastive_loss", dm.multi_range_contrastive_loss, _contrastive_inputs,
        kernel="multi_range_contrastive", module=dm.MultiRangeContrastiveLoss, grad=(0,), no_channels="features",

@@ -124,7 +124,7 @@ def ddp_grads(rank, normalize, backend="cpu"):
     target, sources, noise = photo_batch()
     model = nn.parallel.DistributedDataParallel(Head())
     warped = [torch.sigmoid(model(s[part].mean(1, keepdim=True)) + s[part]) for s in sources]
-    loss = dm.min_reprojection_loss(target[part], warped, [s[part] for s in sources], noise=noise[:, part],
+    loss = dm.min_reprojection_loss(warped, target[part], [s[part] for s in sources], noise=noise[:, part],
                                     normalize=normalize, backend=backend)
     loss.backward()
     out["min_reprojection"] = (loss.detach(), parameter_grads(model))
@@ -150,7 +150,7 @@ def single_grads(backend="cpu"):
     target, sources, noise = photo_batch()
     model = Head()
     warped = [torch.sigmoid(model(s.mean(1, keepdim=True)) + s) for s in sources]
-    loss = dm.min_reprojection_loss(target, warped, sources, noise=noise, backend=backend)
+    loss = dm.min_reprojection_loss(warped, target, sources, noise=noise, backend=backend)
     loss.backward()
     out["min_reprojection"] = (loss.detach(), parameter_grads(model))
     x, depth, shifts = contrastive_batch()
