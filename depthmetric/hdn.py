@@ -1,0 +1,428 @@
+"""Metric3D v2's hierarchical depth normalisation loss (HDN, SPEC section 7): Metric3D's ``HDNRandomLoss``
+(``training/mono/model/losses/HDNL_random.py``) and, with ``mad_over="image"``, the normalisation of its
+``HDSNRandomLoss`` (``HDSNL_random.py``), on the fused ``order_statistics`` op.
+
+Both maps are normalised per *region* by their median and mean absolute deviation there, and the L1 distance
+of the normalised maps is summed over every region. A region is a set of valid pixels of one image: a
+ground-truth depth interval ``[lo, hi)``, a box, or one id of a label map.
+
+The medians (and the MADs of ``mad_over="region"``) are selections of the ``order_statistics`` kernel (or of
+its twin, ``backend="reference"``), never sorts of masked copies. The per-region L1 sums are one pass over the
+pixels per chunk of regions: the compiled path keeps nothing of size ``B x R x H x W`` (a chunk of at most
+``CHUNK`` elements at a time, recomputed in the backward), and synchronises nothing with the host.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from . import _autograd, _checks, _ext, distributed, order_statistics
+from ._supervised import checked_pair, resized_prediction
+
+__all__ = ["hdn_loss", "HDNLoss", "draw_hdn_regions"]
+
+MAD_OVER = ("region", "image")
+EPS = 1e-6  # Metric3D's self.eps: added to the MAD, to the region count (HDN) and to the total count
+COUNT_EPS = {"region": 1e-6, "image": 1e-10}  # HDNRandomLoss's n + 1e-6, HDSNRandomLoss's n + 1e-10
+CHUNK = 1 << 21  # elements of the pixels x regions block one step of the region pass holds
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Regions: every kind given contributes its own regions, in the order depth ranges, boxes, labels.
+
+class _Regions:
+    """The regions of a call: per kind its range of region indices and its descriptors, and the raw
+    ``order_statistics`` op's arguments for all of them at once."""
+
+    def __init__(self, t, depth_ranges, boxes, labels, num_labels):
+        B, H, W = t.shape
+        dev = t.device
+        self.kinds = []  # (kind, start, stop)
+        self.lo = self.hi = self.boxes = self.labels = self.ids = None
+        full_box = torch.tensor([0, H, 0, W], dtype=torch.int64, device=dev)
+        everything = torch.tensor([-math.inf, math.inf], dtype=torch.float64, device=dev)
+        op_boxes, op_ranges, op_ids = [], [], []
+        R = 0
+        if depth_ranges is None and boxes is None and labels is None:  # the whole image, one region
+            boxes = full_box.expand(B, 1, 4)
+        if depth_ranges is not None:
+            ranges = order_statistics._descriptor("depth_ranges", depth_ranges, B, 2, torch.float64, dev)
+            r = ranges.shape[1]
+            # [lo, hi) in float64, as the kernel compares; in the map's dtype: the least value >= each bound
+            self.lo, self.hi = _ceil_to(ranges[..., 0], t.dtype), _ceil_to(ranges[..., 1], t.dtype)
+            self.kinds.append(("range", R, R + r))
+            op_boxes.append(full_box.expand(B, r, 4))
+            op_ranges.append(ranges)
+            op_ids.append(torch.full((B, r), -1, dtype=torch.int64, device=dev))
+            R += r
+        if boxes is not None:
+            self.boxes = order_statistics._descriptor("boxes", boxes, B, 4, torch.int64, dev)
+            r = self.boxes.shape[1]
+            self.kinds.append(("box", R, R + r))
+            op_boxes.append(self.boxes)
+            op_ranges.append(everything.expand(B, r, 2))
+            op_ids.append(torch.full((B, r), -1, dtype=torch.int64, device=dev))
+            R += r
+        if labels is not None:
+            labels = order_statistics._like("labels", labels, t)
+            if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+                raise TypeError(f"labels must be an integer label map, got {labels.dtype}")
+            self.labels = labels.to(torch.int64)
+            if num_labels is None:  # one host synchronisation; pass num_labels to avoid it
+                num_labels = int(self.labels.max()) + 1 if self.labels.numel() else 0
+                num_labels = max(num_labels, 0)
+            r = num_labels
+            self.ids = torch.arange(r, dtype=torch.int64, device=dev)
+            self.kinds.append(("label", R, R + r))
+            op_boxes.append(full_box.expand(B, r, 4))
+            op_ranges.append(everything.expand(B, r, 2))
+            op_ids.append(self.ids.expand(B, r))
+            R += r
+        self.R = R
+        self.op_boxes = torch.cat(op_boxes, 1).contiguous()
+        self.op_ranges = torch.cat(op_ranges, 1).contiguous()
+        self.op_ids = torch.cat(op_ids, 1).contiguous()
+        self.op_labels = self.labels if self.labels is not None else torch.zeros(
+            (), dtype=torch.int64, device=dev).expand(B, H, W)
+
+    def chunks(self, valid, t, b):
+        """``(start, stop, member)`` over image ``b``'s regions: ``member`` the ``k,H,W`` bool map of regions
+        ``start:stop`` (valid pixels only), at most ``CHUNK`` elements."""
+        H, W = valid.shape[1:]
+        step = max(1, CHUNK // max(1, H * W))
+        for kind, first, last in self.kinds:
+            for s in range(first, last, step):
+                e = min(s + step, last)
+                if kind == "range":
+                    lo, hi = self.lo[b, s - first:e - first], self.hi[b, s - first:e - first]
+                    member = (t[b] >= lo[:, None, None]) & (t[b] < hi[:, None, None])
+                elif kind == "box":
+                    y0, y1, x0, x1 = self.boxes[b, s - first:e - first].unbind(-1)
+                    rows = torch.arange(H, device=valid.device)
+                    cols = torch.arange(W, device=valid.device)
+                    inside_rows = (rows >= y0[:, None]) & (rows < y1[:, None])
+                    inside_cols = (cols >= x0[:, None]) & (cols < x1[:, None])
+                    member = inside_rows[:, :, None] & inside_cols[:, None, :]
+                else:
+                    member = self.labels[b] == self.ids[s - first:e - first, None, None]
+                yield s, e, member & valid[b]
+
+
+def _ceil_to(bound: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The least value of ``dtype`` that is ``>= bound`` (float64): ``x >= bound`` and ``x < bound`` give the
+    same answers for every ``x`` of ``dtype`` with it as with the float64 bound."""
+    if dtype == torch.float64:
+        return bound
+    near = bound.to(dtype)
+    return torch.where(near.double() < bound, torch.nextafter(near, near.new_tensor(math.inf)), near)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The per-region L1 sums.
+
+def _col(x):
+    return x[:, None, None]
+
+
+def _plain_terms(p, t, valid, regions, mp, mt, st, sp, n, mad_over):
+    """``B,R``: each region's ``sum |norm(t) - norm(p)|``, as a plain autograd graph (the reference path and
+    the double backward of the compiled path). ``mad_over="region"`` computes the prediction's MAD here
+    (``sp`` unused); ``"image"`` takes ``sp`` (differentiable) as given."""
+    B = p.shape[0]
+    out = []
+    for b in range(B):
+        for s, e, member in regions.chunks(valid, t, b):
+            pc = p[b] - _col(mp[b, s:e])
+            if mad_over == "region":
+                spread = torch.where(member, pc.abs(), 0.0).sum((1, 2)) / (n[b, s:e] + COUNT_EPS["region"])
+            else:
+                spread = sp[b, s:e]
+            d = (t[b] - _col(mt[b, s:e])) / _col(st[b, s:e] + EPS) - pc / _col(spread + EPS)
+            out.append(torch.where(member, d.abs(), 0.0).sum((1, 2)))
+    if not out:
+        return p.new_zeros(B, regions.R) + 0 * p.sum()
+    return torch.cat(out).reshape(B, regions.R)
+
+
+class _RegionTerms(torch.autograd.Function):
+    """The per-region L1 sums of the compiled path: the same values as :func:`_plain_terms`, one chunk of
+    regions at a time in the forward and again in the backward (nothing per region and pixel is kept)."""
+
+    @staticmethod
+    def forward(ctx, p, sp, t, valid, regions, mp, mt, st, n, mad_over):
+        B = p.shape[0]
+        a, c = 1.0 / (sp + EPS), 1.0 / (st + EPS)
+        L, Q = p.new_zeros(B, regions.R), p.new_zeros(B, regions.R)
+        for b in range(B):
+            for s, e, member in regions.chunks(valid, t, b):
+                pc, d = _residual(p, t, b, s, e, mp, mt, a, c)
+                d = torch.where(member, d, 0.0)
+                L[b, s:e] = d.abs().sum((1, 2))
+                Q[b, s:e] = (d.sign() * pc).sum((1, 2))  # sum sign(d) (p - m_p): dL/da = -Q
+        ctx.regions, ctx.mad_over = regions, mad_over
+        ctx.save_for_backward(p, sp, t, valid, mp, mt, st, n, a, c, Q)
+        return L
+
+    @staticmethod
+    def backward(ctx, gL):
+        p, sp, t, valid, mp, mt, st, n, a, c, Q = ctx.saved_tensors
+        regions, mad_over = ctx.regions, ctx.mad_over
+        rest = (None,) * 8
+        if torch.is_grad_enabled():  # create_graph=True: the plain formula's gradient, differentiable again
+            gp, gsp = _autograd.reference_vjp(
+                lambda p_, sp_: _plain_terms(p_, t, valid, regions, mp, mt, st, sp_, n, mad_over), (p, sp), gL,
+                (ctx.needs_input_grad[0], ctx.needs_input_grad[1] and mad_over == "image"))
+            return (gp, gsp, *rest)
+        gsp = gL * a * a * Q  # dL/dsp = a^2 Q
+        grad = None
+        if ctx.needs_input_grad[0]:
+            grad = torch.zeros_like(p)
+            direct = -gL * a
+            through_mad = gsp / (n + COUNT_EPS["region"])  # the region MAD's gradient, sign(p - m_p) / (n + eps)
+            for b in range(p.shape[0]):
+                for s, e, member in regions.chunks(valid, t, b):
+                    pc, d = _residual(p, t, b, s, e, mp, mt, a, c)
+                    g = d.sign_().mul_(_col(direct[b, s:e]))
+                    if mad_over == "region":
+                        g.addcmul_(pc.sign_(), _col(through_mad[b, s:e]))
+                    grad[b] += torch.where(member, g, 0.0).sum(0)
+        return (grad, gsp if mad_over == "image" and ctx.needs_input_grad[1] else None, *rest)
+
+
+def _residual(p, t, b, s, e, mp, mt, a, c):
+    """``p - m_p`` and ``d = (t - m_t) c - (p - m_p) a`` for image ``b``'s regions ``s:e`` (``k,H,W``)."""
+    pc = p[b] - _col(mp[b, s:e])
+    d = (t[b] - _col(mt[b, s:e])).mul_(_col(c[b, s:e]))
+    return pc, d.addcmul_(pc, _col(a[b, s:e]), value=-1)
+
+
+def _image_abs_dev(x, valid, m):
+    """``B,R``: ``sum over the valid pixels of the image of |x - m_r|`` for each region's ``m_r`` (no
+    gradient through ``m``), from each image's sorted values and their prefix sums (float64)."""
+    B = x.shape[0]
+    flat = torch.where(valid, x, math.inf).reshape(B, -1).double()
+    ordered = flat.sort(dim=1).values
+    prefix = torch.cat([ordered.new_zeros(B, 1), torch.where(ordered.isfinite(), ordered, 0.0).cumsum(1)], 1)
+    m = m.detach().double().contiguous()
+    below = torch.searchsorted(ordered.detach(), m)  # values < m
+    upto = torch.searchsorted(ordered.detach(), m, right=True)  # values <= m (the ties add |x - m| = 0)
+    count = valid.reshape(B, -1).sum(1, keepdim=True)
+    total = prefix.gather(1, count)
+    lower = m * below - prefix.gather(1, below)
+    upper = total - prefix.gather(1, upto) - m * (count - upto)
+    return (lower + upper).to(x.dtype)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The loss.
+
+def _check_options(mad_over, reduction, normalize, process_group):
+    _checks.choice("mad_over", mad_over, MAD_OVER)
+    _checks.choice("reduction", reduction, _checks.REDUCTIONS)
+    distributed.check_normalize(normalize, process_group)
+
+
+def hdn_loss(pred, target, mask=None, *, depth_ranges=None, boxes=None, labels=None, num_labels=None,
+             mad_over: str = "region", reduction: str = "mean", interpolate: bool = True, normalize: str = "local",
+             process_group=None, backend: str = "auto") -> torch.Tensor:
+    r"""Metric3D v2's hierarchical depth normalisation loss: ``HDNRandomLoss`` given the same depth intervals
+    (``mad_over="region"``), the normalisation of ``HDSNRandomLoss`` with ``mad_over="image"``.
+
+    ``pred``, ``target``: ``B,1,H,W`` (``B,H,W`` accepted) depth maps; a pixel is valid where the target is
+    finite and ``> 0``, the prediction finite and ``mask`` (bool, optional) True. NaN/Inf in ``pred`` raise;
+    a prediction of another size is resized to the target's (bilinear, ``align_corners=True``) when
+    ``interpolate``. The regions (each the valid pixels of one image that it selects; every kind given
+    contributes its own regions, all summed):
+
+    - ``depth_ranges``: ``B,R,2`` floating, ``[lo, hi)`` of the ground truth in metres (compared in float64;
+      ``-inf``/``inf`` leave a side open; a NaN bound selects nothing), Metric3D's depth intervals;
+    - ``boxes``: ``B,R,4`` integer ``y0, y1, x0, x1`` (the pixels ``y0 <= y < y1``, ``x0 <= x < x1``; clipped
+      to the image), ``HDSNRandomLoss``'s random crops;
+    - ``labels``: ``B,H,W`` (or ``B,1,H,W``) integer map, one region per id ``0 .. num_labels - 1``
+      (negative ids belong to no region; ``num_labels`` defaults to ``labels.max() + 1``, read on the host:
+      pass it to avoid that synchronisation, e.g. under ``torch.compile``), ``HDSNRandomLoss``'s semantic
+      masks (select and renumber its ids, e.g. those of more than 500 pixels, before the call);
+    - none of them: one region per image, its valid pixels.
+
+    Metric3D concatenates its interval, crop and semantic masks into one list of regions, each with its own
+    statistics, and sums over all of them: so here depth ranges and boxes given together are ``R1 + R2``
+    regions, not their ``R1 x R2`` intersections (``region_median`` intersects the kinds it is given; this
+    loss calls the op once over the concatenated regions instead).
+
+    For a region :math:`r` of :math:`n_r` pixels and each map :math:`x` (prediction and target), with
+    :math:`m_r(x)` the median (the lower middle element, torch's convention and ``nanmedian``'s):
+
+    .. math::
+
+       s_r(x) = \frac{\sum_{i \in S} |x_i - m_r(x)|}{n_r + \epsilon_n}, \qquad
+       \hat x_i = \frac{x_i - m_r(x)}{s_r(x) + 10^{-6}}, \qquad
+       L = \frac{\sum_r \sum_{i \in r} |\hat t_i - \hat p_i|}{\sum_r n_r + 10^{-6}}
+
+    ``mad_over="region"``: :math:`S = r`, :math:`\epsilon_n = 10^{-6}` (``HDNRandomLoss.ssi_mae``);
+    ``mad_over="image"``: :math:`S` = every valid pixel of the region's image, :math:`\epsilon_n = 10^{-10}`
+    (``HDSNRandomLoss.ssi_mae``, whose deviations are not masked). Metric3D also sums the invalid pixels'
+    raw values there; here invalid pixels never count (SPEC), so the two agree on images without invalid
+    pixels. An empty region adds nothing (its terms and its count are 0).
+
+    Gradients reach ``pred`` alone: the prediction's median carries none (Metric3D detaches it), its MAD
+    carries one (Metric3D's ``pred_diff`` is computed from the undetached prediction); the target is data.
+
+    ``reduction``: ``"mean"`` is Metric3D's ratio above over the batch's regions (``normalize="global"``: the
+    sums and counts of the global batch under ``torch.distributed``, SPEC section 5); ``"none"`` the ``B``
+    per-image values, each image's own ratio (its regions' sums over its count ``+ 1e-6``); ``"sum"`` their
+    sum. Returned in float32 (float64 for float64 inputs). ``backend``: ``"auto"`` the compiled
+    ``order_statistics`` kernel for the medians and MADs and a recomputing region pass; ``"reference"`` the
+    twin and the plain formula (supports ``torch.func`` transforms and forward-mode AD).
+
+    Raises TypeError/ValueError naming the argument: ``pred``/``target``/``mask`` shapes and dtypes,
+    ``depth_ranges`` not ``B,R,2`` floating, ``boxes`` not ``B,R,4`` integer, ``labels`` not an integer map of
+    the target's size, ``num_labels``, ``mad_over``, ``reduction``, ``normalize``, ``interpolate``,
+    ``backend``, and a region argument on another device.
+
+    >>> import torch, depthmetric
+    >>> g = torch.Generator().manual_seed(0)
+    >>> target = 1 + 9 * torch.rand(2, 1, 32, 48, generator=g)
+    >>> pred = 0.5 * target + 0.05 * torch.rand(2, 1, 32, 48, generator=g)
+    >>> regions = depthmetric.draw_hdn_regions(target, n_ranges=4, n_boxes=4, generator=g)
+    >>> bool(depthmetric.hdn_loss(pred, target, **regions) < 0.05)
+    True
+    """
+    _check_options(mad_over, reduction, normalize, process_group)
+    if num_labels is not None:
+        _checks.count("num_labels", num_labels)
+    group = distributed.op_group(normalize, process_group)
+    pred, target, mask = checked_pair(pred, target, mask, group=group)
+    _ext.check_backend(backend, pred.device)
+    acc = torch.promote_types(_checks.accumulate_dtype(pred.dtype), _checks.accumulate_dtype(target.dtype))
+    pred = resized_prediction(pred.to(acc), target, interpolate)[:, 0]
+    target = target.detach().to(acc)[:, 0]
+    valid = _checks.valid_depth(target) & torch.isfinite(pred)
+    if mask is not None:
+        valid = valid & mask[:, 0]
+    t = torch.where(valid, target, 0.0)
+    p = torch.where(valid, pred, 0.0)
+    regions = _Regions(t, depth_ranges, boxes, labels, num_labels)
+    kernel = _ext.use_kernel(backend, p.device)
+    if kernel:
+        _autograd.check_untransformed("depthmetric.hdn_loss", (pred,))
+    args = (valid, t, regions.op_labels, regions.op_boxes, regions.op_ranges, regions.op_ids, 1.0, 0, True, backend)
+    stats_p, counts = order_statistics.order_statistics(p.detach(), *args)
+    stats_t, _ = order_statistics.order_statistics(t, *args)
+    n = counts[..., 0].to(acc)
+    mp, mt = stats_p[..., 0], stats_t[..., 0]
+    eps_n = COUNT_EPS[mad_over]
+    if mad_over == "region":  # the op's MAD is the mean: times n over n + eps
+        st = stats_t[..., 1] * n / (n + eps_n)
+        sp = stats_p[..., 1] * n / (n + eps_n)
+    else:
+        st = _image_abs_dev(t, valid, mt) / (n + eps_n)
+        sp = _image_abs_dev(p, valid, mp) / (n + eps_n)
+    if kernel:
+        L = _RegionTerms.apply(p, sp, t, valid, regions, mp, mt, st, n, mad_over)
+    else:
+        L = _plain_terms(p, t, valid, regions, mp, mt, st, sp, n, mad_over)
+    return _reduce(L, n, reduction, normalize, process_group)
+
+
+def _reduce(L, n, reduction, normalize, process_group):
+    if reduction == "none":
+        return L.sum(1) / (n.sum(1) + EPS)
+    if reduction == "sum":
+        return (L.sum(1) / (n.sum(1) + EPS)).sum()
+    total, count = L.sum(), n.sum()
+    if normalize == "global":
+        group = distributed.active_group(process_group)
+        total, count = distributed.all_reduce_sum(total, group), distributed.all_reduce_count(count, group)
+    return total / (count + EPS)
+
+
+class HDNLoss(nn.Module):
+    """Metric3D v2's hierarchical depth normalisation loss as a module; see :func:`hdn_loss`. The regions
+    change every step, so they are arguments of ``forward`` (draw them with :func:`draw_hdn_regions`)."""
+
+    def __init__(self, mad_over: str = "region", reduction: str = "mean", normalize: str = "local",
+                 process_group=None, backend: str = "auto"):
+        super().__init__()
+        _check_options(mad_over, reduction, normalize, process_group)
+        _ext.check_backend(backend)
+        self.mad_over, self.reduction, self.backend = mad_over, reduction, backend
+        self.normalize, self.process_group = normalize, process_group
+
+    def forward(self, pred, target, mask=None, depth_ranges=None, boxes=None, labels=None, num_labels=None,
+                interpolate=True):
+        return hdn_loss(pred, target, mask, depth_ranges=depth_ranges, boxes=boxes, labels=labels,
+                        num_labels=num_labels, mad_over=self.mad_over, reduction=self.reduction,
+                        interpolate=interpolate, normalize=self.normalize, process_group=self.process_group,
+                        backend=self.backend)
+
+    def extra_repr(self) -> str:
+        return (f"mad_over={self.mad_over!r}, reduction={self.reduction!r}, normalize={self.normalize!r}, "
+                f"backend={self.backend!r}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Metric3D's random regions.
+
+def draw_hdn_regions(target, mask=None, *, n_ranges: int = 10, n_boxes: int = 20, generator=None) -> dict:
+    """Random regions for :func:`hdn_loss`, drawn as Metric3D draws them, outside any compiled region: a dict
+    ``{"depth_ranges": B,n_ranges,2 float64, "boxes": B,n_boxes,4 int64}`` on the target's device, to pass
+    as ``hdn_loss(pred, target, mask, **regions)``.
+
+    - Depth ranges (``HDNRandomLoss.get_random_masks_for_batch``), per image from the minimum ``a`` and
+      maximum ``b`` of its valid ground truth (``0, 0`` without any): ``lo = a + u (b - a)``,
+      ``u ~ U(0, 0.75)``; ``hi = a + v (b - a)``, ``v ~ U(lo + 0.1, 1 - 1e-6)`` (numpy's ``uniform(low,
+      high)``, ``low + (high - low) U``, also when ``low > high``). As in Metric3D's code the lower bound of
+      ``v`` is ``lo`` in metres, not its fraction ``u``: for depths beyond 0.9 m, ``v >= 1 - 1e-6`` and the
+      interval runs to the maximum depth or beyond. (Metric3D's ``hi + 1e-30`` changes nothing in float64.)
+    - Boxes (``HDSNRandomLoss.get_random_masks_for_batch``), the same for every image of the batch: heights
+      drawn without replacement from ``int(0.125 H) .. int(0.5 H) - 1``, widths likewise from ``W``, tops
+      without replacement from ``0 .. H - int(0.125 H) - 1``, lefts from ``0 .. W - int(0.125 W) - 1``;
+      bottom and right clipped to the image. Drawing without replacement needs as many choices as boxes:
+      ``n_boxes`` larger than ``int(0.5 H) - int(0.125 H)`` (or the same of ``W``) is a ValueError, as
+      numpy's ``choice`` raises.
+
+    ``generator``: a CPU ``torch.Generator`` (default: torch's global one); the same seed gives the same
+    regions (the draws are torch's, not numpy's, so not Metric3D's numbers). ``target``/``mask`` as in
+    :func:`hdn_loss`. One host synchronisation (the per-image minimum and maximum).
+
+    >>> import torch, depthmetric
+    >>> target = 1 + 9 * torch.rand(2, 1, 64, 64)
+    >>> regions = depthmetric.draw_hdn_regions(target, generator=torch.Generator().manual_seed(0))
+    >>> regions["depth_ranges"].shape, regions["boxes"].shape
+    (torch.Size([2, 10, 2]), torch.Size([2, 20, 4]))
+    """
+    target = _checks.depth_map("target", target)
+    mask = _checks.mask_map("mask", mask, target)
+    _checks.count("n_ranges", n_ranges)
+    _checks.count("n_boxes", n_boxes)
+    generator = _checks.generator("generator", generator)
+    B, _, H, W = target.shape
+    valid = _checks.valid_depth(target)
+    if mask is not None:
+        valid = valid & mask
+    t = target.detach().double()
+    has = valid.flatten(1).any(1)
+    low = torch.where(valid, t, math.inf).flatten(1).amin(1) if H * W else t.new_zeros(B)
+    high = torch.where(valid, t, -math.inf).flatten(1).amax(1) if H * W else t.new_zeros(B)
+    low, high = (torch.where(has, x, 0.0).cpu() for x in (low, high))
+    u = torch.rand(B, 2, n_ranges, generator=generator, dtype=torch.float64)
+    span, low = (high - low)[:, None], low[:, None]
+    lo = u[:, 0] * 0.75 * span + low
+    v = (lo + 0.1) + ((1 - EPS) - (lo + 0.1)) * u[:, 1]
+    ranges = torch.stack([lo, v * span + low], -1)
+    for size, name in ((H, "height"), (W, "width")):
+        first, last = int(0.125 * size), int(0.5 * size)
+        if n_boxes > max(0, last - first):
+            raise ValueError(f"n_boxes must be at most {max(0, last - first)} for an image {name} of {size} "
+                             f"(Metric3D draws the box sizes int(0.125 * {name}) .. int(0.5 * {name}) - 1 "
+                             f"without replacement), got {n_boxes}")
+    sizes = [torch.arange(int(0.125 * s), int(0.5 * s))[torch.randperm(int(0.5 * s) - int(0.125 * s),
+                                                                         generator=generator)[:n_boxes]]
+             for s in (H, W)]
+    starts = [torch.randperm(s - int(0.125 * s), generator=generator)[:n_boxes] for s in (H, W)]
+    y0, x0 = starts
+    boxes = torch.stack([y0, (y0 + sizes[0]).clamp(max=H), x0, (x0 + sizes[1]).clamp(max=W)], -1)
+    return {"depth_ranges": ranges.to(target.device),
+            "boxes": boxes.expand(B, n_boxes, 4).contiguous().to(target.device)}
