@@ -7,9 +7,18 @@ of the normalised maps is summed over every region. A region is a set of valid p
 ground-truth depth interval ``[lo, hi)``, a box, or one id of a label map.
 
 The medians (and the MADs of ``mad_over="region"``) are selections of the ``order_statistics`` kernel (or of
-its twin, ``backend="reference"``), never sorts of masked copies. The per-region L1 sums are one pass over the
-pixels per chunk of regions: the compiled path keeps nothing of size ``B x R x H x W`` (a chunk of at most
-``CHUNK`` elements at a time, recomputed in the backward), and synchronises nothing with the host.
+its twin, ``backend="reference"``), never sorts of masked copies. The per-region L1 sums need a pass over each
+region's pixels with that region's statistics; the compiled path (``backend="auto"``) keeps nothing of size
+``B x R x H x W`` for its backward (it recomputes the pass there) and synchronises nothing with the host:
+
+- on the CPU (outside ``torch.compile``), where reading a tensor costs no synchronisation, each depth-range
+  (label) region is a contiguous run of its image's valid pixels sorted by depth (label) and each box its
+  crop, so a region's pass reads its own pixels only (``HOST_INDEX``);
+- elsewhere (CUDA, ``torch.compile``, meta tensors) it tests every pixel's membership, a chunk of regions
+  of at most ``CHUNK`` elements at a time.
+
+``backend="reference"`` runs the plain formula (the twin's statistics, a differentiable graph per chunk of
+regions), which supports ``torch.func`` transforms and forward-mode AD.
 """
 from __future__ import annotations
 
@@ -146,6 +155,60 @@ def _plain_terms(p, t, valid, regions, mp, mt, st, sp, n, mad_over):
     return torch.cat(out).reshape(B, regions.R)
 
 
+HOST_INDEX = True  # the compiled path on the CPU reads the regions on the host (runs and crops); False: dense
+
+
+class _HostIndex:
+    """The regions read on the host, where that costs no synchronisation (the CPU, outside torch.compile):
+    a depth-range (label) region is a run of its image's valid pixels sorted by depth (label), a box is its
+    crop, so each region's pass touches its own pixels only."""
+
+    def __init__(self, regions, t, valid):
+        B, H, W = t.shape
+        self.runs, self.crops = {}, None
+        for kind, first, last in regions.kinds:
+            if kind == "box":
+                y0, y1, x0, x1 = (regions.boxes[..., k].clamp(0, size) for k, size in enumerate((H, H, W, W)))
+                self.crops = torch.stack([y0, torch.maximum(y0, y1), x0, torch.maximum(x0, x1)], -1).tolist()
+                continue
+            if kind == "range":
+                ordered, order = torch.where(valid, t, math.inf).reshape(B, -1).sort(dim=1, stable=True)
+                lo, hi = regions.lo.contiguous(), regions.hi.contiguous()
+                empty = lo.isnan() | hi.isnan()
+            else:
+                ordered, order = torch.where(valid, regions.labels, -1).reshape(B, -1).sort(dim=1, stable=True)
+                lo = regions.ids.expand(B, last - first).contiguous()
+                hi, empty = lo + 1, torch.zeros(lo.shape, dtype=torch.bool, device=lo.device)
+            start, stop = torch.searchsorted(ordered, lo), torch.searchsorted(ordered, hi)
+            stop = torch.where(empty, start, torch.maximum(start, stop))
+            self.runs[kind] = (order, torch.stack([start, stop], -1).tolist())
+
+    def pieces(self, regions, p, t, valid, b, grad=None, sorted_grads=None):
+        """``(start, stop, P, T, M, target)`` for each of image ``b``'s regions (see :func:`_dense_pieces`)."""
+        gathered = {kind: (p.reshape(p.shape[0], -1)[b][order[b]], t.reshape(t.shape[0], -1)[b][order[b]])
+                    for kind, (order, _) in self.runs.items()}
+        for kind, first, last in regions.kinds:
+            for r in range(first, last):
+                if kind == "box":
+                    y0, y1, x0, x1 = self.crops[b][r - first]
+                    target = None if grad is None else grad[b, y0:y1, x0:x1]
+                    yield (r, r + 1, p[b, y0:y1, x0:x1][None], t[b, y0:y1, x0:x1][None], valid[b, y0:y1, x0:x1][None],
+                           target)
+                else:
+                    i, j = self.runs[kind][1][b][r - first]
+                    ps, ts = gathered[kind]
+                    target = None if sorted_grads is None else sorted_grads[kind][b, i:j]
+                    yield r, r + 1, ps[i:j][None], ts[i:j][None], None, target
+
+
+def _dense_pieces(regions, p, t, valid, b, grad=None):
+    """``(start, stop, P, T, M, target)`` for chunks of image ``b``'s regions: the maps ``P``, ``T`` broadcast
+    against the ``k`` regions ``start:stop`` (here the whole image, ``1,H,W``), their membership ``M``
+    (``k,H,W``; None: every element) and the gradient's view the chunk adds to."""
+    for s, e, member in regions.chunks(valid, t, b):
+        yield s, e, p[b][None], t[b][None], member, None if grad is None else grad[b]
+
+
 class _RegionTerms(torch.autograd.Function):
     """The per-region L1 sums of the compiled path: the same values as :func:`_plain_terms`, one chunk of
     regions at a time in the forward and again in the backward (nothing per region and pixel is kept)."""
@@ -155,20 +218,25 @@ class _RegionTerms(torch.autograd.Function):
         B = p.shape[0]
         a, c = 1.0 / (sp + EPS), 1.0 / (st + EPS)
         L, Q = p.new_zeros(B, regions.R), p.new_zeros(B, regions.R)
+        host = _HostIndex(regions, t, valid) if (HOST_INDEX and p.device.type == "cpu"
+                                                 and not torch.compiler.is_compiling()) else None
         for b in range(B):
-            for s, e, member in regions.chunks(valid, t, b):
-                pc, d = _residual(p, t, b, s, e, mp, mt, a, c)
-                d = torch.where(member, d, 0.0)
-                L[b, s:e] = d.abs().sum((1, 2))
-                Q[b, s:e] = (d.sign() * pc).sum((1, 2))  # sum sign(d) (p - m_p): dL/da = -Q
-        ctx.regions, ctx.mad_over = regions, mad_over
+            pieces = host.pieces(regions, p, t, valid, b) if host else _dense_pieces(regions, p, t, valid, b)
+            for s, e, P, T, M, _ in pieces:
+                pc, d = _residual(P, T, b, s, e, mp, mt, a, c)
+                if M is not None:
+                    d = torch.where(M, d, 0.0)
+                dims = tuple(range(1, d.dim()))
+                L[b, s:e] = d.abs().sum(dims)
+                Q[b, s:e] = (d.sign() * pc).sum(dims)  # sum sign(d) (p - m_p): dL/da = -Q
+        ctx.regions, ctx.mad_over, ctx.host = regions, mad_over, host
         ctx.save_for_backward(p, sp, t, valid, mp, mt, st, n, a, c, Q)
         return L
 
     @staticmethod
     def backward(ctx, gL):
         p, sp, t, valid, mp, mt, st, n, a, c, Q = ctx.saved_tensors
-        regions, mad_over = ctx.regions, ctx.mad_over
+        regions, mad_over, host = ctx.regions, ctx.mad_over, ctx.host
         rest = (None,) * 8
         if torch.is_grad_enabled():  # create_graph=True: the plain formula's gradient, differentiable again
             gp, gsp = _autograd.reference_vjp(
@@ -178,24 +246,38 @@ class _RegionTerms(torch.autograd.Function):
         gsp = gL * a * a * Q  # dL/dsp = a^2 Q
         grad = None
         if ctx.needs_input_grad[0]:
+            B = p.shape[0]
             grad = torch.zeros_like(p)
             direct = -gL * a
             through_mad = gsp / (n + COUNT_EPS["region"])  # the region MAD's gradient, sign(p - m_p) / (n + eps)
-            for b in range(p.shape[0]):
-                for s, e, member in regions.chunks(valid, t, b):
-                    pc, d = _residual(p, t, b, s, e, mp, mt, a, c)
-                    g = d.sign_().mul_(_col(direct[b, s:e]))
+            sorted_grads = {kind: p.new_zeros(B, order.shape[1]) for kind, (order, _) in host.runs.items()} if host else {}
+            for b in range(B):
+                pieces = (host.pieces(regions, p, t, valid, b, grad, sorted_grads) if host
+                          else _dense_pieces(regions, p, t, valid, b, grad))
+                for s, e, P, T, M, target in pieces:
+                    pc, d = _residual(P, T, b, s, e, mp, mt, a, c)
+                    g = d.sign_().mul_(_at(direct, b, s, e, d.dim()))
                     if mad_over == "region":
-                        g.addcmul_(pc.sign_(), _col(through_mad[b, s:e]))
-                    grad[b] += torch.where(member, g, 0.0).sum(0)
+                        g.addcmul_(pc.sign_(), _at(through_mad, b, s, e, d.dim()))
+                    if M is not None:
+                        g = torch.where(M, g, 0.0)
+                    target += g.sum(0)
+            for kind, (order, _) in (host.runs.items() if host else ()):
+                grad.view(B, -1).scatter_add_(1, order, sorted_grads[kind])
         return (grad, gsp if mad_over == "image" and ctx.needs_input_grad[1] else None, *rest)
 
 
-def _residual(p, t, b, s, e, mp, mt, a, c):
-    """``p - m_p`` and ``d = (t - m_t) c - (p - m_p) a`` for image ``b``'s regions ``s:e`` (``k,H,W``)."""
-    pc = p[b] - _col(mp[b, s:e])
-    d = (t[b] - _col(mt[b, s:e])).mul_(_col(c[b, s:e]))
-    return pc, d.addcmul_(pc, _col(a[b, s:e]), value=-1)
+def _at(x, b, s, e, dim):
+    """``x[b, s:e]`` shaped ``k,1,...,1`` to broadcast against ``dim``-d pieces."""
+    return x[b, s:e].view(-1, *([1] * (dim - 1)))
+
+
+def _residual(P, T, b, s, e, mp, mt, a, c):
+    """``P - m_p`` and ``d = (T - m_t) c - (P - m_p) a`` for image ``b``'s regions ``s:e`` (``k,...``)."""
+    dim = max(P.dim(), 2)
+    pc = P - _at(mp, b, s, e, dim)
+    d = (T - _at(mt, b, s, e, dim)).mul_(_at(c, b, s, e, dim))
+    return pc, d.addcmul_(pc, _at(a, b, s, e, dim), value=-1)
 
 
 def _image_abs_dev(x, valid, m):
