@@ -165,40 +165,92 @@ class _HostIndex:
 
     def __init__(self, regions, t, valid):
         B, H, W = t.shape
-        self.runs, self.crops = {}, None
+        self.runs, self.crops, self.gathered = {}, None, {}
         for kind, first, last in regions.kinds:
             if kind == "box":
                 y0, y1, x0, x1 = (regions.boxes[..., k].clamp(0, size) for k, size in enumerate((H, H, W, W)))
                 self.crops = torch.stack([y0, torch.maximum(y0, y1), x0, torch.maximum(x0, x1)], -1).tolist()
                 continue
             if kind == "range":
-                ordered, order = torch.where(valid, t, math.inf).reshape(B, -1).sort(dim=1, stable=True)
+                ordered, order = torch.where(valid, t, math.inf).reshape(B, -1).sort(dim=1)
                 lo, hi = regions.lo.contiguous(), regions.hi.contiguous()
                 empty = lo.isnan() | hi.isnan()
             else:
-                ordered, order = torch.where(valid, regions.labels, -1).reshape(B, -1).sort(dim=1, stable=True)
+                ordered, order = torch.where(valid, regions.labels, -1).reshape(B, -1).sort(dim=1)
                 lo = regions.ids.expand(B, last - first).contiguous()
                 hi, empty = lo + 1, torch.zeros(lo.shape, dtype=torch.bool, device=lo.device)
             start, stop = torch.searchsorted(ordered, lo), torch.searchsorted(ordered, hi)
             stop = torch.where(empty, start, torch.maximum(start, stop))
             self.runs[kind] = (order, torch.stack([start, stop], -1).tolist())
 
-    def pieces(self, regions, p, t, valid, b, grad=None, sorted_grads=None):
-        """``(start, stop, P, T, M, target)`` for each of image ``b``'s regions (see :func:`_dense_pieces`)."""
-        gathered = {kind: (p.reshape(p.shape[0], -1)[b][order[b]], t.reshape(t.shape[0], -1)[b][order[b]])
-                    for kind, (order, _) in self.runs.items()}
+    def views(self, regions, p, t, valid, b):
+        """``(r, P, T, M, where)`` for each of image ``b``'s regions: its pixels of both maps (a run of the
+        sorted maps, or a crop), the crop's validity (None for a run) and where its gradient goes
+        (``(kind, start, stop)`` of a run, or the crop's slices)."""
+        if b not in self.gathered:  # kept from the forward for the backward: 2 x H x W per image and kind
+            self.gathered[b] = {kind: (p.reshape(p.shape[0], -1)[b][order[b]], t.reshape(t.shape[0], -1)[b][order[b]])
+                                for kind, (order, _) in self.runs.items()}
+        gathered = self.gathered[b]
         for kind, first, last in regions.kinds:
             for r in range(first, last):
                 if kind == "box":
                     y0, y1, x0, x1 = self.crops[b][r - first]
-                    target = None if grad is None else grad[b, y0:y1, x0:x1]
-                    yield (r, r + 1, p[b, y0:y1, x0:x1][None], t[b, y0:y1, x0:x1][None], valid[b, y0:y1, x0:x1][None],
-                           target)
+                    crop = (b, slice(y0, y1), slice(x0, x1))
+                    yield r, p[crop], t[crop], valid[crop], crop
                 else:
                     i, j = self.runs[kind][1][b][r - first]
                     ps, ts = gathered[kind]
-                    target = None if sorted_grads is None else sorted_grads[kind][b, i:j]
-                    yield r, r + 1, ps[i:j][None], ts[i:j][None], None, target
+                    yield r, ps[i:j], ts[i:j], None, (kind, b, slice(i, j))
+
+    def forward(self, regions, p, t, valid, mp, mt, a, c):
+        """``L, Q`` (``B,R``) region by region, with the statistics as numbers read on the host."""
+        L, Q = [[0.0] * regions.R for _ in range(p.shape[0])], [[0.0] * regions.R for _ in range(p.shape[0])]
+        mp_, mt_, a_, c_ = (x.tolist() for x in (mp, mt, a, c))
+        for b in range(p.shape[0]):
+            for r, P, T, M, _ in self.views(regions, p, t, valid, b):
+                if P.numel() == 0:
+                    continue
+                s, u, pc = _host_residual(P, T, M, mp_[b][r], mt_[b][r], a_[b][r], c_[b][r])
+                dot = torch.dot if M is None else _flat_dot  # a run is 1-d and contiguous, a crop is neither
+                L[b][r] = c_[b][r] * float(dot(s, u))
+                Q[b][r] = float(dot(s, pc))
+        return p.new_tensor(L).reshape(p.shape[0], regions.R), p.new_tensor(Q).reshape(p.shape[0], regions.R)
+
+    def backward(self, regions, p, t, valid, mp, mt, a, c, direct, through_mad):
+        """The gradient of ``sum_r direct_r L_r`` plus, when ``through_mad`` is given, of the region MADs'
+        ``sum_r through_mad_r sum_{i in r} |p_i - m_r|``."""
+        B = p.shape[0]
+        grad = torch.zeros_like(p)
+        sorted_grads = {kind: p.new_zeros(B, order.shape[1]) for kind, (order, _) in self.runs.items()}
+        mp_, mt_, a_, c_, direct_ = (x.tolist() for x in (mp, mt, a, c, direct))
+        mad_ = None if through_mad is None else through_mad.tolist()
+        for b in range(B):
+            for r, P, T, M, where in self.views(regions, p, t, valid, b):
+                if P.numel() == 0:
+                    continue
+                s, _, pc = _host_residual(P, T, M, mp_[b][r], mt_[b][r], a_[b][r], c_[b][r])
+                g = s.mul_(direct_[b][r] * a_[b][r])
+                if mad_ is not None:
+                    g.add_(pc.sign_().mul_(M) if M is not None else pc.sign_(), alpha=mad_[b][r])
+                target = sorted_grads[where[0]][where[1:]] if isinstance(where[0], str) else grad[where]
+                target += g
+        for kind, (order, _) in self.runs.items():
+            grad.view(B, -1).scatter_add_(1, order, sorted_grads[kind])
+        return grad
+
+
+def _flat_dot(x, y):
+    return (x * y).sum()
+
+
+def _host_residual(P, T, M, mp, mt, a, c):
+    """``sign(d)`` (0 outside ``M``), ``d / c`` and ``P - m_p`` of one region, ``d = (T - m_t) c - (P - m_p) a``
+    (the centred maps first, so that a pixel at both medians gives exactly 0, as the plain formula)."""
+    pc = P - mp
+    u = (T - mt).add_(pc, alpha=-a / c)
+    if M is not None:
+        u.mul_(M)
+    return u.sign(), u, pc
 
 
 def _dense_pieces(regions, p, t, valid, b, grad=None):
@@ -220,9 +272,10 @@ class _RegionTerms(torch.autograd.Function):
         L, Q = p.new_zeros(B, regions.R), p.new_zeros(B, regions.R)
         host = _HostIndex(regions, t, valid) if (HOST_INDEX and p.device.type == "cpu"
                                                  and not torch.compiler.is_compiling()) else None
-        for b in range(B):
-            pieces = host.pieces(regions, p, t, valid, b) if host else _dense_pieces(regions, p, t, valid, b)
-            for s, e, P, T, M, _ in pieces:
+        if host:
+            L, Q = host.forward(regions, p, t, valid, mp, mt, a, c)
+        for b in range(0 if host else B):
+            for s, e, P, T, M, _ in _dense_pieces(regions, p, t, valid, b):
                 pc, d = _residual(P, T, b, s, e, mp, mt, a, c)
                 if M is not None:
                     d = torch.where(M, d, 0.0)
@@ -247,14 +300,15 @@ class _RegionTerms(torch.autograd.Function):
         grad = None
         if ctx.needs_input_grad[0]:
             B = p.shape[0]
-            grad = torch.zeros_like(p)
             direct = -gL * a
             through_mad = gsp / (n + COUNT_EPS["region"])  # the region MAD's gradient, sign(p - m_p) / (n + eps)
-            sorted_grads = {kind: p.new_zeros(B, order.shape[1]) for kind, (order, _) in host.runs.items()} if host else {}
+            if host:
+                return (host.backward(regions, p, t, valid, mp, mt, a, c, -gL,
+                                      through_mad if mad_over == "region" else None),
+                        gsp if mad_over == "image" and ctx.needs_input_grad[1] else None, *rest)
+            grad = torch.zeros_like(p)
             for b in range(B):
-                pieces = (host.pieces(regions, p, t, valid, b, grad, sorted_grads) if host
-                          else _dense_pieces(regions, p, t, valid, b, grad))
-                for s, e, P, T, M, target in pieces:
+                for s, e, P, T, M, target in _dense_pieces(regions, p, t, valid, b, grad):
                     pc, d = _residual(P, T, b, s, e, mp, mt, a, c)
                     g = d.sign_().mul_(_at(direct, b, s, e, d.dim()))
                     if mad_over == "region":
@@ -262,8 +316,6 @@ class _RegionTerms(torch.autograd.Function):
                     if M is not None:
                         g = torch.where(M, g, 0.0)
                     target += g.sum(0)
-            for kind, (order, _) in (host.runs.items() if host else ()):
-                grad.view(B, -1).scatter_add_(1, order, sorted_grads[kind])
         return (grad, gsp if mad_over == "image" and ctx.needs_input_grad[1] else None, *rest)
 
 

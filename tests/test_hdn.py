@@ -179,13 +179,14 @@ def test_a_one_pixel_region_adds_its_count_and_nothing_else():
 
 @pytest.mark.parametrize("mad_over", ["region", "image"])
 def test_chunks_and_backends_agree(mad_over, monkeypatch):
-    """The region pass in chunks of one region (a boundary between every two) and in one chunk, on both
-    backends: values and gradients."""
+    """The region pass in chunks of one region (a boundary between every two) and in one chunk, with the
+    compiled path's host-read runs and crops and without, on both backends: values and gradients."""
     pred, gt, ranges, boxes, labels = inputs(H=11, W=14)
     kwargs = dict(depth_ranges=ranges, boxes=boxes, labels=labels, num_labels=4, mad_over=mad_over)
     results = []
-    for chunk in (hdn.CHUNK, 1):
+    for chunk, host in ((hdn.CHUNK, True), (hdn.CHUNK, False), (1, False)):
         monkeypatch.setattr(hdn, "CHUNK", chunk)
+        monkeypatch.setattr(hdn, "HOST_INDEX", host)
         for backend in BACKENDS:
             x = pred.clone().requires_grad_()
             loss = dm.hdn_loss(x, gt, **kwargs, backend=backend)
