@@ -172,11 +172,11 @@ class _HostIndex:
                 self.crops = torch.stack([y0, torch.maximum(y0, y1), x0, torch.maximum(x0, x1)], -1).tolist()
                 continue
             if kind == "range":
-                ordered, order = torch.where(valid, t, math.inf).reshape(B, -1).sort(dim=1)
+                ordered, order = torch.where(valid, t, math.inf).reshape(B, H * W).sort(dim=1)
                 lo, hi = regions.lo.contiguous(), regions.hi.contiguous()
                 empty = lo.isnan() | hi.isnan()
             else:
-                ordered, order = torch.where(valid, regions.labels, -1).reshape(B, -1).sort(dim=1)
+                ordered, order = torch.where(valid, regions.labels, -1).reshape(B, H * W).sort(dim=1)
                 lo = regions.ids.expand(B, last - first).contiguous()
                 hi, empty = lo + 1, torch.zeros(lo.shape, dtype=torch.bool, device=lo.device)
             start, stop = torch.searchsorted(ordered, lo), torch.searchsorted(ordered, hi)
@@ -188,7 +188,7 @@ class _HostIndex:
         sorted maps, or a crop), the crop's validity (None for a run) and where its gradient goes
         (``(kind, start, stop)`` of a run, or the crop's slices)."""
         if b not in self.gathered:  # kept from the forward for the backward: 2 x H x W per image and kind
-            self.gathered[b] = {kind: (p.reshape(p.shape[0], -1)[b][order[b]], t.reshape(t.shape[0], -1)[b][order[b]])
+            self.gathered[b] = {kind: (p[b].reshape(-1)[order[b]], t[b].reshape(-1)[order[b]])
                                 for kind, (order, _) in self.runs.items()}
         gathered = self.gathered[b]
         for kind, first, last in regions.kinds:
@@ -235,7 +235,7 @@ class _HostIndex:
                 target = sorted_grads[where[0]][where[1:]] if isinstance(where[0], str) else grad[where]
                 target += g
         for kind, (order, _) in self.runs.items():
-            grad.view(B, -1).scatter_add_(1, order, sorted_grads[kind])
+            grad.view(B, order.shape[1]).scatter_add_(1, order, sorted_grads[kind])
         return grad
 
 
@@ -292,10 +292,11 @@ class _RegionTerms(torch.autograd.Function):
         regions, mad_over, host = ctx.regions, ctx.mad_over, ctx.host
         rest = (None,) * 8
         if torch.is_grad_enabled():  # create_graph=True: the plain formula's gradient, differentiable again
-            gp, gsp = _autograd.reference_vjp(
-                lambda p_, sp_: _plain_terms(p_, t, valid, regions, mp, mt, st, sp_, n, mad_over), (p, sp), gL,
-                (ctx.needs_input_grad[0], ctx.needs_input_grad[1] and mad_over == "image"))
-            return (gp, gsp, *rest)
+            def plain(p_):  # the image MADs recomputed from p_: the whole gradient goes to p, none to sp
+                sp_ = _image_abs_dev(p_, valid, mp) / (n + COUNT_EPS["image"]) if mad_over == "image" else sp
+                return _plain_terms(p_, t, valid, regions, mp, mt, st, sp_, n, mad_over)
+            gp, = _autograd.reference_vjp(plain, (p,), gL, (True,))
+            return (gp, None, *rest)
         gsp = gL * a * a * Q  # dL/dsp = a^2 Q
         grad = None
         if ctx.needs_input_grad[0]:
@@ -335,14 +336,14 @@ def _residual(P, T, b, s, e, mp, mt, a, c):
 def _image_abs_dev(x, valid, m):
     """``B,R``: ``sum over the valid pixels of the image of |x - m_r|`` for each region's ``m_r`` (no
     gradient through ``m``), from each image's sorted values and their prefix sums (float64)."""
-    B = x.shape[0]
-    flat = torch.where(valid, x, math.inf).reshape(B, -1).double()
+    B, H, W = x.shape
+    flat = torch.where(valid, x, math.inf).reshape(B, H * W).double()
     ordered = flat.sort(dim=1).values
     prefix = torch.cat([ordered.new_zeros(B, 1), torch.where(ordered.isfinite(), ordered, 0.0).cumsum(1)], 1)
     m = m.detach().double().contiguous()
     below = torch.searchsorted(ordered.detach(), m)  # values < m
     upto = torch.searchsorted(ordered.detach(), m, right=True)  # values <= m (the ties add |x - m| = 0)
-    count = valid.reshape(B, -1).sum(1, keepdim=True)
+    count = valid.reshape(B, H * W).sum(1, keepdim=True)
     total = prefix.gather(1, count)
     lower = m * below - prefix.gather(1, below)
     upper = total - prefix.gather(1, upto) - m * (count - upto)

@@ -291,16 +291,24 @@ def test_the_prediction_median_carries_no_gradient_and_the_target_none():
 
 
 @needs_ext
-def test_double_backward_of_the_kernel_path_is_the_reference_formula():
+@pytest.mark.parametrize("mad_over", ["region", "image"])
+def test_double_backward_of_the_kernel_path_is_the_reference_formula(mad_over):
+    """create_graph=True: the compiled path's gradient is the plain formula's, itself differentiable (the
+    image MADs recomputed inside, so their path is counted once)."""
     pred, gt, ranges, boxes, _ = inputs(B=2, H=7, W=8)
     grads = []
     for backend in ("cpu", "reference"):
         x = pred.clone().requires_grad_()
-        g, = torch.autograd.grad(dm.hdn_loss(x, gt, depth_ranges=ranges, boxes=boxes, backend=backend), x,
-                                 create_graph=True)
-        hvp, = torch.autograd.grad((g * torch.linspace(0, 1, g.numel()).view_as(g)).sum(), x, allow_unused=True)
+        loss = dm.hdn_loss(x, gt, depth_ranges=ranges, boxes=boxes, mad_over=mad_over, backend=backend)
+        g, = torch.autograd.grad(loss, x, create_graph=True)
+        plain, = torch.autograd.grad(dm.hdn_loss(x, gt, depth_ranges=ranges, boxes=boxes, mad_over=mad_over,
+                                                 backend=backend), x)
+        assert g.requires_grad
+        torch.testing.assert_close(g.detach(), plain, rtol=1e-10, atol=1e-13)
+        hvp, = torch.autograd.grad((g * torch.linspace(0, 1, g.numel()).view_as(g)).sum(), x)
         grads.append((g.detach(), hvp))
-    torch.testing.assert_close(grads[0][0], grads[1][0], rtol=1e-10, atol=1e-13)
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-13)
 
 
 @needs_ext
