@@ -1,6 +1,6 @@
 """Metric3D v2's hierarchical depth normalisation loss (``hdn_loss``) with Metric3D's random regions: 10
 ground-truth depth intervals and 20 boxes per image (``draw_hdn_regions``), at Metric3D's 616x1064 training
-crop, batch 2.
+crop, batch 2 (and NYU's 480x640, batch 4).
 
 - ``kernel``: the library (medians and MADs selected by the ``order_statistics`` kernel, the region pass in
   chunks, recomputed in the backward);
@@ -21,6 +21,7 @@ from benchmarks.harness import Case, backend_arg
 
 _QUICK = dict(B=2, H=24, W=40, ranges=3, boxes=4)
 _METRIC3D = dict(B=2, H=616, W=1064, ranges=10, boxes=20)  # Metric3D v2's crop; HDN's intervals, HDSN's boxes
+_NYU = dict(B=4, H=480, W=640, ranges=10, boxes=20)
 
 
 def _label(d: dict) -> str:
@@ -29,7 +30,7 @@ def _label(d: dict) -> str:
 
 CASES = [
     Case("hdn_loss", _label(_QUICK), _QUICK, sets=("quick",), backends=("kernel", "reference", "metric3d")),
-    Case("hdn_loss", _label(_METRIC3D), _METRIC3D, sets=("cpu", "cuda"), backends=("kernel", "metric3d")),
+    *(Case("hdn_loss", _label(d), d, sets=("cpu", "cuda"), backends=("kernel", "metric3d")) for d in (_METRIC3D, _NYU)),
 ]
 
 
