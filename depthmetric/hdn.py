@@ -163,9 +163,9 @@ class _HostIndex:
     a depth-range (label) region is a run of its image's valid pixels sorted by depth (label), a box is its
     crop, so each region's pass touches its own pixels only."""
 
-    def __init__(self, regions, t, valid):
+    def __init__(self, regions, p, t, valid):
         B, H, W = t.shape
-        self.runs, self.crops, self.gathered = {}, None, {}
+        self.runs, self.crops, self.sorted, self.bounds = {}, None, {}, {}
         for kind, first, last in regions.kinds:
             if kind == "box":
                 y0, y1, x0, x1 = (regions.boxes[..., k].clamp(0, size) for k, size in enumerate((H, H, W, W)))
@@ -182,15 +182,38 @@ class _HostIndex:
             start, stop = torch.searchsorted(ordered, lo), torch.searchsorted(ordered, hi)
             stop = torch.where(empty, start, torch.maximum(start, stop))
             self.runs[kind] = (order, torch.stack([start, stop], -1).tolist())
+            self.bounds[kind] = (start, stop)
+            # both maps in the run order, kept for the forward and the backward: 2 x B x H x W per kind
+            self.sorted[kind] = (p.detach().reshape(B, H * W).gather(1, order), t.reshape(B, H * W).gather(1, order))
+
+    def statistics(self, regions, p, t, valid, backend):
+        """The op's ``(stats, counts)`` of the prediction and the target's ``stats``, ``B,R``: for the runs on
+        the sorted maps laid out as ``B,1,H*W`` images (a run is a one-row box there), for the boxes on the
+        maps, so the op reads each region's own pixels only."""
+        B, H, W = t.shape
+        dev = t.device
+        out_p, out_t = [], []
+        for kind, first, last in regions.kinds:
+            if kind == "box":
+                values_p, values_t, ok, boxes = p.detach(), t, valid, regions.boxes
+            else:
+                (values_p, values_t), (start, stop) = self.sorted[kind], self.bounds[kind]
+                values_p, values_t = values_p.view(B, 1, H * W), values_t.view(B, 1, H * W)
+                ok = torch.ones((), dtype=torch.bool, device=dev).expand(B, 1, H * W)
+                boxes = torch.stack([torch.zeros_like(start), torch.ones_like(start), start, stop], -1)
+            shape = (B, last - first)
+            args = (ok, values_t, torch.zeros((), dtype=torch.int64, device=dev).expand(values_t.shape),
+                    boxes.contiguous(), regions.op_ranges.new_tensor([-math.inf, math.inf]).expand(*shape, 2).contiguous(),
+                    torch.full(shape, -1, dtype=torch.int64, device=dev), 1.0, 0, True, backend)
+            out_p.append(order_statistics.order_statistics(values_p, *args))
+            out_t.append(order_statistics.order_statistics(values_t, *args))
+        return (torch.cat([o[0] for o in out_p], 1), torch.cat([o[0] for o in out_t], 1),
+                torch.cat([o[1] for o in out_p], 1))
 
     def views(self, regions, p, t, valid, b):
         """``(r, P, T, M, where)`` for each of image ``b``'s regions: its pixels of both maps (a run of the
         sorted maps, or a crop), the crop's validity (None for a run) and where its gradient goes
         (``(kind, start, stop)`` of a run, or the crop's slices)."""
-        if b not in self.gathered:  # kept from the forward for the backward: 2 x H x W per image and kind
-            self.gathered[b] = {kind: (p[b].reshape(-1)[order[b]], t[b].reshape(-1)[order[b]])
-                                for kind, (order, _) in self.runs.items()}
-        gathered = self.gathered[b]
         for kind, first, last in regions.kinds:
             for r in range(first, last):
                 if kind == "box":
@@ -199,8 +222,8 @@ class _HostIndex:
                     yield r, p[crop], t[crop], valid[crop], crop
                 else:
                     i, j = self.runs[kind][1][b][r - first]
-                    ps, ts = gathered[kind]
-                    yield r, ps[i:j], ts[i:j], None, (kind, b, slice(i, j))
+                    ps, ts = self.sorted[kind]
+                    yield r, ps[b, i:j], ts[b, i:j], None, (kind, b, slice(i, j))
 
     def forward(self, regions, p, t, valid, mp, mt, a, c):
         """``L, Q`` (``B,R``) region by region, with the statistics as numbers read on the host."""
@@ -266,12 +289,10 @@ class _RegionTerms(torch.autograd.Function):
     regions at a time in the forward and again in the backward (nothing per region and pixel is kept)."""
 
     @staticmethod
-    def forward(ctx, p, sp, t, valid, regions, mp, mt, st, n, mad_over):
+    def forward(ctx, p, sp, t, valid, regions, host, mp, mt, st, n, mad_over):
         B = p.shape[0]
         a, c = 1.0 / (sp + EPS), 1.0 / (st + EPS)
         L, Q = p.new_zeros(B, regions.R), p.new_zeros(B, regions.R)
-        host = _HostIndex(regions, t, valid) if (HOST_INDEX and p.device.type == "cpu"
-                                                 and not torch.compiler.is_compiling()) else None
         if host:
             L, Q = host.forward(regions, p, t, valid, mp, mt, a, c)
         for b in range(0 if host else B):
@@ -290,7 +311,7 @@ class _RegionTerms(torch.autograd.Function):
     def backward(ctx, gL):
         p, sp, t, valid, mp, mt, st, n, a, c, Q = ctx.saved_tensors
         regions, mad_over, host = ctx.regions, ctx.mad_over, ctx.host
-        rest = (None,) * 8
+        rest = (None,) * 9
         if torch.is_grad_enabled():  # create_graph=True: the plain formula's gradient, differentiable again
             def plain(p_):  # the image MADs recomputed from p_: the whole gradient goes to p, none to sp
                 sp_ = _image_abs_dev(p_, valid, mp) / (n + COUNT_EPS["image"]) if mad_over == "image" else sp
@@ -442,9 +463,15 @@ def hdn_loss(pred, target, mask=None, *, depth_ranges=None, boxes=None, labels=N
     kernel = _ext.use_kernel(backend, p.device)
     if kernel:
         _autograd.check_untransformed("depthmetric.hdn_loss", (pred,))
-    args = (valid, t, regions.op_labels, regions.op_boxes, regions.op_ranges, regions.op_ids, 1.0, 0, True, backend)
-    stats_p, counts = order_statistics.order_statistics(p.detach(), *args)
-    stats_t, _ = order_statistics.order_statistics(t, *args)
+    host = _HostIndex(regions, p, t, valid) if (kernel and HOST_INDEX and p.device.type == "cpu"
+                                                and not torch.compiler.is_compiling()) else None
+    if host is not None:
+        stats_p, stats_t, counts = host.statistics(regions, p, t, valid, backend)
+    else:
+        args = (valid, t, regions.op_labels, regions.op_boxes, regions.op_ranges, regions.op_ids, 1.0, 0, True,
+                backend)
+        stats_p, counts = order_statistics.order_statistics(p.detach(), *args)
+        stats_t, _ = order_statistics.order_statistics(t, *args)
     n = counts[..., 0].to(acc)
     mp, mt = stats_p[..., 0], stats_t[..., 0]
     eps_n = COUNT_EPS[mad_over]
@@ -455,7 +482,7 @@ def hdn_loss(pred, target, mask=None, *, depth_ranges=None, boxes=None, labels=N
         st = _image_abs_dev(t, valid, mt) / (n + eps_n)
         sp = _image_abs_dev(p, valid, mp) / (n + eps_n)
     if kernel:
-        L = _RegionTerms.apply(p, sp, t, valid, regions, mp, mt, st, n, mad_over)
+        L = _RegionTerms.apply(p, sp, t, valid, regions, host, mp, mt, st, n, mad_over)
     else:
         L = _plain_terms(p, t, valid, regions, mp, mt, st, sp, n, mad_over)
     return _reduce(L, n, reduction, normalize, process_group)
