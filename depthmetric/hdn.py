@@ -12,8 +12,9 @@ region's pixels with that region's statistics; the compiled path (``backend="aut
 ``B x R x H x W`` for its backward (it recomputes the pass there) and synchronises nothing with the host:
 
 - on the CPU (outside ``torch.compile``), where reading a tensor costs no synchronisation, each depth-range
-  (label) region is a contiguous run of its image's valid pixels sorted by depth (label) and each box its
-  crop, so a region's pass reads its own pixels only (``HOST_INDEX``);
+  (label) region is a contiguous run of its image's valid pixels sorted by depth (label), which the op reads
+  as a one-row box of the sorted maps, and each box its crop, so the op and the pass read each region's own
+  pixels only (``HOST_INDEX``);
 - elsewhere (CUDA, ``torch.compile``, meta tensors) it tests every pixel's membership, a chunk of regions
   of at most ``CHUNK`` elements at a time.
 
