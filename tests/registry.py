@@ -594,6 +594,27 @@ OPS += [
 ]
 
 
+
+# Metric3D v2's hierarchical depth normalisation loss: two depth ranges and two boxes per image (labels too).
+def _hdn_inputs(labels=False, **kw):
+    def inputs(B, C, H, W, dtype, seed, fixed):
+        ranges = torch.tensor([[0.5, 2.0], [1.5, 3.5]], dtype=torch.float64).expand(B, 2, 2).contiguous()
+        boxes = torch.tensor([[0, max(1, H // 2), 0, W], [H // 3, H, W // 4, W]]).expand(B, 2, 4).contiguous()
+        extra = dict(depth_ranges=ranges, boxes=boxes, **kw)
+        if labels:
+            g = torch.Generator().manual_seed(seed + 3)
+            extra.update(labels=torch.randint(-1, 3, (B, H, W), generator=g), num_labels=3)
+        return (_depth(B, H, W, dtype, seed + 1), _depth(B, H, W, dtype, seed + 2)), extra
+    return inputs
+
+
+HDN = dict(SUPERVISED, unchecked=("target", "depth_ranges"))
+OPS += [
+    Op("hdn_loss", dm.hdn_loss, _hdn_inputs(), module=dm.HDNLoss, smooth=False, **HDN),
+    Op("hdn_loss image labels", dm.hdn_loss, _hdn_inputs(labels=True, mad_over="image"), smooth=False, **HDN),
+]
+HELPERS["draw_hdn_regions"] = (dm.draw_hdn_regions, (rand(2, 1, 64, 64, low=0.5, high=5.0),), {})
+
 # Read by the property tests; after every ``OPS +=`` above.
 OP_BY_NAME = {op.name: op for op in OPS}
 KERNEL_OPS = [op for op in OPS if op.kernel is not None]

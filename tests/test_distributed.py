@@ -104,7 +104,14 @@ def supervised_losses(normalize):
         "trimmed_mae": dm.TrimmedMAELoss(**kw),
         "derivative": dm.MultiScaleDerivativeLoss(scales=2, **kw),
         "ssi": dm.ScaleShiftInvariantLoss(**kw),
+        "hdn": lambda p, g, m: dm.hdn_loss(p, g, m, depth_ranges=HDN_RANGES.expand(p.shape[0], 2, 2),
+                                           boxes=HDN_BOXES.expand(p.shape[0], 2, 4), **kw),
     }
+
+
+# Metric3D's HDN regions of every image: two depth intervals and two boxes.
+HDN_RANGES = torch.tensor([[0.5, 2.5], [1.5, 4.5]], dtype=torch.float64)
+HDN_BOXES = torch.tensor([[0, 6, 0, 14], [3, 12, 4, 10]])
 
 
 def parameter_grads(model):
@@ -279,7 +286,8 @@ def test_torchmetrics_adapter_matches(ranks):
         assert tm["images"].dtype == torch.int64 and tm["images"].item() == 5
 
 
-LOSSES = ["silog", "silog_bts", "trimmed_mae", "derivative", "ssi", "min_reprojection", "multi_range_contrastive"]
+LOSSES = ["silog", "silog_bts", "trimmed_mae", "derivative", "ssi", "hdn", "min_reprojection",
+          "multi_range_contrastive"]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
