@@ -1,12 +1,15 @@
 """Input handling and numerics shared by the supervised losses (``silog``, ``depth_losses``), the metrics
 and the reference twins: a validated prediction/target depth pair, the prediction resized to the target,
-and a square root with a finite gradient at 0."""
+a square root with a finite gradient at 0, and the module form of a loss of a prediction and a target."""
 from __future__ import annotations
 
+from typing import Any, Callable, ClassVar
+
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
-from . import _checks, distributed
+from . import _checks, _ext, distributed
 
 
 def checked_pair(pred: object, target: object, mask: object = None, target_name: str = "target",
@@ -59,3 +62,42 @@ def safe_sqrt(x: torch.Tensor) -> torch.Tensor:
     """``sqrt(max(x, 0))`` whose gradient is 0 (not Inf/NaN) where ``x <= 0``."""
     positive = x > 0
     return torch.where(positive, x, 1.0).sqrt() * positive
+
+
+class PairLoss(nn.Module):
+    """The module form of a loss function ``fn(pred, target, mask=None, *, interpolate=True, **options)``.
+
+    A subclass names its function (``loss_fn = staticmethod(fn)``), checks its own options and passes them
+    all, as the function's keyword arguments, to ``super().__init__``; the options every loss shares
+    (``reduction``, ``normalize`` with ``process_group``, ``backend``) are checked here.
+    """
+
+    loss_fn: ClassVar[Callable[..., torch.Tensor]]
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__()
+        if "reduction" in options:
+            _checks.choice("reduction", options["reduction"], _checks.REDUCTIONS)
+        if "normalize" in options:
+            distributed.check_normalize(options["normalize"], options.get("process_group"))
+        if "backend" in options:
+            _ext.check_backend(options["backend"])
+        self.options = options
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None,
+                interpolate: bool = True) -> torch.Tensor:
+        """The loss of ``pred`` against ``target``, with the module's options.
+
+        Args:
+            pred: the predicted depth, floating ``B,1,H,W`` or ``B,H,W``.
+            target: the ground-truth depth, ``B,1,H,W`` or ``B,H,W`` (valid where finite and > 0).
+            mask: optional bool map of the target's shape; ``False`` excludes a pixel. Default ``None``.
+            interpolate: resize a prediction of another size to the target's. Default True.
+
+        Returns:
+            What the module's function (named in the class docstring) returns with these options.
+        """
+        return self.loss_fn(pred, target, mask, interpolate=interpolate, **self.options)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.options.items() if k != "process_group")

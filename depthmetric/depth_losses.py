@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import _alignment, _checks, _ext, distributed, order_statistics
-from ._supervised import prepare_pair
+from ._supervised import PairLoss, prepare_pair
 
 __all__ = [
     "TrimmedMAELoss",
@@ -263,7 +263,7 @@ def scale_shift_invariant_loss(pred: torch.Tensor, target: torch.Tensor, mask: t
     return _reduce(per_image, count > 0, reduction, normalize, process_group)
 
 
-class TrimmedMAELoss(nn.Module):
+class TrimmedMAELoss(PairLoss):
     """Depth Pro's trimmed mean absolute error on canonical inverse depth; see :func:`trimmed_mae_loss`.
 
     Args:
@@ -284,38 +284,17 @@ class TrimmedMAELoss(nn.Module):
         TypeError, ValueError: a bad option, named.
     """
 
+    loss_fn = staticmethod(trimmed_mae_loss)
+
     def __init__(self, trim: float = 0.2, reduction: str = "mean", normalize: str = "local",
                  process_group: distributed.ProcessGroup | None = None, backend: str = "auto", align: str = "none") -> None:
-        super().__init__()
         _check_trim(trim)
-        self.align = _checks.choice("align", align, _alignment.ALIGNS)
-        _check_reduction(reduction)
-        _ext.check_backend(backend)
-        self.trim, self.reduction, self.backend = float(trim), reduction, backend
-        self.normalize, self.process_group = distributed.check_normalize(normalize, process_group), process_group
-
-    def forward(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None,
-                interpolate: bool = True) -> torch.Tensor:
-        """The loss of ``pred`` against ``target``.
-
-        Args:
-            pred: the predicted depth, floating ``B,1,H,W`` or ``B,H,W``.
-            target: the ground-truth depth, ``B,1,H,W`` or ``B,H,W`` (valid where finite and > 0).
-            mask: optional bool map of the target's shape; ``False`` excludes a pixel. Default ``None``.
-            interpolate: resize a prediction of another size to the target's. Default True.
-
-        Returns:
-            What :func:`trimmed_mae_loss` returns.
-        """
-        return trimmed_mae_loss(pred, target, mask, trim=self.trim, align=self.align, reduction=self.reduction,
-                                interpolate=interpolate, normalize=self.normalize,
-                                process_group=self.process_group, backend=self.backend)
-
-    def extra_repr(self) -> str:
-        return f"trim={self.trim}, align={self.align!r}, reduction={self.reduction!r}, normalize={self.normalize!r}, backend={self.backend!r}"
+        _checks.choice("align", align, _alignment.ALIGNS)
+        super().__init__(trim=float(trim), align=align, reduction=reduction, normalize=normalize,
+                         process_group=process_group, backend=backend)
 
 
-class MultiScaleDerivativeLoss(nn.Module):
+class MultiScaleDerivativeLoss(PairLoss):
     """Depth Pro's ``L_{*,p,M}``: ``operator="scharr"`` (first order) or ``"laplace"`` (second order), error
     norm ``p``, ``scales`` = M; see :func:`multi_scale_derivative_loss`.
 
@@ -339,41 +318,18 @@ class MultiScaleDerivativeLoss(nn.Module):
         TypeError, ValueError: a bad option, named.
     """
 
+    loss_fn = staticmethod(multi_scale_derivative_loss)
+
     def __init__(self, operator: str = "scharr", p: int = 1, scales: int = 4, reduction: str = "mean",
                  normalize: str = "local", process_group: distributed.ProcessGroup | None = None, backend: str = "auto",
                  align: str = "none") -> None:
-        super().__init__()
         _check_derivative_config(operator, p, scales)
-        self.align = _checks.choice("align", align, _alignment.ALIGNS)
-        _check_reduction(reduction)
-        _ext.check_backend(backend)
-        self.operator, self.p, self.scales, self.reduction, self.backend = operator, p, scales, reduction, backend
-        self.normalize, self.process_group = distributed.check_normalize(normalize, process_group), process_group
-
-    def forward(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None,
-                interpolate: bool = True) -> torch.Tensor:
-        """The loss of ``pred`` against ``target``.
-
-        Args:
-            pred: the predicted depth, floating ``B,1,H,W`` or ``B,H,W``.
-            target: the ground-truth depth, ``B,1,H,W`` or ``B,H,W`` (valid where finite and > 0).
-            mask: optional bool map of the target's shape; ``False`` excludes a pixel. Default ``None``.
-            interpolate: resize a prediction of another size to the target's. Default True.
-
-        Returns:
-            What :func:`multi_scale_derivative_loss` returns.
-        """
-        return multi_scale_derivative_loss(pred, target, mask, operator=self.operator, p=self.p, scales=self.scales,
-                                           align=self.align, reduction=self.reduction, interpolate=interpolate,
-                                           normalize=self.normalize, process_group=self.process_group,
-                                           backend=self.backend)
-
-    def extra_repr(self) -> str:
-        return (f"operator={self.operator!r}, p={self.p}, scales={self.scales}, align={self.align!r}, reduction={self.reduction!r}, "
-                f"normalize={self.normalize!r}, backend={self.backend!r}")
+        _checks.choice("align", align, _alignment.ALIGNS)
+        super().__init__(operator=operator, p=p, scales=scales, align=align, reduction=reduction, normalize=normalize,
+                         process_group=process_group, backend=backend)
 
 
-class ScaleShiftInvariantLoss(nn.Module):
+class ScaleShiftInvariantLoss(PairLoss):
     """MiDaS-style scale-and-shift-invariant loss; see :func:`scale_shift_invariant_loss`.
 
     Args:
@@ -391,32 +347,10 @@ class ScaleShiftInvariantLoss(nn.Module):
         TypeError, ValueError: a bad option, named.
     """
 
+    loss_fn = staticmethod(scale_shift_invariant_loss)
+
     def __init__(self, reduction: str = "mean", pool: str = "image", normalize: str = "local",
                  process_group: distributed.ProcessGroup | None = None, backend: str = "auto") -> None:
-        super().__init__()
-        _check_reduction(reduction)
         _checks.choice("pool", pool, POOLS)
-        _ext.check_backend(backend)
-        self.reduction, self.pool, self.backend = reduction, pool, backend
-        self.normalize, self.process_group = distributed.check_normalize(normalize, process_group), process_group
-
-    def forward(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None,
-                interpolate: bool = True) -> torch.Tensor:
-        """The loss of ``pred`` against ``target``.
-
-        Args:
-            pred: the predicted depth, floating ``B,1,H,W`` or ``B,H,W``.
-            target: the ground-truth depth, ``B,1,H,W`` or ``B,H,W`` (valid where finite and > 0).
-            mask: optional bool map of the target's shape; ``False`` excludes a pixel. Default ``None``.
-            interpolate: resize a prediction of another size to the target's. Default True.
-
-        Returns:
-            What :func:`scale_shift_invariant_loss` returns.
-        """
-        return scale_shift_invariant_loss(pred, target, mask, reduction=self.reduction, pool=self.pool,
-                                          interpolate=interpolate, normalize=self.normalize,
-                                          process_group=self.process_group, backend=self.backend)
-
-    def extra_repr(self) -> str:
-        return (f"reduction={self.reduction!r}, pool={self.pool!r}, normalize={self.normalize!r}, "
-                f"backend={self.backend!r}")
+        super().__init__(reduction=reduction, pool=pool, normalize=normalize, process_group=process_group,
+                         backend=backend)

@@ -7,10 +7,9 @@ PyTorch runs at memory speed. ``backend`` is accepted for a uniform API and only
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from . import _checks, _ext, distributed
-from ._supervised import prepare_pair
+from ._supervised import PairLoss, prepare_pair
 
 __all__ = ["grad_l1_loss", "GradL1Loss"]
 
@@ -82,7 +81,7 @@ def grad_l1_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | 
     return distributed.global_mean(err.sum(), counted.sum(), normalize, process_group)
 
 
-class GradL1Loss(nn.Module):
+class GradL1Loss(PairLoss):
     """Drop-in module for ZoeDepth's ``GradL1Loss``: ``GradL1Loss()(pred, target, mask)``; see
     :func:`grad_l1_loss`.
 
@@ -100,29 +99,8 @@ class GradL1Loss(nn.Module):
         TypeError, ValueError: a bad option, named.
     """
 
-    def __init__(self, reduction: str = "mean", normalize: str = "local", process_group: distributed.ProcessGroup | None = None,
-                 backend: str = "auto") -> None:
-        super().__init__()
-        self.reduction = _checks.choice("reduction", reduction, _checks.REDUCTIONS)
-        _ext.check_backend(backend)
-        self.backend = backend
-        self.normalize, self.process_group = distributed.check_normalize(normalize, process_group), process_group
+    loss_fn = staticmethod(grad_l1_loss)
 
-    def forward(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None,
-                interpolate: bool = True) -> torch.Tensor:
-        """The loss of ``pred`` against ``target``.
-
-        Args:
-            pred: the predicted depth, floating ``B,1,H,W`` or ``B,H,W``.
-            target: the ground-truth depth, ``B,1,H,W`` or ``B,H,W`` (valid where finite and > 0).
-            mask: optional bool map of the target's shape; ``False`` excludes a pixel. Default ``None``.
-            interpolate: resize a prediction of another size to the target's. Default True.
-
-        Returns:
-            What :func:`grad_l1_loss` returns.
-        """
-        return grad_l1_loss(pred, target, mask, reduction=self.reduction, interpolate=interpolate,
-                            normalize=self.normalize, process_group=self.process_group, backend=self.backend)
-
-    def extra_repr(self) -> str:
-        return f"reduction={self.reduction!r}, normalize={self.normalize!r}, backend={self.backend!r}"
+    def __init__(self, reduction: str = "mean", normalize: str = "local",
+                 process_group: distributed.ProcessGroup | None = None, backend: str = "auto") -> None:
+        super().__init__(reduction=reduction, normalize=normalize, process_group=process_group, backend=backend)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import _checks, _ext
-from ._supervised import prepare_pair
+from ._supervised import PairLoss, prepare_pair
 
 __all__ = ["inverse_affine_depth", "rsa_loss", "RSALoss"]
 
@@ -156,7 +156,7 @@ def rsa_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None
     return per_image.sum() if reduction == "sum" else per_image.sum() / max(per_image.shape[0], 1)
 
 
-class RSALoss(nn.Module):
+class RSALoss(PairLoss):
     """RSA's masked depth loss (``kind="l1"``, its ``L1Loss``; ``"huber"``/``"l2"``, its ``--loss_type``);
     see :func:`rsa_loss`. With :func:`inverse_affine_depth`::
 
@@ -178,30 +178,10 @@ class RSALoss(nn.Module):
         TypeError, ValueError: a bad option, named.
     """
 
+    loss_fn = staticmethod(rsa_loss)
+
     def __init__(self, min_depth: float = 1e-3, max_depth: float = 10.0, kind: str = "l1", delta: float = 1.0,
                  reduction: str = "sum", backend: str = "auto") -> None:
-        super().__init__()
         _check_config(min_depth, max_depth, kind, delta, reduction)
-        _ext.check_backend(backend)
-        self.min_depth, self.max_depth, self.delta = float(min_depth), float(max_depth), float(delta)
-        self.kind, self.reduction, self.backend = kind, reduction, backend
-
-    def forward(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None,
-                interpolate: bool = True) -> torch.Tensor:
-        """The loss of ``pred`` against ``target``.
-
-        Args:
-            pred: the predicted depth, floating ``B,1,H,W`` or ``B,H,W``.
-            target: the ground-truth depth, ``B,1,H,W`` or ``B,H,W`` (valid where finite and > 0).
-            mask: optional bool map of the target's shape; ``False`` excludes a pixel. Default ``None``.
-            interpolate: resize a prediction of another size to the target's. Default True.
-
-        Returns:
-            What :func:`rsa_loss` returns.
-        """
-        return rsa_loss(pred, target, mask, min_depth=self.min_depth, max_depth=self.max_depth, kind=self.kind,
-                        delta=self.delta, reduction=self.reduction, interpolate=interpolate, backend=self.backend)
-
-    def extra_repr(self) -> str:
-        return (f"min_depth={self.min_depth}, max_depth={self.max_depth}, kind={self.kind!r}, delta={self.delta}, "
-                f"reduction={self.reduction!r}, backend={self.backend!r}")
+        super().__init__(min_depth=float(min_depth), max_depth=float(max_depth), kind=kind, delta=float(delta),
+                         reduction=reduction, backend=backend)

@@ -11,10 +11,9 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
 
 from . import _checks, _ext, distributed
-from ._supervised import prepare_pair, safe_sqrt
+from ._supervised import PairLoss, prepare_pair, safe_sqrt
 
 __all__ = ["SILogLoss", "silog_loss"]
 
@@ -125,7 +124,7 @@ def silog_loss(
     return per_image if reduction == "none" else per_image.sum()
 
 
-class SILogLoss(nn.Module):
+class SILogLoss(PairLoss):
     """Drop-in module for ZoeDepth's ``SILogLoss`` (``beta=0.15``) or, with ``variance_focus=0.85``, the
     BTS/NeWCRFs ``silog_loss``; MetricDepth's ``L_depth``. See :func:`silog_loss`.
 
@@ -154,33 +153,11 @@ class SILogLoss(nn.Module):
         TypeError, ValueError: a bad option, named.
     """
 
+    loss_fn = staticmethod(silog_loss)
+
     def __init__(self, beta: float = 0.15, eps: float = 1e-7, variance_focus: float | None = None,
                  reduction: str = "mean", normalize: str = "local",
                  process_group: distributed.ProcessGroup | None = None, backend: str = "auto") -> None:
-        super().__init__()
         _check_config(beta, eps, variance_focus)
-        self.reduction = _checks.choice("reduction", reduction, _checks.REDUCTIONS)
-        _ext.check_backend(backend)
-        self.beta, self.eps, self.variance_focus, self.backend = float(beta), float(eps), variance_focus, backend
-        self.normalize, self.process_group = distributed.check_normalize(normalize, process_group), process_group
-
-    def forward(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None,
-                interpolate: bool = True) -> torch.Tensor:
-        """The loss of ``pred`` against ``target``.
-
-        Args:
-            pred: the predicted depth, floating ``B,1,H,W`` or ``B,H,W``.
-            target: the ground-truth depth, ``B,1,H,W`` or ``B,H,W`` (valid where finite and > 0).
-            mask: optional bool map of the target's shape; ``False`` excludes a pixel. Default ``None``.
-            interpolate: resize a prediction of another size to the target's. Default True.
-
-        Returns:
-            What :func:`silog_loss` returns.
-        """
-        return silog_loss(pred, target, mask, beta=self.beta, eps=self.eps, variance_focus=self.variance_focus,
-                          reduction=self.reduction, interpolate=interpolate, normalize=self.normalize, process_group=self.process_group,
-                          backend=self.backend)
-
-    def extra_repr(self) -> str:
-        return (f"beta={self.beta}, eps={self.eps}, variance_focus={self.variance_focus}, reduction={self.reduction!r}, "
-                f"normalize={self.normalize!r}, backend={self.backend!r}")
+        super().__init__(beta=float(beta), eps=float(eps), variance_focus=variance_focus, reduction=reduction,
+                         normalize=normalize, process_group=process_group, backend=backend)
