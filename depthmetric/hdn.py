@@ -476,11 +476,6 @@ def hdn_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None
     ``order_statistics`` kernel for the medians and MADs and a recomputing region pass; ``"reference"`` the
     twin and the plain formula (supports ``torch.func`` transforms and forward-mode AD).
 
-    Raises TypeError/ValueError naming the argument: ``pred``/``target``/``mask`` shapes and dtypes,
-    ``depth_ranges`` not ``B,R,2`` floating, ``boxes`` not ``B,R,4`` integer, ``labels`` not an integer map of
-    the target's size, ``num_labels``, ``mad_over``, ``reduction``, ``normalize``, ``interpolate``,
-    ``backend``, and a region argument on another device.
-
     >>> import torch, depthmetric
     >>> g = torch.Generator().manual_seed(0)
     >>> target = 1 + 9 * torch.rand(2, 1, 32, 48, generator=g)
@@ -488,6 +483,48 @@ def hdn_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None
     >>> regions = depthmetric.draw_hdn_regions(target, n_ranges=4, n_boxes=4, generator=g)
     >>> bool(depthmetric.hdn_loss(pred, target, **regions) < 0.05)
     True
+
+    Args:
+        pred: the predicted depth, floating ``B,1,H,W`` or ``B,H,W``, metres; NaN/Inf raise. The only input
+            that gets a gradient.
+        target: the ground-truth depth, ``B,1,H,W`` or ``B,H,W``, metres; a pixel is valid where it is finite
+            and > 0. Data: no gradient.
+        mask: optional bool map of the target's shape; ``False`` excludes a pixel. Default ``None``.
+        depth_ranges: optional ``B,R,2`` floating tensor on the target's device, ``[lo, hi)`` of the ground
+            truth in metres per region (compared in float64; ``-inf``/``inf`` leave a side open, a NaN bound
+            selects nothing). Default ``None``.
+        boxes: optional ``B,R,4`` integer tensor on the target's device, ``y0, y1, x0, x1`` per region
+            (clipped to the image). Default ``None``.
+        labels: optional integer label map, ``B,H,W`` or ``B,1,H,W`` of the target's size and device: one
+            region per id ``0 .. num_labels - 1``, negative ids in none. Default ``None``.
+        num_labels: the number of label regions, an int >= 0 (with ``labels`` only); ``None`` (default):
+            ``labels.max() + 1``, one host synchronisation.
+        mad_over: ``"region"`` (default, ``HDNRandomLoss``): each region's MAD over its own pixels;
+            ``"image"`` (``HDSNRandomLoss``): over its image's valid pixels.
+        reduction: ``"mean"`` (default): the batch's summed region terms over its total count; ``"none"``:
+            the ``B`` per-image ratios; ``"sum"``: their sum.
+        interpolate: resize a prediction of another size to the target's (bilinear, ``align_corners=True``);
+            ``False`` makes a size mismatch a ValueError. Default True.
+        normalize: ``"local"`` (default): this rank's sums and counts; ``"global"``: the global batch's under
+            ``torch.distributed`` (see :mod:`depthmetric.distributed`), with ``reduction="mean"``.
+        process_group: the group of ``normalize="global"``; ``None`` (default): the default group.
+        backend: ``"auto"`` (default), ``"cpu"`` or ``"cuda"``: the compiled ``order_statistics`` kernel and
+            the recomputing region pass; ``"reference"``: the twin and the plain formula.
+
+    Returns:
+        A scalar (``"mean"``, ``"sum"``) or the ``B`` per-image losses (``"none"``), float32 (float64 for
+        float64 inputs).
+
+    Raises:
+        TypeError: a non-tensor or non-floating depth map, a non-bool mask, ``depth_ranges`` not floating,
+            ``boxes`` not integer, ``labels`` not an integer map, ``num_labels`` not an int, a bad option type.
+        ValueError: ``pred``/``target``/``mask`` shapes (or devices) that do not match, NaN/Inf in ``pred``,
+            ``depth_ranges`` not ``B,R,2`` or ``boxes`` not ``B,R,4`` (with the target's ``B``), ``labels`` not
+            of the target's size, a region argument on another device, a negative ``num_labels``, a bad
+            ``mad_over``, ``reduction``, ``normalize`` or ``backend`` value, a size mismatch without
+            ``interpolate``.
+        RuntimeError: ``backend`` other than ``"reference"`` without the compiled extension (or its CUDA
+            kernels for CUDA inputs), or with inputs under a ``torch.func`` transform or forward-mode AD.
     """
     _check_options(mad_over, reduction, normalize, process_group)
     if num_labels is not None:
@@ -547,7 +584,24 @@ def _reduce(L: torch.Tensor, n: torch.Tensor, reduction: str, normalize: str,
 
 class HDNLoss(nn.Module):
     """Metric3D v2's hierarchical depth normalisation loss as a module; see :func:`hdn_loss`. The regions
-    change every step, so they are arguments of ``forward`` (draw them with :func:`draw_hdn_regions`)."""
+    change every step, so they are arguments of ``forward`` (draw them with :func:`draw_hdn_regions`).
+
+    Args:
+        mad_over: ``"region"`` (default, ``HDNRandomLoss``): each region's MAD over its own pixels;
+            ``"image"`` (``HDSNRandomLoss``): over its image's valid pixels.
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"``.
+        normalize: ``"local"`` (default): this rank's sums and counts; ``"global"``: the global batch's under
+            ``torch.distributed`` (see :mod:`depthmetric.distributed`).
+        process_group: the group of ``normalize="global"``; ``None`` (default): the default group.
+        backend: ``"auto"`` (default), ``"cpu"``, ``"cuda"`` or ``"reference"``.
+
+    Returns:
+        Called as ``loss_fn(pred, target, mask=None, depth_ranges=None, boxes=None, labels=None,
+        num_labels=None, interpolate=True)``: what :func:`hdn_loss` returns.
+
+    Raises:
+        TypeError, ValueError: a bad option, named.
+    """
 
     def __init__(self, mad_over: str = "region", reduction: str = "mean", normalize: str = "local",
                  process_group: distributed.ProcessGroup | None = None, backend: str = "auto") -> None:
@@ -561,6 +615,21 @@ class HDNLoss(nn.Module):
                 depth_ranges: torch.Tensor | None = None, boxes: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, num_labels: int | None = None,
                 interpolate: bool = True) -> torch.Tensor:
+        """The loss of ``pred`` against ``target`` over the given regions.
+
+        Args:
+            pred: the predicted depth, floating ``B,1,H,W`` or ``B,H,W``.
+            target: the ground-truth depth, ``B,1,H,W`` or ``B,H,W`` (valid where finite and > 0).
+            mask: optional bool map of the target's shape; ``False`` excludes a pixel. Default ``None``.
+            depth_ranges: optional ``B,R,2`` floating ``[lo, hi)`` ground-truth intervals. Default ``None``.
+            boxes: optional ``B,R,4`` integer ``y0, y1, x0, x1`` boxes. Default ``None``.
+            labels: optional integer label map of the target's size, one region per id. Default ``None``.
+            num_labels: the number of label regions; ``None`` (default): ``labels.max() + 1``.
+            interpolate: resize a prediction of another size to the target's. Default True.
+
+        Returns:
+            What :func:`hdn_loss` returns.
+        """
         return hdn_loss(pred, target, mask, depth_ranges=depth_ranges, boxes=boxes, labels=labels,
                         num_labels=num_labels, mad_over=self.mad_over, reduction=self.reduction,
                         interpolate=interpolate, normalize=self.normalize, process_group=self.process_group,
@@ -602,6 +671,25 @@ def draw_hdn_regions(target: torch.Tensor, mask: torch.Tensor | None = None, *, 
     >>> regions = depthmetric.draw_hdn_regions(target, generator=torch.Generator().manual_seed(0))
     >>> regions["depth_ranges"].shape, regions["boxes"].shape
     (torch.Size([2, 10, 2]), torch.Size([2, 20, 4]))
+
+    Args:
+        target: the ground-truth depth, floating ``B,1,H,W`` or ``B,H,W``, metres; a pixel is valid where it
+            is finite and > 0.
+        mask: optional bool map of the target's shape; ``False`` excludes a pixel. Default ``None``.
+        n_ranges: the number of depth ranges per image, an int >= 0. Default 10.
+        n_boxes: the number of boxes, an int >= 0, at most ``int(0.5 H) - int(0.125 H)`` and
+            ``int(0.5 W) - int(0.125 W)``. Default 20.
+        generator: a CPU ``torch.Generator``; ``None`` (default): torch's global one.
+
+    Returns:
+        ``{"depth_ranges": B,n_ranges,2 float64, "boxes": B,n_boxes,4 int64}`` on the target's device.
+
+    Raises:
+        TypeError: a non-tensor or non-floating ``target``, a non-bool mask, ``n_ranges``/``n_boxes`` not an
+            int, ``generator`` not a ``torch.Generator``.
+        ValueError: a ``target`` or ``mask`` of the wrong shape, a negative count, ``n_boxes`` larger than the
+            box sizes to draw from.
+        RuntimeError: a ``generator`` under ``torch.compile``.
     """
     target = _checks.depth_map("target", target)
     mask = _checks.mask_map("mask", mask, target)
