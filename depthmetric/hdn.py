@@ -24,6 +24,8 @@ regions), which supports ``torch.func`` transforms and forward-mode AD.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -46,14 +48,24 @@ class _Regions:
     """The regions of a call: per kind its range of region indices and its descriptors, and the raw
     ``order_statistics`` op's arguments for all of them at once."""
 
-    def __init__(self, t, depth_ranges, boxes, labels, num_labels):
+    kinds: list[tuple[str, int, int]]
+    lo: torch.Tensor | None
+    hi: torch.Tensor | None
+    boxes: torch.Tensor | None
+    labels: torch.Tensor | None
+    ids: torch.Tensor | None
+
+    def __init__(self, t: torch.Tensor, depth_ranges: torch.Tensor | None, boxes: torch.Tensor | None,
+                 labels: torch.Tensor | None, num_labels: int | None) -> None:
         B, H, W = t.shape
         dev = t.device
         self.kinds = []  # (kind, start, stop)
         self.lo = self.hi = self.boxes = self.labels = self.ids = None
         full_box = torch.tensor([0, H, 0, W], dtype=torch.int64, device=dev)
         everything = torch.tensor([-math.inf, math.inf], dtype=torch.float64, device=dev)
-        op_boxes, op_ranges, op_ids = [], [], []
+        op_boxes: list[torch.Tensor] = []
+        op_ranges: list[torch.Tensor] = []
+        op_ids: list[torch.Tensor] = []
         R = 0
         if depth_ranges is None and boxes is None and labels is None:  # the whole image, one region
             boxes = full_box.expand(B, 1, 4)
@@ -97,7 +109,7 @@ class _Regions:
         self.op_labels = self.labels if self.labels is not None else torch.zeros(
             (), dtype=torch.int64, device=dev).expand(B, H, W)
 
-    def chunks(self, valid, t, b):
+    def chunks(self, valid: torch.Tensor, t: torch.Tensor, b: int) -> Iterator[tuple[int, int, torch.Tensor]]:
         """``(start, stop, member)`` over image ``b``'s regions: ``member`` the ``k,H,W`` bool map of regions
         ``start:stop`` (valid pixels only), at most ``CHUNK`` elements."""
         H, W = valid.shape[1:]
@@ -106,9 +118,11 @@ class _Regions:
             for s in range(first, last, step):
                 e = min(s + step, last)
                 if kind == "range":
+                    assert self.lo is not None and self.hi is not None
                     lo, hi = self.lo[b, s - first:e - first], self.hi[b, s - first:e - first]
                     member = (t[b] >= lo[:, None, None]) & (t[b] < hi[:, None, None])
                 elif kind == "box":
+                    assert self.boxes is not None
                     y0, y1, x0, x1 = self.boxes[b, s - first:e - first].unbind(-1)
                     rows = torch.arange(H, device=valid.device)
                     cols = torch.arange(W, device=valid.device)
@@ -116,6 +130,7 @@ class _Regions:
                     inside_cols = (cols >= x0[:, None]) & (cols < x1[:, None])
                     member = inside_rows[:, :, None] & inside_cols[:, None, :]
                 else:
+                    assert self.labels is not None and self.ids is not None
                     member = self.labels[b] == self.ids[s - first:e - first, None, None]
                 yield s, e, member & valid[b]
 
@@ -132,16 +147,17 @@ def _ceil_to(bound: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------------------
 # The per-region L1 sums.
 
-def _col(x):
+def _col(x: torch.Tensor) -> torch.Tensor:
     return x[:, None, None]
 
 
-def _plain_terms(p, t, valid, regions, mp, mt, st, sp, n, mad_over):
+def _plain_terms(p: torch.Tensor, t: torch.Tensor, valid: torch.Tensor, regions: _Regions, mp: torch.Tensor,
+                 mt: torch.Tensor, st: torch.Tensor, sp: torch.Tensor, n: torch.Tensor, mad_over: str) -> torch.Tensor:
     """``B,R``: each region's ``sum |norm(t) - norm(p)|``, as a plain autograd graph (the reference path and
     the double backward of the compiled path). ``mad_over="region"`` computes the prediction's MAD here
     (``sp`` unused); ``"image"`` takes ``sp`` (differentiable) as given."""
     B = p.shape[0]
-    out = []
+    out: list[torch.Tensor] = []
     for b in range(B):
         for s, e, member in regions.chunks(valid, t, b):
             pc = p[b] - _col(mp[b, s:e])
@@ -164,19 +180,27 @@ class _HostIndex:
     a depth-range (label) region is a run of its image's valid pixels sorted by depth (label), a box is its
     crop, so each region's pass touches its own pixels only."""
 
-    def __init__(self, regions, p, t, valid):
+    runs: dict[str, tuple[torch.Tensor, list[list[list[int]]]]]  # kind: (order, per image [start, stop] per run)
+    crops: list[list[list[int]]] | None  # per image [y0, y1, x0, x1] per box
+    sorted: dict[str, tuple[torch.Tensor, torch.Tensor]]  # kind: (prediction, target) in the run order
+    bounds: dict[str, tuple[torch.Tensor, torch.Tensor]]  # kind: (start, stop), B,R int64
+
+    def __init__(self, regions: _Regions, p: torch.Tensor, t: torch.Tensor, valid: torch.Tensor) -> None:
         B, H, W = t.shape
         self.runs, self.crops, self.sorted, self.bounds = {}, None, {}, {}
         for kind, first, last in regions.kinds:
             if kind == "box":
+                assert regions.boxes is not None
                 y0, y1, x0, x1 = (regions.boxes[..., k].clamp(0, size) for k, size in enumerate((H, H, W, W)))
                 self.crops = torch.stack([y0, torch.maximum(y0, y1), x0, torch.maximum(x0, x1)], -1).tolist()
                 continue
             if kind == "range":
+                assert regions.lo is not None and regions.hi is not None
                 ordered, order = torch.where(valid, t, math.inf).reshape(B, H * W).sort(dim=1)
                 lo, hi = regions.lo.contiguous(), regions.hi.contiguous()
                 empty = lo.isnan() | hi.isnan()
             else:
+                assert regions.labels is not None and regions.ids is not None
                 ordered, order = torch.where(valid, regions.labels, -1).reshape(B, H * W).sort(dim=1)
                 lo = regions.ids.expand(B, last - first).contiguous()
                 hi, empty = lo + 1, torch.zeros(lo.shape, dtype=torch.bool, device=lo.device)
@@ -187,15 +211,18 @@ class _HostIndex:
             # both maps in the run order, kept for the forward and the backward: 2 x B x H x W per kind
             self.sorted[kind] = (p.detach().reshape(B, H * W).gather(1, order), t.reshape(B, H * W).gather(1, order))
 
-    def statistics(self, regions, p, t, valid, backend):
+    def statistics(self, regions: _Regions, p: torch.Tensor, t: torch.Tensor, valid: torch.Tensor,
+                   backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The op's ``(stats, counts)`` of the prediction and the target's ``stats``, ``B,R``: for the runs on
         the sorted maps laid out as ``B,1,H*W`` images (a run is a one-row box there), for the boxes on the
         maps, so the op reads each region's own pixels only."""
         B, H, W = t.shape
         dev = t.device
-        out_p, out_t = [], []
+        out_p: list[tuple[torch.Tensor, torch.Tensor]] = []
+        out_t: list[tuple[torch.Tensor, torch.Tensor]] = []
         for kind, first, last in regions.kinds:
             if kind == "box":
+                assert regions.boxes is not None
                 values_p, values_t, ok, boxes = p.detach(), t, valid, regions.boxes
             else:
                 (values_p, values_t), (start, stop) = self.sorted[kind], self.bounds[kind]
@@ -211,13 +238,15 @@ class _HostIndex:
         return (torch.cat([o[0] for o in out_p], 1), torch.cat([o[0] for o in out_t], 1),
                 torch.cat([o[1] for o in out_p], 1))
 
-    def views(self, regions, p, t, valid, b):
+    def views(self, regions: _Regions, p: torch.Tensor, t: torch.Tensor, valid: torch.Tensor,
+              b: int) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor | None, tuple[Any, ...]]]:
         """``(r, P, T, M, where)`` for each of image ``b``'s regions: its pixels of both maps (a run of the
         sorted maps, or a crop), the crop's validity (None for a run) and where its gradient goes
         (``(kind, start, stop)`` of a run, or the crop's slices)."""
         for kind, first, last in regions.kinds:
             for r in range(first, last):
                 if kind == "box":
+                    assert self.crops is not None
                     y0, y1, x0, x1 = self.crops[b][r - first]
                     crop = (b, slice(y0, y1), slice(x0, x1))
                     yield r, p[crop], t[crop], valid[crop], crop
@@ -226,7 +255,8 @@ class _HostIndex:
                     ps, ts = self.sorted[kind]
                     yield r, ps[b, i:j], ts[b, i:j], None, (kind, b, slice(i, j))
 
-    def forward(self, regions, p, t, valid, mp, mt, a, c):
+    def forward(self, regions: _Regions, p: torch.Tensor, t: torch.Tensor, valid: torch.Tensor, mp: torch.Tensor,
+                mt: torch.Tensor, a: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``L, Q`` (``B,R``) region by region, with the statistics as numbers read on the host."""
         L, Q = [[0.0] * regions.R for _ in range(p.shape[0])], [[0.0] * regions.R for _ in range(p.shape[0])]
         mp_, mt_, a_, c_ = (x.tolist() for x in (mp, mt, a, c))
@@ -240,7 +270,9 @@ class _HostIndex:
                 Q[b][r] = float(dot(s, pc))
         return p.new_tensor(L).reshape(p.shape[0], regions.R), p.new_tensor(Q).reshape(p.shape[0], regions.R)
 
-    def backward(self, regions, p, t, valid, mp, mt, a, c, direct, through_mad):
+    def backward(self, regions: _Regions, p: torch.Tensor, t: torch.Tensor, valid: torch.Tensor, mp: torch.Tensor,
+                 mt: torch.Tensor, a: torch.Tensor, c: torch.Tensor, direct: torch.Tensor,
+                 through_mad: torch.Tensor | None) -> torch.Tensor:
         """The gradient of ``sum_r direct_r L_r`` plus, when ``through_mad`` is given, of the region MADs'
         ``sum_r through_mad_r sum_{i in r} |p_i - m_r|``."""
         B = p.shape[0]
@@ -263,11 +295,12 @@ class _HostIndex:
         return grad
 
 
-def _flat_dot(x, y):
+def _flat_dot(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (x * y).sum()
 
 
-def _host_residual(P, T, M, mp, mt, a, c):
+def _host_residual(P: torch.Tensor, T: torch.Tensor, M: torch.Tensor | None, mp: float, mt: float, a: float,
+                   c: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``sign(d)`` (0 outside ``M``), ``d / c`` and ``P - m_p`` of one region, ``d = (T - m_t) c - (P - m_p) a``
     (the centred maps first, so that a pixel at both medians gives exactly 0, as the plain formula)."""
     pc = P - mp
@@ -277,7 +310,9 @@ def _host_residual(P, T, M, mp, mt, a, c):
     return u.sign(), u, pc
 
 
-def _dense_pieces(regions, p, t, valid, b, grad=None):
+def _dense_pieces(regions: _Regions, p: torch.Tensor, t: torch.Tensor, valid: torch.Tensor, b: int,
+                  grad: torch.Tensor | None = None
+                  ) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]]:
     """``(start, stop, P, T, M, target)`` for chunks of image ``b``'s regions: the maps ``P``, ``T`` broadcast
     against the ``k`` regions ``start:stop`` (here the whole image, ``1,H,W``), their membership ``M``
     (``k,H,W``; None: every element) and the gradient's view the chunk adds to."""
@@ -290,7 +325,9 @@ class _RegionTerms(torch.autograd.Function):
     regions at a time in the forward and again in the backward (nothing per region and pixel is kept)."""
 
     @staticmethod
-    def forward(ctx, p, sp, t, valid, regions, host, mp, mt, st, n, mad_over):
+    def forward(ctx: Any, p: torch.Tensor, sp: torch.Tensor, t: torch.Tensor, valid: torch.Tensor,
+                regions: _Regions, host: _HostIndex | None, mp: torch.Tensor, mt: torch.Tensor, st: torch.Tensor,
+                n: torch.Tensor, mad_over: str) -> torch.Tensor:
         B = p.shape[0]
         a, c = 1.0 / (sp + EPS), 1.0 / (st + EPS)
         L, Q = p.new_zeros(B, regions.R), p.new_zeros(B, regions.R)
@@ -309,18 +346,19 @@ class _RegionTerms(torch.autograd.Function):
         return L
 
     @staticmethod
-    def backward(ctx, gL):
+    def backward(ctx: Any, gL: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         p, sp, t, valid, mp, mt, st, n, a, c, Q = ctx.saved_tensors
         regions, mad_over, host = ctx.regions, ctx.mad_over, ctx.host
         rest = (None,) * 9
         if torch.is_grad_enabled():  # create_graph=True: the plain formula's gradient, differentiable again
-            def plain(p_):  # the image MADs recomputed from p_: the whole gradient goes to p, none to sp
+            # the image MADs recomputed from p_: the whole gradient goes to p, none to sp
+            def plain(p_: torch.Tensor) -> torch.Tensor:
                 sp_ = _image_abs_dev(p_, valid, mp) / (n + COUNT_EPS["image"]) if mad_over == "image" else sp
                 return _plain_terms(p_, t, valid, regions, mp, mt, st, sp_, n, mad_over)
             gp, = _autograd.reference_vjp(plain, (p,), gL, (True,))
             return (gp, None, *rest)
         gsp = gL * a * a * Q  # dL/dsp = a^2 Q
-        grad = None
+        grad: torch.Tensor | None = None
         if ctx.needs_input_grad[0]:
             B = p.shape[0]
             direct = -gL * a
@@ -338,16 +376,18 @@ class _RegionTerms(torch.autograd.Function):
                         g.addcmul_(pc.sign_(), _at(through_mad, b, s, e, d.dim()))
                     if M is not None:
                         g = torch.where(M, g, 0.0)
+                    assert target is not None
                     target += g.sum(0)
         return (grad, gsp if mad_over == "image" and ctx.needs_input_grad[1] else None, *rest)
 
 
-def _at(x, b, s, e, dim):
+def _at(x: torch.Tensor, b: int, s: int, e: int, dim: int) -> torch.Tensor:
     """``x[b, s:e]`` shaped ``k,1,...,1`` to broadcast against ``dim``-d pieces."""
     return x[b, s:e].view(-1, *([1] * (dim - 1)))
 
 
-def _residual(P, T, b, s, e, mp, mt, a, c):
+def _residual(P: torch.Tensor, T: torch.Tensor, b: int, s: int, e: int, mp: torch.Tensor, mt: torch.Tensor,
+              a: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``P - m_p`` and ``d = (T - m_t) c - (P - m_p) a`` for image ``b``'s regions ``s:e`` (``k,...``)."""
     dim = max(P.dim(), 2)
     pc = P - _at(mp, b, s, e, dim)
@@ -355,7 +395,7 @@ def _residual(P, T, b, s, e, mp, mt, a, c):
     return pc, d.addcmul_(pc, _at(a, b, s, e, dim), value=-1)
 
 
-def _image_abs_dev(x, valid, m):
+def _image_abs_dev(x: torch.Tensor, valid: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     """``B,R``: ``sum over the valid pixels of the image of |x - m_r|`` for each region's ``m_r`` (no
     gradient through ``m``), from each image's sorted values and their prefix sums (float64)."""
     B, H, W = x.shape
@@ -375,15 +415,18 @@ def _image_abs_dev(x, valid, m):
 # ---------------------------------------------------------------------------------------------------------
 # The loss.
 
-def _check_options(mad_over, reduction, normalize, process_group):
+def _check_options(mad_over: str, reduction: str, normalize: str,
+                   process_group: distributed.ProcessGroup | None) -> None:
     _checks.choice("mad_over", mad_over, MAD_OVER)
     _checks.choice("reduction", reduction, _checks.REDUCTIONS)
     distributed.check_normalize(normalize, process_group)
 
 
-def hdn_loss(pred, target, mask=None, *, depth_ranges=None, boxes=None, labels=None, num_labels=None,
-             mad_over: str = "region", reduction: str = "mean", interpolate: bool = True, normalize: str = "local",
-             process_group=None, backend: str = "auto") -> torch.Tensor:
+def hdn_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None, *,
+             depth_ranges: torch.Tensor | None = None, boxes: torch.Tensor | None = None,
+             labels: torch.Tensor | None = None, num_labels: int | None = None, mad_over: str = "region",
+             reduction: str = "mean", interpolate: bool = True, normalize: str = "local",
+             process_group: distributed.ProcessGroup | None = None, backend: str = "auto") -> torch.Tensor:
     r"""Metric3D v2's hierarchical depth normalisation loss: ``HDNRandomLoss`` given the same depth intervals
     (``mad_over="region"``), the normalisation of ``HDSNRandomLoss`` with ``mad_over="image"``.
 
@@ -433,11 +476,6 @@ def hdn_loss(pred, target, mask=None, *, depth_ranges=None, boxes=None, labels=N
     ``order_statistics`` kernel for the medians and MADs and a recomputing region pass; ``"reference"`` the
     twin and the plain formula (supports ``torch.func`` transforms and forward-mode AD).
 
-    Raises TypeError/ValueError naming the argument: ``pred``/``target``/``mask`` shapes and dtypes,
-    ``depth_ranges`` not ``B,R,2`` floating, ``boxes`` not ``B,R,4`` integer, ``labels`` not an integer map of
-    the target's size, ``num_labels``, ``mad_over``, ``reduction``, ``normalize``, ``interpolate``,
-    ``backend``, and a region argument on another device.
-
     >>> import torch, depthmetric
     >>> g = torch.Generator().manual_seed(0)
     >>> target = 1 + 9 * torch.rand(2, 1, 32, 48, generator=g)
@@ -445,6 +483,48 @@ def hdn_loss(pred, target, mask=None, *, depth_ranges=None, boxes=None, labels=N
     >>> regions = depthmetric.draw_hdn_regions(target, n_ranges=4, n_boxes=4, generator=g)
     >>> bool(depthmetric.hdn_loss(pred, target, **regions) < 0.05)
     True
+
+    Args:
+        pred: the predicted depth, floating ``B,1,H,W`` or ``B,H,W``, metres; NaN/Inf raise. The only input
+            that gets a gradient.
+        target: the ground-truth depth, ``B,1,H,W`` or ``B,H,W``, metres; a pixel is valid where it is finite
+            and > 0. Data: no gradient.
+        mask: optional bool map of the target's shape; ``False`` excludes a pixel. Default ``None``.
+        depth_ranges: optional ``B,R,2`` floating tensor on the target's device, ``[lo, hi)`` of the ground
+            truth in metres per region (compared in float64; ``-inf``/``inf`` leave a side open, a NaN bound
+            selects nothing). Default ``None``.
+        boxes: optional ``B,R,4`` integer tensor on the target's device, ``y0, y1, x0, x1`` per region
+            (clipped to the image). Default ``None``.
+        labels: optional integer label map, ``B,H,W`` or ``B,1,H,W`` of the target's size and device: one
+            region per id ``0 .. num_labels - 1``, negative ids in none. Default ``None``.
+        num_labels: the number of label regions, an int >= 0 (with ``labels`` only); ``None`` (default):
+            ``labels.max() + 1``, one host synchronisation.
+        mad_over: ``"region"`` (default, ``HDNRandomLoss``): each region's MAD over its own pixels;
+            ``"image"`` (``HDSNRandomLoss``): over its image's valid pixels.
+        reduction: ``"mean"`` (default): the batch's summed region terms over its total count; ``"none"``:
+            the ``B`` per-image ratios; ``"sum"``: their sum.
+        interpolate: resize a prediction of another size to the target's (bilinear, ``align_corners=True``);
+            ``False`` makes a size mismatch a ValueError. Default True.
+        normalize: ``"local"`` (default): this rank's sums and counts; ``"global"``: the global batch's under
+            ``torch.distributed`` (see :mod:`depthmetric.distributed`), with ``reduction="mean"``.
+        process_group: the group of ``normalize="global"``; ``None`` (default): the default group.
+        backend: ``"auto"`` (default), ``"cpu"`` or ``"cuda"``: the compiled ``order_statistics`` kernel and
+            the recomputing region pass; ``"reference"``: the twin and the plain formula.
+
+    Returns:
+        A scalar (``"mean"``, ``"sum"``) or the ``B`` per-image losses (``"none"``), float32 (float64 for
+        float64 inputs).
+
+    Raises:
+        TypeError: a non-tensor or non-floating depth map, a non-bool mask, ``depth_ranges`` not floating,
+            ``boxes`` not integer, ``labels`` not an integer map, ``num_labels`` not an int, a bad option type.
+        ValueError: ``pred``/``target``/``mask`` shapes (or devices) that do not match, NaN/Inf in ``pred``,
+            ``depth_ranges`` not ``B,R,2`` or ``boxes`` not ``B,R,4`` (with the target's ``B``), ``labels`` not
+            of the target's size, a region argument on another device, a negative ``num_labels``, a bad
+            ``mad_over``, ``reduction``, ``normalize`` or ``backend`` value, a size mismatch without
+            ``interpolate``.
+        RuntimeError: ``backend`` other than ``"reference"`` without the compiled extension (or its CUDA
+            kernels for CUDA inputs), or with inputs under a ``torch.func`` transform or forward-mode AD.
     """
     _check_options(mad_over, reduction, normalize, process_group)
     if num_labels is not None:
@@ -489,7 +569,8 @@ def hdn_loss(pred, target, mask=None, *, depth_ranges=None, boxes=None, labels=N
     return _reduce(L, n, reduction, normalize, process_group)
 
 
-def _reduce(L, n, reduction, normalize, process_group):
+def _reduce(L: torch.Tensor, n: torch.Tensor, reduction: str, normalize: str,
+            process_group: distributed.ProcessGroup | None) -> torch.Tensor:
     if reduction == "none":
         return L.sum(1) / (n.sum(1) + EPS)
     if reduction == "sum":
@@ -503,18 +584,52 @@ def _reduce(L, n, reduction, normalize, process_group):
 
 class HDNLoss(nn.Module):
     """Metric3D v2's hierarchical depth normalisation loss as a module; see :func:`hdn_loss`. The regions
-    change every step, so they are arguments of ``forward`` (draw them with :func:`draw_hdn_regions`)."""
+    change every step, so they are arguments of ``forward`` (draw them with :func:`draw_hdn_regions`).
+
+    Args:
+        mad_over: ``"region"`` (default, ``HDNRandomLoss``): each region's MAD over its own pixels;
+            ``"image"`` (``HDSNRandomLoss``): over its image's valid pixels.
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"``.
+        normalize: ``"local"`` (default): this rank's sums and counts; ``"global"``: the global batch's under
+            ``torch.distributed`` (see :mod:`depthmetric.distributed`).
+        process_group: the group of ``normalize="global"``; ``None`` (default): the default group.
+        backend: ``"auto"`` (default), ``"cpu"``, ``"cuda"`` or ``"reference"``.
+
+    Returns:
+        Called as ``loss_fn(pred, target, mask=None, depth_ranges=None, boxes=None, labels=None,
+        num_labels=None, interpolate=True)``: what :func:`hdn_loss` returns.
+
+    Raises:
+        TypeError, ValueError: a bad option, named.
+    """
 
     def __init__(self, mad_over: str = "region", reduction: str = "mean", normalize: str = "local",
-                 process_group=None, backend: str = "auto"):
+                 process_group: distributed.ProcessGroup | None = None, backend: str = "auto") -> None:
         super().__init__()
         _check_options(mad_over, reduction, normalize, process_group)
         _ext.check_backend(backend)
         self.mad_over, self.reduction, self.backend = mad_over, reduction, backend
         self.normalize, self.process_group = normalize, process_group
 
-    def forward(self, pred, target, mask=None, depth_ranges=None, boxes=None, labels=None, num_labels=None,
-                interpolate=True):
+    def forward(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None,
+                depth_ranges: torch.Tensor | None = None, boxes: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, num_labels: int | None = None,
+                interpolate: bool = True) -> torch.Tensor:
+        """The loss of ``pred`` against ``target`` over the given regions.
+
+        Args:
+            pred: the predicted depth, floating ``B,1,H,W`` or ``B,H,W``.
+            target: the ground-truth depth, ``B,1,H,W`` or ``B,H,W`` (valid where finite and > 0).
+            mask: optional bool map of the target's shape; ``False`` excludes a pixel. Default ``None``.
+            depth_ranges: optional ``B,R,2`` floating ``[lo, hi)`` ground-truth intervals. Default ``None``.
+            boxes: optional ``B,R,4`` integer ``y0, y1, x0, x1`` boxes. Default ``None``.
+            labels: optional integer label map of the target's size, one region per id. Default ``None``.
+            num_labels: the number of label regions; ``None`` (default): ``labels.max() + 1``.
+            interpolate: resize a prediction of another size to the target's. Default True.
+
+        Returns:
+            What :func:`hdn_loss` returns.
+        """
         return hdn_loss(pred, target, mask, depth_ranges=depth_ranges, boxes=boxes, labels=labels,
                         num_labels=num_labels, mad_over=self.mad_over, reduction=self.reduction,
                         interpolate=interpolate, normalize=self.normalize, process_group=self.process_group,
@@ -528,7 +643,8 @@ class HDNLoss(nn.Module):
 # ---------------------------------------------------------------------------------------------------------
 # Metric3D's random regions.
 
-def draw_hdn_regions(target, mask=None, *, n_ranges: int = 10, n_boxes: int = 20, generator=None) -> dict:
+def draw_hdn_regions(target: torch.Tensor, mask: torch.Tensor | None = None, *, n_ranges: int = 10,
+                     n_boxes: int = 20, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
     """Random regions for :func:`hdn_loss`, drawn as Metric3D draws them, outside any compiled region: a dict
     ``{"depth_ranges": B,n_ranges,2 float64, "boxes": B,n_boxes,4 int64}`` on the target's device, to pass
     as ``hdn_loss(pred, target, mask, **regions)``.
@@ -555,6 +671,25 @@ def draw_hdn_regions(target, mask=None, *, n_ranges: int = 10, n_boxes: int = 20
     >>> regions = depthmetric.draw_hdn_regions(target, generator=torch.Generator().manual_seed(0))
     >>> regions["depth_ranges"].shape, regions["boxes"].shape
     (torch.Size([2, 10, 2]), torch.Size([2, 20, 4]))
+
+    Args:
+        target: the ground-truth depth, floating ``B,1,H,W`` or ``B,H,W``, metres; a pixel is valid where it
+            is finite and > 0.
+        mask: optional bool map of the target's shape; ``False`` excludes a pixel. Default ``None``.
+        n_ranges: the number of depth ranges per image, an int >= 0. Default 10.
+        n_boxes: the number of boxes, an int >= 0, at most ``int(0.5 H) - int(0.125 H)`` and
+            ``int(0.5 W) - int(0.125 W)``. Default 20.
+        generator: a CPU ``torch.Generator``; ``None`` (default): torch's global one.
+
+    Returns:
+        ``{"depth_ranges": B,n_ranges,2 float64, "boxes": B,n_boxes,4 int64}`` on the target's device.
+
+    Raises:
+        TypeError: a non-tensor or non-floating ``target``, a non-bool mask, ``n_ranges``/``n_boxes`` not an
+            int, ``generator`` not a ``torch.Generator``.
+        ValueError: a ``target`` or ``mask`` of the wrong shape, a negative count, ``n_boxes`` larger than the
+            box sizes to draw from.
+        RuntimeError: a ``generator`` under ``torch.compile``.
     """
     target = _checks.depth_map("target", target)
     mask = _checks.mask_map("mask", mask, target)

@@ -178,9 +178,21 @@ def _leading(fn, n: int) -> tuple[str, ...]:
     return tuple(p for p in inspect.signature(fn).parameters if p != "self")[:n]
 
 
-# every op with a module, and every op that takes a prediction
-ORDERED = list({op.fn.__name__: op for op in OPS
-                if op.module is not None or _leading(op.fn, 1) == ("pred",)}.values())
+def _ordered() -> list:
+    """Every op with a module, and every op that takes a prediction: one entry per function, the one with a
+    module when any has (a later variant without one must not hide the module's ``forward``, e.g.
+    ``hdn_loss image labels`` after ``hdn_loss``/``HDNLoss``)."""
+    chosen: dict = {}
+    for op in OPS:
+        if op.module is None and _leading(op.fn, 1) != ("pred",):
+            continue
+        name = op.fn.__name__
+        if name not in chosen or (chosen[name].module is None and op.module is not None):
+            chosen[name] = op
+    return list(chosen.values())
+
+
+ORDERED = _ordered()
 
 
 @pytest.mark.parametrize("op", ORDERED, **IDS)
@@ -190,6 +202,13 @@ def test_inputs_come_first_in_one_order(op):
     if op.module is not None:
         forward = _leading(op.module.forward, len(expected))
         assert forward == expected[:len(forward)], f"{op.module.__name__}.forward should start with {expected}"
+
+
+def test_the_order_check_reads_every_module_forward():
+    """Each registered module's ``forward`` is among the checked ones (hdn_loss/HDNLoss: ``pred, target, mask``)."""
+    modules = {op.module for op in OPS if op.module is not None}
+    assert modules == {op.module for op in ORDERED if op.module is not None}
+    assert dm.HDNLoss in modules and "hdn_loss" not in FIRST_PARAMETERS
 
 
 def test_every_exception_to_the_order_is_an_op_and_says_why():
