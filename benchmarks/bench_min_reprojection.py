@@ -39,5 +39,5 @@ def make_fn(case: Case, backend: str, device: torch.device):
     name = backend_arg(backend, device)
     # one generator per backend, seeded alike, for the auto-mask's tie-breaking noise
     generator = torch.Generator(device=device).manual_seed(0)
-    return lambda i: depthmetric.min_reprojection_loss(i["target"], i["warped"], i["sources"], alpha=0.85,
+    return lambda i: depthmetric.min_reprojection_loss(i["warped"], i["target"], i["sources"], alpha=0.85,
                                                        automask=True, generator=generator, backend=name)

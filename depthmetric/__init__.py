@@ -23,6 +23,7 @@ from .segmentation import *  # noqa: F401,F403  (dice_loss, focal_loss, segmenta
 from .grad_l1 import *  # noqa: F401,F403  (grad_l1_loss, GradL1Loss)
 from .order_statistics import *  # noqa: F401,F403  (region_median, trimmed_sum)
 from .normalized_losses import *  # noqa: F401,F403  (ssi_trimmed_loss, gradient_matching_loss, MiDaSLoss, ...)
+from .hdn import *  # noqa: F401,F403  (hdn_loss, HDNLoss, draw_hdn_regions)
 
 __version__ = "0.1.0"
 
@@ -32,6 +33,6 @@ __all__ = [
     "metrics", "distributed", "BACKENDS", "build_info", "set_finite_checks",
     *(name for module in ("attractor_shift", "bin_expectation", "depth_losses", "log_binomial_expectation",
                           "min_reprojection", "multi_range_contrastive", "silog", "smoothness", "ssim", "warping",
-                          "rsa", "segmentation", "grad_l1", "order_statistics", "normalized_losses")
+                          "rsa", "segmentation", "grad_l1", "order_statistics", "normalized_losses", "hdn")
       for name in _sys.modules[f"{__name__}.{module}"].__all__),
 ]

@@ -12,7 +12,8 @@ MEDIAN_OVER = ("valid", "all")
 MAD_FLOOR = 1e-6  # MiDaS's and Video Depth Anything's clamp of the scale
 
 
-def least_squares_fit(pred, target, valid):
+def least_squares_fit(pred: torch.Tensor, target: torch.Tensor,
+                      valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per image (``B,1,H,W``), the least-squares ``s, t`` minimising ``sum (s * pred + t - target)^2`` over
     the valid pixels, computed from centred sums; when the valid predictions are (numerically) constant,
     ``s = 0`` and ``t`` = the mean target. Returns ``s, t, count`` (``B``), differentiable in ``pred``."""
@@ -32,7 +33,8 @@ def least_squares_fit(pred, target, valid):
     return s, g_mean - s * p_mean, count
 
 
-def median_mad_normalize(x, valid, backend, median_over="valid"):
+def median_mad_normalize(x: torch.Tensor, valid: torch.Tensor, backend: str,
+                         median_over: str = "valid") -> torch.Tensor:
     """``(x - median) / max(s, 1e-6)`` per image (``B,1,H,W``), ``s = mean over the valid pixels of
     |x - median|``. ``median_over="valid"``: the median of the valid pixels (MiDaS's paper); ``"all"``: of
     every pixel with the invalid ones as zeros (Video Depth Anything's ``median(mask * x)``). The median
@@ -51,7 +53,8 @@ def median_mad_normalize(x, valid, backend, median_over="valid"):
     return (x - med) / s
 
 
-def align_pair(pred, target, valid, align, backend):
+def align_pair(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, align: str,
+               backend: str) -> tuple[torch.Tensor, torch.Tensor]:
     """``pred, target`` after ``align``: ``"none"``; ``"median_mad"`` (both maps normalised by their own
     median and MAD over the valid pixels, Depth Pro's non-metric data); ``"least_squares"`` (the prediction
     mapped by MiDaS's per-image scale and shift onto the target)."""

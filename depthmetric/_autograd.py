@@ -9,12 +9,15 @@
 """
 from __future__ import annotations
 
+from typing import Callable, Iterable, Sequence
+
 import torch
 import torch.autograd.forward_ad as forward_ad
 from torch._C._functorch import TransformType, get_interpreter_stack, is_functorch_wrapped_tensor
 
 
-def reference_vjp(forward, inputs, grad_output: torch.Tensor, needs_grad) -> list:
+def reference_vjp(forward: Callable[..., torch.Tensor], inputs: Sequence[torch.Tensor], grad_output: torch.Tensor,
+                  needs_grad: Sequence[bool]) -> list[torch.Tensor | None]:
     """``grad_output``'s vector-Jacobian product through ``forward(*inputs)`` (a kernel's reference twin,
     returning the output the kernel's backward was given the gradient of), as a graph that can itself be
     differentiated; None for each input where ``needs_grad`` is False."""
@@ -30,7 +33,7 @@ def is_transformed(t: torch.Tensor) -> bool:
     return is_functorch_wrapped_tensor(t) or forward_ad.unpack_dual(t).tangent is not None
 
 
-def check_untransformed(op: str, tensors) -> None:
+def check_untransformed(op: str, tensors: Iterable[torch.Tensor]) -> None:
     """Refuse inputs under a ``torch.func`` transform or with a forward-mode tangent for a compiled kernel."""
     if torch.compiler.is_compiling():
         return

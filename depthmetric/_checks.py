@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import Any, Iterable, TypeVar
 
 import torch
 
@@ -12,6 +13,8 @@ FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 # How a loss reduces: averaged (each loss says over what), summed (the unreduced values' sum), or unreduced
 # (per pixel, per image or per class: each loss says which).
 REDUCTIONS = ("mean", "sum", "none")
+
+T = TypeVar("T")
 
 _finite_checks = True
 _collective_checks = True  # ops that communicate anyway share their checks with the other ranks
@@ -32,12 +35,22 @@ def set_finite_checks(enabled: bool, *, collective: bool = True) -> None:
     same error (``... (rank 1)``) instead of leaving the others waiting in the op's own collective.
     ``collective=False`` keeps those checks local too (the ranks without the NaN then wait in the op's
     collective until torchrun stops them).
+
+    Args:
+        enabled: run the value checks (True, the default state) or skip them.
+        collective: let the ops that communicate anyway share their checks with the other ranks. Default True.
+
+    Returns:
+        None; the setting holds for the process.
+
+    Raises:
+        TypeError: ``enabled`` or ``collective`` is not a bool.
     """
     global _finite_checks, _collective_checks
     _finite_checks, _collective_checks = flag("enabled", enabled), flag("collective", collective)
 
 
-def generator(name: str, g) -> torch.Generator | None:
+def generator(name: str, g: object) -> torch.Generator | None:
     """``None`` or a ``torch.Generator``, outside ``torch.compile`` (Dynamo cannot trace one)."""
     if g is not None and not isinstance(g, torch.Generator):
         raise TypeError(f"{name} must be a torch.Generator or None, got {type(g).__name__}")
@@ -48,14 +61,14 @@ def generator(name: str, g) -> torch.Generator | None:
     return g
 
 
-def flag(name: str, value) -> bool:
+def flag(name: str, value: object) -> bool:
     """``True`` or ``False`` (not 0/1 or a string: ``"no"`` would be truthy)."""
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be True or False, got {value!r}")
     return value
 
 
-def choice(name: str, value, choices):
+def choice(name: str, value: T, choices: Iterable[Any]) -> T:
     """``value`` if it is one of ``choices`` (a tuple, or a dict of names to codes)."""
     choices = tuple(choices)  # by equality, so an unhashable value is a ValueError too
     if value not in choices:
@@ -63,14 +76,14 @@ def choice(name: str, value, choices):
     return value
 
 
-def real(name: str, value) -> float:
+def real(name: str, value: object) -> float:
     """A real number (int or float, not bool or str) as a float."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
     return float(value)
 
 
-def count(name: str, value) -> int:
+def count(name: str, value: object) -> int:
     """An int >= 0 (bool is not a count)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
@@ -79,7 +92,7 @@ def count(name: str, value) -> int:
     return value
 
 
-def numbers(name: str, values, length: int | None = None) -> list[float]:
+def numbers(name: str, values: object, length: int | None = None) -> list[float]:
     """A sequence of real numbers (of ``length`` items when given) as floats."""
     if isinstance(values, (str, bytes, torch.Tensor)) or not hasattr(values, "__iter__"):
         raise TypeError(f"{name} must be a sequence of numbers, got {type(values).__name__} {values!r}")
@@ -91,14 +104,14 @@ def numbers(name: str, values, length: int | None = None) -> list[float]:
     return [float(v) for v in values]
 
 
-def tensor(name: str, x) -> torch.Tensor:
+def tensor(name: str, x: object) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     return x
 
 
-def floating(name: str, x) -> torch.Tensor:
-    tensor(name, x)
+def floating(name: str, x: object) -> torch.Tensor:
+    x = tensor(name, x)
     if x.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name} must be float16, bfloat16, float32 or float64, got {x.dtype}")
     return x
@@ -117,7 +130,7 @@ def channels(name: str, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def image(name: str, x) -> torch.Tensor:
+def image(name: str, x: object) -> torch.Tensor:
     """A floating ``B,C,H,W`` image with at least one channel."""
     return channels(name, ndim(name, floating(name, x), 4, "B,C,H,W"))
 
@@ -135,7 +148,7 @@ def mean(x: torch.Tensor) -> torch.Tensor:
     return x.mean() if x.numel() else x.sum()
 
 
-def same_device(**tensors: torch.Tensor) -> torch.device:
+def same_device(**tensors: torch.Tensor | None) -> torch.device:
     items = [(k, v) for k, v in tensors.items() if v is not None]
     first_name, first = items[0]
     for name, t in items[1:]:
@@ -171,13 +184,14 @@ def positive_per_image(name: str, values: torch.Tensor, what: str) -> torch.Tens
     return values
 
 
-def finite(name: str, x: torch.Tensor, group=None) -> torch.Tensor:
+def finite(name: str, x: torch.Tensor, group: distributed.ProcessGroup | None = None) -> torch.Tensor:
     """Raise if ``x`` holds NaN or Inf (a diverged network); see :func:`set_finite_checks`."""
     check_values({name: x}, group=group)
     return x
 
 
-def check_values(named: dict, unit_range: bool = False, group=None) -> None:
+def check_values(named: dict[str, torch.Tensor], unit_range: bool = False,
+                 group: distributed.ProcessGroup | None = None) -> None:
     """NaN/Inf in any tensor is a ValueError naming it; with ``unit_range``, values outside [0, 1] warn once.
 
     One ``aminmax`` per tensor (it propagates NaN, so no boolean copy of the input is made) and one host
@@ -217,9 +231,9 @@ def check_values(named: dict, unit_range: bool = False, group=None) -> None:
                 break
 
 
-def depth_map(name: str, depth, batch: int | None = None) -> torch.Tensor:
+def depth_map(name: str, depth: object, batch: int | None = None) -> torch.Tensor:
     """Accept ``B,1,H,W`` or ``B,H,W`` depth and return ``B,1,H,W``; NaN/Inf/<=0 stay, they mean invalid."""
-    tensor(name, depth)
+    depth = tensor(name, depth)
     if depth.dtype == torch.bool or not (depth.is_floating_point()):
         raise TypeError(f"{name} must be a floating-point depth map in metres, got {depth.dtype}")
     if depth.dim() == 3:
@@ -231,11 +245,11 @@ def depth_map(name: str, depth, batch: int | None = None) -> torch.Tensor:
     return depth
 
 
-def mask_map(name: str, mask, like: torch.Tensor) -> torch.Tensor | None:
+def mask_map(name: str, mask: object, like: torch.Tensor) -> torch.Tensor | None:
     """An optional boolean mask shaped like the depth map ``like`` (``B,1,H,W``; ``B,H,W`` accepted)."""
     if mask is None:
         return None
-    tensor(name, mask)
+    mask = tensor(name, mask)
     if mask.dtype != torch.bool:
         raise TypeError(f"{name} must be a bool tensor, got {mask.dtype}")
     if mask.dim() == 3:

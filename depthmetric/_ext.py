@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+from typing import Any
 
 import torch
 
@@ -22,7 +23,7 @@ BUILD_HINT = (
 )
 
 try:
-    from . import _C  # noqa: F401  (importing registers torch.ops.depthmetric.* and their CPU kernels)
+    from . import _C  # type: ignore[attr-defined]  # noqa: F401  (a compiled module; importing registers torch.ops.depthmetric.* and their CPU kernels)
 
     _IMPORT_ERROR: Exception | None = None
 except ImportError as error:  # the package is usable with backend="reference" without a build
@@ -53,8 +54,16 @@ def extension_loaded() -> bool:
     return _C is not None
 
 
-def build_info() -> dict:
-    """What the compiled extension contains: CPU kernels, CUDA kernels and their architectures, ops."""
+def build_info() -> dict[str, Any]:
+    """What the compiled extension contains: CPU kernels, CUDA kernels and their architectures, ops.
+
+    Returns:
+        A dict. Without a build: ``{"compiled": False, "error": ..., "hint": ...}``. With one:
+        ``"compiled"`` (True), ``"abi"`` (``"stable"``), ``"torch_target"`` (the oldest torch the build loads
+        on), ``"cpu"`` (True), ``"cuda"`` (the CUDA kernels loaded), ``"cuda_built"`` (they were compiled),
+        ``"cuda_arch_list"``, ``"built_with_torch"``, ``"built_with_python"``, ``"running_torch"`` and
+        ``"ops"`` (the compiled ops' names, sorted).
+    """
     if _C is None:
         return {"compiled": False, "error": str(_IMPORT_ERROR), "hint": BUILD_HINT}
     # torch.ops.depthmetric lists only the ops already looked up; the dispatcher's registry lists them all.

@@ -6,21 +6,24 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from typing import Any, Callable, TypeVar
 
 import torch
 
 __all__ = ["full_precision"]
 
+F = TypeVar("F", bound=Callable[..., Any])
 
-def full_precision(fn):
+
+def full_precision(fn: F) -> F:
     """``fn`` with autocast switched off on each device where it is on (and nothing entered elsewhere)."""
 
     @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
         with contextlib.ExitStack() as stack:
             for device in ("cpu", "cuda"):
                 if torch.is_autocast_enabled(device):
                     stack.enter_context(torch.autocast(device, enabled=False))
             return fn(*args, **kwargs)
 
-    return wrapper
+    return wrapper  # type: ignore[return-value]  # functools.wraps keeps fn's signature

@@ -2,6 +2,8 @@
 ``Metric`` (for Lightning), with torchmetrics' own state syncing. Importable only with torchmetrics installed."""
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torchmetrics import Metric
 
@@ -19,15 +21,22 @@ class DepthMetricsTM(Metric):
     is_differentiable = False
     higher_is_better = None
 
-    def __init__(self, dataset=None, min_depth=None, max_depth=None, crop="auto", median_scaling=False,
-                 backend="auto", bounds="open", **kwargs):
+    sums: torch.Tensor  # the states of metrics.empty_state, registered by add_state
+    images: torch.Tensor
+    ids: list[torch.Tensor]
+    rows: list[torch.Tensor]
+
+    def __init__(self, dataset: str | None = None, min_depth: float | None = None, max_depth: float | None = None,
+                 crop: str | None = "auto", median_scaling: bool = False, backend: str = "auto",
+                 bounds: str = "open", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._options = metrics.DepthMetrics(dataset, min_depth, max_depth, crop, median_scaling, backend,
                                              bounds=bounds).options
         for name, default in metrics.empty_state().items():
             self.add_state(name, default=default, dist_reduce_fx="cat" if isinstance(default, list) else "sum")
 
-    def update(self, pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None = None, ids=None) -> None:
+    def update(self, pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None = None,
+               ids: metrics.Ids | None = None) -> None:
         metrics.add_batch(self, metrics.compute(pred, gt, mask=mask, **self._options), ids)
 
     def compute(self) -> dict[str, torch.Tensor]:

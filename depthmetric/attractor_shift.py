@@ -8,6 +8,7 @@ but the inputs is saved), gathering both gradients deterministically (no atomics
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -21,21 +22,21 @@ KINDS = _reference.KINDS  # "inv": 0, "exp": 1 (csrc/attractor_shift/attractor_s
 REDUCTIONS = ("mean", "sum")  # over the attractors, as ZoeDepth's attractor layers' ``kind``
 
 
-def check_parameters(alpha, gamma, kind, reduction) -> tuple[float, int]:
+def check_parameters(alpha: object, gamma: object, kind: str, reduction: str) -> tuple[float, int]:
     """alpha a finite number >= 0, gamma a positive int, kind and reduction among their choices."""
-    alpha = _checks.real("alpha", alpha)
-    if not (math.isfinite(alpha) and alpha >= 0):
-        raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
+    a = _checks.real("alpha", alpha)
+    if not (math.isfinite(a) and a >= 0):
+        raise ValueError(f"alpha must be a finite number >= 0, got {a!r}")
     if isinstance(gamma, bool) or not isinstance(gamma, int):
         raise TypeError(f"gamma must be a positive int (ZoeDepth's exponent), got {type(gamma).__name__} {gamma!r}")
     if gamma < 1:
         raise ValueError(f"gamma must be a positive int, got {gamma}")
     _checks.choice("kind", kind, KINDS)
     _checks.choice("reduction", reduction, REDUCTIONS)
-    return alpha, gamma
+    return a, gamma
 
 
-def _check_tensors(centers, attractors, reduction: str) -> None:
+def _check_tensors(centers: torch.Tensor, attractors: torch.Tensor, reduction: str) -> None:
     _checks.ndim("centers", _checks.floating("centers", centers), 4, "B,K,h,w")
     _checks.ndim("attractors", _checks.floating("attractors", attractors), 4, "B,A,h,w")
     if attractors.dtype != centers.dtype:
@@ -82,9 +83,25 @@ def attractor_shift(
     those layers act with the functions' default ``alpha=300`` whatever the config says; this op uses the
     ``alpha`` it is given (pass 300, the default, to reproduce ZoeDepth).
 
-    Errors: a ``TypeError`` or ``ValueError`` naming the argument for a wrong dtype, shape or device, NaN/Inf
-    values in either input, ``alpha`` not a finite number >= 0, ``gamma`` not a positive int, an unknown
-    ``kind`` or ``reduction``, or no attractor (``A == 0``) to average.
+    Args:
+        centers: the bin centres, floating ``B,K,h,w``.
+        attractors: the attractor points of the same pixels, ``B,A,h,w`` with the centres' ``B,h,w``, dtype
+            and device.
+        alpha: the attraction strength, a finite number >= 0. Default 300 (what ZoeDepth's layers use).
+        gamma: the exponent, a positive int. Default 2.
+        kind: ``"inv"`` (default) or ``"exp"``.
+        reduction: ``"mean"`` (default) or ``"sum"`` over the attractors.
+        backend: ``"auto"`` (default), ``"cpu"``, ``"cuda"`` or ``"reference"``.
+
+    Returns:
+        The shifted centres, ``B,K,h,w``, float32 (float64 for float64).
+
+    Raises:
+        TypeError: a wrong dtype, mixed dtypes, ``gamma`` not an int.
+        ValueError: a wrong shape or device, NaN/Inf values in either input, ``alpha`` not a finite number
+            >= 0, ``gamma`` < 1, an unknown ``kind`` or ``reduction``, or no attractor (``A == 0``) to
+            average.
+        RuntimeError: ``backend="auto"`` when the kernel for the device was not built.
     """
     alpha, gamma = check_parameters(alpha, gamma, kind, reduction)
     _check_tensors(centers, attractors, reduction)
@@ -107,16 +124,38 @@ class AttractorShift(nn.Module):
     >>> new_centers = step(centers, attractors)
     >>> new_centers.shape
     torch.Size([2, 8, 3, 3])
+
+    Args:
+        alpha: the attraction strength, >= 0. Default 300.
+        gamma: the exponent, a positive int. Default 2.
+        kind: ``"inv"`` (default) or ``"exp"``.
+        reduction: ``"mean"`` (default) or ``"sum"`` over the attractors.
+        backend: ``"auto"`` (default), ``"cpu"``, ``"cuda"`` or ``"reference"``.
+
+    Returns:
+        Called as ``step(centers, attractors)``: what :func:`attractor_shift` returns.
+
+    Raises:
+        TypeError, ValueError: a bad option, named.
     """
 
     def __init__(self, alpha: float = 300.0, gamma: int = 2, kind: str = "inv", reduction: str = "mean",
-                 backend: str = "auto"):
+                 backend: str = "auto") -> None:
         super().__init__()
         self.alpha, self.gamma = check_parameters(alpha, gamma, kind, reduction)
         _ext.check_backend(backend)
         self.kind, self.reduction, self.backend = kind, reduction, backend
 
     def forward(self, centers: torch.Tensor, attractors: torch.Tensor) -> torch.Tensor:
+        """The centres shifted towards the attractors.
+
+        Args:
+            centers: the bin centres, ``B,K,h,w``.
+            attractors: the attractor points, ``B,A,h,w``.
+
+        Returns:
+            What :func:`attractor_shift` returns.
+        """
         return attractor_shift(centers, attractors, alpha=self.alpha, gamma=self.gamma, kind=self.kind,
                                reduction=self.reduction, backend=self.backend)
 
@@ -132,19 +171,21 @@ def _register_kernels() -> None:
         return t.new_empty(t.shape, dtype=dtype)
 
     @torch.library.register_fake("depthmetric::attractor_shift")
-    def _(centers, attractors, alpha, gamma, kind, mean):
+    def _(centers: torch.Tensor, attractors: torch.Tensor, alpha: float, gamma: int, kind: int,
+          mean: bool) -> torch.Tensor:
         return dense_like(centers, _checks.accumulate_dtype(centers.dtype))
 
     @torch.library.register_fake("depthmetric::_attractor_shift_backward")
-    def _(grad, centers, attractors, alpha, gamma, kind, mean):
+    def _(grad: torch.Tensor, centers: torch.Tensor, attractors: torch.Tensor, alpha: float, gamma: int, kind: int,
+          mean: bool) -> tuple[torch.Tensor, torch.Tensor]:
         return dense_like(centers, centers.dtype), dense_like(attractors, attractors.dtype)
 
-    def setup_context(ctx, inputs, output):
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
         centers, attractors, alpha, gamma, kind, mean = inputs
         ctx.params = (alpha, gamma, kind, mean)
         ctx.save_for_backward(centers, attractors)  # only the inputs: the backward recomputes f'
 
-    def backward(ctx, grad):
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
         centers, attractors = ctx.saved_tensors
         need = ctx.needs_input_grad[:2]
         if torch.is_grad_enabled():  # create_graph=True: a gradient that can be differentiated again

@@ -9,6 +9,7 @@ The log-binomial head of ZoeDepth is :func:`depthmetric.log_binomial_expectation
 from __future__ import annotations
 
 import math
+from typing import Any, Union
 
 import torch
 from torch import nn
@@ -20,8 +21,11 @@ __all__ = ["bin_expectation", "BinExpectation"]
 
 CENTERS_LAYOUT = "B,K (per image), B,K,1,1 or B,K,h,w (per pixel)"
 
+# A temperature: a number, or a tensor broadcastable to B,1,H,W.
+Temperature = Union[float, torch.Tensor]
 
-def check_centers(centers, like: torch.Tensor, like_name: str, bins: int | None = None) -> torch.Tensor:
+
+def check_centers(centers: torch.Tensor, like: torch.Tensor, like_name: str, bins: int | None = None) -> torch.Tensor:
     """``centers`` as a ``B,K,h,w`` view (``B,K`` becomes ``B,K,1,1``) with ``like``'s batch, dtype and
     device, ``K >= 1`` bins (``bins`` of them when given) and ``h, w >= 1``."""
     _checks.floating("centers", centers)
@@ -42,15 +46,15 @@ def check_centers(centers, like: torch.Tensor, like_name: str, bins: int | None 
     return centers
 
 
-def check_positive(name: str, value) -> float:
+def check_positive(name: str, value: object) -> float:
     """A number that is finite and > 0 (a temperature)."""
-    value = _checks.real(name, value)
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return value
+    number = _checks.real(name, value)
+    if not (math.isfinite(number) and number > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {number!r}")
+    return number
 
 
-def pixel_map(name: str, value, like: torch.Tensor) -> torch.Tensor:
+def pixel_map(name: str, value: object, like: torch.Tensor) -> torch.Tensor:
     """A temperature (a number, a 0-d tensor, a ``B,H,W`` tensor or one broadcastable to ``B,1,H,W``) as a
     ``B,1,H,W`` map in the accumulation dtype of ``like``: an expanded view (a number or a 0-d tensor is
     one element with stride 0, not a copy); the gradient of a tensor flows back through it."""
@@ -71,10 +75,10 @@ def bin_expectation(
     logits: torch.Tensor,
     centers: torch.Tensor,
     *,
-    temperature=1.0,
+    temperature: Temperature = 1.0,
     return_probs: bool = False,
     backend: str = "auto",
-):
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Depth as the expectation of bin centres under ``softmax(logits / temperature)`` over the bins.
 
     ``logits``: ``B,K,H,W`` (float16, bfloat16, float32 or float64; ``K >= 1``). ``centers``: the bin
@@ -88,9 +92,25 @@ def bin_expectation(
     in float32 (float64 for float64). Gradients reach ``logits``, ``centers`` and a tensor ``temperature``.
     With ``return_probs=True`` also the ``B,K,H,W`` probabilities (no gradient; for figures).
 
-    Errors: a ``TypeError`` or ``ValueError`` naming the argument for a wrong type, shape, dtype or device,
-    no bins, a non-positive or non-finite number temperature, and NaN/Inf in ``logits``, ``centers`` or a
-    tensor ``temperature`` (see :func:`depthmetric.set_finite_checks`).
+    Args:
+        logits: the bins' scores, floating ``B,K,H,W`` with ``K >= 1``.
+        centers: the bin centres in metres, ``B,K``, ``B,K,1,1`` or ``B,K,h,w``, with the logits' dtype and
+            device.
+        temperature: a number > 0 (default 1), or a floating tensor (0-d, ``B,H,W`` or broadcastable to
+            ``B,1,H,W``) that gets a gradient.
+        return_probs: also return the probabilities. Default False.
+        backend: ``"auto"`` (default), ``"cpu"``, ``"cuda"`` or ``"reference"``.
+
+    Returns:
+        The depth, ``B,1,H,W`` in the logits' dtype; with ``return_probs=True`` the tuple ``(depth, probs)``,
+        ``probs`` ``B,K,H,W`` without gradient.
+
+    Raises:
+        TypeError: a wrong type or dtype, named.
+        ValueError: a wrong shape or device, no bins, a non-positive or non-finite number temperature, and
+            NaN/Inf in ``logits``, ``centers`` or a tensor ``temperature`` (see
+            :func:`depthmetric.set_finite_checks`).
+        RuntimeError: ``backend="auto"`` when the kernel for the device was not built.
     """
     logits = _checks.ndim("logits", _checks.floating("logits", logits), 4, "B,K,H,W")
     if logits.shape[1] == 0:
@@ -124,16 +144,37 @@ class BinExpectation(nn.Module):
 
     ``temperature``: a number > 0, or a tensor (e.g. an ``nn.Parameter``) broadcastable to ``B,1,H,W``. See
     :func:`bin_expectation` for shapes, dtypes, the resampling of the centres and the errors.
+
+    Args:
+        temperature: a number > 0 (default 1), or a floating tensor broadcastable to ``B,1,H,W``.
+        backend: ``"auto"`` (default), ``"cpu"``, ``"cuda"`` or ``"reference"``.
+
+    Returns:
+        Called as ``head(logits, centers, return_probs=False)``: what :func:`bin_expectation` returns.
+
+    Raises:
+        TypeError, ValueError: a bad temperature or backend.
     """
 
-    def __init__(self, temperature=1.0, backend: str = "auto"):
+    def __init__(self, temperature: Temperature = 1.0, backend: str = "auto") -> None:
         super().__init__()
         if not isinstance(temperature, torch.Tensor):
             temperature = check_positive("temperature", temperature)
         _ext.check_backend(backend)
         self.temperature, self.backend = temperature, backend
 
-    def forward(self, logits: torch.Tensor, centers: torch.Tensor, return_probs: bool = False):
+    def forward(self, logits: torch.Tensor, centers: torch.Tensor,
+                return_probs: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The expected depth of ``logits`` over ``centers``.
+
+        Args:
+            logits: the bins' scores, floating ``B,K,H,W``.
+            centers: the bin centres, ``B,K``, ``B,K,1,1`` or ``B,K,h,w``.
+            return_probs: also return the probabilities. Default False.
+
+        Returns:
+            What :func:`bin_expectation` returns.
+        """
         return bin_expectation(logits, centers, temperature=self.temperature, return_probs=return_probs,
                                backend=self.backend)
 
@@ -146,24 +187,28 @@ def _register_kernels() -> None:
     """Fake kernels (for torch.compile / meta tensors) and autograd of the compiled op."""
 
     @torch.library.register_fake("depthmetric::bin_expectation")
-    def _(logits, centers, temperature, return_probs=False):
+    def _(logits: torch.Tensor, centers: torch.Tensor, temperature: torch.Tensor,
+          return_probs: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         B, K, H, W = logits.shape
         acc = _checks.accumulate_dtype(logits.dtype)
         return (logits.new_empty((B, 1, H, W)), logits.new_empty((2, B, H, W), dtype=acc),
                 logits.new_empty((B, K, H, W) if return_probs else (0,)))
 
     @torch.library.register_fake("depthmetric::_bin_expectation_backward")
-    def _(grad, logits, centers, temperature, stats, need_logits=True, need_centers=True, need_temperature=True):
+    def _(grad: torch.Tensor, logits: torch.Tensor, centers: torch.Tensor, temperature: torch.Tensor,
+          stats: torch.Tensor, need_logits: bool = True, need_centers: bool = True,
+          need_temperature: bool = True) -> tuple[torch.Tensor, ...]:
         return tuple(torch.empty(x.shape if need else (0,), dtype=x.dtype, device=x.device)
                      for x, need in ((logits, need_logits), (centers, need_centers),
                                      (temperature, need_temperature)))
 
-    def setup_context(ctx, inputs, output):
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[torch.Tensor, ...]) -> None:
         logits, centers, temperature, _ = inputs
         ctx.mark_non_differentiable(output[1], output[2])
         ctx.save_for_backward(logits, centers, temperature, output[1])
 
-    def backward(ctx, grad, grad_stats, grad_probs):
+    def backward(ctx: Any, grad: torch.Tensor, grad_stats: torch.Tensor | None,
+                 grad_probs: torch.Tensor | None) -> tuple[Any, ...]:
         logits, centers, temperature, stats = ctx.saved_tensors
         needs = ctx.needs_input_grad[:3]
         if torch.is_grad_enabled():  # create_graph=True: a gradient that can be differentiated again

@@ -11,6 +11,7 @@ with weights ``t / sum(t)``; the default thresholds are Depth Pro's ``linspace(1
 from __future__ import annotations
 
 import math
+from typing import Iterable
 
 import torch
 
@@ -33,7 +34,7 @@ HOLES = ("edges", "ignore")
 _DIRECTIONS = ((-1, 0, 1), (-2, 0, 1), (-1, 1, 0), (-2, 1, 0))  # left, top, right, bottom
 
 
-def _check_thresholds(thresholds) -> list[float]:
+def _check_thresholds(thresholds: Iterable[float]) -> list[float]:
     ts = _checks.numbers("thresholds", thresholds)
     if not ts or any(not (math.isfinite(t) and 1 < t <= 2) for t in ts):
         raise ValueError("thresholds must be a non-empty sequence of depth ratios in (1, 2] (Depth Pro's "
@@ -52,16 +53,21 @@ def _inverse(depth: torch.Tensor) -> torch.Tensor:
 
 def _pairs(x: torch.Tensor, dim: int, a: int, b: int) -> tuple[torch.Tensor, torch.Tensor] | None:
     """The two pixels of each neighbour pair along ``dim`` (``a``, ``b``: which is first), or None without pairs."""
-    n = x.shape[dim] - 1
-    if n <= 0:
+    if x.shape[dim] <= 1:
         return None
+    return _pair_views(x, dim, a, b)
+
+
+def _pair_views(x: torch.Tensor, dim: int, a: int, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_pairs` of a tensor known to have pairs along ``dim``."""
+    n = x.shape[dim] - 1
     return x.narrow(dim, a, n), x.narrow(dim, b, n)
 
 
 def boundary_f1(
     pred: torch.Tensor,
     gt: torch.Tensor,
-    thresholds=DEPTH_PRO_THRESHOLDS,
+    thresholds: Iterable[float] = DEPTH_PRO_THRESHOLDS,
     mask: torch.Tensor | None = None,
     *,
     holes: str = "edges",
@@ -80,6 +86,21 @@ def boundary_f1(
     ``holes="ignore"``: a pair counts only when both pixels have a valid ground truth and prediction (finite,
     ``> 0``), so holes make no contours. Either way, a pair with a pixel where ``mask`` is False counts in
     neither map. NaN/Inf predictions raise (see ``depthmetric.set_finite_checks``).
+
+    Args:
+        pred: the predicted depth, floating ``B,1,H,W`` or ``B,H,W``, any scale.
+        gt: the ground-truth depth, floating, of ``pred``'s shape.
+        thresholds: the depth ratios ``t``, in (1, 2]. Default: Depth Pro's 10 from 1.05 to 1.25.
+        mask: optional bool map of ``gt``'s shape; a pair with a False pixel counts in neither map.
+            Default ``None``.
+        holes: ``"edges"`` (default, Depth Pro's) or ``"ignore"``.
+
+    Returns:
+        The ``B`` per-image F1 scores, float64 in [0, 1].
+
+    Raises:
+        TypeError: a non-tensor or non-floating depth map, a non-bool mask.
+        ValueError: shapes or devices that do not match, NaN/Inf predictions, bad thresholds or ``holes``.
     """
     ts = _check_thresholds(thresholds)
     _checks.choice("holes", holes, HOLES)
@@ -121,7 +142,7 @@ def boundary_f1(
         if pairs is None:
             continue
         pair_ok = pairs[0] & pairs[1]
-        (pa, pb), (ga, gb) = _pairs(inv_p, dim, a, b), _pairs(inv_g, dim, a, b)
+        (pa, pb), (ga, gb) = _pair_views(inv_p, dim, a, b), _pair_views(inv_g, dim, a, b)
         r_p, r_g = pa / pb, ga / gb
         both = counts_above(torch.minimum(r_p, r_g), pair_ok)  # minimum propagates NaN: no contour
         precision += both / counts_above(r_p, pair_ok).clamp(min=1)
@@ -156,7 +177,7 @@ def _thinned(ratio: torch.Tensor, t: float) -> torch.Tensor:
 def boundary_recall(
     pred: torch.Tensor,
     gt_mask: torch.Tensor,
-    thresholds=DEPTH_PRO_THRESHOLDS,
+    thresholds: Iterable[float] = DEPTH_PRO_THRESHOLDS,
     *,
     alpha_threshold: float = 0.1,
 ) -> torch.Tensor:
@@ -169,6 +190,19 @@ def boundary_recall(
     column, the one of the largest ratio stays, as Depth Pro's ``fgbg_depth_thinned``). Recall per direction
     is ``|c_pred & c_mask| / max(|c_mask|, 1)``, averaged over the four directions, then ``t``-weighted over
     ``thresholds``. NaN/Inf predictions raise.
+
+    Args:
+        pred: the predicted depth, floating ``B,1,H,W`` or ``B,H,W``, any scale.
+        gt_mask: the foreground, a bool mask or a floating alpha matte, of ``pred``'s shape.
+        thresholds: the depth ratios ``t``, in (1, 2]. Default: Depth Pro's 10 from 1.05 to 1.25.
+        alpha_threshold: the matte value above which a pixel is foreground, finite. Default 0.1.
+
+    Returns:
+        The ``B`` per-image recalls, float64 in [0, 1].
+
+    Raises:
+        TypeError: a non-tensor input, a non-floating depth or a matte neither bool nor floating.
+        ValueError: shapes or devices that do not match, NaN/Inf values, bad thresholds.
     """
     ts = _check_thresholds(thresholds)
     if not math.isfinite(_checks.real("alpha_threshold", alpha_threshold)):
@@ -198,7 +232,7 @@ def boundary_recall(
             continue
         edge = pairs[0] & ~pairs[1]
         n_edges = edge.sum((1, 2)).clamp(min=1).to(torch.float64)
-        pa, pb = _pairs(inv, dim, a, b)
+        pa, pb = _pair_views(inv, dim, a, b)
         ratio = (pa / pb).transpose(-1, -2) if dim == -2 else pa / pb  # runs along the pair's direction
         for k, t in enumerate(ts):
             thin = _thinned(ratio, t)

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import _alignment, _checks, _ext, distributed, order_statistics
-from ._supervised import prepare_pair
+from ._supervised import PairLoss, prepare_pair
 
 __all__ = [
     "TrimmedMAELoss",
@@ -50,7 +50,7 @@ def _check_reduction(reduction: str) -> None:
 
 
 def _reduce(per_image: torch.Tensor, has_valid: torch.Tensor, reduction: str, normalize: str,
-            process_group) -> torch.Tensor:
+            process_group: distributed.ProcessGroup | None = None) -> torch.Tensor:
     if reduction == "none":
         return per_image
     if reduction == "sum":
@@ -58,7 +58,9 @@ def _reduce(per_image: torch.Tensor, has_valid: torch.Tensor, reduction: str, no
     return distributed.global_mean(per_image.sum(), has_valid.sum(), normalize, process_group)
 
 
-def _prepare(pred, target, mask, interpolate, backend, reduction, normalize, process_group):
+def _prepare(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None, interpolate: bool, backend: str,
+             reduction: str, normalize: str,
+             process_group: distributed.ProcessGroup | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     _check_reduction(reduction)
     distributed.check_normalize(normalize, process_group)
     pred, target, valid = prepare_pair(pred, target, mask, interpolate, distributed.op_group(normalize, process_group))
@@ -66,13 +68,14 @@ def _prepare(pred, target, mask, interpolate, backend, reduction, normalize, pro
     return pred, target, valid
 
 
-def _check_trim(trim) -> None:
+def _check_trim(trim: object) -> None:
     if not 0 <= _checks.real("trim", trim) < 1:
         raise ValueError(f"trim must be a number in [0, 1), got {trim!r}")
 
 
-def trimmed_mae_loss(pred, target, mask=None, *, trim: float = 0.2, align: str = "none", reduction: str = "mean",
-                     interpolate: bool = True, normalize: str = "local", process_group=None,
+def trimmed_mae_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None, *,
+                     trim: float = 0.2, align: str = "none", reduction: str = "mean", interpolate: bool = True,
+                     normalize: str = "local", process_group: distributed.ProcessGroup | None = None,
                      backend: str = "auto") -> torch.Tensor:
     """Depth Pro's ``L_MAE`` with the worst ``trim`` fraction of pixels of each image discarded.
 
@@ -80,6 +83,32 @@ def trimmed_mae_loss(pred, target, mask=None, *, trim: float = 0.2, align: str =
     pixels (after ``align``), the ``floor(trim * n)`` largest absolute errors are dropped and the other
     ``n - floor(trim * n)`` averaged (ties at the cut share the gradient: the sum is the same). The kept
     errors are selected by the ``order_statistics`` kernel, without sorting.
+
+    Args:
+        pred: the predicted depth, floating ``B,1,H,W`` or ``B,H,W``, metres; NaN/Inf raise.
+        target: the ground-truth depth, ``B,1,H,W`` or ``B,H,W``, metres; a pixel is valid where it is finite
+            and > 0.
+        mask: optional bool map of the target's shape; ``False`` excludes a pixel. Default ``None``.
+        trim: the fraction of each image's largest errors dropped, in [0, 1). Default 0.2.
+        align: ``"none"`` (default), ``"median_mad"`` (each image's prediction and target shifted by their
+            medians and divided by their MAD) or ``"least_squares"`` (the prediction mapped onto the target by
+            MiDaS's per-image scale and shift).
+        reduction: ``"mean"`` (default): the mean over the images with a valid pixel; ``"sum"``; ``"none"``:
+            the ``B`` per-image losses.
+        interpolate: resize a prediction of another size to the target's (bilinear, ``align_corners=True``);
+            ``False`` makes a size mismatch a ValueError. Default True.
+        normalize: ``"local"`` (default): this rank's pixels; ``"global"``: the global batch's under
+            ``torch.distributed`` (see :mod:`depthmetric.distributed`).
+        process_group: the group of ``normalize="global"``; ``None`` (default): the default group.
+        backend: ``"auto"`` (default), ``"cpu"``, ``"cuda"`` or ``"reference"``: the selection's kernel or twin.
+
+    Returns:
+        A scalar (``"mean"``, ``"sum"``) or the ``B`` per-image losses (``"none"``), float32 (float64 for
+        float64 inputs).
+
+    Raises:
+        TypeError: a non-tensor or non-floating depth map, a non-bool mask, a bad option type.
+        ValueError: shapes that do not match, NaN/Inf in ``pred``, a bad option value.
     """
     _check_trim(trim)
     _checks.choice("align", align, _alignment.ALIGNS)
@@ -92,7 +121,7 @@ def trimmed_mae_loss(pred, target, mask=None, *, trim: float = 0.2, align: str =
     return _reduce(per_image, n > 0, reduction, normalize, process_group)
 
 
-def _stencils(operator: str, dtype, device) -> torch.Tensor:
+def _stencils(operator: str, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """``K,1,3,3`` derivative stencils: Scharr x and y normalised by 1/32 (a unit ramp has derivative 1), or
     the 4-neighbour Laplacian (``x^2/2`` has Laplacian 1)."""
     if operator == "scharr":
@@ -103,7 +132,7 @@ def _stencils(operator: str, dtype, device) -> torch.Tensor:
     return weight[:, None].to(device)
 
 
-def _check_derivative_config(operator, p, scales) -> None:
+def _check_derivative_config(operator: str, p: object, scales: object) -> None:
     _checks.choice("operator", operator, OPERATORS)
     if isinstance(p, bool) or p not in (1, 2):
         raise ValueError(f"p must be 1 or 2, got {p!r}")
@@ -111,9 +140,10 @@ def _check_derivative_config(operator, p, scales) -> None:
         raise ValueError(f"scales must be an int >= 1, got {scales!r}")
 
 
-def multi_scale_derivative_loss(pred, target, mask=None, *, operator: str = "scharr", p: int = 1,
-                                scales: int = 4, align: str = "none", reduction: str = "mean", interpolate: bool = True,
-                                normalize: str = "local", process_group=None, backend: str = "auto") -> torch.Tensor:
+def multi_scale_derivative_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None, *,
+                                operator: str = "scharr", p: int = 1, scales: int = 4, align: str = "none",
+                                reduction: str = "mean", interpolate: bool = True, normalize: str = "local",
+                                process_group: distributed.ProcessGroup | None = None, backend: str = "auto") -> torch.Tensor:
     """Depth Pro's multi-scale derivative loss ``1/M sum_j 1/N_j sum_i |grad C_i^j - grad Chat_i^j|^p``.
 
     ``grad`` is the Scharr gradient (x and y, ``|.|^p`` summed over both) or the Laplacian, applied without
@@ -121,6 +151,34 @@ def multi_scale_derivative_loss(pred, target, mask=None, *, operator: str = "sch
     halves scale ``j`` with a 2x2 box average (floor of odd sizes); a coarse pixel is valid when its four
     fine pixels are. Each image averages the scales where it has at least one valid derivative (a scale
     without any, e.g. sparse LiDAR or a tiny image, is left out rather than counted as 0).
+
+    Args:
+        pred: the predicted depth, floating ``B,1,H,W`` or ``B,H,W``, metres; NaN/Inf raise.
+        target: the ground-truth depth, ``B,1,H,W`` or ``B,H,W``, metres; a pixel is valid where it is finite
+            and > 0.
+        mask: optional bool map of the target's shape; ``False`` excludes a pixel. Default ``None``.
+        operator: ``"scharr"`` (default; first order) or ``"laplace"`` (second order).
+        p: the error norm, 1 (default) or 2.
+        scales: ``M``, the number of scales, >= 1. Default 4.
+        align: ``"none"`` (default), ``"median_mad"`` (each image's prediction and target shifted by their
+            medians and divided by their MAD) or ``"least_squares"`` (the prediction mapped onto the target by
+            MiDaS's per-image scale and shift).
+        reduction: ``"mean"`` (default): the mean over the images with a valid pixel; ``"sum"``; ``"none"``:
+            the ``B`` per-image losses.
+        interpolate: resize a prediction of another size to the target's (bilinear, ``align_corners=True``);
+            ``False`` makes a size mismatch a ValueError. Default True.
+        normalize: ``"local"`` (default): this rank's pixels; ``"global"``: the global batch's under
+            ``torch.distributed`` (see :mod:`depthmetric.distributed`).
+        process_group: the group of ``normalize="global"``; ``None`` (default): the default group.
+        backend: ``"auto"`` (default), ``"cpu"``, ``"cuda"`` or ``"reference"``; plain PyTorch, only checked.
+
+    Returns:
+        A scalar (``"mean"``, ``"sum"``) or the ``B`` per-image losses (``"none"``), float32 (float64 for
+        float64 inputs).
+
+    Raises:
+        TypeError: a non-tensor or non-floating depth map, a non-bool mask, a bad option type.
+        ValueError: shapes that do not match, NaN/Inf in ``pred``, a bad option value.
     """
     _check_derivative_config(operator, p, scales)
     _checks.choice("align", align, _alignment.ALIGNS)
@@ -151,8 +209,9 @@ def multi_scale_derivative_loss(pred, target, mask=None, *, operator: str = "sch
 POOLS = ("image", "batch")
 
 
-def scale_shift_invariant_loss(pred, target, mask=None, *, reduction: str = "mean", pool: str = "image",
-                               interpolate: bool = True, normalize: str = "local", process_group=None,
+def scale_shift_invariant_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None, *,
+                               reduction: str = "mean", pool: str = "image", interpolate: bool = True,
+                               normalize: str = "local", process_group: distributed.ProcessGroup | None = None,
                                backend: str = "auto") -> torch.Tensor:
     """Scale-and-shift-invariant loss (MiDaS): per image, the least-squares ``s, t`` minimising
     ``sum (s * pred + t - target)^2`` over the valid pixels, then the mean of ``|s * pred + t - target|``.
@@ -165,6 +224,29 @@ def scale_shift_invariant_loss(pred, target, mask=None, *, reduction: str = "mea
     ``s, t`` are differentiable functions of ``pred`` (as in MiDaS), computed from centred sums for
     accuracy. When the valid predictions are (numerically) constant the scale is undetermined: ``s = 0`` and
     ``t`` = the mean target (the best shift-only fit).
+
+    Args:
+        pred: the predicted depth, floating ``B,1,H,W`` or ``B,H,W``, metres; NaN/Inf raise.
+        target: the ground-truth depth, ``B,1,H,W`` or ``B,H,W``, metres; a pixel is valid where it is finite
+            and > 0.
+        mask: optional bool map of the target's shape; ``False`` excludes a pixel. Default ``None``.
+        reduction: ``"mean"`` (default): the mean over the images with a valid pixel; ``"sum"``; ``"none"``:
+            the ``B`` per-image losses.
+        pool: ``"image"`` (default) or ``"batch"`` (one mean over the batch's valid pixels; ``"mean"`` only).
+        interpolate: resize a prediction of another size to the target's (bilinear, ``align_corners=True``);
+            ``False`` makes a size mismatch a ValueError. Default True.
+        normalize: ``"local"`` (default): this rank's pixels; ``"global"``: the global batch's under
+            ``torch.distributed`` (see :mod:`depthmetric.distributed`).
+        process_group: the group of ``normalize="global"``; ``None`` (default): the default group.
+        backend: ``"auto"`` (default), ``"cpu"``, ``"cuda"`` or ``"reference"``; plain PyTorch, only checked.
+
+    Returns:
+        A scalar (``"mean"``, ``"sum"``) or the ``B`` per-image losses (``"none"``), float32 (float64 for
+        float64 inputs).
+
+    Raises:
+        TypeError: a non-tensor or non-floating depth map, a non-bool mask, a bad option type.
+        ValueError: shapes that do not match, NaN/Inf in ``pred``, a bad option value, ``pool="batch"`` without ``reduction="mean"``.
     """
     _checks.choice("pool", pool, POOLS)
     if pool == "batch" and reduction != "mean":
@@ -181,70 +263,94 @@ def scale_shift_invariant_loss(pred, target, mask=None, *, reduction: str = "mea
     return _reduce(per_image, count > 0, reduction, normalize, process_group)
 
 
-class TrimmedMAELoss(nn.Module):
-    """Depth Pro's trimmed mean absolute error on canonical inverse depth; see :func:`trimmed_mae_loss`."""
+class TrimmedMAELoss(PairLoss):
+    """Depth Pro's trimmed mean absolute error on canonical inverse depth; see :func:`trimmed_mae_loss`.
 
-    def __init__(self, trim: float = 0.2, reduction: str = "mean", normalize: str = "local", process_group=None,
-                 backend: str = "auto", align: str = "none"):
-        super().__init__()
+    Args:
+        trim: the fraction of each image's largest errors dropped, in [0, 1). Default 0.2.
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"``.
+        normalize: ``"local"`` (default): this rank's pixels; ``"global"``: the global batch's under
+            ``torch.distributed`` (see :mod:`depthmetric.distributed`).
+        process_group: the group of ``normalize="global"``; ``None`` (default): the default group.
+        backend: ``"auto"`` (default), ``"cpu"``, ``"cuda"`` or ``"reference"``.
+        align: ``"none"`` (default), ``"median_mad"`` (each image's prediction and target shifted by their
+            medians and divided by their MAD) or ``"least_squares"`` (the prediction mapped onto the target by
+            MiDaS's per-image scale and shift).
+
+    Returns:
+        Called as ``loss_fn(pred, target, mask=None, interpolate=True)``: what :func:`trimmed_mae_loss` returns.
+
+    Raises:
+        TypeError, ValueError: a bad option, named.
+    """
+
+    loss_fn = staticmethod(trimmed_mae_loss)
+
+    def __init__(self, trim: float = 0.2, reduction: str = "mean", normalize: str = "local",
+                 process_group: distributed.ProcessGroup | None = None, backend: str = "auto", align: str = "none") -> None:
         _check_trim(trim)
-        self.align = _checks.choice("align", align, _alignment.ALIGNS)
-        _check_reduction(reduction)
-        _ext.check_backend(backend)
-        self.trim, self.reduction, self.backend = float(trim), reduction, backend
-        self.normalize, self.process_group = distributed.check_normalize(normalize, process_group), process_group
-
-    def forward(self, pred, target, mask=None, interpolate=True):
-        return trimmed_mae_loss(pred, target, mask, trim=self.trim, align=self.align, reduction=self.reduction,
-                                interpolate=interpolate, normalize=self.normalize,
-                                process_group=self.process_group, backend=self.backend)
-
-    def extra_repr(self) -> str:
-        return f"trim={self.trim}, align={self.align!r}, reduction={self.reduction!r}, normalize={self.normalize!r}, backend={self.backend!r}"
+        _checks.choice("align", align, _alignment.ALIGNS)
+        super().__init__(trim=float(trim), align=align, reduction=reduction, normalize=normalize,
+                         process_group=process_group, backend=backend)
 
 
-class MultiScaleDerivativeLoss(nn.Module):
+class MultiScaleDerivativeLoss(PairLoss):
     """Depth Pro's ``L_{*,p,M}``: ``operator="scharr"`` (first order) or ``"laplace"`` (second order), error
-    norm ``p``, ``scales`` = M; see :func:`multi_scale_derivative_loss`."""
+    norm ``p``, ``scales`` = M; see :func:`multi_scale_derivative_loss`.
+
+    Args:
+        operator: ``"scharr"`` (default) or ``"laplace"``.
+        p: the error norm, 1 (default) or 2.
+        scales: the number of scales, >= 1. Default 4.
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"``.
+        normalize: ``"local"`` (default): this rank's pixels; ``"global"``: the global batch's under
+            ``torch.distributed`` (see :mod:`depthmetric.distributed`).
+        process_group: the group of ``normalize="global"``; ``None`` (default): the default group.
+        backend: ``"auto"`` (default), ``"cpu"``, ``"cuda"`` or ``"reference"``; plain PyTorch, only checked.
+        align: ``"none"`` (default), ``"median_mad"`` (each image's prediction and target shifted by their
+            medians and divided by their MAD) or ``"least_squares"`` (the prediction mapped onto the target by
+            MiDaS's per-image scale and shift).
+
+    Returns:
+        Called as ``loss_fn(pred, target, mask=None, interpolate=True)``: what :func:`multi_scale_derivative_loss` returns.
+
+    Raises:
+        TypeError, ValueError: a bad option, named.
+    """
+
+    loss_fn = staticmethod(multi_scale_derivative_loss)
 
     def __init__(self, operator: str = "scharr", p: int = 1, scales: int = 4, reduction: str = "mean",
-                 normalize: str = "local", process_group=None, backend: str = "auto", align: str = "none"):
-        super().__init__()
+                 normalize: str = "local", process_group: distributed.ProcessGroup | None = None, backend: str = "auto",
+                 align: str = "none") -> None:
         _check_derivative_config(operator, p, scales)
-        self.align = _checks.choice("align", align, _alignment.ALIGNS)
-        _check_reduction(reduction)
-        _ext.check_backend(backend)
-        self.operator, self.p, self.scales, self.reduction, self.backend = operator, p, scales, reduction, backend
-        self.normalize, self.process_group = distributed.check_normalize(normalize, process_group), process_group
-
-    def forward(self, pred, target, mask=None, interpolate=True):
-        return multi_scale_derivative_loss(pred, target, mask, operator=self.operator, p=self.p, scales=self.scales,
-                                           align=self.align, reduction=self.reduction, interpolate=interpolate,
-                                           normalize=self.normalize, process_group=self.process_group,
-                                           backend=self.backend)
-
-    def extra_repr(self) -> str:
-        return (f"operator={self.operator!r}, p={self.p}, scales={self.scales}, align={self.align!r}, reduction={self.reduction!r}, "
-                f"normalize={self.normalize!r}, backend={self.backend!r}")
+        _checks.choice("align", align, _alignment.ALIGNS)
+        super().__init__(operator=operator, p=p, scales=scales, align=align, reduction=reduction, normalize=normalize,
+                         process_group=process_group, backend=backend)
 
 
-class ScaleShiftInvariantLoss(nn.Module):
-    """MiDaS-style scale-and-shift-invariant loss; see :func:`scale_shift_invariant_loss`."""
+class ScaleShiftInvariantLoss(PairLoss):
+    """MiDaS-style scale-and-shift-invariant loss; see :func:`scale_shift_invariant_loss`.
 
-    def __init__(self, reduction: str = "mean", pool: str = "image", normalize: str = "local", process_group=None,
-                 backend: str = "auto"):
-        super().__init__()
-        _check_reduction(reduction)
+    Args:
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"``.
+        pool: ``"image"`` (default) or ``"batch"``.
+        normalize: ``"local"`` (default): this rank's pixels; ``"global"``: the global batch's under
+            ``torch.distributed`` (see :mod:`depthmetric.distributed`).
+        process_group: the group of ``normalize="global"``; ``None`` (default): the default group.
+        backend: ``"auto"`` (default), ``"cpu"``, ``"cuda"`` or ``"reference"``; plain PyTorch, only checked.
+
+    Returns:
+        Called as ``loss_fn(pred, target, mask=None, interpolate=True)``: what :func:`scale_shift_invariant_loss` returns.
+
+    Raises:
+        TypeError, ValueError: a bad option, named.
+    """
+
+    loss_fn = staticmethod(scale_shift_invariant_loss)
+
+    def __init__(self, reduction: str = "mean", pool: str = "image", normalize: str = "local",
+                 process_group: distributed.ProcessGroup | None = None, backend: str = "auto") -> None:
         _checks.choice("pool", pool, POOLS)
-        _ext.check_backend(backend)
-        self.reduction, self.pool, self.backend = reduction, pool, backend
-        self.normalize, self.process_group = distributed.check_normalize(normalize, process_group), process_group
-
-    def forward(self, pred, target, mask=None, interpolate=True):
-        return scale_shift_invariant_loss(pred, target, mask, reduction=self.reduction, pool=self.pool,
-                                          interpolate=interpolate, normalize=self.normalize,
-                                          process_group=self.process_group, backend=self.backend)
-
-    def extra_repr(self) -> str:
-        return (f"reduction={self.reduction!r}, pool={self.pool!r}, normalize={self.normalize!r}, "
-                f"backend={self.backend!r}")
+        super().__init__(reduction=reduction, pool=pool, normalize=normalize, process_group=process_group,
+                         backend=backend)

@@ -38,7 +38,8 @@ def _register_kernels() -> None:
     """Fake kernel of the compiled op, for torch.compile and meta tensors."""
 
     @torch.library.register_fake("depthmetric::depth_metric_sums")
-    def _(pred, gt, mask, scale, min_depth, max_depth, window, closed=False):
+    def _(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None, scale: torch.Tensor | None,
+          min_depth: float, max_depth: float, window: list[int], closed: bool = False) -> torch.Tensor:
         return pred.new_empty((pred.shape[0], len(SUMS)), dtype=torch.float64)
 
 

@@ -11,8 +11,15 @@ Without an initialised default group (one process), every helper is the identity
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, Callable
+
 import torch
 import torch.distributed as dist
+
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
+else:  # a torch built without torch.distributed has no ProcessGroup
+    ProcessGroup = getattr(dist, "ProcessGroup", object)
 
 from . import _checks  # used at call time only: _checks imports this module too
 
@@ -22,9 +29,16 @@ __all__ = ["active_group", "op_group", "world_size", "all_reduce_sum", "all_redu
 SCOPES = ("local", "global")  # this rank's data, or the whole group's: normalize= and the contrastive across=
 
 
-def active_group(process_group=None):
-    """The group to combine over: ``process_group``, else the default group when ``torch.distributed`` is
-    initialised, else ``None`` (one process)."""
+def active_group(process_group: ProcessGroup | None = None) -> ProcessGroup | None:
+    """The group to combine over.
+
+    Args:
+        process_group: a ``torch.distributed`` process group, or ``None`` (default) for the default group.
+
+    Returns:
+        ``process_group`` if given, else the default group when ``torch.distributed`` is initialised, else
+        ``None`` (one process).
+    """
     if process_group is not None:
         return process_group
     if dist.is_available() and dist.is_initialized():
@@ -32,14 +46,23 @@ def active_group(process_group=None):
     return None
 
 
-def op_group(normalize: str, process_group=None):
-    """The group an op with this ``normalize`` communicates over (``None`` for ``"local"`` or one process).
-    Its value checks go collective over that group (see ``depthmetric.set_finite_checks``): every rank calls
-    such an op, and all of them then raise together."""
+def op_group(normalize: str, process_group: ProcessGroup | None = None) -> ProcessGroup | None:
+    """The group an op with this ``normalize`` communicates over.
+
+    Its value checks go collective over that group (see :func:`depthmetric.set_finite_checks`): every rank
+    calls such an op, and all of them then raise together.
+
+    Args:
+        normalize: the op's ``normalize``, ``"local"`` or ``"global"``.
+        process_group: the op's ``process_group``; ``None`` (default): the default group.
+
+    Returns:
+        The group for ``"global"`` (see :func:`active_group`); ``None`` for ``"local"`` or one process.
+    """
     return active_group(process_group) if normalize == "global" else None
 
 
-def where(group, ranks: list[int]) -> str:
+def where(group: ProcessGroup | None, ranks: list[int]) -> str:
     """The ranks where a check failed, for its message: ``" (rank 1)"``, ``" (ranks 0, 1)"``; ``""`` on one
     process. A local check (``group=None``) under torch.distributed names this process's rank."""
     if group is None:
@@ -49,12 +72,19 @@ def where(group, ranks: list[int]) -> str:
     return f" (rank{'s' if len(ranks) > 1 else ''} {', '.join(map(str, ranks))})"
 
 
-def world_size(group) -> int:
-    """The number of ranks of ``group`` (1 for ``None``, i.e. one process)."""
+def world_size(group: ProcessGroup | None) -> int:
+    """The number of ranks of ``group``.
+
+    Args:
+        group: a process group, or ``None`` (one process).
+
+    Returns:
+        The group's size; 1 for ``None``.
+    """
     return 1 if group is None else dist.get_world_size(group)
 
 
-def _comm_device(group, like: torch.device) -> torch.device:
+def _comm_device(group: ProcessGroup, like: torch.device) -> torch.device:
     """Where a collective's tensor must live: NCCL needs the current GPU, gloo takes CPU (and CUDA) tensors."""
     if dist.get_backend(group) == dist.Backend.NCCL:
         return torch.device("cuda", torch.cuda.current_device())
@@ -63,29 +93,45 @@ def _comm_device(group, like: torch.device) -> torch.device:
 
 class _AllReduceSum(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, tensor, group):
+    def forward(ctx: Any, tensor: torch.Tensor, group: ProcessGroup) -> torch.Tensor:
         ctx.group = group
         out = tensor.clone(memory_format=torch.contiguous_format)
         dist.all_reduce(out, group=group)
         return out
 
     @staticmethod
-    def backward(ctx, grad):
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         grad = grad.clone(memory_format=torch.contiguous_format)
         dist.all_reduce(grad, group=ctx.group)
         return grad, None
 
 
-def all_reduce_sum(tensor: torch.Tensor, group) -> torch.Tensor:
+def all_reduce_sum(tensor: torch.Tensor, group: ProcessGroup | None) -> torch.Tensor:
     """The sum of ``tensor`` over the ranks, differentiable: its backward sums the gradients of every rank
-    (so every rank must run it)."""
+    (so every rank must run it).
+
+    Args:
+        tensor: any tensor, the same shape on every rank.
+        group: the process group, or ``None`` (one process: ``tensor`` itself is returned).
+
+    Returns:
+        The element-wise sum over the ranks, a new contiguous tensor of ``tensor``'s shape and dtype.
+    """
     if group is None:
         return tensor
     return _AllReduceSum.apply(tensor, group)
 
 
-def all_reduce_count(count: torch.Tensor, group) -> torch.Tensor:
-    """A count or any other tensor without gradient, summed over the ranks."""
+def all_reduce_count(count: torch.Tensor, group: ProcessGroup | None) -> torch.Tensor:
+    """A count or any other tensor without gradient, summed over the ranks.
+
+    Args:
+        count: any tensor (detached), the same shape on every rank.
+        group: the process group, or ``None`` (one process: ``count`` itself is returned).
+
+    Returns:
+        The sum over the ranks on ``count``'s device, without gradient.
+    """
     if group is None:
         return count
     out = count.detach().to(_comm_device(group, count.device), copy=True)
@@ -93,12 +139,12 @@ def all_reduce_count(count: torch.Tensor, group) -> torch.Tensor:
     return out.to(count.device)
 
 
-def _batch_sizes(tensor: torch.Tensor, group, name: str) -> list[int]:
+def _batch_sizes(tensor: torch.Tensor, group: ProcessGroup, name: str) -> list[int]:
     """Every rank's batch size; the other dimensions must agree on every rank."""
     shape = torch.tensor(tensor.shape, dtype=torch.long, device=_comm_device(group, tensor.device))
-    shapes = [torch.zeros_like(shape) for _ in range(world_size(group))]
-    dist.all_gather(shapes, shape, group=group)
-    shapes = [tuple(s.tolist()) for s in shapes]
+    gathered = [torch.zeros_like(shape) for _ in range(world_size(group))]
+    dist.all_gather(gathered, shape, group=group)
+    shapes: list[tuple[int, ...]] = [tuple(s.tolist()) for s in gathered]
     if any(s[1:] != shapes[0][1:] for s in shapes):
         raise ValueError(f"{name} must have the same shape on every rank but for the batch size, got "
                          f"{', '.join(f'rank {r}: {s}' for r, s in enumerate(shapes))}")
@@ -107,7 +153,8 @@ def _batch_sizes(tensor: torch.Tensor, group, name: str) -> list[int]:
 
 class _AllGatherBatch(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, tensor, group, sizes):
+    def forward(ctx: Any, tensor: torch.Tensor, group: ProcessGroup,
+                sizes: list[int]) -> torch.Tensor:
         ctx.group, ctx.sizes = group, sizes
         ctx.rank = dist.get_rank(group)
         width = max(ctx.sizes)
@@ -118,7 +165,7 @@ class _AllGatherBatch(torch.autograd.Function):
         return torch.cat([p[:n] for p, n in zip(parts, ctx.sizes)])
 
     @staticmethod
-    def backward(ctx, grad):
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         # Each rank holds the gradient of its own pairs with respect to every rank's images; the owner of an
         # image needs their sum: reduce_scatter on NCCL (equal batches), else all_reduce and its own slice (gloo
         # has no reduce_scatter).
@@ -133,20 +180,40 @@ class _AllGatherBatch(torch.autograd.Function):
         return grad[start:start + n], None, None
 
 
-def all_gather_batch(tensor: torch.Tensor, group, name: str = "tensor") -> tuple[torch.Tensor, int]:
-    """The ranks' ``tensor`` concatenated along dim 0 in rank order (batch sizes may differ, nothing else),
-    differentiable: each rank's part receives the sum of the gradients every rank sends it. Returns the global
-    tensor and the index of this rank's first row in it."""
+def all_gather_batch(tensor: torch.Tensor, group: ProcessGroup | None,
+                     name: str = "tensor") -> tuple[torch.Tensor, int]:
+    """The ranks' ``tensor`` concatenated along dim 0 in rank order, differentiable: each rank's part
+    receives the sum of the gradients every rank sends it.
+
+    Args:
+        tensor: ``N,...``: the batch sizes ``N`` may differ between the ranks, nothing else.
+        group: the process group, or ``None`` (one process: ``(tensor, 0)``).
+        name: the argument's name for the error message. Default ``"tensor"``.
+
+    Returns:
+        ``(gathered, start)``: the global tensor (``sum N,...``) and the index of this rank's first row in it.
+
+    Raises:
+        ValueError: the shapes differ between the ranks in more than the batch size.
+    """
     if group is None:
         return tensor, 0
     sizes = _batch_sizes(tensor, group, name)
     return _AllGatherBatch.apply(tensor, group, sizes), sum(sizes[: dist.get_rank(group)])
 
 
-def broadcast_from_first(make, group) -> torch.Tensor:
-    """``make()`` (an int64 tensor of up to 7 dimensions) drawn on the group's first rank and sent to every
-    rank, returned on the CPU: how random draws (the contrastive loss's shifts) are the same on every rank
-    whatever each rank's seed."""
+def broadcast_from_first(make: Callable[[], torch.Tensor], group: ProcessGroup | None) -> torch.Tensor:
+    """A tensor made on the group's first rank and sent to every rank: how random draws (the contrastive
+    loss's shifts) are the same on every rank whatever each rank's seed.
+
+    Args:
+        make: called on the first rank only (on every process without a group); returns an int64 tensor of
+            up to 7 dimensions.
+        group: the process group, or ``None`` (one process: ``make()``).
+
+    Returns:
+        The first rank's ``make()``, on the CPU on every rank.
+    """
     if group is None:
         return make()
     device = _comm_device(group, torch.device("cpu"))
@@ -163,9 +230,16 @@ def broadcast_from_first(make, group) -> torch.Tensor:
     return buffer.cpu()
 
 
-def any_rank(flags: torch.Tensor, group) -> torch.Tensor:
-    """``flags`` (bool, the same length on every rank) as a ``world_size x len`` bool table of every rank's
-    flags, so that all ranks can raise the same error."""
+def any_rank(flags: torch.Tensor, group: ProcessGroup | None) -> torch.Tensor:
+    """Every rank's flags, so that all ranks can raise the same error.
+
+    Args:
+        flags: a bool tensor of the same number of elements on every rank.
+        group: the process group, or ``None`` (one process).
+
+    Returns:
+        A ``world_size x flags.numel()`` bool table on the CPU, row ``r`` rank ``r``'s flags.
+    """
     if group is None:
         return flags.reshape(1, -1)
     device = _comm_device(group, flags.device)
@@ -175,22 +249,33 @@ def any_rank(flags: torch.Tensor, group) -> torch.Tensor:
     return table.bool().cpu()
 
 
-def check_normalize(normalize: str, process_group=None) -> str:
+def check_normalize(normalize: str, process_group: ProcessGroup | None = None) -> str:
     """The distributed arguments of a loss: ``normalize`` and an optional ``process_group``."""
     _checks.choice("normalize", normalize, SCOPES)
     check_process_group(process_group)
     return normalize
 
 
-def check_process_group(process_group) -> None:
+def check_process_group(process_group: object) -> None:
     if process_group is not None and not (dist.is_available() and isinstance(process_group, dist.ProcessGroup)):
         raise TypeError(f"process_group must be a torch.distributed ProcessGroup or None, got "
                         f"{type(process_group).__name__}")
 
 
-def global_mean(total: torch.Tensor, count: torch.Tensor, normalize: str, process_group=None) -> torch.Tensor:
-    """``total / count`` (0 when the count is 0): over this rank's data (``"local"``), or over the global batch
-    (``"global"``: both summed over the ranks, the total differentiably, see :func:`all_reduce_sum`)."""
+def global_mean(total: torch.Tensor, count: torch.Tensor, normalize: str,
+                process_group: ProcessGroup | None = None) -> torch.Tensor:
+    """``total / count`` over this rank's data or over the global batch.
+
+    Args:
+        total: the summed loss (differentiable), a tensor.
+        count: what it is a sum of (pixels, pairs), a tensor without gradient.
+        normalize: ``"local"``: this rank's ``total / count``; ``"global"``: both summed over the ranks first
+            (the total differentiably, see :func:`all_reduce_sum`).
+        process_group: the group of ``"global"``; ``None`` (default): the default group.
+
+    Returns:
+        ``total / max(count, 1)`` in ``total``'s dtype: 0 when nothing was counted.
+    """
     if normalize == "global":
         group = active_group(process_group)
         total, count = all_reduce_sum(total, group), all_reduce_count(count, group)

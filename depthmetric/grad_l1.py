@@ -7,10 +7,9 @@ PyTorch runs at memory speed. ``backend`` is accepted for a uniform API and only
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from . import _checks, _ext, distributed
-from ._supervised import prepare_pair
+from ._supervised import PairLoss, prepare_pair
 
 __all__ = ["grad_l1_loss", "GradL1Loss"]
 
@@ -26,8 +25,8 @@ def _gradient(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def grad_l1_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None, *,
-                 reduction: str = "mean", interpolate: bool = True, normalize: str = "local", process_group=None,
-                 backend: str = "auto") -> torch.Tensor:
+                 reduction: str = "mean", interpolate: bool = True, normalize: str = "local",
+                 process_group: distributed.ProcessGroup | None = None, backend: str = "auto") -> torch.Tensor:
     """ZoeDepth's ``GradL1Loss``: ``mean |m_pred - m_target| + mean |a_pred - a_target|``.
 
     ``pred``, ``target``: ``B,1,H,W`` or ``B,H,W`` depth. At every pixel ``(i, j)`` with ``i, j >= 1``, from the
@@ -82,20 +81,26 @@ def grad_l1_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | 
     return distributed.global_mean(err.sum(), counted.sum(), normalize, process_group)
 
 
-class GradL1Loss(nn.Module):
+class GradL1Loss(PairLoss):
     """Drop-in module for ZoeDepth's ``GradL1Loss``: ``GradL1Loss()(pred, target, mask)``; see
-    :func:`grad_l1_loss`."""
+    :func:`grad_l1_loss`.
 
-    def __init__(self, reduction: str = "mean", normalize: str = "local", process_group=None, backend: str = "auto"):
-        super().__init__()
-        self.reduction = _checks.choice("reduction", reduction, _checks.REDUCTIONS)
-        _ext.check_backend(backend)
-        self.backend = backend
-        self.normalize, self.process_group = distributed.check_normalize(normalize, process_group), process_group
+    Args:
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"``.
+        normalize: ``"local"`` (default): this rank's pixels; ``"global"``: the global batch's under
+            ``torch.distributed`` (see :mod:`depthmetric.distributed`).
+        process_group: the group of ``normalize="global"``; ``None`` (default): the default group.
+        backend: ``"auto"`` (default), ``"cpu"``, ``"cuda"`` or ``"reference"``; plain PyTorch, only checked.
 
-    def forward(self, pred, target, mask=None, interpolate=True):
-        return grad_l1_loss(pred, target, mask, reduction=self.reduction, interpolate=interpolate,
-                            normalize=self.normalize, process_group=self.process_group, backend=self.backend)
+    Returns:
+        Called as ``loss_fn(pred, target, mask=None, interpolate=True)``: what :func:`grad_l1_loss` returns.
 
-    def extra_repr(self) -> str:
-        return f"reduction={self.reduction!r}, normalize={self.normalize!r}, backend={self.backend!r}"
+    Raises:
+        TypeError, ValueError: a bad option, named.
+    """
+
+    loss_fn = staticmethod(grad_l1_loss)
+
+    def __init__(self, reduction: str = "mean", normalize: str = "local",
+                 process_group: distributed.ProcessGroup | None = None, backend: str = "auto") -> None:
+        super().__init__(reduction=reduction, normalize=normalize, process_group=process_group, backend=backend)

@@ -10,12 +10,13 @@ log-sum-exp per pixel and gathers the centres' gradient (deterministic, no atomi
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
 
 from . import _autograd, _checks, _ext
-from .bin_expectation import check_centers, pixel_map
+from .bin_expectation import Temperature, check_centers, pixel_map
 from .reference import log_binomial_expectation as _reference
 
 __all__ = ["log_binomial_expectation", "LogBinomialExpectation"]
@@ -23,16 +24,16 @@ __all__ = ["log_binomial_expectation", "LogBinomialExpectation"]
 EPS = 1e-4  # ZoeDepth's clamp of p and 1 - p
 
 
-def check_eps(eps) -> float:
-    eps = _checks.real("eps", eps)
-    if not (math.isfinite(eps) and 0 < eps < 1):
-        raise ValueError(f"eps must be a number in (0, 1), got {eps!r}")
-    return eps
+def check_eps(eps: object) -> float:
+    value = _checks.real("eps", eps)
+    if not (math.isfinite(value) and 0 < value < 1):
+        raise ValueError(f"eps must be a number in (0, 1), got {value!r}")
+    return value
 
 
-def check_p(p) -> torch.Tensor:
+def check_p(p: object) -> torch.Tensor:
     """``p`` as ``B,1,H,W`` (``B,H,W`` accepted)."""
-    _checks.floating("p", p)
+    p = _checks.floating("p", p)
     if p.dim() == 3:
         p = p.unsqueeze(1)
     if p.dim() != 4 or p.shape[1] != 1:
@@ -42,13 +43,13 @@ def check_p(p) -> torch.Tensor:
 
 def log_binomial_expectation(
     p: torch.Tensor,
-    t,
+    t: Temperature,
     centers: torch.Tensor,
     *,
     eps: float = EPS,
     return_probs: bool = False,
     backend: str = "auto",
-):
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """ZoeDepth's ``LogBinomial(K)(p, t, eps)`` followed by ``sum_k prob_k c_k``.
 
     ``p``: the binomial's success probability, ``B,H,W`` or ``B,1,H,W`` (float16, bfloat16, float32 or
@@ -69,9 +70,26 @@ def log_binomial_expectation(
     through ZoeDepth's module differs at those points. With
     ``return_probs=True`` also the ``B,K,H,W`` probabilities (no gradient; for figures).
 
-    Errors: a ``TypeError`` or ``ValueError`` naming the argument for a wrong type, shape, dtype or device,
-    no bins, ``eps`` outside (0, 1), a non-positive or non-finite number ``t``, and NaN/Inf in ``p``, ``t``
-    or ``centers`` (see :func:`depthmetric.set_finite_checks`).
+    Args:
+        p: the binomial's success probability, floating ``B,H,W`` or ``B,1,H,W``.
+        t: the temperature, a number > 0 or a floating tensor (``B,1,H,W``, ``B,H,W``, 0-d or broadcastable)
+            that gets a gradient.
+        centers: the bin centres in metres, ``B,K``, ``B,K,1,1`` or ``B,K,h,w``, with ``p``'s dtype and
+            device.
+        eps: the clamp of ``p`` and ``1 - p``, in (0, 1). Default 1e-4 (ZoeDepth's).
+        return_probs: also return the probabilities. Default False.
+        backend: ``"auto"`` (default), ``"cpu"``, ``"cuda"`` or ``"reference"``.
+
+    Returns:
+        The depth, ``B,1,H,W`` in ``p``'s dtype; with ``return_probs=True`` the tuple ``(depth, probs)``,
+        ``probs`` ``B,K,H,W`` without gradient.
+
+    Raises:
+        TypeError: a wrong type or dtype, named.
+        ValueError: a wrong shape or device, no bins, ``eps`` outside (0, 1), a non-positive or non-finite
+            number ``t``, and NaN/Inf in ``p``, ``t`` or ``centers`` (see
+            :func:`depthmetric.set_finite_checks`).
+        RuntimeError: ``backend="auto"`` when the kernel for the device was not built.
     """
     p = check_p(p)
     centers = check_centers(centers, p, "p")
@@ -104,14 +122,36 @@ class LogBinomialExpectation(nn.Module):
 
     See :func:`log_binomial_expectation` for shapes, dtypes, the formula, ZoeDepth's conventions and the
     errors.
+
+    Args:
+        eps: the clamp of ``p`` and ``1 - p``, in (0, 1). Default 1e-4.
+        backend: ``"auto"`` (default), ``"cpu"``, ``"cuda"`` or ``"reference"``.
+
+    Returns:
+        Called as ``head(p, t, centers, return_probs=False)``: what :func:`log_binomial_expectation` returns.
+
+    Raises:
+        TypeError, ValueError: a bad ``eps`` or backend.
     """
 
-    def __init__(self, eps: float = EPS, backend: str = "auto"):
+    def __init__(self, eps: float = EPS, backend: str = "auto") -> None:
         super().__init__()
         _ext.check_backend(backend)
         self.eps, self.backend = check_eps(eps), backend
 
-    def forward(self, p: torch.Tensor, t, centers: torch.Tensor, return_probs: bool = False):
+    def forward(self, p: torch.Tensor, t: Temperature, centers: torch.Tensor,
+                return_probs: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The expected depth of the log-binomial distribution of ``p`` and ``t`` over ``centers``.
+
+        Args:
+            p: the success probability, ``B,H,W`` or ``B,1,H,W``.
+            t: the temperature, a number > 0 or a tensor broadcastable to ``B,1,H,W``.
+            centers: the bin centres, ``B,K``, ``B,K,1,1`` or ``B,K,h,w``.
+            return_probs: also return the probabilities. Default False.
+
+        Returns:
+            What :func:`log_binomial_expectation` returns.
+        """
         return log_binomial_expectation(p, t, centers, eps=self.eps, return_probs=return_probs,
                                         backend=self.backend)
 
@@ -123,24 +163,27 @@ def _register_kernels() -> None:
     """Fake kernels (for torch.compile / meta tensors) and autograd of the compiled op."""
 
     @torch.library.register_fake("depthmetric::log_binomial_expectation")
-    def _(p, t, centers, eps, return_probs=False):
+    def _(p: torch.Tensor, t: torch.Tensor, centers: torch.Tensor, eps: float,
+          return_probs: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         B, _, H, W = p.shape
         acc = _checks.accumulate_dtype(p.dtype)
         return (p.new_empty((B, 1, H, W)), p.new_empty((2, B, H, W), dtype=acc),
                 p.new_empty((B, centers.shape[1], H, W) if return_probs else (0,)))
 
     @torch.library.register_fake("depthmetric::_log_binomial_expectation_backward")
-    def _(grad, p, t, centers, stats, eps, need_p=True, need_t=True, need_centers=True):
+    def _(grad: torch.Tensor, p: torch.Tensor, t: torch.Tensor, centers: torch.Tensor, stats: torch.Tensor,
+          eps: float, need_p: bool = True, need_t: bool = True, need_centers: bool = True) -> tuple[torch.Tensor, ...]:
         return tuple(torch.empty(x.shape if need else (0,), dtype=x.dtype, device=x.device)
                      for x, need in ((p, need_p), (t, need_t), (centers, need_centers)))
 
-    def setup_context(ctx, inputs, output):
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[torch.Tensor, ...]) -> None:
         p, t, centers, eps, _ = inputs
         ctx.eps = eps
         ctx.mark_non_differentiable(output[1], output[2])
         ctx.save_for_backward(p, t, centers, output[1])
 
-    def backward(ctx, grad, grad_stats, grad_probs):
+    def backward(ctx: Any, grad: torch.Tensor, grad_stats: torch.Tensor | None,
+                 grad_probs: torch.Tensor | None) -> tuple[Any, ...]:
         p, t, centers, stats = ctx.saved_tensors
         needs = ctx.needs_input_grad[:3]
         if torch.is_grad_enabled():  # create_graph=True: a gradient that can be differentiated again

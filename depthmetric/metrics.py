@@ -16,6 +16,7 @@ whole ``compute`` call is: ``python -m benchmarks --ops metrics`` and ``benchmar
 from __future__ import annotations
 
 import math
+from typing import Any, Protocol, Sequence, Union
 
 import torch
 
@@ -36,6 +37,9 @@ DATASETS = {
 }
 CROPS = ("auto", "eigen", "garg", None)
 
+# Image ids: a B int64 tensor or a sequence of ints.
+Ids = Union[torch.Tensor, Sequence[int]]
+
 
 def _check_dataset(dataset: str | None) -> None:
     _checks.choice("dataset", dataset, (*DATASETS, None))
@@ -52,6 +56,18 @@ def crop_window(crop: str | None, height: int, width: int, dataset: str | None =
     * ``"garg"``: ``int(0.40810811 H):int(0.99189189 H), int(0.03594771 W):int(0.96405229 W)``, the window of
       Garg et al. as Monodepth2 and ZoeDepth compute it.
     * ``None``: the whole image.
+
+    Args:
+        crop: ``"eigen"``, ``"garg"`` or ``None``.
+        height: ``H`` of the ground truth.
+        width: ``W`` of the ground truth.
+        dataset: ``"nyu"``, ``"kitti"`` or ``None`` (default; NYU's Eigen window).
+
+    Returns:
+        ``(row0, row1, col0, col1)``, the rows ``row0:row1`` and columns ``col0:col1`` evaluated.
+
+    Raises:
+        ValueError: an unknown ``crop`` (``"auto"`` included: the caller resolves it) or ``dataset``.
     """
     _check_dataset(dataset)
     _checks.choice("crop", crop, CROPS[1:])  # "auto" is the dataset's crop, which the caller resolves
@@ -66,10 +82,11 @@ def crop_window(crop: str | None, height: int, width: int, dataset: str | None =
     return 45 * height // 480, 471 * height // 480, 41 * width // 640, 601 * width // 640
 
 
-def _settings(dataset, min_depth, max_depth, crop):
+def _settings(dataset: str | None, min_depth: float | None, max_depth: float | None,
+              crop: str | None) -> tuple[float, float, str | None]:
     _check_dataset(dataset)
     _checks.choice("crop", crop, CROPS)
-    preset = DATASETS.get(dataset, dict(min_depth=None, max_depth=None, crop=None))
+    preset: dict[str, Any] = DATASETS.get(dataset or "", dict(min_depth=None, max_depth=None, crop=None))
     min_depth = preset["min_depth"] if min_depth is None else min_depth
     max_depth = preset["max_depth"] if max_depth is None else max_depth
     crop = preset["crop"] if crop == "auto" else crop
@@ -99,7 +116,8 @@ def _median(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return torch.where(n > 0, mid, 0.0)
 
 
-def _median_scale(pred, gt, mask, lo, hi, closed, window) -> torch.Tensor:
+def _median_scale(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None, lo: float, hi: float, closed: bool,
+                  window: tuple[int, int, int, int]) -> torch.Tensor:
     """Monodepth2's per-image ``median(gt) / median(pred)`` over the evaluated pixels (before clamping)."""
     r0, r1, c0, c1 = window
     p, g = pred[:, 0, r0:r1, c0:c1].double(), gt[:, 0, r0:r1, c0:c1].double()
@@ -141,7 +159,7 @@ def compute(
     bounds: str = "open",
     interpolate: bool = True,
     backend: str = "auto",
-) -> dict:
+) -> dict[str, Any]:
     """Evaluation metrics of ``pred`` against ``gt`` (``B,1,H,W`` or ``B,H,W``, metres).
 
     ``dataset`` ``"nyu"`` (depth 1e-3..10 m, Eigen crop) or ``"kitti"`` (1e-3..80 m, Garg crop) sets the
@@ -159,6 +177,29 @@ def compute(
     with at least one counted pixel (0 when none has); ``"per_image"``: a dict of the same names to ``B``
     float64 tensors (0 for an image without counted pixels); ``"valid_pixels"``: ``B`` int64 counts;
     ``"scale"``: the ``B`` float64 factors the prediction was multiplied by (1 without median scaling).
+
+    Args:
+        pred: the predicted depth, floating ``B,1,H,W`` or ``B,H,W``, metres; NaN/Inf raise.
+        gt: the ground-truth depth, ``B,1,H,W`` or ``B,H,W``, metres; a pixel counts where it is finite, > 0
+            and in range.
+        dataset: ``"nyu"``, ``"kitti"`` or ``None`` (default): the defaults of the range and crop.
+        min_depth: the lower bound of the counted ``gt``; ``None`` (default): the dataset's (else none).
+        max_depth: the upper bound; ``None`` (default): the dataset's (else none).
+        crop: ``"auto"`` (default: the dataset's), ``"eigen"``, ``"garg"`` or ``None``.
+        median_scaling: scale each prediction by ``median(gt) / median(pred)`` first. Default False.
+        mask: optional bool map of ``gt``'s shape; ``False`` excludes a pixel. Default ``None``.
+        bounds: ``"open"`` (default) or ``"closed"`` depth range.
+        interpolate: resize a prediction of another size to the ground truth's. Default True.
+        backend: ``"auto"`` (default), ``"cpu"``, ``"cuda"`` or ``"reference"``.
+
+    Returns:
+        The dict described above.
+
+    Raises:
+        TypeError: a non-tensor or non-floating input, a non-bool mask or flag.
+        ValueError: shapes that do not match, NaN/Inf predictions, an unknown dataset, crop or bounds, a
+            depth range with ``min_depth < 0`` or ``min_depth >= max_depth``.
+        RuntimeError: ``backend="auto"`` when the kernel for the device was not built.
     """
     lo, hi, crop = _settings(dataset, min_depth, max_depth, crop)
     closed = _check_bounds(bounds)
@@ -174,14 +215,14 @@ def compute(
     per_image = from_sums(sums)
     has_valid = sums[:, 0] > 0
     images = has_valid.sum().clamp(min=1).to(torch.float64)
-    result: dict = {name: torch.where(has_valid, v, 0.0).sum() / images for name, v in per_image.items()}
+    result: dict[str, Any] = {name: torch.where(has_valid, v, 0.0).sum() / images for name, v in per_image.items()}
     result["per_image"] = per_image
     result["valid_pixels"] = sums[:, 0].to(torch.int64)
     result["scale"] = scale if scale is not None else torch.ones(sums.shape[0], dtype=torch.float64, device=sums.device)
     return result
 
 
-def _ids_of(ids, batch: int, device: torch.device) -> torch.Tensor:
+def _ids_of(ids: Ids, batch: int, device: torch.device) -> torch.Tensor:
     """``ids`` as a ``B`` int64 tensor (a tensor or a sequence of ints, one per image of the batch)."""
     if not isinstance(ids, torch.Tensor):
         try:
@@ -195,7 +236,7 @@ def _ids_of(ids, batch: int, device: torch.device) -> torch.Tensor:
     return _checks.index_device("ids", ids, "pred", device).to(device=device, dtype=torch.int64)
 
 
-def empty_state() -> dict:
+def empty_state() -> dict[str, Any]:
     """The state :class:`DepthMetrics` and ``DepthMetricsTM`` accumulate: per-metric float64 ``sums`` and the
     count of ``images`` (those that came without ids and had a counted pixel), and for the images that came
     with ids, ``ids`` and ``rows`` (lists of ``B`` and ``B,len(METRICS)+1`` tensors: the per-image metrics,
@@ -204,7 +245,16 @@ def empty_state() -> dict:
             "ids": [], "rows": []}
 
 
-def add_batch(state, result: dict, ids) -> None:
+class State(Protocol):
+    """What :func:`add_batch` adds to (see :func:`empty_state`)."""
+
+    sums: torch.Tensor
+    images: torch.Tensor
+    ids: list[torch.Tensor]
+    rows: list[torch.Tensor]
+
+
+def add_batch(state: State, result: dict[str, Any], ids: Ids | None) -> None:
     """Add a :func:`compute` result to ``state`` (an object with the attributes of :func:`empty_state`), on the
     result's device (no host synchronisation)."""
     values = torch.stack([result["per_image"][name] for name in METRICS], 1)
@@ -217,10 +267,11 @@ def add_batch(state, result: dict, ids) -> None:
         state.rows.append(torch.cat([values, has_valid[:, None].double()], 1))
 
 
-def _concatenated(sums: torch.Tensor, ids, rows) -> tuple[torch.Tensor, torch.Tensor]:
+def _concatenated(sums: torch.Tensor, ids: torch.Tensor | list[torch.Tensor],
+                  rows: torch.Tensor | list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``ids`` and ``rows`` of a state as two tensors on the device of its ``sums`` (lists, or tensors once
     torchmetrics' sync has concatenated them)."""
-    def cat(parts, empty: torch.Tensor) -> torch.Tensor:
+    def cat(parts: torch.Tensor | list[torch.Tensor], empty: torch.Tensor) -> torch.Tensor:
         if isinstance(parts, torch.Tensor):
             return parts.to(empty.device)
         return torch.cat([p.to(empty.device) for p in parts]) if len(parts) else empty
@@ -230,7 +281,8 @@ def _concatenated(sums: torch.Tensor, ids, rows) -> tuple[torch.Tensor, torch.Te
             cat(rows, torch.zeros(0, len(METRICS) + 1, dtype=torch.float64, device=device)))
 
 
-def combine(sums: torch.Tensor, images: torch.Tensor, ids, rows) -> dict:
+def combine(sums: torch.Tensor, images: torch.Tensor, ids: torch.Tensor | list[torch.Tensor],
+            rows: torch.Tensor | list[torch.Tensor]) -> dict[str, Any]:
     """The means of :class:`DepthMetrics` from its state (see :func:`empty_state`): the ``sums`` over the
     ``images`` that came without ids, plus the rows of the images that came with ``ids``, each id counted once
     (the first of its rows: the copies ``DistributedSampler`` pads the last batches with are the same image)."""
@@ -270,37 +322,83 @@ class DepthMetrics:
     >>> result = metrics.compute()     # {"AbsRel": ..., ..., "delta3": ..., "images": ...}
     >>> round(result["AbsRel"], 4), result["images"]
     (0.1, 3)
+
+    Args:
+        dataset: ``"nyu"``, ``"kitti"`` or ``None`` (default), as :func:`compute`.
+        min_depth: the lower bound of the counted ground truth; ``None`` (default): the dataset's.
+        max_depth: the upper bound; ``None`` (default): the dataset's.
+        crop: ``"auto"`` (default), ``"eigen"``, ``"garg"`` or ``None``.
+        median_scaling: Monodepth2's per-image median scaling. Default False.
+        backend: ``"auto"`` (default), ``"cpu"``, ``"cuda"`` or ``"reference"``.
+        bounds: ``"open"`` (default) or ``"closed"`` depth range.
+        sync: combine the ranks' state in :meth:`compute` under ``torch.distributed``. Default True.
+        process_group: the group to combine over; ``None`` (default): the default group.
+
+    Returns:
+        :meth:`update` returns each batch's :func:`compute` result, :meth:`compute` the means.
+
+    Raises:
+        TypeError, ValueError: a bad option, named.
     """
+
+    sums: torch.Tensor
+    images: torch.Tensor
+    ids: list[torch.Tensor]
+    rows: list[torch.Tensor]
 
     def __init__(self, dataset: str | None = None, min_depth: float | None = None, max_depth: float | None = None,
                  crop: str | None = "auto", median_scaling: bool = False, backend: str = "auto", *,
-                 bounds: str = "open", sync: bool = True, process_group=None):
+                 bounds: str = "open", sync: bool = True,
+                 process_group: distributed.ProcessGroup | None = None) -> None:
         _settings(dataset, min_depth, max_depth, crop)
         _checks.flag("median_scaling", median_scaling)
         _checks.flag("sync", sync)
         distributed.check_process_group(process_group)
         _ext.check_backend(backend)
         _check_bounds(bounds)
-        self.options = dict(dataset=dataset, min_depth=min_depth, max_depth=max_depth, crop=crop,
+        self.options: dict[str, Any] = dict(dataset=dataset, min_depth=min_depth, max_depth=max_depth, crop=crop,
                             median_scaling=median_scaling, bounds=bounds, backend=backend)
         self.sync, self.process_group = sync, process_group
         self.reset()
 
     def reset(self) -> None:
+        """Forget every image seen.
+
+        Returns:
+            None.
+        """
         for name, value in empty_state().items():
             setattr(self, name, value)
 
     @torch.no_grad()
-    def update(self, pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None = None, *, ids=None) -> dict:
-        """Add a batch (``ids``: one integer per image, e.g. its index in the data set, to count each image
-        once); returns its :func:`compute` result. No host synchronisation."""
+    def update(self, pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None = None, *,
+               ids: Ids | None = None) -> dict[str, Any]:
+        """Add a batch. No host synchronisation.
+
+        Args:
+            pred: the predicted depth, ``B,1,H,W`` or ``B,H,W``.
+            gt: the ground-truth depth, ``B,1,H,W`` or ``B,H,W``.
+            mask: optional bool map of ``gt``'s shape. Default ``None``.
+            ids: one integer per image (a ``B`` tensor or a sequence), e.g. its index in the data set, to
+                count each image once. Default ``None``: every image counts.
+
+        Returns:
+            The batch's :func:`compute` result.
+
+        Raises:
+            TypeError, ValueError: as :func:`compute`; ids that are not ``B`` integers.
+        """
         result = compute(pred, gt, mask=mask, **self.options)
         add_batch(self, result, ids)
         return result
 
     def compute(self) -> dict[str, float]:
-        """Means over the images seen, on every rank unless ``sync=False`` (0.0 each before any image with
-        valid pixels), and ``"images"``, their number."""
+        """The means over the images seen, on every rank unless ``sync=False``.
+
+        Returns:
+            A dict of each name in :data:`METRICS` to its mean (0.0 each before any image with valid pixels),
+            and ``"images"``, their number.
+        """
         sums, images = self.sums, self.images
         ids, rows = _concatenated(sums, self.ids, self.rows)
         group = distributed.active_group(self.process_group) if self.sync else None
@@ -311,7 +409,7 @@ class DepthMetrics:
         return combine(sums, images, ids, rows)
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name == "DepthMetricsTM":  # needs torchmetrics, which the library does not depend on
         from ._torchmetrics import DepthMetricsTM
 

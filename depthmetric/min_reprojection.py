@@ -1,6 +1,6 @@
 """Monodepth2's minimum reprojection loss with auto-masking (SPIdepth Eq. 1), fused on CPU and CUDA.
 
-Per pixel, ``min(min_s pe(I_t, warped_s), min_s pe(I_t, source_s) + eps_s)`` with the photometric error
+Per pixel, ``min(min_s pe(warped_s, I_t), min_s pe(source_s, I_t) + eps_s)`` with the photometric error
 ``pe`` of :func:`depthmetric.photometric_error` (box3 SSIM with reflection padding, alpha = 0.85). The
 compiled op reads the target and every warped/source image once per pixel, keeps the per-pixel loss and
 the winner's index only, and its backward recomputes the winner's window statistics and gathers the
@@ -13,6 +13,8 @@ them too).
 """
 from __future__ import annotations
 
+from typing import Any, Sequence, Union
+
 import torch
 from torch import nn
 
@@ -22,12 +24,32 @@ from .ssim import check_alpha, check_images
 
 __all__ = ["min_reprojection_loss", "ReprojectionLoss", "draw_identity_noise"]
 
+# Several images of one shape: a list of B,C,H,W tensors or one S,B,C,H,W tensor.
+Images = Union[Sequence[torch.Tensor], torch.Tensor]
+
 NOISE_STD = 1e-5  # Monodepth2's tie-breaking noise on the identity errors
 REDUCE_SOURCES = ("min", "mean")
 MAX_SOURCES = 8  # csrc/min_reprojection/min_reprojection.h kMaxSources
 
 
-def _as_list(name: str, images) -> list[torch.Tensor]:
+def _check_order(call: str, warped: object, target: object) -> None:
+    """A call in the order before 0.1.0, ``(target, warped, sources)``, is a TypeError naming the arguments:
+    ``warped`` (a list or one ``S,B,C,H,W`` tensor) and ``target`` (one ``B,C,H,W`` tensor) tell apart."""
+    many = isinstance(target, (list, tuple)) or (isinstance(target, torch.Tensor) and target.dim() == 5)
+    if isinstance(warped, torch.Tensor) and warped.dim() == 4 and many:
+        raise TypeError(f"{call}: warped is one B,C,H,W tensor and target is {_describe(target)}: the arguments "
+                        "look swapped; the warped frames (a list of B,C,H,W tensors or one S,B,C,H,W tensor) "
+                        "come first, the target frame (B,C,H,W) second, as in Monodepth2's "
+                        "compute_reprojection_loss(pred, target)")
+
+
+def _describe(x: object) -> str:
+    if isinstance(x, torch.Tensor):
+        return f"a tensor of shape {tuple(x.shape)}"
+    return f"a {type(x).__name__} of {len(x)} images" if isinstance(x, (list, tuple)) else type(x).__name__
+
+
+def _as_list(name: str, images: object) -> list[torch.Tensor]:
     """A list of ``B,C,H,W`` tensors, or one ``S,B,C,H,W`` tensor split into views (no copy)."""
     if isinstance(images, torch.Tensor):
         if images.dim() != 5:
@@ -50,10 +72,27 @@ def _as_list(name: str, images) -> list[torch.Tensor]:
 def draw_identity_noise(
     n_sources: int, target: torch.Tensor, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """The tie-breaking noise of the identity errors: ``S,B,H,W`` i.i.d. normal of std 1e-5, drawn from
-    ``generator`` (on its device; the global RNG of the target's device when ``None``). Pass it as ``noise=``
-    to keep a ``torch.compile(fullgraph=True)`` step reproducible (Dynamo cannot trace a ``torch.Generator``):
-    the same seed gives the loss of an eager call with ``generator=``."""
+    """The tie-breaking noise of the identity errors, to pass as ``noise=`` to :func:`min_reprojection_loss`.
+
+    Pass it as ``noise=`` to keep a ``torch.compile(fullgraph=True)`` step reproducible (Dynamo cannot trace a
+    ``torch.Generator``): the same seed gives the loss of an eager call with ``generator=``.
+
+    Args:
+        n_sources: ``S``, the number of source frames (an int >= 0).
+        target: the target frame, floating ``B,C,H,W``; gives the shape, dtype and device.
+        generator: the generator to draw from (on its own device); ``None`` (default): the global RNG of the
+            target's device.
+
+    Returns:
+        ``S,B,H,W`` i.i.d. normal noise of std 1e-5 on the target's device, in float32 (float64 for a float64
+        target).
+
+    Raises:
+        TypeError: ``n_sources`` is not an int, ``target`` not a floating tensor, ``generator`` not a
+            ``torch.Generator``.
+        ValueError: ``n_sources < 0`` or ``target`` not 4-D.
+        RuntimeError: a ``generator`` inside ``torch.compile``.
+    """
     _checks.count("n_sources", n_sources)
     _checks.ndim("target", _checks.floating("target", target), 4, "B,C,H,W")
     B, _, H, W = target.shape
@@ -64,7 +103,8 @@ def draw_identity_noise(
     return noise.mul_(NOISE_STD).to(target.device)  # in place: no second fresh S,B,H,W map
 
 
-def _check_noise(noise, n_sources: int, target: torch.Tensor, group) -> torch.Tensor:
+def _check_noise(noise: torch.Tensor, n_sources: int, target: torch.Tensor,
+                 group: distributed.ProcessGroup | None) -> torch.Tensor:
     _checks.floating("noise", noise)  # integer noise would be cast silently
     B, _, H, W = target.shape
     if noise.dim() == 5 and noise.shape[2] == 1:
@@ -77,9 +117,9 @@ def _check_noise(noise, n_sources: int, target: torch.Tensor, group) -> torch.Te
 
 
 def min_reprojection_loss(
+    warped: Images,
     target: torch.Tensor,
-    warped,
-    sources=None,
+    sources: Images | None = None,
     *,
     alpha: float = 0.85,
     automask: bool = True,
@@ -89,44 +129,80 @@ def min_reprojection_loss(
     return_mask: bool = False,
     reduction: str = "mean",
     normalize: str = "local",
-    process_group=None,
+    process_group: distributed.ProcessGroup | None = None,
     backend: str = "auto",
-):
-    """Mean minimum-reprojection loss of ``target`` (``B,C,H,W``, usually ``C = 3``, values in [0, 1]).
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Minimum-reprojection loss of the ``warped`` frames against the ``target`` frame, with auto-masking.
 
-    ``warped`` (the sources warped into the target view) and ``sources`` (the unwarped source frames, needed
-    by ``automask``) are lists of ``B,C,H,W`` tensors or one ``S,B,C,H,W`` tensor, with the target's shape,
-    dtype and device. ``automask=True`` adds the identity errors ``pe(target, sources[s]) + eps_s``
-    (``eps``: ``noise`` if given, ``S,B,H,W``; else drawn by :func:`draw_identity_noise` from
-    ``generator``); a pixel where an identity error wins carries no gradient. ``reduce_sources="mean"``
-    replaces the minimum over warped images by their average and, as Monodepth2's ``avg_reprojection``
-    does, compares it with the average of the identity errors (the noise averaged along).
+    Per pixel, ``min(min_s pe(warped_s, target), min_s pe(sources_s, target) + eps_s)`` with the photometric
+    error ``pe`` of :func:`photometric_error`. ``automask=True`` adds the identity errors of the unwarped
+    ``sources`` (``eps``: ``noise`` if given, else drawn by :func:`draw_identity_noise` from ``generator``); a
+    pixel where an identity error wins carries no gradient. ``reduce_sources="mean"`` replaces the minimum
+    over warped images by their average and, as Monodepth2's ``avg_reprojection`` does, compares it with the
+    average of the identity errors (the noise averaged along). Gradients reach the warped images only. Under
+    ``torch.distributed``, ``normalize="global"`` takes the mean over the pixels of the global batch (see
+    :mod:`depthmetric.distributed`: the same as ``"local"`` when every rank has the same batch size, exact
+    when they differ).
 
-    Returns the mean of the per-pixel loss (float32; float64 for float64; 0 for an empty batch), or with
-    ``reduction="none"`` the per-pixel loss itself, ``B,1,H,W``, or with ``"sum"`` its sum (``normalize`` then
-    has nothing to pool). With ``return_mask=True`` also
-    the auto-mask (``B,1,H,W`` bool, True where a warped image won) and the winner index (``B,1,H,W`` int64:
-    ``0..S-1`` warped image s, ``S..2S-1`` identity of source s; with ``"mean"`` 0 for the warped average,
-    S for the identity average). Gradients reach the warped images only. NaN/Inf pixels raise a
-    ``ValueError``; values outside [0, 1] are warned about once. Under ``torch.distributed``,
-    ``normalize="global"`` takes the mean over the pixels of the global batch (see ``depthmetric.distributed``:
-    the same as ``"local"`` when every rank has the same batch size, exact when they differ).
+    Args:
+        warped: the source frames warped into the target view (the prediction of the target frame): a list of
+            ``B,C,H,W`` tensors or one ``S,B,C,H,W`` tensor (``1 <= S <= 8``), each with the target's shape,
+            dtype and device, values in [0, 1].
+        target: the target frame, floating ``B,C,H,W`` (usually ``C = 3``), values in [0, 1]; no gradient.
+        sources: the unwarped source frames, as ``warped`` (one per warped frame); needed by ``automask``.
+            Default ``None``.
+        alpha: the SSIM weight of the photometric error, in [0, 1]. Default 0.85.
+        automask: compete with the identity errors of ``sources`` (Monodepth2's auto-masking). Default True.
+        reduce_sources: ``"min"`` (default) or ``"mean"`` over the warped frames.
+        generator: the generator of the identity noise when ``noise`` is not given. Default ``None``.
+        noise: the identity noise, floating ``S,B,H,W`` (or ``S,B,1,H,W``), e.g. from
+            :func:`draw_identity_noise`. Default ``None``: drawn.
+        return_mask: also return the auto-mask and the winner index. Default False.
+        reduction: ``"mean"`` (default) over pixels, ``"sum"``, or ``"none"``.
+        normalize: ``"local"`` (default) or ``"global"``: the mean over this rank's pixels or the global
+            batch's.
+        process_group: the ``torch.distributed`` group of ``normalize="global"``; ``None``: the default group.
+        backend: ``"auto"`` (default), ``"cpu"``, ``"cuda"`` or ``"reference"``.
+
+    Returns:
+        The loss, float32 (float64 for float64 images): with ``reduction="mean"`` the mean of the per-pixel
+        loss (0 for an empty batch), ``"sum"`` its sum, ``"none"`` the per-pixel loss itself, ``B,1,H,W``.
+        With ``return_mask=True`` the tuple ``(loss, automask, winner)``: the auto-mask (``B,1,H,W`` bool,
+        True where a warped image won) and the winner index (``B,1,H,W`` int64: ``0..S-1`` warped image s,
+        ``S..2S-1`` identity of source s; with ``"mean"`` 0 for the warped average, S for the identity
+        average).
+
+    Raises:
+        TypeError: the arguments in the old order ``(target, warped, sources)``; a non-tensor image,
+            integer images, mixed dtypes, a ``generator`` that is not a ``torch.Generator``.
+        ValueError: shapes that differ or are not ``B,C,H,W``; no channel; images smaller than 2x2; more than
+            8 or no warped images; ``automask`` without ``sources``; NaN/Inf pixels; a bad choice argument.
+            Values outside [0, 1] are warned about once.
+        RuntimeError: ``backend="auto"`` when the kernel for the device was not built.
+
+    Example:
+        >>> import torch, depthmetric
+        >>> target, warped_prev, warped_next, prev, next = torch.rand(5, 2, 3, 8, 8)
+        >>> loss = depthmetric.min_reprojection_loss([warped_prev, warped_next], target, [prev, next])
+        >>> loss.shape
+        torch.Size([])
     """
-    warped = _as_list("warped", warped)
-    if sources is not None:
-        sources = _as_list("sources", sources)
-        if len(sources) != len(warped):
-            raise ValueError(f"sources has {len(sources)} images but warped has {len(warped)}: one each")
+    _check_order("min_reprojection_loss(warped, target, sources)", warped, target)
+    warped_list = _as_list("warped", warped)
+    source_list = None if sources is None else _as_list("sources", sources)
+    if source_list is not None and len(source_list) != len(warped_list):
+        raise ValueError(f"sources has {len(source_list)} images but warped has {len(warped_list)}: one each")
     _checks.choice("reduce_sources", reduce_sources, REDUCE_SOURCES)
     _checks.choice("reduction", reduction, _checks.REDUCTIONS)
     _checks.flag("automask", automask)
     _checks.flag("return_mask", return_mask)
-    if automask and sources is None:
+    if automask and source_list is None:
         raise ValueError("automask=True needs sources (the unwarped source frames); pass them or automask=False")
     alpha = check_alpha(alpha)
     distributed.check_normalize(normalize, process_group)
     _checks.tensor("target", target)
-    used = sources if automask else []
+    used = source_list if automask and source_list is not None else []
+    warped = warped_list
     names = ("target", *(f"warped[{s}]" for s in range(len(warped))), *(f"sources[{s}]" for s in range(len(used))))
     group = distributed.op_group(normalize, process_group)
     check_images(names, (target, *warped, *used), "box3", "reflect", group)
@@ -159,21 +235,37 @@ def min_reprojection_loss(
 
 
 class ReprojectionLoss(nn.Module):
-    """Monodepth2/SPIdepth's photometric loss ``L_p`` with minimum reprojection and auto-masking.
+    """Monodepth2/SPIdepth's photometric loss ``L_p`` with minimum reprojection and auto-masking: the module of
+    :func:`min_reprojection_loss`.
 
     >>> import torch
     >>> from depthmetric import ReprojectionLoss
     >>> target, warped_prev, warped_next, prev, next = torch.rand(5, 2, 3, 8, 8)
     >>> loss_fn = ReprojectionLoss()
-    >>> loss = loss_fn(target, [warped_prev, warped_next], [prev, next])   # each B,3,H,W in [0, 1]
+    >>> loss = loss_fn([warped_prev, warped_next], target, [prev, next])   # each B,3,H,W in [0, 1]
     >>> loss.shape
     torch.Size([])
 
-    See :func:`min_reprojection_loss` for the arguments and outputs.
+    Args:
+        alpha: the SSIM weight of the photometric error, in [0, 1]. Default 0.85.
+        automask: compete with the identity errors of the sources. Default True.
+        reduce_sources: ``"min"`` (default) or ``"mean"`` over the warped frames.
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"``.
+        normalize: ``"local"`` (default) or ``"global"`` (the global batch's mean under torch.distributed).
+        process_group: the group of ``normalize="global"``; ``None``: the default group.
+        backend: ``"auto"`` (default), ``"cpu"``, ``"cuda"`` or ``"reference"``.
+
+    Returns:
+        Called as ``loss_fn(warped, target, sources=None, *, generator=None, return_mask=False, noise=None)``:
+        what :func:`min_reprojection_loss` returns.
+
+    Raises:
+        TypeError, ValueError: a bad argument, named (see :func:`min_reprojection_loss`).
     """
 
     def __init__(self, alpha: float = 0.85, automask: bool = True, reduce_sources: str = "min",
-                 reduction: str = "mean", normalize: str = "local", process_group=None, backend: str = "auto"):
+                 reduction: str = "mean", normalize: str = "local",
+                 process_group: distributed.ProcessGroup | None = None, backend: str = "auto") -> None:
         super().__init__()
         self.alpha = check_alpha(alpha)
         self.reduction = _checks.choice("reduction", reduction, _checks.REDUCTIONS)
@@ -182,10 +274,25 @@ class ReprojectionLoss(nn.Module):
         self.automask, self.reduce_sources, self.backend = _checks.flag("automask", automask), reduce_sources, backend
         self.normalize, self.process_group = distributed.check_normalize(normalize, process_group), process_group
 
-    def forward(self, target: torch.Tensor, warped, sources=None, generator: torch.Generator | None = None,
-                return_mask: bool = False, noise: torch.Tensor | None = None):
+    def forward(self, warped: Images, target: torch.Tensor, sources: Images | None = None, *,
+                generator: torch.Generator | None = None, return_mask: bool = False,
+                noise: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The loss of ``warped`` against ``target``.
+
+        Args:
+            warped: the warped source frames, a list of ``B,C,H,W`` tensors or one ``S,B,C,H,W`` tensor.
+            target: the target frame, ``B,C,H,W``.
+            sources: the unwarped source frames, as ``warped``; needed by ``automask``. Default ``None``.
+            generator: the generator of the identity noise. Default ``None``.
+            return_mask: also return the auto-mask and the winner index. Default False.
+            noise: the identity noise, ``S,B,H,W``. Default ``None``: drawn.
+
+        Returns:
+            What :func:`min_reprojection_loss` returns.
+        """
+        _check_order("ReprojectionLoss(warped, target, sources)", warped, target)
         return min_reprojection_loss(
-            target, warped, sources, alpha=self.alpha, automask=self.automask,
+            warped, target, sources, alpha=self.alpha, automask=self.automask,
             reduce_sources=self.reduce_sources, generator=generator, noise=noise, return_mask=return_mask,
             reduction=self.reduction, normalize=self.normalize, process_group=self.process_group, backend=self.backend,
         )
@@ -199,21 +306,23 @@ def _register_kernels() -> None:
     """Fake kernels (for torch.compile / meta tensors) and autograd of the compiled op."""
 
     @torch.library.register_fake("depthmetric::min_reprojection")
-    def _(target, warped, sources, noise, alpha, mean_sources):
+    def _(target: torch.Tensor, warped: list[torch.Tensor], sources: list[torch.Tensor], noise: torch.Tensor,
+          alpha: float, mean_sources: bool) -> tuple[torch.Tensor, torch.Tensor]:
         B, _, H, W = target.shape
         acc = _checks.accumulate_dtype(target.dtype)
         return target.new_empty((B, H, W), dtype=acc), target.new_empty((B, H, W), dtype=torch.long)
 
     @torch.library.register_fake("depthmetric::_min_reprojection_backward")
-    def _(grad_loss, target, warped, winner, alpha, mean_sources):
+    def _(grad_loss: torch.Tensor, target: torch.Tensor, warped: list[torch.Tensor], winner: torch.Tensor,
+          alpha: float, mean_sources: bool) -> list[torch.Tensor]:
         return [torch.empty_like(w) for w in warped]
 
-    def setup_context(ctx, inputs, output):
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[torch.Tensor, torch.Tensor]) -> None:
         target, warped, sources, noise, alpha, mean_sources = inputs
         ctx.alpha, ctx.mean_sources, ctx.n_warped, ctx.n_sources = alpha, mean_sources, len(warped), len(sources)
         ctx.save_for_backward(target, output[1], noise, *warped, *sources)
 
-    def backward(ctx, grad_loss, grad_winner):
+    def backward(ctx: Any, grad_loss: torch.Tensor, grad_winner: torch.Tensor | None) -> tuple[Any, ...]:
         target, winner, noise, *images = ctx.saved_tensors
         warped, sources = images[:ctx.n_warped], images[ctx.n_warped:]
         if torch.is_grad_enabled():  # create_graph=True: a gradient that can be differentiated again

@@ -9,7 +9,7 @@ feature at its shifted index instead of materialising ``N`` rolled copies of the
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 # (r_p, ranges, margins) of the paper's tables: Table I (NYU), Table II (KITTI), Table VII (uniform, best row).
-PRESETS: dict[str, dict] = {
+PRESETS: dict[str, dict[str, Any]] = {
     "nyu-lt": dict(r_p=0.1, ranges=[(0.5, 1.0), (1.0, 1.5), (1.5, 2.0)], margins=[3.0, 6.0, 8.0]),
     "nyu-bts": dict(r_p=0.1, ranges=[(0.5, 1.0), (1.0, 1.5), (1.5, 2.0)], margins=[2.0, 4.0, 6.0]),
     "nyu-newcrfs": dict(r_p=0.1, ranges=[(0.5, 1.0), (1.0, 1.5)], margins=[5.0, 9.0]),
@@ -47,11 +47,24 @@ def sample_shifts(
     n_across: int = 4,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Draw the paper's sample shifts as an ``N,3`` int64 tensor of (batch, row, column) shifts.
+    """Draw the paper's sample shifts, to pass as ``shifts=`` to :func:`multi_range_contrastive_loss`.
 
-    ``n_within`` shifts draw ``s_h`` from ``[1, H-1]`` and ``s_w`` from ``[1, W-1]`` (an axis of size 1 is not
-    shifted; with ``H == W == 1`` there are none); ``n_across`` draw ``s_k`` from ``[1, B-1]`` (none when
-    ``B == 1``). The tensor lives on the generator's device (CPU by default).
+    Args:
+        batch: ``B``, the number of images (an int >= 0).
+        height: ``H`` of the feature map (an int >= 0).
+        width: ``W`` of the feature map (an int >= 0).
+        n_within: the shifts within an image: ``s_h`` from ``[1, H-1]`` and ``s_w`` from ``[1, W-1]`` (an axis
+            of size 1 is not shifted; with ``H == W == 1`` there are none). Default 10.
+        n_across: the shifts across images: ``s_k`` from ``[1, B-1]`` (none when ``B == 1``). Default 4.
+        generator: the generator to draw from; ``None`` (default): torch's global CPU RNG.
+
+    Returns:
+        An ``N,3`` int64 tensor of (batch, row, column) shifts, within-image ones first, on the generator's
+        device (CPU by default).
+
+    Raises:
+        TypeError: a size that is not an int, a ``generator`` that is not a ``torch.Generator``.
+        ValueError: a negative size.
     """
     for name, value in (("batch", batch), ("height", height), ("width", width), ("n_within", n_within),
                         ("n_across", n_across)):
@@ -73,7 +86,7 @@ def sample_shifts(
     return torch.cat([within, across])
 
 
-def _check_distributed(normalize, across, process_group):
+def _check_distributed(normalize: str, across: str, process_group: distributed.ProcessGroup | None) -> None:
     distributed.check_normalize(normalize, process_group)
     _checks.choice("across", across, distributed.SCOPES)
 
@@ -85,7 +98,8 @@ def _drop_identity(shifts: torch.Tensor, B: int, H: int, W: int) -> torch.Tensor
     return shifts[(shifts.remainder(sizes) != 0).any(1)]
 
 
-def _draw_shifts(B: int, H: int, W: int, n_within: int, n_across: int, generator, group, across: str):
+def _draw_shifts(B: int, H: int, W: int, n_within: int, n_across: int, generator: torch.Generator | None,
+                 group: distributed.ProcessGroup | None, across: str) -> torch.Tensor:
     """One call's shifts (``B``: the images samples come from), drawn on the group's first rank and sent to
     every rank, so that all ranks use the same shifts in a step."""
     _checks.generator("generator", generator)  # on every rank, before the first rank draws
@@ -95,19 +109,22 @@ def _draw_shifts(B: int, H: int, W: int, n_within: int, n_across: int, generator
     return shifts
 
 
-def _check_shifts(shifts, features: torch.Tensor) -> None:
+def _check_shifts(shifts: object, features: torch.Tensor) -> None:
     if not (isinstance(shifts, torch.Tensor) and shifts.dtype == torch.long and shifts.dim() == 2
             and shifts.shape[1] == 3):
         raise ValueError("shifts must be an int64 tensor of shape N,3 (batch, row, column shifts)")
     _checks.index_device("shifts", shifts, "features", features.device)
 
 
-def _check_config(r_p, ranges, margins, n_within, n_across, reduction):
-    if not (_checks.real("r_p", r_p) > 0 and math.isfinite(r_p)):
+def _check_config(r_p: object, ranges: object, margins: object, n_within: object, n_across: object,
+                  reduction: str) -> tuple[float, list[tuple[float, float]], list[float]]:
+    threshold = _checks.real("r_p", r_p)
+    if not (threshold > 0 and math.isfinite(threshold)):
         raise ValueError(f"r_p must be a positive finite number, got {r_p!r}")
-    if isinstance(ranges, (str, bytes)) or not hasattr(ranges, "__iter__"):
+    if isinstance(ranges, (str, bytes)) or not isinstance(ranges, Iterable):
         raise TypeError(f"ranges must be a sequence of (lo, hi) pairs, got {ranges!r}")
-    ranges = [tuple(_checks.numbers(f"ranges[{j}]", r, length=2)) for j, r in enumerate(ranges)]
+    pairs = [_checks.numbers(f"ranges[{j}]", r, length=2) for j, r in enumerate(ranges)]
+    ranges = [(lo, hi) for lo, hi in pairs]
     margins = _checks.numbers("margins", margins)
     if len(margins) != len(ranges):
         raise ValueError(f"len(margins) ({len(margins)}) must equal len(ranges) ({len(ranges)})")
@@ -116,7 +133,7 @@ def _check_config(r_p, ranges, margins, n_within, n_across, reduction):
     for j, (lo, hi) in enumerate(ranges):
         if not lo < hi:
             raise ValueError(f"ranges[{j}] = {(lo, hi)} must have lo < hi")
-        if lo < r_p:
+        if lo < threshold:
             raise ValueError(f"ranges[{j}] starts at {lo}, below r_p = {r_p}: positives and negatives would overlap")
         if j and lo < ranges[j - 1][1]:
             raise ValueError(f"ranges must be sorted and non-overlapping, but ranges[{j}] = {(lo, hi)} "
@@ -127,10 +144,10 @@ def _check_config(r_p, ranges, margins, n_within, n_across, reduction):
     _checks.count("n_within", n_within)
     _checks.count("n_across", n_across)
     _checks.choice("reduction", reduction, _checks.REDUCTIONS)
-    return float(r_p), ranges, margins
+    return threshold, ranges, margins
 
 
-def _prepare_depth(depth, mask, features) -> torch.Tensor:
+def _prepare_depth(depth: torch.Tensor, mask: torch.Tensor | None, features: torch.Tensor) -> torch.Tensor:
     """``B,H,W`` depth at the feature resolution (nearest), masked pixels set invalid, in the accumulation dtype."""
     B, _, H, W = features.shape
     depth = _checks.depth_map("depth", depth, batch=B)
@@ -148,6 +165,7 @@ def _prepare_depth(depth, mask, features) -> torch.Tensor:
 def multi_range_contrastive_loss(
     features: torch.Tensor,
     depth: torch.Tensor,
+    mask: torch.Tensor | None = None,
     *,
     r_p: float = 0.1,
     ranges: Sequence[tuple[float, float]] = PRESETS["nyu-lt"]["ranges"],
@@ -156,21 +174,48 @@ def multi_range_contrastive_loss(
     n_across: int = 4,
     shifts: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
-    mask: torch.Tensor | None = None,
     reduction: str = "mean",
     normalize: str = "local",
     across: str = "local",
-    process_group=None,
+    process_group: distributed.ProcessGroup | None = None,
     backend: str = "auto",
 ) -> torch.Tensor:
-    """MetricDepth's multi-range contrastive loss of ``features`` (``B,C,H,W``) under ground truth ``depth``.
+    """MetricDepth's multi-range contrastive loss (Eq. 13) of ``features`` under ground truth ``depth``.
 
-    ``depth`` (``B,1,H,W`` or ``B,H,W``, metres; ``<= 0``/NaN/Inf or ``mask == False`` is invalid) is resized
-    to the feature resolution with nearest-neighbour sampling. ``shifts`` (``N,3`` int64 of (batch, row,
-    column) roll shifts) makes a call reproducible; otherwise they are drawn by :func:`sample_shifts` from
-    ``generator``. ``reduction="mean"`` divides the summed pair losses by the number of counted pairs (0 when
-    none is counted), ``"sum"`` is Eq. 13 and ``"none"`` returns the per-pixel sum over samples (``B,1,H,W``).
-    The loss is float32 (float64 for float64 features).
+    A pair (anchor pixel, sample pixel) is positive when the depth differential is below ``r_p``, a negative
+    of subgroup ``j`` when it falls in ``ranges[j]`` (hinge with ``margins[j]``), ignored otherwise or when
+    either depth is invalid; samples are the feature map rolled by ``shifts``.
+
+    Args:
+        features: the feature map, floating ``B,C,H,W`` (``C >= 1``); the gradient flows into it.
+        depth: the ground truth, ``B,1,H,W`` or ``B,H,W``, metres (``<= 0``, NaN or Inf is invalid); resized
+            to the feature resolution with nearest-neighbour sampling.
+        mask: optional bool map of ``depth``'s shape; ``False`` is invalid. Default ``None``.
+        r_p: the positive threshold on the depth differential, > 0. Default 0.1.
+        ranges: the negatives' subgroups, sorted non-overlapping ``(lo, hi)`` pairs with ``lo >= r_p``, at
+            most 8. Default: the ``"nyu-lt"`` preset's.
+        margins: one hinge margin ``>= 0`` per range. Default: the ``"nyu-lt"`` preset's.
+        n_within: the number of within-image shifts drawn when ``shifts`` is not given. Default 10.
+        n_across: the number of across-image shifts drawn. Default 4.
+        shifts: ``N,3`` int64 (batch, row, column) roll shifts, on the CPU or the features' device; makes a
+            call reproducible. Default ``None``: drawn by :func:`sample_shifts` from ``generator``.
+        generator: the generator of the shifts when they are not given. Default ``None``: the global RNG.
+        reduction: ``"mean"`` (default): the summed pair losses divided by the number of counted pairs (0
+            when none is counted); ``"sum"``: Eq. 13; ``"none"``: the per-pixel sum over samples.
+        normalize: ``"local"`` (default) or ``"global"`` (see below).
+        across: ``"local"`` (default) or ``"global"`` (see below).
+        process_group: the ``torch.distributed`` group; ``None`` (default): the default group if initialised.
+        backend: ``"auto"`` (default), ``"cpu"``, ``"cuda"`` or ``"reference"``.
+
+    Returns:
+        The loss, a scalar (``"mean"``, ``"sum"``) or ``B,1,H,W`` (``"none"``), float32 (float64 for float64
+        features).
+
+    Raises:
+        TypeError: non-floating features, non-floating depth, a non-bool mask, a bad ``generator``.
+        ValueError: shapes that do not match, invalid ``r_p``/``ranges``/``margins``, bad ``shifts``, NaN/Inf
+            features, a bad choice argument.
+        RuntimeError: ``backend="auto"`` when the kernel for the device was not built.
 
     Under ``torch.distributed`` (an initialised default group, or ``process_group``):
 
@@ -189,11 +234,17 @@ def multi_range_contrastive_loss(
       and sums it over the ranks (an all-reduce of the same size; NCCL with equal batches: a
       reduce-scatter); the loss itself still costs what this rank's anchors cost. With ``"local"``, samples
       come from this rank's images only (none across images when it has one).
+
+    Example:
+        >>> import torch, depthmetric
+        >>> features, depth = torch.randn(2, 8, 12, 16), 0.5 + 3 * torch.rand(2, 1, 12, 16)
+        >>> depthmetric.multi_range_contrastive_loss(features, depth).shape
+        torch.Size([])
     """
     _checks.floating("features", features)
     _checks.ndim("features", features, 4, "B,C,H,W")
     _checks.channels("features", features)
-    r_p, ranges, margins = _check_config(r_p, ranges, margins, n_within, n_across, reduction)
+    r_p, range_list, margin_list = _check_config(r_p, ranges, margins, n_within, n_across, reduction)
     _check_distributed(normalize, across, process_group)
     depth = _prepare_depth(depth, mask, features)
     if shifts is not None:
@@ -213,16 +264,16 @@ def multi_range_contrastive_loss(
 
     if _ext.use_kernel(backend, features.device):
         _autograd.check_untransformed("depthmetric.multi_range_contrastive_loss", (features, depth))
-        lo, hi = [r[0] for r in ranges], [r[1] for r in ranges]
+        lo, hi = [r[0] for r in range_list], [r[1] for r in range_list]
         loss, count, _ = torch.ops.depthmetric.multi_range_contrastive(
-            features, depth, shifts.to(features.device), r_p, lo, hi, margins, *window
+            features, depth, shifts.to(features.device), r_p, lo, hi, margin_list, *window
         )
     else:
         if shifts.device.type == "meta":
             raise ValueError("shifts on the meta device hold no values for the reference twin to roll by; pass "
                              "them on the CPU, or use the compiled op (backend='auto') for shape inference")
-        loss, count = _reference.multi_range_contrastive(features, depth, shifts.cpu(), r_p, ranges, margins,
-                                                         *window)
+        loss, count = _reference.multi_range_contrastive(features, depth, shifts.cpu(), r_p, range_list,
+                                                         margin_list, *window)
 
     if reduction == "none":
         return loss.unsqueeze(1)
@@ -243,6 +294,25 @@ class MultiRangeContrastiveLoss(nn.Module):
     >>> loss = loss_fn(features, depth)          # features B,C,H,W; depth B,1,H,W in metres
     >>> loss.shape
     torch.Size([])
+
+    Args:
+        r_p: the positive threshold on the depth differential, > 0. Default 0.1.
+        ranges: the negatives' subgroups, sorted ``(lo, hi)`` pairs. Default: the ``"nyu-lt"`` preset's.
+        margins: one hinge margin per range. Default: the ``"nyu-lt"`` preset's.
+        n_within: the within-image shifts drawn per call. Default 10.
+        n_across: the across-image shifts drawn per call. Default 4.
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"``.
+        normalize: ``"local"`` (default) or ``"global"``.
+        across: ``"local"`` (default) or ``"global"``.
+        process_group: the ``torch.distributed`` group; ``None`` (default): the default group if initialised.
+        backend: ``"auto"`` (default), ``"cpu"``, ``"cuda"`` or ``"reference"``.
+
+    Returns:
+        Called as ``loss_fn(features, depth, mask=None, *, generator=None, shifts=None)``: what
+        :func:`multi_range_contrastive_loss` returns.
+
+    Raises:
+        TypeError, ValueError: a bad argument, named (see :func:`multi_range_contrastive_loss`).
     """
 
     def __init__(
@@ -255,9 +325,9 @@ class MultiRangeContrastiveLoss(nn.Module):
         reduction: str = "mean",
         normalize: str = "local",
         across: str = "local",
-        process_group=None,
+        process_group: distributed.ProcessGroup | None = None,
         backend: str = "auto",
-    ):
+    ) -> None:
         super().__init__()
         self.r_p, self.ranges, self.margins = _check_config(r_p, ranges, margins, n_within, n_across, reduction)
         self.n_within, self.n_across, self.reduction = n_within, n_across, reduction
@@ -267,19 +337,39 @@ class MultiRangeContrastiveLoss(nn.Module):
         self.backend = backend
 
     @classmethod
-    def preset(cls, name: str, **overrides) -> "MultiRangeContrastiveLoss":
-        """The paper's settings: ``nyu-lt``, ``nyu-bts``, ``nyu-newcrfs``, ``kitti-lt``, ``kitti-bts``,
-        ``kitti-newcrfs`` (Tables I, II) or ``uniform`` (Table VII's best: one range ``(0.5, inf)``, margin 4)."""
+    def preset(cls, name: str, **overrides: Any) -> "MultiRangeContrastiveLoss":
+        """The module with the paper's settings.
+
+        Args:
+            name: ``nyu-lt``, ``nyu-bts``, ``nyu-newcrfs``, ``kitti-lt``, ``kitti-bts``, ``kitti-newcrfs``
+                (Tables I, II) or ``uniform`` (Table VII's best: one range ``(0.5, inf)``, margin 4).
+            **overrides: constructor arguments that replace the preset's.
+
+        Returns:
+            A new :class:`MultiRangeContrastiveLoss`.
+
+        Raises:
+            ValueError: an unknown preset.
+        """
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
         return cls(**{**PRESETS[name], **overrides})
 
     def draw_shifts(self, features: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """The shifts this loss would draw for ``features`` (``B,C,H,W``) from ``generator``, to pass as
-        ``shifts=``. Drawn outside a ``torch.compile(fullgraph=True)`` region (Dynamo cannot trace a
-        ``torch.Generator``), they keep a compiled step reproducible: the same seed gives the same loss as an
-        eager call with ``generator=``. Under ``torch.distributed`` every rank must call it (the shifts are
-        drawn on the first rank; with ``across="global"``, over the global batch)."""
+        """The shifts this loss would draw for ``features`` from ``generator``, to pass as ``shifts=``.
+
+        Drawn outside a ``torch.compile(fullgraph=True)`` region (Dynamo cannot trace a ``torch.Generator``),
+        they keep a compiled step reproducible: the same seed gives the same loss as an eager call with
+        ``generator=``. Under ``torch.distributed`` every rank must call it (the shifts are drawn on the first
+        rank; with ``across="global"``, over the global batch).
+
+        Args:
+            features: the feature map, ``B,C,H,W``.
+            generator: the generator to draw from; ``None`` (default): the global RNG.
+
+        Returns:
+            ``N,3`` int64 shifts on the CPU (or the generator's device), as :func:`sample_shifts`.
+        """
         _checks.tensor("features", features)
         _checks.ndim("features", features, 4, "B,C,H,W")
         group = distributed.active_group(self.process_group)
@@ -288,10 +378,23 @@ class MultiRangeContrastiveLoss(nn.Module):
             B = int(distributed.all_reduce_count(torch.tensor(B, device=features.device), group))
         return _draw_shifts(B, H, W, self.n_within, self.n_across, generator, group, self.across)
 
-    def forward(self, features, depth, generator=None, mask=None, shifts=None):
+    def forward(self, features: torch.Tensor, depth: torch.Tensor, mask: torch.Tensor | None = None, *,
+                generator: torch.Generator | None = None, shifts: torch.Tensor | None = None) -> torch.Tensor:
+        """The loss of ``features`` under ``depth``.
+
+        Args:
+            features: the feature map, floating ``B,C,H,W``.
+            depth: the ground truth, ``B,1,H,W`` or ``B,H,W``, metres.
+            mask: optional bool map of ``depth``'s shape; ``False`` is invalid. Default ``None``.
+            generator: the generator of the shifts when they are not given. Default ``None``.
+            shifts: ``N,3`` int64 shifts, e.g. from :meth:`draw_shifts`. Default ``None``: drawn.
+
+        Returns:
+            What :func:`multi_range_contrastive_loss` returns.
+        """
         return multi_range_contrastive_loss(
-            features, depth, r_p=self.r_p, ranges=self.ranges, margins=self.margins, n_within=self.n_within,
-            n_across=self.n_across, shifts=shifts, generator=generator, mask=mask, reduction=self.reduction,
+            features, depth, mask, r_p=self.r_p, ranges=self.ranges, margins=self.margins, n_within=self.n_within,
+            n_across=self.n_across, shifts=shifts, generator=generator, reduction=self.reduction,
             normalize=self.normalize, across=self.across, process_group=self.process_group, backend=self.backend,
         )
 
@@ -305,7 +408,9 @@ def _register_kernels() -> None:
     """Fake kernels (for torch.compile / meta tensors) and autograd of the compiled op."""
 
     @torch.library.register_fake("depthmetric::multi_range_contrastive")
-    def _(features, depth, shifts, r_p, range_lo, range_hi, margins, anchor_start=0, anchor_count=None):
+    def _(features: torch.Tensor, depth: torch.Tensor, shifts: torch.Tensor, r_p: float, range_lo: list[float],
+          range_hi: list[float], margins: list[float], anchor_start: int = 0,
+          anchor_count: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         B, _, H, W = features.shape
         A = B - anchor_start if anchor_count is None else anchor_count
         return (
@@ -315,22 +420,24 @@ def _register_kernels() -> None:
         )
 
     @torch.library.register_fake("depthmetric::_multi_range_contrastive_backward")
-    def _(grad_loss, features, shifts, coef, anchor_start=0):
+    def _(grad_loss: torch.Tensor, features: torch.Tensor, shifts: torch.Tensor, coef: torch.Tensor,
+          anchor_start: int = 0) -> torch.Tensor:
         return torch.empty_like(features)
 
-    def setup_context(ctx, inputs, output):
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[torch.Tensor, ...]) -> None:
         features, depth, shifts, r_p, range_lo, range_hi, margins = inputs[:7]
         ctx.anchor_start = inputs[7] if len(inputs) > 7 else 0
         ctx.rule = r_p, list(zip(range_lo, range_hi)), margins  # for the twin, under create_graph
         ctx.save_for_backward(features, shifts, output[2], depth)
 
-    def backward(ctx, grad_loss, grad_count, grad_coef):
+    def backward(ctx: Any, grad_loss: torch.Tensor, grad_count: torch.Tensor | None,
+                 grad_coef: torch.Tensor | None) -> tuple[Any, ...]:
         features, shifts, coef, depth = ctx.saved_tensors
         grad = None
         if ctx.needs_input_grad[0] and torch.is_grad_enabled():  # create_graph=True: differentiable again
             grad, = _autograd.reference_vjp(
-                lambda f: _reference.multi_range_contrastive(f, depth, shifts.cpu(), *ctx.rule, ctx.anchor_start,
-                                                             grad_loss.shape[0])[0],
+                lambda f: _reference.multi_range_contrastive(f, depth, shifts.cpu(), ctx.rule[0], ctx.rule[1],
+                                                             ctx.rule[2], ctx.anchor_start, grad_loss.shape[0])[0],
                 (features,), grad_loss, [True])
         elif ctx.needs_input_grad[0]:
             grad = torch.ops.depthmetric._multi_range_contrastive_backward(grad_loss, features, shifts, coef,

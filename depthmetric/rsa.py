@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import _checks, _ext
-from ._supervised import prepare_pair
+from ._supervised import PairLoss, prepare_pair
 
 __all__ = ["inverse_affine_depth", "rsa_loss", "RSALoss"]
 
@@ -27,7 +27,7 @@ KINDS = ("l1", "huber", "l2")
 COUNT_EPS = 1e-6  # RSA's L1Loss adds it to each image's pixel count
 
 
-def _per_image(name: str, value, rel: torch.Tensor) -> torch.Tensor:
+def _per_image(name: str, value: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
     """``value`` as ``B,1,1,1`` (one number per image: ``B``, ``B,1`` or ``B,1,1,1``) or ``B,1,H,W`` (a map of
     ``rel``'s shape, as RSA passes them after expanding its per-image values)."""
     _checks.floating(name, value)
@@ -53,8 +53,22 @@ def inverse_affine_depth(rel: torch.Tensor, scale: torch.Tensor, shift: torch.Te
     infinite depth, as in RSA (positive scale and shift, as RSA's softplus-free heads learn them, and a
     non-negative ``rel`` keep it positive). NaN/Inf in any input raise (see ``depthmetric.set_finite_checks``);
     a tensor on another device than ``rel`` is a ValueError naming it.
+
+    Args:
+        rel: a relative inverse depth, floating ``B,1,H,W`` or ``B,H,W``.
+        scale: floating, one value per image (``B``, ``B,1`` or ``B,1,1,1``) or a map of ``rel``'s shape.
+        shift: as ``scale``.
+        eps: added to the denominator, a finite number >= 0. Default 1e-8 (RSA's ``EPS``).
+
+    Returns:
+        The metric depth, of ``rel``'s shape, in the promoted dtype of the three.
+
+    Raises:
+        TypeError: a non-tensor or non-floating input, a non-numeric ``eps``.
+        ValueError: shapes that do not fit, another device, NaN/Inf, a negative or non-finite ``eps``.
     """
-    if not (math.isfinite(_checks.real("eps", eps)) and eps >= 0):
+    e = _checks.real("eps", eps)
+    if not (math.isfinite(e) and e >= 0):
         raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
     _checks.floating("rel", rel)
     if rel.dim() not in (3, 4) or (rel.dim() == 4 and rel.shape[1] != 1):
@@ -67,13 +81,15 @@ def inverse_affine_depth(rel: torch.Tensor, scale: torch.Tensor, shift: torch.Te
     return depth if rel.dim() == 4 else depth.squeeze(1)
 
 
-def _check_config(min_depth, max_depth, kind, delta, reduction):
-    if not (math.isfinite(_checks.real("min_depth", min_depth)) and min_depth >= 0):
+def _check_config(min_depth: object, max_depth: object, kind: str, delta: object, reduction: str) -> None:
+    lo = _checks.real("min_depth", min_depth)
+    if not (math.isfinite(lo) and lo >= 0):
         raise ValueError(f"min_depth must be a finite number >= 0, got {min_depth!r}")
-    if not (_checks.real("max_depth", max_depth) > min_depth):
+    if not (_checks.real("max_depth", max_depth) > lo):
         raise ValueError(f"max_depth must be a number > min_depth ({min_depth}), got {max_depth!r}")
     _checks.choice("kind", kind, KINDS)
-    if not (math.isfinite(_checks.real("delta", delta)) and delta > 0):
+    d = _checks.real("delta", delta)
+    if not (math.isfinite(d) and d > 0):
         raise ValueError(f"delta must be a finite number > 0, got {delta!r}")
     _checks.choice("reduction", reduction, _checks.REDUCTIONS)
 
@@ -140,26 +156,32 @@ def rsa_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None
     return per_image.sum() if reduction == "sum" else per_image.sum() / max(per_image.shape[0], 1)
 
 
-class RSALoss(nn.Module):
+class RSALoss(PairLoss):
     """RSA's masked depth loss (``kind="l1"``, its ``L1Loss``; ``"huber"``/``"l2"``, its ``--loss_type``);
     see :func:`rsa_loss`. With :func:`inverse_affine_depth`::
 
         depth = inverse_affine_depth(rel, scale, shift)
         loss = RSALoss(max_depth=10.0)(depth, gt)   # NYU; RSA uses 80 for KITTI, 5 for VOID
+
+    Args:
+        min_depth: lower bound (exclusive) of the counted targets, >= 0. Default 1e-3.
+        max_depth: upper bound (exclusive), > ``min_depth``. Default 10.
+        kind: ``"l1"`` (default), ``"huber"`` or ``"l2"``.
+        delta: the Huber threshold, > 0. Default 1.
+        reduction: ``"sum"`` (default, RSA's), ``"mean"`` or ``"none"``.
+        backend: ``"auto"`` (default), ``"cpu"``, ``"cuda"`` or ``"reference"``; plain PyTorch, only checked.
+
+    Returns:
+        Called as ``loss_fn(pred, target, mask=None, interpolate=True)``: what :func:`rsa_loss` returns.
+
+    Raises:
+        TypeError, ValueError: a bad option, named.
     """
 
+    loss_fn = staticmethod(rsa_loss)
+
     def __init__(self, min_depth: float = 1e-3, max_depth: float = 10.0, kind: str = "l1", delta: float = 1.0,
-                 reduction: str = "sum", backend: str = "auto"):
-        super().__init__()
+                 reduction: str = "sum", backend: str = "auto") -> None:
         _check_config(min_depth, max_depth, kind, delta, reduction)
-        _ext.check_backend(backend)
-        self.min_depth, self.max_depth, self.delta = float(min_depth), float(max_depth), float(delta)
-        self.kind, self.reduction, self.backend = kind, reduction, backend
-
-    def forward(self, pred, target, mask=None, interpolate=True):
-        return rsa_loss(pred, target, mask, min_depth=self.min_depth, max_depth=self.max_depth, kind=self.kind,
-                        delta=self.delta, reduction=self.reduction, interpolate=interpolate, backend=self.backend)
-
-    def extra_repr(self) -> str:
-        return (f"min_depth={self.min_depth}, max_depth={self.max_depth}, kind={self.kind!r}, delta={self.delta}, "
-                f"reduction={self.reduction!r}, backend={self.backend!r}")
+        super().__init__(min_depth=float(min_depth), max_depth=float(max_depth), kind=kind, delta=float(delta),
+                         reduction=reduction, backend=backend)

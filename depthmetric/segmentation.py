@@ -34,19 +34,20 @@ IGNORE_INDEX = 255
 _INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
-def _check_ignore_index(ignore_index) -> None:
+def _check_ignore_index(ignore_index: object) -> None:
     if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)):
         raise TypeError(f"ignore_index must be an int or None, got {type(ignore_index).__name__} {ignore_index!r}")
 
 
-def _check_number(name: str, value, low: float = 0.0, high: float = math.inf) -> float:
-    value = _checks.real(name, value)
-    if not (math.isfinite(value) and low <= value <= high):
-        raise ValueError(f"{name} must be a finite number in [{low}, {high}], got {value!r}")
-    return value
+def _check_number(name: str, value: object, low: float = 0.0, high: float = math.inf) -> float:
+    number = _checks.real(name, value)
+    if not (math.isfinite(number) and low <= number <= high):
+        raise ValueError(f"{name} must be a finite number in [{low}, {high}], got {number!r}")
+    return number
 
 
-def _prepare(logits, labels, ignore_index, reduction, backend):
+def _prepare(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int | None, reduction: str,
+             backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Checked inputs: ``logp`` (``B,C,H,W`` log-probabilities in the accumulation dtype), ``target``
     (``B,1,H,W`` int64 class, 0 where ignored) and ``valid`` (``B,1,H,W`` bool)."""
     _checks.choice("reduction", reduction, _checks.REDUCTIONS)
@@ -199,17 +200,30 @@ def segmentation_distillation_loss(logits: torch.Tensor, labels: torch.Tensor, *
         ValueError: as :func:`dice_loss` and :func:`focal_loss`, or ``alpha`` outside ``[0, 1]``.
     """
     alpha = _check_number("alpha", alpha, 0.0, 1.0)
-    kw = dict(ignore_index=ignore_index, backend=backend)
-    dice = dice_loss(logits, labels, **kw)
-    focal = focal_loss(logits, labels, gamma=gamma, **kw)
+    dice = dice_loss(logits, labels, ignore_index=ignore_index, backend=backend)
+    focal = focal_loss(logits, labels, gamma=gamma, ignore_index=ignore_index, backend=backend)
     return alpha * dice + (1 - alpha) * focal
 
 
 class DiceLoss(nn.Module):
-    """Multi-class soft Dice loss on logits; see :func:`dice_loss`."""
+    """Multi-class soft Dice loss on logits; see :func:`dice_loss`.
+
+    Args:
+        smooth: added to the numerator and the denominator, >= 0. Default 0.
+        eps: lower bound of the denominator, >= 0. Default 1e-7.
+        ignore_index: the label of ignored pixels (default 255), or ``None``.
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"`` (per class).
+        backend: ``"auto"`` (default), ``"cpu"``, ``"cuda"`` or ``"reference"``; plain PyTorch, only checked.
+
+    Returns:
+        Called as ``loss_fn(logits, labels)``: what :func:`dice_loss` returns.
+
+    Raises:
+        TypeError, ValueError: a bad option, named.
+    """
 
     def __init__(self, smooth: float = 0.0, eps: float = 1e-7, ignore_index: int | None = 255,
-                 reduction: str = "mean", backend: str = "auto"):
+                 reduction: str = "mean", backend: str = "auto") -> None:
         super().__init__()
         self.smooth, self.eps = _check_number("smooth", smooth), _check_number("eps", eps)
         _check_ignore_index(ignore_index)
@@ -217,7 +231,16 @@ class DiceLoss(nn.Module):
         _ext.check_backend(backend)
         self.ignore_index, self.backend = ignore_index, backend
 
-    def forward(self, logits, labels):
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The loss of ``logits`` against ``labels``.
+
+        Args:
+            logits: ``B,C,H,W`` floating class scores.
+            labels: ``B,H,W`` integer class of each pixel, in ``[0, C)`` or ``ignore_index``.
+
+        Returns:
+            What :func:`dice_loss` returns.
+        """
         return dice_loss(logits, labels, smooth=self.smooth, eps=self.eps, ignore_index=self.ignore_index,
                          reduction=self.reduction, backend=self.backend)
 
@@ -227,10 +250,23 @@ class DiceLoss(nn.Module):
 
 
 class FocalLoss(nn.Module):
-    """Softmax focal loss on logits; see :func:`focal_loss`."""
+    """Softmax focal loss on logits; see :func:`focal_loss`.
+
+    Args:
+        gamma: the focusing exponent, >= 0. Default 2.
+        ignore_index: the label of ignored pixels (default 255), or ``None``.
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"`` (per pixel).
+        backend: ``"auto"`` (default), ``"cpu"``, ``"cuda"`` or ``"reference"``; plain PyTorch, only checked.
+
+    Returns:
+        Called as ``loss_fn(logits, labels)``: what :func:`focal_loss` returns.
+
+    Raises:
+        TypeError, ValueError: a bad option, named.
+    """
 
     def __init__(self, gamma: float = 2.0, ignore_index: int | None = 255, reduction: str = "mean",
-                 backend: str = "auto"):
+                 backend: str = "auto") -> None:
         super().__init__()
         self.gamma = _check_number("gamma", gamma)
         _check_ignore_index(ignore_index)
@@ -238,7 +274,16 @@ class FocalLoss(nn.Module):
         _ext.check_backend(backend)
         self.ignore_index, self.backend = ignore_index, backend
 
-    def forward(self, logits, labels):
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The loss of ``logits`` against ``labels``.
+
+        Args:
+            logits: ``B,C,H,W`` floating class scores.
+            labels: ``B,H,W`` integer class of each pixel, in ``[0, C)`` or ``ignore_index``.
+
+        Returns:
+            What :func:`focal_loss` returns.
+        """
         return focal_loss(logits, labels, gamma=self.gamma, ignore_index=self.ignore_index,
                           reduction=self.reduction, backend=self.backend)
 
@@ -258,17 +303,38 @@ class SegmentationDistillationLoss(nn.Module):
     >>> loss = depth_loss + 0.1 * seg(logits, labels)  # lambda_dis = 0.1
     >>> loss.shape
     torch.Size([])
+
+    Args:
+        alpha: the Dice weight, in [0, 1]. Default 0.5.
+        gamma: the focal loss's focusing exponent, >= 0. Default 2.
+        ignore_index: the label of ignored pixels (default 255), or ``None``.
+        backend: ``"auto"`` (default), ``"cpu"``, ``"cuda"`` or ``"reference"``; plain PyTorch, only checked.
+
+    Returns:
+        Called as ``loss_fn(logits, labels)``: what :func:`segmentation_distillation_loss` returns.
+
+    Raises:
+        TypeError, ValueError: a bad option, named.
     """
 
     def __init__(self, alpha: float = 0.5, gamma: float = 2.0, ignore_index: int | None = 255,
-                 backend: str = "auto"):
+                 backend: str = "auto") -> None:
         super().__init__()
         self.alpha, self.gamma = _check_number("alpha", alpha, 0.0, 1.0), _check_number("gamma", gamma)
         _check_ignore_index(ignore_index)
         _ext.check_backend(backend)
         self.ignore_index, self.backend = ignore_index, backend
 
-    def forward(self, logits, labels):
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The loss of ``logits`` against ``labels``.
+
+        Args:
+            logits: ``B,C,H,W`` floating class scores.
+            labels: ``B,H,W`` integer class of each pixel, in ``[0, C)`` or ``ignore_index``.
+
+        Returns:
+            What :func:`segmentation_distillation_loss` returns.
+        """
         return segmentation_distillation_loss(logits, labels, alpha=self.alpha, gamma=self.gamma,
                                               ignore_index=self.ignore_index, backend=self.backend)
 

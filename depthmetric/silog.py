@@ -11,18 +11,18 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
 
 from . import _checks, _ext, distributed
-from ._supervised import prepare_pair, safe_sqrt
+from ._supervised import PairLoss, prepare_pair, safe_sqrt
 
 __all__ = ["SILogLoss", "silog_loss"]
 
 
-def _check_config(beta, eps, variance_focus):
-    if not (math.isfinite(_checks.real("beta", beta)) and beta >= 0):
+def _check_config(beta: object, eps: object, variance_focus: object) -> None:
+    b, e = _checks.real("beta", beta), _checks.real("eps", eps)
+    if not (math.isfinite(b) and b >= 0):
         raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
-    if not (math.isfinite(_checks.real("eps", eps)) and eps >= 0):
+    if not (math.isfinite(e) and e >= 0):
         raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
     if variance_focus is not None and not 0 <= _checks.real("variance_focus", variance_focus) <= 1:
         raise ValueError(f"variance_focus must be None or a number in [0, 1], got {variance_focus!r}")
@@ -39,7 +39,7 @@ def silog_loss(
     reduction: str = "mean",
     interpolate: bool = True,
     normalize: str = "local",
-    process_group=None,
+    process_group: distributed.ProcessGroup | None = None,
     backend: str = "auto",
 ) -> torch.Tensor:
     """Scale-invariant log loss of ``pred`` against ``target`` (both ``B,1,H,W`` or ``B,H,W``, metres).
@@ -68,6 +68,30 @@ def silog_loss(
     after DDP's gradient averaging, gets the gradient of one process holding the whole batch. The variance
     is then formed from the pooled sums, ``(sum g^2 - (sum g)^2 / n) / (n - 1)``. ``"local"`` (default)
     pools this rank's pixels only.
+
+    Args:
+        pred: the predicted depth, floating ``B,1,H,W`` or ``B,H,W``, metres; NaN/Inf raise.
+        target: the ground-truth depth, ``B,1,H,W`` or ``B,H,W``, metres; a pixel is valid where it is finite
+            and > 0.
+        mask: optional bool map of the target's shape; ``False`` excludes a pixel. Default ``None``.
+        beta: the weight of ``mean(g)^2`` in ZoeDepth's form, >= 0. Default 0.15.
+        eps: added to both depths before the log, >= 0. Default 1e-7.
+        variance_focus: ``None`` (default): ZoeDepth's form; a number in [0, 1]: BTS's ``l``.
+        reduction: ``"mean"`` (default): the batch pooled; ``"none"``: per image; ``"sum"``: their sum.
+        interpolate: resize a prediction of another size to the target's (bilinear, ``align_corners=True``);
+            ``False`` makes a size mismatch a ValueError. Default True.
+        normalize: ``"local"`` (default): this rank's pixels; ``"global"``: the global batch's under
+            ``torch.distributed`` (see :mod:`depthmetric.distributed`).
+        process_group: the group of ``normalize="global"``; ``None`` (default): the default group.
+        backend: ``"auto"`` (default), ``"cpu"``, ``"cuda"`` or ``"reference"``; plain PyTorch, only checked.
+
+    Returns:
+        A float32 scalar (float64 for float64 inputs), or the ``B`` per-image losses with
+        ``reduction="none"``.
+
+    Raises:
+        TypeError: a non-tensor or non-floating depth map, a non-bool mask, a bad option type.
+        ValueError: shapes that do not match, NaN/Inf in ``pred``, a bad option value.
     """
     _check_config(beta, eps, variance_focus)
     _checks.choice("reduction", reduction, _checks.REDUCTIONS)
@@ -100,7 +124,7 @@ def silog_loss(
     return per_image if reduction == "none" else per_image.sum()
 
 
-class SILogLoss(nn.Module):
+class SILogLoss(PairLoss):
     """Drop-in module for ZoeDepth's ``SILogLoss`` (``beta=0.15``) or, with ``variance_focus=0.85``, the
     BTS/NeWCRFs ``silog_loss``; MetricDepth's ``L_depth``. See :func:`silog_loss`.
 
@@ -111,22 +135,29 @@ class SILogLoss(nn.Module):
     >>> loss = SILogLoss()(pred, depth, mask=depth > 1e-3)
     >>> round(loss.item(), 4)       # 10 * sqrt(0.15) * log(1.1)
     0.3691
+
+    Args:
+        beta: the weight of ``mean(g)^2``, >= 0. Default 0.15.
+        eps: added to both depths before the log. Default 1e-7.
+        variance_focus: ``None`` (default, ZoeDepth) or BTS's ``l`` in [0, 1].
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"``.
+        normalize: ``"local"`` (default): this rank's pixels; ``"global"``: the global batch's under
+            ``torch.distributed`` (see :mod:`depthmetric.distributed`).
+        process_group: the group of ``normalize="global"``; ``None`` (default): the default group.
+        backend: ``"auto"`` (default), ``"cpu"``, ``"cuda"`` or ``"reference"``; plain PyTorch, only checked.
+
+    Returns:
+        Called as ``loss_fn(pred, target, mask=None, interpolate=True)``: what :func:`silog_loss` returns.
+
+    Raises:
+        TypeError, ValueError: a bad option, named.
     """
 
+    loss_fn = staticmethod(silog_loss)
+
     def __init__(self, beta: float = 0.15, eps: float = 1e-7, variance_focus: float | None = None,
-                 reduction: str = "mean", normalize: str = "local", process_group=None, backend: str = "auto"):
-        super().__init__()
+                 reduction: str = "mean", normalize: str = "local",
+                 process_group: distributed.ProcessGroup | None = None, backend: str = "auto") -> None:
         _check_config(beta, eps, variance_focus)
-        self.reduction = _checks.choice("reduction", reduction, _checks.REDUCTIONS)
-        _ext.check_backend(backend)
-        self.beta, self.eps, self.variance_focus, self.backend = float(beta), float(eps), variance_focus, backend
-        self.normalize, self.process_group = distributed.check_normalize(normalize, process_group), process_group
-
-    def forward(self, pred, target, mask=None, interpolate=True):
-        return silog_loss(pred, target, mask, beta=self.beta, eps=self.eps, variance_focus=self.variance_focus,
-                          reduction=self.reduction, interpolate=interpolate, normalize=self.normalize, process_group=self.process_group,
-                          backend=self.backend)
-
-    def extra_repr(self) -> str:
-        return (f"beta={self.beta}, eps={self.eps}, variance_focus={self.variance_focus}, reduction={self.reduction!r}, "
-                f"normalize={self.normalize!r}, backend={self.backend!r}")
+        super().__init__(beta=float(beta), eps=float(eps), variance_focus=variance_focus, reduction=reduction,
+                         normalize=normalize, process_group=process_group, backend=backend)

@@ -29,6 +29,20 @@ def edge_aware_smoothness(disp: torch.Tensor, image: torch.Tensor, *, reduction:
     ``reduction="none"`` gives the ``B`` per-image losses (the same two means over each image's own
     differences; their mean is the batch's loss) and ``"sum"`` their sum. NaN/Inf in either input raise a
     ``ValueError`` (see ``depthmetric.set_finite_checks``).
+
+    Args:
+        disp: the disparity, floating ``B,1,H,W`` or ``B,H,W`` with ``H, W >= 2`` and a positive mean per
+            image.
+        image: the colour image that weights the loss, floating ``B,C,H,W`` at the disparity's resolution.
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"`` (the ``B`` per-image losses).
+
+    Returns:
+        A scalar (0 for an empty batch) or the ``B`` per-image losses, float32 (float64 for float64 input).
+
+    Raises:
+        TypeError: a non-tensor or non-floating input.
+        ValueError: shapes or devices that do not match, a disparity smaller than 2x2 or with a mean <= 0,
+            NaN/Inf values, a bad ``reduction``.
     """
     _checks.choice("reduction", reduction, _checks.REDUCTIONS)
     _checks.image("image", image)
@@ -55,13 +69,32 @@ def edge_aware_smoothness(disp: torch.Tensor, image: torch.Tensor, *, reduction:
 
 
 class EdgeAwareSmoothnessLoss(nn.Module):
-    """:func:`edge_aware_smoothness` as a module (Monodepth2's ``get_smooth_loss``): ``(disp, image) -> loss``."""
+    """:func:`edge_aware_smoothness` as a module (Monodepth2's ``get_smooth_loss``): ``(disp, image) -> loss``.
 
-    def __init__(self, reduction: str = "mean"):
+    Args:
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"``.
+
+    Returns:
+        Called as ``loss_fn(disp, image)``: what :func:`edge_aware_smoothness` returns.
+
+    Raises:
+        ValueError: a bad ``reduction``.
+    """
+
+    def __init__(self, reduction: str = "mean") -> None:
         super().__init__()
         self.reduction = _checks.choice("reduction", reduction, _checks.REDUCTIONS)
 
     def forward(self, disp: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        """The smoothness of ``disp`` weighted by the edges of ``image``.
+
+        Args:
+            disp: the disparity, ``B,1,H,W`` or ``B,H,W``.
+            image: the colour image, ``B,C,H,W`` at the disparity's resolution.
+
+        Returns:
+            What :func:`edge_aware_smoothness` returns.
+        """
         return edge_aware_smoothness(disp, image, reduction=self.reduction)
 
     def extra_repr(self) -> str:

@@ -39,7 +39,7 @@ def _geometry_dtype(*dtypes: torch.dtype) -> torch.dtype:
     return out
 
 
-def _matrix(name: str, m, batch: int, sizes: tuple[int, ...], device: torch.device) -> torch.Tensor:
+def _matrix(name: str, m: torch.Tensor, batch: int, sizes: tuple[int, ...], device: torch.device) -> torch.Tensor:
     """``m`` as ``B,n,n`` (n in ``sizes``); a single ``n,n`` matrix (or batch 1) broadcasts over ``batch``."""
     _checks.floating(name, m)
     if m.dim() == 2:
@@ -80,6 +80,17 @@ def backproject(depth: torch.Tensor, inv_K: torch.Tensor) -> torch.Tensor:
     ``depth`` is ``B,1,H,W`` or ``B,H,W`` (metres; invalid values are carried through, not masked);
     ``inv_K`` is ``3,3``/``4,4``/``B,3,3``/``B,4,4``. Returns ``B,4,H*W`` in float32 (float64 for float64
     input), ordered row-major over the pixels like ``depth.flatten(2)``.
+
+    Args:
+        depth: the depth, floating ``B,1,H,W`` or ``B,H,W``, metres.
+        inv_K: the inverse intrinsics, ``3,3``, ``4,4``, ``B,3,3`` or ``B,4,4``, on the depth's device.
+
+    Returns:
+        The homogeneous camera points, ``B,4,H*W``, float32 (float64 for float64 input).
+
+    Raises:
+        TypeError: a non-tensor or non-floating input.
+        ValueError: a depth that is not one channel, a matrix of another shape, batch or device.
     """
     depth = _checks.depth_map("depth", depth)
     batch, _, height, width = depth.shape
@@ -105,6 +116,21 @@ def project(
     the source camera and ``K`` projects them: pixel ``= P[:2] / (P[2] + 1e-7)`` with ``P = (K @ T)[:3] @
     points``, normalised as ``(x / (W - 1) - 0.5) * 2`` for ``grid_sample(align_corners=True)``. Points
     behind the camera are not masked (as in Monodepth2); they land far outside the image or mirrored.
+
+    Args:
+        points: homogeneous target-camera points, floating ``B,4,H*W`` or ``B,4,H,W``.
+        K: the intrinsics, ``3,3``, ``4,4``, ``B,3,3`` or ``B,4,4``.
+        T: the target-camera -> source-camera transform, ``4,4`` or ``B,4,4``.
+        height: ``H``; required with ``B,4,H*W`` points. Default ``None``.
+        width: ``W``; required with ``B,4,H*W`` points. Default ``None``.
+
+    Returns:
+        The sampling grid, ``B,H,W,2``, float32 (float64 for float64 input).
+
+    Raises:
+        TypeError: non-floating points.
+        ValueError: shapes that do not fit, ``height``/``width`` missing, disagreeing or < 2, a matrix of
+            another shape, batch or device.
     """
     _checks.floating("points", points)
     if points.dim() == 4:
@@ -159,6 +185,21 @@ def warp(
     ``align_corners=True`` (the default: a point that projects onto pixel ``(x, y)`` samples it).
     ``align_corners=False`` reproduces Monodepth2 on torch >= 1.3, which builds the same grid but samples
     with ``grid_sample``'s default, so its warps sit up to half a pixel off towards the borders.
+
+    Args:
+        image: the source image, floating ``B,C,H,W`` with ``H, W >= 2``.
+        depth: the target view's depth, ``B,1,H,W`` or ``B,H,W``, at the image's ``H,W``.
+        T: the target-camera -> source-camera transform, ``4,4`` or ``B,4,4``.
+        K: the intrinsics at this resolution, ``3,3``, ``4,4``, ``B,3,3`` or ``B,4,4``.
+        inv_K: the inverse intrinsics; ``None`` (default): the inverse of ``K[:3, :3]``.
+        align_corners: ``grid_sample``'s; True (default) samples the projected pixel centres exactly.
+
+    Returns:
+        The warped image, ``B,C,H,W`` in the image's dtype.
+
+    Raises:
+        TypeError: a non-tensor or non-floating input, a non-bool ``align_corners``.
+        ValueError: shapes, sizes or devices that do not match, NaN/Inf in ``image`` or ``depth``.
     """
     _checks.image("image", image)
     _checks.flag("align_corners", align_corners)

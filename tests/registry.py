@@ -239,7 +239,7 @@ def _reprojection_inputs(B, C, H, W, dtype, seed, fixed):
     if fixed:  # the identity noise the op would draw, passed in
         acc = torch.float64 if dtype == torch.float64 else torch.float32
         kwargs["noise"] = 1e-5 * rand(2, B, H, W, seed=seed + 7, dtype=acc)
-    return (target, warped, sources), kwargs
+    return (warped, target, sources), kwargs
 
 
 def _contrastive_inputs(B, C, H, W, dtype, seed, fixed):
@@ -313,10 +313,10 @@ OPS = [
     Op("ssim_loss", dm.ssim_loss, _ssim_inputs(), kernel="ssim", module=dm.SSIMLoss, grad=(0, 1), no_channels="x",
        too_small="x", finite=("x", "y"), min_hw=2),
     Op("photometric_error", dm.photometric_error, _photometric_inputs, kernel="ssim", module=dm.PhotometricError,
-       grad=(0, 1), out_shape=lambda B, C, H, W: (B, 1, H, W), no_channels="a", too_small="a", finite=("a", "b"),
+       grad=(0, 1), out_shape=lambda B, C, H, W: (B, 1, H, W), no_channels="x", too_small="x", finite=("x", "y"),
        min_hw=2),
     Op("min_reprojection_loss", dm.min_reprojection_loss, _reprojection_inputs, kernel="min_reprojection",
-       module=dm.ReprojectionLoss, grad=(1,), no_channels="target", too_small="target",
+       module=dm.ReprojectionLoss, grad=(0,), no_channels="target", too_small="target",
        finite=("target", "warped", "sources", "noise"), min_hw=2, tol={torch.float64: 1e-10, torch.float32: 2e-5}),
     Op("multi_range_contrastive_loss", dm.multi_range_contrastive_loss, _contrastive_inputs,
        kernel="multi_range_contrastive", module=dm.MultiRangeContrastiveLoss, grad=(0,), no_channels="features",
@@ -593,6 +593,27 @@ OPS += [
        _pair_inputs(p=2, align="least_squares"), **SUPERVISED),
 ]
 
+
+
+# Metric3D v2's hierarchical depth normalisation loss: two depth ranges and two boxes per image (labels too).
+def _hdn_inputs(labels=False, **kw):
+    def inputs(B, C, H, W, dtype, seed, fixed):
+        ranges = torch.tensor([[0.5, 2.0], [1.5, 3.5]], dtype=torch.float64).expand(B, 2, 2).contiguous()
+        boxes = torch.tensor([[0, max(1, H // 2), 0, W], [H // 3, H, W // 4, W]]).expand(B, 2, 4).contiguous()
+        extra = dict(depth_ranges=ranges, boxes=boxes, **kw)
+        if labels:
+            g = torch.Generator().manual_seed(seed + 3)
+            extra.update(labels=torch.randint(-1, 3, (B, H, W), generator=g), num_labels=3)
+        return (_depth(B, H, W, dtype, seed + 1), _depth(B, H, W, dtype, seed + 2)), extra
+    return inputs
+
+
+HDN = dict(SUPERVISED, unchecked=("target", "depth_ranges"))
+OPS += [
+    Op("hdn_loss", dm.hdn_loss, _hdn_inputs(), module=dm.HDNLoss, smooth=False, **HDN),
+    Op("hdn_loss image labels", dm.hdn_loss, _hdn_inputs(labels=True, mad_over="image"), smooth=False, **HDN),
+]
+HELPERS["draw_hdn_regions"] = (dm.draw_hdn_regions, (rand(2, 1, 64, 64, low=0.5, high=5.0),), {})
 
 # Read by the property tests; after every ``OPS +=`` above.
 OP_BY_NAME = {op.name: op for op in OPS}

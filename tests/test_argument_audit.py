@@ -90,7 +90,7 @@ EXAMPLES = [  # (call, error, the argument the message must name)
     (lambda: dm.sample_shifts(2, 5, 6, n_across=1.5), TypeError, "n_across"),
     (lambda: dm.sample_shifts(2.0, 5, 6), TypeError, "batch"),
     (lambda: dm.sample_shifts(2, 5, 6, generator=0), TypeError, "generator"),
-    (lambda: dm.min_reprojection_loss(IMG, [IMG], [IMG], generator=0), TypeError, "generator"),
+    (lambda: dm.min_reprojection_loss([IMG], IMG, [IMG], generator=0), TypeError, "generator"),
     (lambda: dm.metrics.boundary_f1(DEPTH, DEPTH, thresholds=5), TypeError, "thresholds"),
     (lambda: dm.metrics.boundary_f1(DEPTH, DEPTH, thresholds=["5"]), TypeError, "thresholds"),
     (lambda: dm.metrics.DepthMetrics(median_scaling="no"), TypeError, "median_scaling"),

@@ -190,3 +190,25 @@ def test_no_memory_ratio_against_a_near_zero_peak():
     harness.add_ratios([ref, big, tiny])
     assert big["fwd"]["mem_ratio"] == 30.0 and ref["fwd"]["mem_ratio"] == 1.0
     assert tiny["fwd"]["mem_ratio"] is None and tiny["fwd"]["speedup"] == 1.0
+
+
+def test_spread_of_runs_pairs_each_runs_kernel_with_its_own_reference():
+    from benchmarks import spread
+
+    def run(kernel_ms, reference_ms, load):
+        def row(backend, ms, status="ok"):
+            return {"group": "g", "op": "op", "shape": "B1", "backend": backend, "status": status,
+                    "fwd": {"median_ms": ms}, "fwd_bwd": {"median_ms": 10 * ms}}
+        rows = [row("kernel", kernel_ms), row("reference", reference_ms), row("peer", 1.0, status="skipped"),
+                {**row("pytorch", 5.0), "group": "other"}]  # the same op and shape in another bench group
+        env = {"device_name": "cpu", "cpu_cores": 2, "torch_version": "2.14", "torch_threads": 2, "git_commit": "abc1234",
+               "date": "d", "load_average": [load, load]}
+        return {"environment": env, "results": rows}
+
+    runs = [run(1.0, 20.0, 0.5), run(2.0, 50.0, 1.5), run(1.5, 24.0, 0.7)]
+    (only,) = spread.spread(runs)  # the skipped peer and the other group's case have no row
+    assert (only["backend"], only["runs"]) == ("reference", 3)
+    assert only["kernel_ms"] == (15.0, 10.0, 20.0)  # fwd+bwd where the case has it
+    assert only["ratio"] == (20.0, 16.0, 25.0)  # per run 20x, 25x, 16x: not the ratio of the medians (16x)
+    assert "| op | B1 | reference | 15.0 (10.0-20.0) | 240.0 (200.0-500.0) | 20.0x (16.0-25.0) |" in (
+        spread.render_markdown(spread.spread(runs), runs))

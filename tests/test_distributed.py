@@ -104,7 +104,14 @@ def supervised_losses(normalize):
         "trimmed_mae": dm.TrimmedMAELoss(**kw),
         "derivative": dm.MultiScaleDerivativeLoss(scales=2, **kw),
         "ssi": dm.ScaleShiftInvariantLoss(**kw),
+        "hdn": lambda p, g, m: dm.hdn_loss(p, g, m, depth_ranges=HDN_RANGES.expand(p.shape[0], 2, 2),
+                                           boxes=HDN_BOXES.expand(p.shape[0], 2, 4), **kw),
     }
+
+
+# Metric3D's HDN regions of every image: two depth intervals and two boxes.
+HDN_RANGES = torch.tensor([[0.5, 2.5], [1.5, 4.5]], dtype=torch.float64)
+HDN_BOXES = torch.tensor([[0, 6, 0, 14], [3, 12, 4, 10]])
 
 
 def parameter_grads(model):
@@ -124,7 +131,7 @@ def ddp_grads(rank, normalize, backend="cpu"):
     target, sources, noise = photo_batch()
     model = nn.parallel.DistributedDataParallel(Head())
     warped = [torch.sigmoid(model(s[part].mean(1, keepdim=True)) + s[part]) for s in sources]
-    loss = dm.min_reprojection_loss(target[part], warped, [s[part] for s in sources], noise=noise[:, part],
+    loss = dm.min_reprojection_loss(warped, target[part], [s[part] for s in sources], noise=noise[:, part],
                                     normalize=normalize, backend=backend)
     loss.backward()
     out["min_reprojection"] = (loss.detach(), parameter_grads(model))
@@ -150,7 +157,7 @@ def single_grads(backend="cpu"):
     target, sources, noise = photo_batch()
     model = Head()
     warped = [torch.sigmoid(model(s.mean(1, keepdim=True)) + s) for s in sources]
-    loss = dm.min_reprojection_loss(target, warped, sources, noise=noise, backend=backend)
+    loss = dm.min_reprojection_loss(warped, target, sources, noise=noise, backend=backend)
     loss.backward()
     out["min_reprojection"] = (loss.detach(), parameter_grads(model))
     x, depth, shifts = contrastive_batch()
@@ -279,7 +286,8 @@ def test_torchmetrics_adapter_matches(ranks):
         assert tm["images"].dtype == torch.int64 and tm["images"].item() == 5
 
 
-LOSSES = ["silog", "silog_bts", "trimmed_mae", "derivative", "ssi", "min_reprojection", "multi_range_contrastive"]
+LOSSES = ["silog", "silog_bts", "trimmed_mae", "derivative", "ssi", "hdn", "min_reprojection",
+          "multi_range_contrastive"]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -3,6 +3,7 @@
 Cheap: reads the .rst sources, builds nothing (CI builds the pages with ``sphinx -W`` and runs their
 examples with ``sphinx -b doctest``, see .ci/run)."""
 import importlib
+import inspect
 import pathlib
 import re
 
@@ -61,3 +62,110 @@ _EXAMPLE_EXEMPT = {"build_info", "set_finite_checks"}
 def test_public_callable_has_an_example(name):
     calls = re.compile(rf"^\s*(?:>>>|\.\.\.) .*\b{re.escape(name)}\(", re.M)
     assert calls.search(_sources()), f"depthmetric.{name} is not called in any doctest example of docs/"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Structured docstrings (Google style, rendered by sphinx.ext.napoleon): every public function lists each of
+# its parameters under ``Args:`` and says what it gives under ``Returns:``; a class lists its constructor's
+# parameters under ``Args:`` (in its own docstring or ``__init__``'s), a module's ``forward`` its parameters
+# (in its docstring or the class's), and ``Returns:`` is in the class docstring or ``forward``'s; the public
+# methods a class defines (``preset``, ``update``, ...) follow the function rule.
+
+# Modules whose docstrings are not yet structured (issue 27): remove each once its public names pass.
+DOCSTRING_EXEMPT_MODULES = {"depthmetric.normalized_losses", "depthmetric.order_statistics"}
+
+_SECTION = re.compile(r"^(\w[\w ]*):[ \t]*$", re.M)
+_ENTRY = re.compile(r"^    \**(\w+)(?: \([^)]*\))?:", re.M)
+
+
+def _sections(doc: str | None) -> dict[str, str]:
+    """A cleaned docstring's sections by title (``Args``, ``Returns``, ...), each the text under it."""
+    text = inspect.cleandoc(doc or "")
+    heads = list(_SECTION.finditer(text))
+    return {h.group(1): text[h.end():heads[i + 1].start() if i + 1 < len(heads) else len(text)]
+            for i, h in enumerate(heads)}
+
+
+def _listed(*docs: str | None) -> set[str]:
+    """The parameter names listed under ``Args:`` in any of ``docs``."""
+    return {name for doc in docs for name in _ENTRY.findall(_sections(doc).get("Args", ""))}
+
+
+def _params(fn) -> list[str]:
+    return [p.name for p in inspect.signature(fn).parameters.values()
+            if p.name not in ("self", "cls") and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
+def _structured_problems(name: str, obj) -> list[str]:
+    problems = []
+    if inspect.isclass(obj):
+        own = obj.__dict__
+        init_doc = own["__init__"].__doc__ if "__init__" in own else None
+        missing = set(_params(obj)) - _listed(obj.__doc__, init_doc)
+        if missing:
+            problems.append(f"{name}: Args: of the class docstring lacks {sorted(missing)}")
+        forward = getattr(obj, "forward", None)
+        returns = "Returns" in _sections(obj.__doc__)
+        if forward is not None and callable(forward):
+            missing = set(_params(forward)) - _listed(forward.__doc__, obj.__doc__)
+            if missing:
+                problems.append(f"{name}.forward: Args: lacks {sorted(missing)}")
+            returns = returns or "Returns" in _sections(forward.__doc__)
+        if not returns:
+            problems.append(f"{name}: no Returns: in the class docstring or forward's")
+        for attr, member in own.items():
+            member = getattr(member, "__func__", member)  # classmethod, staticmethod
+            if not attr.startswith("_") and attr not in ("forward", "extra_repr") and inspect.isfunction(member):
+                problems += _structured_problems(f"{name}.{attr}", member)
+        return problems
+    missing = set(_params(obj)) - _listed(obj.__doc__)
+    if missing:
+        problems.append(f"{name}: Args: lacks {sorted(missing)}")
+    if "Returns" not in _sections(obj.__doc__):
+        problems.append(f"{name}: no Returns: section")
+    return problems
+
+
+def _public_callables() -> dict[str, object]:
+    out = {}
+    for module in (depthmetric, depthmetric.metrics, depthmetric.distributed):
+        for n in module.__all__:
+            obj = getattr(module, n)
+            if callable(obj) and not inspect.ismodule(obj):
+                out[f"{module.__name__}.{n}"] = obj
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(_public_callables()))
+def test_public_callable_has_structured_docstring(name):
+    obj = _public_callables()[name]
+    if obj.__module__ in DOCSTRING_EXEMPT_MODULES:
+        pytest.skip(f"{obj.__module__} is in DOCSTRING_EXEMPT_MODULES")
+    problems = _structured_problems(name, obj)
+    assert not problems, "; ".join(problems)
+
+
+def test_the_docstring_check_reads_sections():
+    """The check is not vacuous: a parameter left out of Args:, or no Returns:, is found."""
+
+    def documented(a, b=1):
+        """Summary.
+
+        Args:
+            a: the first.
+            b (int): the second.
+
+        Returns:
+            Nothing much.
+        """
+
+    def undocumented(a, b=1):
+        """Summary.
+
+        Args:
+            a: the first.
+        """
+
+    assert _structured_problems("documented", documented) == []
+    assert _structured_problems("undocumented", undocumented) == [
+        "undocumented: Args: lacks ['b']", "undocumented: no Returns: section"]

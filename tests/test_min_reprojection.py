@@ -18,7 +18,7 @@ TOL = {torch.float64: 1e-10, torch.float32: 2e-5}
 
 def run(target, warped, sources, backend, **kw):
     w = [x.detach().clone().requires_grad_(True) for x in warped]
-    loss, mask, winner = dm.min_reprojection_loss(target, w, sources, backend=backend, return_mask=True, **kw)
+    loss, mask, winner = dm.min_reprojection_loss(w, target, sources, backend=backend, return_mask=True, **kw)
     loss.backward()
     return loss.detach(), mask, winner, [x.grad for x in w]
 
@@ -70,8 +70,8 @@ def test_many_tiles_and_row_blocks(reduce_sources, device):
 def test_stacked_tensor_equals_list(device):
     target, warped, sources, _ = scene((2, 3, 8, 11), 2, torch.float32, device, seed=5)
     noise = dm.draw_identity_noise(2, target, torch.Generator().manual_seed(0))
-    as_list = dm.min_reprojection_loss(target, warped, sources, noise=noise)
-    stacked = dm.min_reprojection_loss(target, torch.stack(warped), torch.stack(sources), noise=noise)
+    as_list = dm.min_reprojection_loss(warped, target, sources, noise=noise)
+    stacked = dm.min_reprojection_loss(torch.stack(warped), target, torch.stack(sources), noise=noise)
     assert torch.equal(as_list, stacked)
 
 
@@ -117,7 +117,7 @@ def test_gradcheck(reduce_sources, device):
     warped = [w.requires_grad_(True) for w in warped]
 
     def fn(*w):
-        return dm.min_reprojection_loss(target, list(w), sources, noise=noise, reduce_sources=reduce_sources,
+        return dm.min_reprojection_loss(list(w), target, sources, noise=noise, reduce_sources=reduce_sources,
                                         backend=backend_of(device))
 
     assert torch.autograd.gradcheck(fn, tuple(warped))
@@ -158,7 +158,7 @@ def test_compile_fullgraph_training_step(device):
     noise = dm.draw_identity_noise(2, target, torch.Generator().manual_seed(0))
 
     def step(warped, noise):
-        return loss_fn(target, [w * 0.9 for w in warped], sources, noise=noise)
+        return loss_fn([w * 0.9 for w in warped], target, sources, noise=noise)
 
     w = [x.clone().requires_grad_(True) for x in warped]
     loss = torch.compile(step, fullgraph=True)(w, noise)
@@ -200,8 +200,8 @@ def test_generator_reproducible_and_noise_matches_generator():
 def test_module_matches_function():
     target, warped, sources, _ = scene((1, 3, 6, 8), 2, torch.float64, "cpu", seed=31)
     module = dm.ReprojectionLoss(alpha=0.7, reduce_sources="mean", backend="reference")
-    out = module(target, warped, sources, generator=torch.Generator().manual_seed(2), return_mask=True)
-    ref = dm.min_reprojection_loss(target, warped, sources, alpha=0.7, reduce_sources="mean", backend="reference",
+    out = module(warped, target, sources, generator=torch.Generator().manual_seed(2), return_mask=True)
+    ref = dm.min_reprojection_loss(warped, target, sources, alpha=0.7, reduce_sources="mean", backend="reference",
                                    generator=torch.Generator().manual_seed(2), return_mask=True)
     assert all(torch.equal(a, b) for a, b in zip(out, ref))
     assert set(out[2].unique().tolist()) <= {0, 2}
@@ -225,56 +225,65 @@ def test_bad_input(monkeypatch):
     target, warped, sources, _ = scene((1, 3, 6, 7), 2, torch.float32, "cpu", seed=41)
     call = lambda *a, **k: dm.min_reprojection_loss(*a, backend="reference", **k)  # noqa: E731
     with pytest.raises(ValueError, match="warped is empty"):
-        call(target, [], sources)
+        call([], target, sources)
     with pytest.raises(ValueError, match="sources is empty"):
-        call(target, warped, [])
+        call(warped, target, [])
     with pytest.raises(ValueError, match="automask=True needs sources"):
-        call(target, warped)
+        call(warped, target)
     with pytest.raises(ValueError, match="sources has 1 images but warped has 2"):
-        call(target, warped, sources[:1])
+        call(warped, target, sources[:1])
     with pytest.raises(ValueError, match=r"warped\[1\] has shape"):
-        call(target, [warped[0], warped[1][:, :, :5]], sources)
+        call([warped[0], warped[1][:, :, :5]], target, sources)
     with pytest.raises(ValueError, match=r"sources\[0\] has shape"):
-        call(target, warped, [sources[0][:, :2], sources[1]])  # wrong channel count
+        call(warped, target, [sources[0][:, :2], sources[1]])  # wrong channel count
     with pytest.raises(ValueError, match=r"warped\[0\] is on meta"):
-        call(target, [warped[0].to("meta"), warped[1]], sources)
+        call([warped[0].to("meta"), warped[1]], target, sources)
     with pytest.raises(TypeError, match=r"warped\[1\] is torch.float64"):
-        call(target, [warped[0], warped[1].double()], sources)
+        call([warped[0], warped[1].double()], target, sources)
     with pytest.raises(ValueError, match="S,B,C,H,W"):
-        call(target, torch.stack(warped)[0], sources)
+        call(torch.stack(warped)[0], target, sources)
+    # the order before 0.1.0, (target, warped, sources): the function and the module name the arguments
+    swapped = r"^min_reprojection_loss\(warped, target, sources\): warped is one B,C,H,W tensor and target is a list"
+    with pytest.raises(TypeError, match=swapped):
+        call(target, warped, sources)
+    with pytest.raises(TypeError, match=r"^min_reprojection_loss\(warped, target, sources\): .* a tensor of shape "
+                                        r"\(2, 1, 3, 6, 7\)"):
+        call(target, torch.stack(warped), torch.stack(sources))
+    with pytest.raises(TypeError, match=r"^ReprojectionLoss\(warped, target, sources\): .*look swapped"):
+        dm.ReprojectionLoss(backend="reference")(target, warped, sources)
     with pytest.raises(ValueError, match="reduce_sources"):
-        call(target, warped, sources, reduce_sources="max")
+        call(warped, target, sources, reduce_sources="max")
     with pytest.raises(ValueError, match="alpha"):
-        call(target, warped, sources, alpha=-0.1)
+        call(warped, target, sources, alpha=-0.1)
     with pytest.raises(ValueError, match="noise must be S,B,H,W"):
-        call(target, warped, sources, noise=torch.zeros(1, 1, 6, 7))
+        call(warped, target, sources, noise=torch.zeros(1, 1, 6, 7))
     with pytest.raises(ValueError, match="needs H and W >= 2"):
-        call(target[..., :1], [w[..., :1] for w in warped], [s[..., :1] for s in sources])
+        call([w[..., :1] for w in warped], target[..., :1], [s[..., :1] for s in sources])
     with pytest.raises(ValueError, match="reduce_sources"):
         dm.ReprojectionLoss(reduce_sources="median")
     nan = warped[1].clone()
     nan[0, 0, 3, 3] = float("nan")
     with pytest.raises(ValueError, match=r"warped\[1\] contains NaN"):
-        call(target, [warped[0], nan], sources)
+        call([warped[0], nan], target, sources)
     monkeypatch.setattr(_checks, "_warned_outside_unit", False)
     with pytest.warns(UserWarning, match=r"target has values outside \[0, 1\]"):
-        call(target * 255, warped, sources)
+        call(warped, target * 255, sources)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        call(target, [w + 2 for w in warped], sources)
+        call([w + 2 for w in warped], target, sources)
 
 
 @needs_ext
 def test_compiled_step_with_noise_drawn_outside_matches_the_seeded_eager_call():
     torch._dynamo.reset()
     target, warped, sources, _ = scene((2, 3, 10, 12), 2, torch.float32, "cpu", seed=29)
-    compiled = torch.compile(lambda w, n: dm.min_reprojection_loss(target, w, sources, noise=n), fullgraph=True)
+    compiled = torch.compile(lambda w, n: dm.min_reprojection_loss(w, target, sources, noise=n), fullgraph=True)
     noise = dm.draw_identity_noise(2, target, torch.Generator().manual_seed(4))
-    eager = dm.min_reprojection_loss(target, warped, sources, generator=torch.Generator().manual_seed(4))
+    eager = dm.min_reprojection_loss(warped, target, sources, generator=torch.Generator().manual_seed(4))
     torch.testing.assert_close(compiled(warped, noise), eager, rtol=1e-6, atol=1e-8)
     g = torch.Generator().manual_seed(0)
     with pytest.raises(Exception, match="draw_identity_noise"):
-        torch.compile(lambda w: dm.min_reprojection_loss(target, w, sources, generator=g), fullgraph=True)(warped)
+        torch.compile(lambda w: dm.min_reprojection_loss(w, target, sources, generator=g), fullgraph=True)(warped)
 
 
 @pytest.mark.parametrize("backend", ["reference"] + (["cpu"] if dm.build_info()["compiled"] else []))
@@ -311,9 +320,9 @@ def test_reduction_none_is_the_per_pixel_loss(backend):
         pytest.skip("extension not built")
     target, warped, sources, g = scene((2, 3, 9, 11), 2, torch.float64, "cpu", seed=4)
     noise = dm.draw_identity_noise(2, target, g)
-    per_pixel = dm.min_reprojection_loss(target, warped, sources, noise=noise, reduction="none", backend=backend)
+    per_pixel = dm.min_reprojection_loss(warped, target, sources, noise=noise, reduction="none", backend=backend)
     assert per_pixel.shape == (2, 1, 9, 11)
-    mean = dm.min_reprojection_loss(target, warped, sources, noise=noise, backend=backend)
+    mean = dm.min_reprojection_loss(warped, target, sources, noise=noise, backend=backend)
     assert per_pixel.mean().item() == pytest.approx(mean.item(), rel=1e-12)
     # The per-pixel loss is the smallest photometric error among the candidates, pixel by pixel.
     errors = torch.stack([dm.photometric_error(target, w, backend=backend) for w in warped]
@@ -321,4 +330,4 @@ def test_reduction_none_is_the_per_pixel_loss(backend):
                             for s, n in zip(sources, noise)])
     torch.testing.assert_close(per_pixel, errors.min(0).values, rtol=1e-12, atol=1e-12)
     module = dm.ReprojectionLoss(reduction="none", backend=backend)
-    torch.testing.assert_close(module(target, warped, sources, noise=noise), per_pixel, rtol=0, atol=0)
+    torch.testing.assert_close(module(warped, target, sources, noise=noise), per_pixel, rtol=0, atol=0)

@@ -75,7 +75,7 @@ def test_true_pose_beats_perturbed_pose(kinect, backend):
     result = {}
     for k, w in warped.items():
         loss, automask, winner = loss_fn(
-            target, w, sources, generator=torch.Generator().manual_seed(0), return_mask=True
+            w, target, sources, generator=torch.Generator().manual_seed(0), return_mask=True
         )
         assert automask.shape == valid.shape and winner.shape == valid.shape
         result[k] = (loss.item(), automask[valid].float().mean().item())

@@ -143,3 +143,75 @@ def test_every_loss_has_a_module_and_reduces_every_way(op):
     assert out["none"].abs().sum() > 0, f"{op.name}: nothing to compare"
     with pytest.raises(ValueError, match="reduction must be one of"):
         op.fn(*args, **kwargs, reduction="max")
+
+
+# One argument order: a prediction and its target come first as ``pred, target, mask`` (ZoeDepth's and BTS's
+# losses, Monodepth2's ``compute_reprojection_loss(pred, target)``), in every function and in its module's
+# ``forward``. The ops whose inputs are not a depth prediction and its target name their own first
+# parameters here, each with the reason:
+FIRST_PARAMETERS = {
+    "min_reprojection_loss": (("warped", "target", "sources"), "photometric: the warped source frames are the "
+                              "prediction of the target frame, the unwarped sources feed the auto-mask"),
+    "ssim": (("x", "y"), "image against image, symmetric in the two"),
+    "ssim_loss": (("x", "y"), "image against image, symmetric in the two"),
+    "photometric_error": (("x", "y"), "image against image, symmetric in the two (ssim's names)"),
+    "multi_range_contrastive_loss": (("features", "depth", "mask"), "features regularised under the ground "
+                                     "truth depth: there is no depth prediction"),
+    "edge_aware_smoothness": (("disp", "image"), "a regulariser of the disparity; the image only weights it"),
+    "dice_loss": (("logits", "labels"), "segmentation: class scores against integer labels"),
+    "focal_loss": (("logits", "labels"), "segmentation: class scores against integer labels"),
+    "segmentation_distillation_loss": (("logits", "labels"), "segmentation: class scores against integer "
+                                       "labels"),
+    "bin_expectation": (("logits", "centers"), "a bin head, not a loss: the network's outputs, no target"),
+    "log_binomial_expectation": (("p", "t", "centers"), "a bin head, not a loss: ZoeDepth's LogBinomial "
+                                 "inputs, no target"),
+    "attractor_shift": (("centers", "attractors"), "a bin-centre update, not a loss: no target"),
+    "compute": (("pred", "gt"), "evaluation metrics: ground truth named as the evaluation code (Monodepth2, "
+                "BTS, ZoeDepth compute_errors) names it; mask is keyword-only, after the evaluation options"),
+    "boundary_f1": (("pred", "gt"), "Depth Pro's evaluation metric: its names; mask after the thresholds"),
+    "boundary_recall": (("pred", "gt_mask"), "Depth Pro's evaluation metric against a foreground mask"),
+}
+PRED_TARGET_MASK = ("pred", "target", "mask")
+
+
+def _leading(fn, n: int) -> tuple[str, ...]:
+    return tuple(p for p in inspect.signature(fn).parameters if p != "self")[:n]
+
+
+def _ordered() -> list:
+    """Every op with a module, and every op that takes a prediction: one entry per function, the one with a
+    module when any has (a later variant without one must not hide the module's ``forward``, e.g.
+    ``hdn_loss image labels`` after ``hdn_loss``/``HDNLoss``)."""
+    chosen: dict = {}
+    for op in OPS:
+        if op.module is None and _leading(op.fn, 1) != ("pred",):
+            continue
+        name = op.fn.__name__
+        if name not in chosen or (chosen[name].module is None and op.module is not None):
+            chosen[name] = op
+    return list(chosen.values())
+
+
+ORDERED = _ordered()
+
+
+@pytest.mark.parametrize("op", ORDERED, **IDS)
+def test_inputs_come_first_in_one_order(op):
+    expected, _ = FIRST_PARAMETERS.get(op.fn.__name__, (PRED_TARGET_MASK, ""))
+    assert _leading(op.fn, len(expected)) == expected, f"{op.fn.__name__} should start with {expected}"
+    if op.module is not None:
+        forward = _leading(op.module.forward, len(expected))
+        assert forward == expected[:len(forward)], f"{op.module.__name__}.forward should start with {expected}"
+
+
+def test_the_order_check_reads_every_module_forward():
+    """Each registered module's ``forward`` is among the checked ones (hdn_loss/HDNLoss: ``pred, target, mask``)."""
+    modules = {op.module for op in OPS if op.module is not None}
+    assert modules == {op.module for op in ORDERED if op.module is not None}
+    assert dm.HDNLoss in modules and "hdn_loss" not in FIRST_PARAMETERS
+
+
+def test_every_exception_to_the_order_is_an_op_and_says_why():
+    names = {op.fn.__name__ for op in ORDERED}
+    for name, (params, reason) in FIRST_PARAMETERS.items():
+        assert name in names and params != PRED_TARGET_MASK and len(reason) > 20, name

@@ -305,7 +305,7 @@ def test_bad_input():
     nan[0, 1, 2, 3] = float("nan")
     with pytest.raises(ValueError, match="x contains NaN"):
         dm.ssim(nan, y, backend="reference")
-    with pytest.raises(ValueError, match="b contains NaN"):
+    with pytest.raises(ValueError, match="y contains NaN"):
         dm.photometric_error(x, nan, backend="reference")
 
 

@@ -21,7 +21,8 @@ def resample_centers(centers: torch.Tensor, H: int, W: int) -> torch.Tensor:
     return F.interpolate(centers, size=(H, W), mode="bilinear", align_corners=True)
 
 
-def expectation(y: torch.Tensor, centers: torch.Tensor, out_dtype: torch.dtype, return_probs: bool):
+def expectation(y: torch.Tensor, centers: torch.Tensor, out_dtype: torch.dtype,
+                return_probs: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """depth = sum_k softmax_k(y) c_k (``y`` ``B,K,H,W`` logits in the accumulation dtype, ``centers``
     ``B,K,h,w``) and the probabilities (detached; empty unless asked for)."""
     B, K, H, W = y.shape
@@ -32,7 +33,8 @@ def expectation(y: torch.Tensor, centers: torch.Tensor, out_dtype: torch.dtype, 
     return depth.to(out_dtype), probs
 
 
-def bin_expectation(logits: torch.Tensor, centers: torch.Tensor, temperature: torch.Tensor, return_probs: bool):
+def bin_expectation(logits: torch.Tensor, centers: torch.Tensor, temperature: torch.Tensor,
+                    return_probs: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """``(depth B,1,H,W, probs B,K,H,W or empty)`` of ``softmax(logits / temperature)`` over dim 1 (``logits``
     ``B,K,H,W``, ``centers`` ``B,K,h,w``, ``temperature`` ``B,1,H,W`` in the accumulation dtype)."""
     acc = accumulate_dtype(logits.dtype)

@@ -8,7 +8,7 @@ import torch
 from .bin_expectation import accumulate_dtype, expectation
 
 
-def log_binomial_table(K: int, dtype: torch.dtype, device) -> torch.Tensor:
+def log_binomial_table(K: int, dtype: torch.dtype, device: torch.device | str | None) -> torch.Tensor:
     """ZoeDepth's ``log_binom(K-1, k)`` for ``k < K`` (``n' = n + 1e-7``, ``k' = k + 1e-7``), in float64."""
     eps = 1e-7
     n = torch.full((K,), K - 1.0, dtype=torch.float64, device=device) + eps
@@ -33,7 +33,7 @@ def log_binomial_logits(p: torch.Tensor, t: torch.Tensor, K: int, eps: float) ->
 
 
 def log_binomial_expectation(p: torch.Tensor, t: torch.Tensor, centers: torch.Tensor, eps: float,
-                             return_probs: bool):
+                             return_probs: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """``(depth B,1,H,W, probs B,K,H,W or empty)``: ``p`` ``B,1,H,W``, ``t`` ``B,1,H,W`` (accumulation dtype),
     ``centers`` ``B,K,h,w``; computed in the accumulation dtype."""
     acc = accumulate_dtype(p.dtype)

@@ -30,10 +30,10 @@ def min_reprojection(
         pe_id = torch.cat([photometric_error(s.detach(), target, alpha) for s in sources], 1)
         pe_id = pe_id + noise.to(pe_id.dtype).transpose(0, 1)
     if mean_sources:
-        combined = [pe_w.mean(1, keepdim=True)] + ([pe_id.mean(1, keepdim=True)] if pe_id is not None else [])
-        combined = torch.cat(combined, 1)
-        idx = combined.argmin(1, keepdim=True)
-        return combined.gather(1, idx)[:, 0], idx[:, 0] * S
+        means = [pe_w.mean(1, keepdim=True)] + ([pe_id.mean(1, keepdim=True)] if pe_id is not None else [])
+        averaged = torch.cat(means, 1)
+        idx = averaged.argmin(1, keepdim=True)
+        return averaged.gather(1, idx)[:, 0], idx[:, 0] * S
     combined = pe_w if pe_id is None else torch.cat([pe_w, pe_id], 1)
     idx = combined.argmin(1, keepdim=True)
     return combined.gather(1, idx)[:, 0], idx[:, 0]

@@ -2,27 +2,32 @@
 pytorch-msssim write them: padded copies, pooled/convolved moment maps, then the SSIM formula."""
 from __future__ import annotations
 
+from typing import Callable, Optional
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .._checks import accumulate_dtype
 
+SSIMFn = Callable[[torch.Tensor, torch.Tensor, str, str], torch.Tensor]  # (x, y, window, padding) -> map
+
 C1 = 0.01**2
 C2 = 0.03**2
 
 
-def gaussian_window(dtype: torch.dtype, device, size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+def gaussian_window(dtype: torch.dtype, device: torch.device | str | None, size: int = 11,
+                    sigma: float = 1.5) -> torch.Tensor:
     """The 1-d Gaussian of pytorch-msssim: ``exp(-k^2 / (2 sigma^2))`` for ``k = -5..5``, normalised."""
     k = torch.arange(size, dtype=torch.float64) - size // 2
     g = torch.exp(-(k**2) / (2 * sigma**2))
     return (g / g.sum()).to(device, dtype)
 
 
-def _moments(x: torch.Tensor, y: torch.Tensor, window: str, padding: str):
+def _moments(x: torch.Tensor, y: torch.Tensor, window: str, padding: str) -> tuple[torch.Tensor, ...]:
     if window == "box3":  # Monodepth2's SSIM module
-        pad, pool = nn.ReflectionPad2d(1), nn.AvgPool2d(3, 1)
-        x, y = pad(x), pad(y)
+        reflect, pool = nn.ReflectionPad2d(1), nn.AvgPool2d(3, 1)
+        x, y = reflect(x), reflect(y)
         return pool(x), pool(y), pool(x * x), pool(y * y), pool(x * y)
     g = gaussian_window(x.dtype, x.device)
     kernel = torch.outer(g, g).expand(x.shape[1], 1, 11, 11)
@@ -30,7 +35,7 @@ def _moments(x: torch.Tensor, y: torch.Tensor, window: str, padding: str):
     if padding == "reflect":  # kornia's padding="same": the border reflected, as ReflectionPad2d does
         x, y = nn.ReflectionPad2d(5)(x), nn.ReflectionPad2d(5)(y)
 
-    def filt(t):
+    def filt(t: torch.Tensor) -> torch.Tensor:
         return F.conv2d(t, kernel, padding=pad, groups=x.shape[1])
 
     return filt(x), filt(y), filt(x * x), filt(y * y), filt(x * y)
@@ -53,7 +58,8 @@ def dissimilarity(s: torch.Tensor) -> torch.Tensor:
     return ((1 - s) / 2).clamp(0, 1)
 
 
-def photometric_error(a, b, alpha: float = 0.85, window: str = "box3", ssim_fn=None) -> torch.Tensor:
+def photometric_error(a: torch.Tensor, b: torch.Tensor, alpha: float = 0.85, window: str = "box3",
+                      ssim_fn: Optional[SSIMFn] = None) -> torch.Tensor:
     """SPIdepth Eq. 2 / Monodepth2's ``compute_reprojection_loss``: ``B,1,H,W``.
 
     ``alpha * clamp((1 - SSIM) / 2, 0, 1) + (1 - alpha) * |a - b|``, each averaged over channels (the clamp is

@@ -151,7 +151,7 @@ class SelfSupervisedTask(_Task):
             full = F.interpolate(disp, size=size, mode="bilinear", align_corners=False)
             depth = self.depth_net.depth(full)
             warped = [warp(src, depth, outputs["poses"][:, s], K) for s, src in enumerate(source_list)]
-            reprojection = reprojection + self.reprojection(target, warped, source_list, generator=generator)
+            reprojection = reprojection + self.reprojection(warped, target, source_list, generator=generator)
             color = target if disp.shape[-2:] == size else F.interpolate(target, size=disp.shape[-2:], mode="area")
             smoothness = smoothness + self.smoothness_weight / 2 ** scale * edge_aware_smoothness(disp, color)
         reprojection, smoothness = reprojection / scales, smoothness / scales

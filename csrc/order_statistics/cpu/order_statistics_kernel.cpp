@@ -1,5 +1,6 @@
 // CPU kernels of depthmetric::order_statistics. A task is one region (b, r): one pass over its rows copies its
-// members into a scratch buffer and counts the top bits of their order-preserving keys (a histogram); a pass
+// members into a scratch buffer and counts the top bits of their order-preserving keys (a histogram of about
+// area / 4 buckets, at most 2^16); a pass
 // over the copy gathers the members of the buckets that hold the lower median (sorted index (n - 1) / 2) and, for the trimmed sum, the keep-th
 // smallest value (the threshold), from which std::nth_element selects them; then the MAD, the median's
 // lowest flat index among ties, the counts below/at the threshold and the trimmed sum
@@ -28,14 +29,20 @@ namespace depthmetric {
 namespace order_statistics {
 namespace {
 
-// The radix of the selection: a histogram of the top kRadixBits of the values' order-preserving keys (not a
-// block size: no boundary to cross).
-constexpr int kRadixBits = 16;
+// The radix of the selection: a histogram of the top bits of the values' order-preserving keys, about a
+// quarter as many buckets as the region has pixels, at most 2^kMaxRadixBits (not a block size: no boundary
+// to cross), so that a small region (HDN's one-row runs) pays for a small histogram.
+constexpr int kMaxRadixBits = 16;
+
+inline int radix_bits(int64_t area) {
+  int bits = 1;  // at least one: a shift by the key's whole width would be undefined
+  while (bits < kMaxRadixBits && (int64_t{4} << bits) < area) ++bits;
+  return bits;
+}
 
 template <typename acc_t>
-inline uint32_t bucket_of(acc_t v) {
-  using key_t = typename KeyType<acc_t>::type;
-  return static_cast<uint32_t>(ordered_key(v) >> (8 * sizeof(key_t) - kRadixBits));
+inline uint32_t bucket_of(acc_t v, int shift) {
+  return static_cast<uint32_t>(ordered_key(v) >> shift);
 }
 
 // One chunk's part of the statistics (combined in chunk order, so the sums do not depend on the threads).
@@ -90,7 +97,9 @@ void one_region(const Inputs<scalar_t>& in, const Region& reg, int64_t b, int64_
   const int64_t area = (reg.y1 - reg.y0) * cols;
   std::unique_ptr<acc_t[]> buf(new acc_t[area]);  // uninitialised: each chunk fills its segment's front
   std::unique_ptr<uint32_t[]> offset(with_median ? new uint32_t[area] : nullptr);
-  std::vector<int64_t> filled(chunks), hist(size_t(1) << kRadixBits, 0);
+  const int bits = radix_bits(area);
+  const int shift = 8 * int(sizeof(typename KeyType<acc_t>::type)) - bits;
+  std::vector<int64_t> filled(chunks), hist(size_t(1) << bits, 0);
   std::mutex lock;
   const bool plain = reg.lo == -INFINITY && reg.hi == INFINITY && reg.id < 0;
   torch::stable::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
@@ -108,7 +117,7 @@ void one_region(const Inputs<scalar_t>& in, const Region& reg, int64_t b, int64_
         for (int64_t j = reg.x0; j < reg.x1; ++j) {
           if (plain ? !okrow[j * oks] : !member(in, reg, b, i, j)) continue;
           const acc_t v = static_cast<acc_t>(vrow[j * vs]) + acc_t(0);  // value_at: -0 made +0
-          ++local[bucket_of(v)];
+          ++local[bucket_of(v, shift)];
           if (off) off[m] = static_cast<uint32_t>((i - i0) * cols + (j - reg.x0));
           dst[m++] = v;
         }
@@ -134,7 +143,7 @@ void one_region(const Inputs<scalar_t>& in, const Region& reg, int64_t b, int64_
     for (int64_t chunk = begin; chunk < end; ++chunk) {
       const acc_t* v = buf.get() + chunk * chunk_size;
       for (int64_t k = 0; k < filled[chunk]; ++k) {
-        const uint32_t bucket = bucket_of(v[k]);
+        const uint32_t bucket = bucket_of(v[k], shift);
         if (median.q >= 0 && bucket == median.bucket) at_median.push_back(v[k]);
         if (cut.q >= 0 && bucket == cut.bucket) at_cut.push_back(v[k]);
       }
