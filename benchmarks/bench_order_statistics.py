@@ -83,7 +83,7 @@ def _vda_loss(pred, gt, trim=0.2, alpha=0.5, scales=4):
     p, t = _vda_normalize(pred, mask), _vda_normalize(gt, mask)
     res = (p - t)[mask].abs()
     kept = res.sort().values[: int(res.numel() * (1.0 - trim))]
-    data = kept.sum() / (2 * mask.sum())
+    data = kept.sum() / mask.sum()  # VDA's TrimmedMAELoss: over M, not the MiDaS paper's 2M
     m = mask.to(pred.dtype)
     diff = (p - t) * m
     grad = pred.new_zeros(())
@@ -130,7 +130,7 @@ def make_fn(case: Case, backend: str, device: torch.device):
     if case.op == "midas_loss":
         if backend == "vda":
             return lambda i: _vda_loss(i["pred"], i["gt"])
-        loss = depthmetric.MiDaSLoss(median_over="all", trim_over="batch", pool="batch",
+        loss = depthmetric.MiDaSLoss(median_over="all", trim_over="batch", pool="batch", halve=False,
                                      backend=backend_arg(backend, device))
         return lambda i: loss(i["pred"], i["gt"])
     if backend == "sort":

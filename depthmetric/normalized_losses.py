@@ -5,8 +5,9 @@ gradient matching), as Depth Anything trains with them, with options that reprod
 Both maps are normalised per image: ``(x - median) / max(s, 1e-6)``, ``s = mean over the valid pixels of
 |x - median|`` (``depthmetric._alignment.median_mad_normalize``; the medians carry torch.median's gradient).
 
-- :func:`ssi_trimmed_loss`: ``1 / (2M) * sum`` of the kept smallest ``|p^ - t^|``, ``M`` the valid count;
-  the kept count is MiDaS's ``int((1 - trim) * n)``. Selected by the ``order_statistics`` kernel, no sort.
+- :func:`ssi_trimmed_loss`: ``1 / (2M) * sum`` of the kept smallest ``|p^ - t^|``, ``M`` the valid count
+  (``halve=False``: ``1 / M``, as Video Depth Anything's code divides); the kept count is MiDaS's
+  ``int((1 - trim) * n)``. Selected by the ``order_statistics`` kernel, no sort.
 - :func:`gradient_matching_loss`: ``sum over scales k < scales of (sum |grad_x R| + |grad_y R|) / M_k``,
   ``R = mask * (p^ - t^)`` subsampled with stride ``2^k``, a difference counted where both pixels are valid.
 - :class:`MiDaSLoss`: ssitrim ``+ alpha *`` gradient matching, the normalisation computed once.
@@ -16,7 +17,7 @@ written out (``_FusedTerms``: the same values, a few passes instead of autograd'
 step); the twin, ``torch.compile``, ``torch.func`` transforms and double backward go through the plain graph.
 
 Options named by what they do (defaults: the MiDaS paper's; ``median_over="all", trim_over="batch",
-pool="batch"`` is Video Depth Anything's): ``median_over="valid"|"all"`` (the median over every pixel, the
+pool="batch", halve=False`` is Video Depth Anything's): ``median_over="valid"|"all"`` (the median over every pixel, the
 invalid ones as zeros), ``trim_over="image"|"batch"`` (trim the batch's pooled residuals), ``pool="image"|
 "batch"`` (each image divided by its own count and the images averaged, or the batch's sums divided by the
 batch's valid count; ``pool="batch"`` needs ``reduction="mean"``, and ``trim_over="batch"`` needs
@@ -25,17 +26,25 @@ batch's valid count; ``pool="batch"`` needs ``reduction="mean"``, and ``trim_ove
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
-from torch import nn
 
 from . import _alignment, _autograd, _checks, _ext, distributed, order_statistics
+from ._supervised import PairLoss
 from .depth_losses import POOLS, _check_reduction, _prepare, _reduce
+from .distributed import ProcessGroup
+
+Tensor = torch.Tensor
+# (kept trimmed sums, their valid counts, per scale and image the gradient-matching sums, their counts)
+Terms = tuple[Tensor, Tensor, Tensor, Tensor]
 
 __all__ = ["ssi_trimmed_loss", "gradient_matching_loss", "midas_loss", "SSITrimmedLoss", "GradientMatchingLoss",
            "MiDaSLoss"]
 
 
-def _check_options(trim, scales, median_over, trim_over, pool, reduction):
+def _check_options(trim: float | None, scales: int | None, median_over: str, trim_over: str | None, pool: str,
+                   reduction: str) -> None:
     """The options' checks; ``trim`` / ``scales`` / ``trim_over`` None where a loss has no such option."""
     if trim is not None and not 0 <= _checks.real("trim", trim) < 1:
         raise ValueError(f"trim must be a number in [0, 1), got {trim!r}")
@@ -52,14 +61,16 @@ def _check_options(trim, scales, median_over, trim_over, pool, reduction):
         raise ValueError("trim_over='batch' trims the batch's pooled residuals: it needs pool='batch'")
 
 
-def _pooled(total, count, has, pool, reduction, normalize, process_group):
+def _pooled(total: Tensor, count: Tensor, has: Tensor, pool: str, reduction: str, normalize: str,
+            process_group: ProcessGroup | None) -> Tensor:
     """Per image ``total / count`` averaged (``pool="image"``), or ``sum total / sum count``."""
     if pool == "batch":
         return distributed.global_mean(total.sum(), count.sum(), normalize, process_group)
     return _reduce(total / count.clamp(min=1).to(total.dtype), has, reduction, normalize, process_group)
 
 
-def _terms_composite(x, t, valid, median_over, trim, trim_over, scales, backend):
+def _terms_composite(x: Tensor, t: Tensor, valid: Tensor, median_over: str, trim: float | None, trim_over: str,
+                     scales: int, backend: str) -> Terms:
     """The losses' sums on the prepared maps, as a plain autograd graph (the twin's path, and the fused path's
     double backward): ``(kept, n, gm, counts)``: the trimmed sums of ``|p^ - t^|`` over the valid pixels of
     each image (``trim_over="image"``, ``B``) or of the batch (``1``) and their valid counts (``trim`` None:
@@ -88,7 +99,8 @@ def _terms_composite(x, t, valid, median_over, trim, trim_over, scales, backend)
     return kept, n, gm, counts
 
 
-def _fused_normalize(x, valid, m, count, median_over):
+def _fused_normalize(x: Tensor, valid: Tensor, m: Tensor, count: Tensor,
+                     median_over: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """``median_mad_normalize``'s forward on the kernel (the same values; the masks as multiplications by the
     valid map ``m``, the maps being finite), returning what the fused backward needs: ``(x^, x - median, s
     before its clamp, s, the median's flat index, whether it is a valid pixel)``."""
@@ -117,7 +129,8 @@ class _FusedTerms(torch.autograd.Function):
     multiplications by the valid map: the maps are finite). Double backward differentiates the composite."""
 
     @staticmethod
-    def forward(ctx, x, t, valid, median_over, trim, trim_over, scales, backend):
+    def forward(ctx: Any, x: Tensor, t: Tensor, valid: Tensor, median_over: str, trim: float | None,
+                trim_over: str, scales: int, backend: str) -> Terms:
         B, _, H, W = x.shape
         m = valid.to(x.dtype)
         count = valid.sum((2, 3), keepdim=True).clamp(min=1).to(x.dtype)
@@ -154,7 +167,8 @@ class _FusedTerms(torch.autograd.Function):
         return kept, n, gm, counts
 
     @staticmethod
-    def backward(ctx, g_kept, g_n, g_gm, g_counts):
+    def backward(ctx: Any, g_kept: Tensor | None, g_n: Tensor | None, g_gm: Tensor | None,
+                 g_counts: Tensor | None) -> tuple[Tensor | None, ...]:
         median_over, trim, trim_over, scales, backend, n_trimmed = ctx.options
         x, t, valid, m, residual, centred, raw, scale, index, picked, *rest = ctx.saved_tensors
         trimmed, signs = rest[:n_trimmed], rest[n_trimmed:]
@@ -198,7 +212,7 @@ class _FusedTerms(torch.autograd.Function):
         return (grad, *none)
 
 
-def _fused(x, t, valid, backend) -> bool:
+def _fused(x: Tensor, t: Tensor, valid: Tensor, backend: str) -> bool:
     """The fused path: the compiled kernel, eager, a target without gradient, no torch.func transform (the
     composite raises for those, naming the twin) and a non-empty batch."""
     return (backend != "reference" and not torch.compiler.is_compiling() and not t.requires_grad
@@ -206,19 +220,23 @@ def _fused(x, t, valid, backend) -> bool:
             and not _autograd.is_transformed(x) and _ext.use_kernel(backend, x.device))
 
 
-def _terms(pred, target, mask, interpolate, median_over, trim, trim_over, scales, reduction, normalize,
-           process_group, backend):
+def _terms(pred: Tensor, target: Tensor, mask: Tensor | None, interpolate: bool, median_over: str, trim: float | None,
+           trim_over: str, scales: int, reduction: str, normalize: str, process_group: ProcessGroup | None,
+           backend: str) -> Terms:
     x, t, valid = _prepare(pred, target, mask, interpolate, backend, reduction, normalize, process_group)
     if _fused(x, t, valid, backend):
         return _FusedTerms.apply(x, t, valid, median_over, trim, trim_over, scales, backend)
     return _terms_composite(x, t, valid, median_over, trim, trim_over, scales, backend)
 
 
-def _ssi_from(kept, n, pool, reduction, normalize, process_group):
-    return _pooled(kept / 2, n, n > 0, pool, reduction, normalize, process_group)
+def _ssi_from(kept: Tensor, n: Tensor, halve: bool, pool: str, reduction: str, normalize: str,
+              process_group: ProcessGroup | None) -> Tensor:
+    """The kept sums over ``2M`` (``halve``, MiDaS's paper) or over ``M`` (Video Depth Anything's code)."""
+    return _pooled(kept / 2 if halve else kept, n, n > 0, pool, reduction, normalize, process_group)
 
 
-def _gradient_from(gm, counts, pool, reduction, normalize, process_group):
+def _gradient_from(gm: Tensor, counts: Tensor, pool: str, reduction: str, normalize: str,
+                   process_group: ProcessGroup | None) -> Tensor:
     """MiDaS's reductions of the per-scale sums: per scale the batch's sum over its valid count (``pool=
     "batch"``, reduction_batch_based), summed over the scales; or per image the scales' sums over their
     counts, reduced over the images."""
@@ -233,105 +251,255 @@ def _gradient_from(gm, counts, pool, reduction, normalize, process_group):
     return _reduce(loss, (counts > 0).any(0), reduction, normalize, process_group)
 
 
-def ssi_trimmed_loss(pred, target, mask=None, *, trim: float = 0.2, median_over: str = "valid",
-                     trim_over: str = "image", pool: str = "image", reduction: str = "mean", interpolate: bool = True,
-                     normalize: str = "local", process_group=None, backend: str = "auto") -> torch.Tensor:
-    """MiDaS's ssitrim: both maps median/MAD-normalised, ``1 / (2M)`` times the sum of the ``int((1 - trim) n)``
-    smallest absolute residuals (see the module docstring for the options)."""
+def ssi_trimmed_loss(pred: Tensor, target: Tensor, mask: Tensor | None = None, *, trim: float = 0.2,
+                     median_over: str = "valid", trim_over: str = "image", pool: str = "image", halve: bool = True,
+                     reduction: str = "mean", interpolate: bool = True, normalize: str = "local",
+                     process_group: ProcessGroup | None = None, backend: str = "auto") -> Tensor:
+    r"""MiDaS's ssitrim: both maps median/MAD-normalised, the ``int((1 - trim) n)`` smallest absolute residuals
+    summed over ``2M`` (the module docstring has the options).
+
+    .. math::
+        L_{ssitrim} = \frac{1}{2M} \sum_{i=1}^{\lfloor (1 - trim) M \rfloor} |\hat p_i - \hat t_i|_{(i)},
+        \qquad \hat x = \frac{x - \operatorname{median}(x)}{\max(\frac{1}{M}\sum |x - \operatorname{median}(x)|,
+        10^{-6})}
+
+    >>> import torch
+    >>> from depthmetric import ssi_trimmed_loss
+    >>> gt = 1 + torch.arange(16.0).view(1, 1, 4, 4)
+    >>> float(ssi_trimmed_loss(3 * gt + 2, gt))   # invariant to scale and shift
+    0.0
+
+    Args:
+        pred: the predicted depth (or disparity), floating ``B,1,H,W`` or ``B,H,W``.
+        target: the ground truth, ``B,1,H,W`` or ``B,H,W`` (valid where finite and > 0).
+        mask: optional bool map of the target's shape; ``False`` excludes a pixel. Default ``None``.
+        trim: the fraction of the largest residuals dropped, in [0, 1). Default 0.2 (MiDaS).
+        median_over: ``"valid"`` (default): the median of the valid pixels; ``"all"``: of every pixel, the
+            invalid ones as zeros (Video Depth Anything).
+        trim_over: ``"image"`` (default): each image trims its own residuals; ``"batch"``: the batch's pooled
+            residuals (Video Depth Anything; needs ``pool="batch"``).
+        pool: ``"image"`` (default): each image over its own count, the images averaged; ``"batch"``: the
+            batch's sum over the batch's valid count (needs ``reduction="mean"``).
+        halve: divide by ``2M`` as the MiDaS paper (default True); ``False`` divides by ``M`` as Video Depth
+            Anything's ``TrimmedMAELoss`` does.
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"`` (the ``B`` per-image losses).
+        interpolate: resize a prediction of another size to the target's. Default True.
+        normalize: ``"local"`` (default) or ``"global"``: the divisor over the global batch under
+            ``torch.distributed`` (each rank trims its own residuals).
+        process_group: the group of ``normalize="global"``; ``None`` (default): the default group.
+        backend: ``"auto"`` (default), ``"cpu"``, ``"cuda"`` or ``"reference"``.
+
+    Returns:
+        A scalar (``"mean"``, ``"sum"``) or the ``B`` per-image losses (``"none"``), float32 (float64 for
+        float64 inputs).
+
+    Raises:
+        TypeError: a non-tensor or non-floating map, a non-bool mask, a bad option type.
+        ValueError: shapes that do not match, NaN/Inf in ``pred``, a bad option value or combination.
+        RuntimeError: the compiled kernel asked for but not built.
+    """
     _check_options(trim, None, median_over, trim_over, pool, reduction)
     common = (reduction, normalize, process_group)
     kept, n, _, _ = _terms(pred, target, mask, interpolate, median_over, trim, trim_over, 0, *common, backend)
-    return _ssi_from(kept, n, pool, *common)
+    return _ssi_from(kept, n, halve, pool, *common)
 
 
-def gradient_matching_loss(pred, target, mask=None, *, scales: int = 4, median_over: str = "valid",
-                           pool: str = "image", reduction: str = "mean", interpolate: bool = True,
-                           normalize: str = "local", process_group=None, backend: str = "auto") -> torch.Tensor:
-    """MiDaS's multi-scale gradient matching on the median/MAD-normalised maps (module docstring)."""
+def gradient_matching_loss(pred: Tensor, target: Tensor, mask: Tensor | None = None, *, scales: int = 4,
+                           median_over: str = "valid", pool: str = "image", reduction: str = "mean",
+                           interpolate: bool = True, normalize: str = "local",
+                           process_group: ProcessGroup | None = None, backend: str = "auto") -> Tensor:
+    r"""MiDaS's multi-scale gradient matching on the median/MAD-normalised maps.
+
+    .. math::
+        L_{reg} = \sum_{k=0}^{scales-1} \frac{1}{M_k} \sum_i |\nabla_x R^k_i| + |\nabla_y R^k_i|,
+        \qquad R = mask \cdot (\hat p - \hat t) \text{ at stride } 2^k
+
+    a difference counted where both of its pixels are valid.
+
+    >>> import torch
+    >>> from depthmetric import gradient_matching_loss
+    >>> gt = 1 + torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    >>> round(float(gradient_matching_loss(0.5 * gt - 3, gt)), 4)   # zero up to float32 rounding
+    0.0
+
+    Args:
+        pred: the predicted depth (or disparity), floating ``B,1,H,W`` or ``B,H,W``.
+        target: the ground truth, ``B,1,H,W`` or ``B,H,W`` (valid where finite and > 0).
+        mask: optional bool map of the target's shape; ``False`` excludes a pixel. Default ``None``.
+        scales: the number of strided levels, >= 1. Default 4.
+        median_over: ``"valid"`` (default) or ``"all"``, as :func:`ssi_trimmed_loss`.
+        pool: ``"image"`` (default) or ``"batch"`` (per scale the batch's sum over its valid count, MiDaS's
+            batch-based reduction; needs ``reduction="mean"``).
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"``.
+        interpolate: resize a prediction of another size to the target's. Default True.
+        normalize: ``"local"`` (default) or ``"global"``.
+        process_group: the group of ``normalize="global"``; ``None`` (default): the default group.
+        backend: ``"auto"`` (default), ``"cpu"``, ``"cuda"`` or ``"reference"``.
+
+    Returns:
+        A scalar (``"mean"``, ``"sum"``) or the ``B`` per-image losses (``"none"``).
+
+    Raises:
+        TypeError: a non-tensor or non-floating map, a non-bool mask, a bad option type.
+        ValueError: shapes that do not match, NaN/Inf in ``pred``, a bad option value or combination.
+        RuntimeError: the compiled kernel asked for but not built.
+    """
     _check_options(None, scales, median_over, None, pool, reduction)
     common = (reduction, normalize, process_group)
     _, _, gm, counts = _terms(pred, target, mask, interpolate, median_over, None, "image", scales, *common, backend)
     return _gradient_from(gm, counts, pool, *common)
 
 
-def midas_loss(pred, target, mask=None, *, alpha: float = 0.5, scales: int = 4, trim: float = 0.2,
-               median_over: str = "valid", trim_over: str = "image", pool: str = "image", reduction: str = "mean",
-               interpolate: bool = True, normalize: str = "local", process_group=None,
-               backend: str = "auto") -> torch.Tensor:
-    """MiDaS / Depth Anything: ``ssi_trimmed_loss + alpha * gradient_matching_loss`` on one normalisation of
-    both maps (the module docstring's options; Video Depth Anything's ``TrimmedProcrustesLoss`` is
-    ``median_over="all", trim_over="batch", pool="batch"``)."""
-    _check_options(trim, scales, median_over, trim_over, pool, reduction)
+def _check_alpha(alpha: float) -> float:
     if not _checks.real("alpha", alpha) >= 0:
         raise ValueError(f"alpha must be a number >= 0, got {alpha!r}")
+    return float(alpha)
+
+
+def midas_loss(pred: Tensor, target: Tensor, mask: Tensor | None = None, *, alpha: float = 0.5, scales: int = 4,
+               trim: float = 0.2, median_over: str = "valid", trim_over: str = "image", pool: str = "image",
+               halve: bool = True, reduction: str = "mean", interpolate: bool = True, normalize: str = "local",
+               process_group: ProcessGroup | None = None, backend: str = "auto") -> Tensor:
+    r"""MiDaS / Depth Anything: :func:`ssi_trimmed_loss` ``+ alpha *`` :func:`gradient_matching_loss` on one
+    normalisation of both maps. Video Depth Anything's ``TrimmedProcrustesLoss`` (loss/loss.py) is
+    ``median_over="all", trim_over="batch", pool="batch", halve=False``.
+
+    .. math::
+        L = L_{ssitrim} + \alpha \, L_{reg}
+
+    >>> import torch
+    >>> from depthmetric import midas_loss
+    >>> gt = 1 + torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    >>> vda = dict(median_over="all", trim_over="batch", pool="batch", halve=False)
+    >>> round(float(midas_loss(2 * gt + 1, gt, **vda)), 4)
+    0.0
+
+    Args:
+        pred: the predicted depth (or disparity), floating ``B,1,H,W`` or ``B,H,W``.
+        target: the ground truth, ``B,1,H,W`` or ``B,H,W`` (valid where finite and > 0).
+        mask: optional bool map of the target's shape; ``False`` excludes a pixel. Default ``None``.
+        alpha: the gradient term's weight, >= 0 (0 skips it). Default 0.5.
+        scales: the gradient term's levels, >= 1. Default 4.
+        trim: as :func:`ssi_trimmed_loss`. Default 0.2.
+        median_over: as :func:`ssi_trimmed_loss`. Default ``"valid"``.
+        trim_over: as :func:`ssi_trimmed_loss`. Default ``"image"``.
+        pool: as :func:`ssi_trimmed_loss`, for both terms. Default ``"image"``.
+        halve: as :func:`ssi_trimmed_loss`. Default True.
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"``.
+        interpolate: resize a prediction of another size to the target's. Default True.
+        normalize: ``"local"`` (default) or ``"global"``.
+        process_group: the group of ``normalize="global"``; ``None`` (default): the default group.
+        backend: ``"auto"`` (default), ``"cpu"``, ``"cuda"`` or ``"reference"``.
+
+    Returns:
+        A scalar (``"mean"``, ``"sum"``) or the ``B`` per-image losses (``"none"``).
+
+    Raises:
+        TypeError: a non-tensor or non-floating map, a non-bool mask, a bad option type.
+        ValueError: shapes that do not match, NaN/Inf in ``pred``, a bad option value or combination.
+        RuntimeError: the compiled kernel asked for but not built.
+    """
+    _check_options(trim, scales, median_over, trim_over, pool, reduction)
+    alpha = _check_alpha(alpha)
     common = (reduction, normalize, process_group)
     kept, n, gm, counts = _terms(pred, target, mask, interpolate, median_over, trim, trim_over,
                                  scales if alpha else 0, *common, backend)
-    data = _ssi_from(kept, n, pool, *common)
+    data = _ssi_from(kept, n, halve, pool, *common)
     if alpha == 0:
         return data
     return data + alpha * _gradient_from(gm, counts, pool, *common)
 
 
-class SSITrimmedLoss(nn.Module):
-    """MiDaS's ssitrim; see :func:`ssi_trimmed_loss`."""
+class SSITrimmedLoss(PairLoss):
+    """MiDaS's ssitrim as a module; see :func:`ssi_trimmed_loss`.
+
+    Args:
+        trim: the fraction of the largest residuals dropped. Default 0.2.
+        median_over: ``"valid"`` (default) or ``"all"``.
+        trim_over: ``"image"`` (default) or ``"batch"``.
+        pool: ``"image"`` (default) or ``"batch"``.
+        halve: over ``2M`` (default True) or ``M``.
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"``.
+        normalize: ``"local"`` (default) or ``"global"``.
+        process_group: the group of ``normalize="global"``; ``None`` (default): the default group.
+        backend: ``"auto"`` (default), ``"cpu"``, ``"cuda"`` or ``"reference"``.
+
+    Returns:
+        Called as ``loss_fn(pred, target, mask=None, interpolate=True)``: what :func:`ssi_trimmed_loss` returns.
+
+    Raises:
+        TypeError, ValueError: a bad option, named.
+    """
+
+    loss_fn = staticmethod(ssi_trimmed_loss)
 
     def __init__(self, trim: float = 0.2, median_over: str = "valid", trim_over: str = "image", pool: str = "image",
-                 reduction: str = "mean", normalize: str = "local", process_group=None, backend: str = "auto"):
-        super().__init__()
+                 halve: bool = True, reduction: str = "mean", normalize: str = "local",
+                 process_group: ProcessGroup | None = None, backend: str = "auto") -> None:
         _check_options(trim, None, median_over, trim_over, pool, reduction)
-        _ext.check_backend(backend)
-        self.trim, self.median_over, self.trim_over, self.pool = float(trim), median_over, trim_over, pool
-        self.reduction, self.backend = reduction, backend
-        self.normalize, self.process_group = distributed.check_normalize(normalize, process_group), process_group
-
-    def forward(self, pred, target, mask=None, interpolate=True):
-        return ssi_trimmed_loss(pred, target, mask, trim=self.trim, median_over=self.median_over,
-                                trim_over=self.trim_over, pool=self.pool, reduction=self.reduction,
-                                interpolate=interpolate, normalize=self.normalize, process_group=self.process_group,
-                                backend=self.backend)
+        super().__init__(trim=float(trim), median_over=median_over, trim_over=trim_over, pool=pool, halve=halve,
+                         reduction=reduction, normalize=normalize, process_group=process_group, backend=backend)
 
 
-class GradientMatchingLoss(nn.Module):
-    """MiDaS's multi-scale gradient matching; see :func:`gradient_matching_loss`."""
+class GradientMatchingLoss(PairLoss):
+    """MiDaS's multi-scale gradient matching as a module; see :func:`gradient_matching_loss`.
+
+    Args:
+        scales: the number of strided levels. Default 4.
+        median_over: ``"valid"`` (default) or ``"all"``.
+        pool: ``"image"`` (default) or ``"batch"``.
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"``.
+        normalize: ``"local"`` (default) or ``"global"``.
+        process_group: the group of ``normalize="global"``; ``None`` (default): the default group.
+        backend: ``"auto"`` (default), ``"cpu"``, ``"cuda"`` or ``"reference"``.
+
+    Returns:
+        Called as ``loss_fn(pred, target, mask=None, interpolate=True)``: what :func:`gradient_matching_loss`
+        returns.
+
+    Raises:
+        TypeError, ValueError: a bad option, named.
+    """
+
+    loss_fn = staticmethod(gradient_matching_loss)
 
     def __init__(self, scales: int = 4, median_over: str = "valid", pool: str = "image", reduction: str = "mean",
-                 normalize: str = "local", process_group=None, backend: str = "auto"):
-        super().__init__()
+                 normalize: str = "local", process_group: ProcessGroup | None = None, backend: str = "auto") -> None:
         _check_options(None, scales, median_over, None, pool, reduction)
-        _ext.check_backend(backend)
-        self.scales, self.median_over, self.pool, self.reduction, self.backend = scales, median_over, pool, reduction, backend
-        self.normalize, self.process_group = distributed.check_normalize(normalize, process_group), process_group
-
-    def forward(self, pred, target, mask=None, interpolate=True):
-        return gradient_matching_loss(pred, target, mask, scales=self.scales, median_over=self.median_over,
-                                      pool=self.pool, reduction=self.reduction, interpolate=interpolate,
-                                      normalize=self.normalize, process_group=self.process_group, backend=self.backend)
+        super().__init__(scales=scales, median_over=median_over, pool=pool, reduction=reduction, normalize=normalize,
+                         process_group=process_group, backend=backend)
 
 
-class MiDaSLoss(nn.Module):
-    """MiDaS / Depth Anything's loss as a module; see :func:`midas_loss`."""
+class MiDaSLoss(PairLoss):
+    """MiDaS / Depth Anything's loss as a module; see :func:`midas_loss` (Video Depth Anything's
+    ``TrimmedProcrustesLoss``: ``MiDaSLoss(median_over="all", trim_over="batch", pool="batch", halve=False)``).
+
+    Args:
+        alpha: the gradient term's weight. Default 0.5.
+        scales: the gradient term's levels. Default 4.
+        trim: the fraction of the largest residuals dropped. Default 0.2.
+        median_over: ``"valid"`` (default) or ``"all"``.
+        trim_over: ``"image"`` (default) or ``"batch"``.
+        pool: ``"image"`` (default) or ``"batch"``.
+        halve: the trimmed term over ``2M`` (default True) or ``M``.
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"``.
+        normalize: ``"local"`` (default) or ``"global"``.
+        process_group: the group of ``normalize="global"``; ``None`` (default): the default group.
+        backend: ``"auto"`` (default), ``"cpu"``, ``"cuda"`` or ``"reference"``.
+
+    Returns:
+        Called as ``loss_fn(pred, target, mask=None, interpolate=True)``: what :func:`midas_loss` returns.
+
+    Raises:
+        TypeError, ValueError: a bad option, named.
+    """
+
+    loss_fn = staticmethod(midas_loss)
 
     def __init__(self, alpha: float = 0.5, scales: int = 4, trim: float = 0.2, median_over: str = "valid",
-                 trim_over: str = "image", pool: str = "image", reduction: str = "mean", normalize: str = "local",
-                 process_group=None, backend: str = "auto"):
-        super().__init__()
+                 trim_over: str = "image", pool: str = "image", halve: bool = True, reduction: str = "mean",
+                 normalize: str = "local", process_group: ProcessGroup | None = None, backend: str = "auto") -> None:
         _check_options(trim, scales, median_over, trim_over, pool, reduction)
-        if not _checks.real("alpha", alpha) >= 0:
-            raise ValueError(f"alpha must be a number >= 0, got {alpha!r}")
-        _ext.check_backend(backend)
-        self.alpha, self.scales, self.trim = float(alpha), scales, float(trim)
-        self.median_over, self.trim_over, self.pool, self.reduction, self.backend = (median_over, trim_over, pool,
-                                                                                     reduction, backend)
-        self.normalize, self.process_group = distributed.check_normalize(normalize, process_group), process_group
-
-    def forward(self, pred, target, mask=None, interpolate=True):
-        return midas_loss(pred, target, mask, alpha=self.alpha, scales=self.scales, trim=self.trim,
-                          median_over=self.median_over, trim_over=self.trim_over, pool=self.pool,
-                          reduction=self.reduction, interpolate=interpolate, normalize=self.normalize,
-                          process_group=self.process_group, backend=self.backend)
-
-    def extra_repr(self) -> str:
-        return (f"alpha={self.alpha}, scales={self.scales}, trim={self.trim}, median_over={self.median_over!r}, "
-                f"trim_over={self.trim_over!r}, pool={self.pool!r}, reduction={self.reduction!r}, "
-                f"normalize={self.normalize!r}, backend={self.backend!r}")
+        super().__init__(alpha=_check_alpha(alpha), scales=scales, trim=float(trim), median_over=median_over,
+                         trim_over=trim_over, pool=pool, halve=halve, reduction=reduction, normalize=normalize,
+                         process_group=process_group, backend=backend)

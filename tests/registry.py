@@ -580,12 +580,12 @@ OPS += [
 ]
 OPS += [
     Op("ssi_trimmed_loss", dm.ssi_trimmed_loss, _pair_inputs(), module=dm.SSITrimmedLoss, smooth=False, **SUPERVISED),
-    Op("ssi_trimmed_loss vda", dm.ssi_trimmed_loss, _pair_inputs(median_over="all", trim_over="batch", pool="batch"),
+    Op("ssi_trimmed_loss vda", dm.ssi_trimmed_loss, _pair_inputs(median_over="all", trim_over="batch", pool="batch", halve=False),
        smooth=False, **SUPERVISED),
     Op("gradient_matching_loss", dm.gradient_matching_loss, _pair_inputs(scales=2), module=dm.GradientMatchingLoss,
        smooth=False, **SUPERVISED),
     Op("midas_loss", dm.midas_loss, _pair_inputs(), module=dm.MiDaSLoss, smooth=False, **SUPERVISED),
-    Op("midas_loss vda", dm.midas_loss, _pair_inputs(median_over="all", trim_over="batch", pool="batch"),
+    Op("midas_loss vda", dm.midas_loss, _pair_inputs(median_over="all", trim_over="batch", pool="batch", halve=False),
        smooth=False, **SUPERVISED),
     Op("trimmed_mae_loss median_mad", dm.trimmed_mae_loss, _pair_inputs(align="median_mad"), smooth=False,
        **SUPERVISED),
