@@ -44,8 +44,11 @@ __all__ = ["ssi_trimmed_loss", "gradient_matching_loss", "midas_loss", "SSITrimm
 
 
 def _check_options(trim: float | None, scales: int | None, median_over: str, trim_over: str | None, pool: str,
-                   reduction: str) -> None:
-    """The options' checks; ``trim`` / ``scales`` / ``trim_over`` None where a loss has no such option."""
+                   reduction: str, halve: bool | None = None) -> None:
+    """The options' checks; ``trim`` / ``scales`` / ``trim_over`` / ``halve`` None where a loss has no such
+    option."""
+    if halve is not None:
+        _checks.flag("halve", halve)
     if trim is not None and not 0 <= _checks.real("trim", trim) < 1:
         raise ValueError(f"trim must be a number in [0, 1), got {trim!r}")
     if scales is not None and _checks.count("scales", scales) < 1:
@@ -298,7 +301,7 @@ def ssi_trimmed_loss(pred: Tensor, target: Tensor, mask: Tensor | None = None, *
         ValueError: shapes that do not match, NaN/Inf in ``pred``, a bad option value or combination.
         RuntimeError: the compiled kernel asked for but not built.
     """
-    _check_options(trim, None, median_over, trim_over, pool, reduction)
+    _check_options(trim, None, median_over, trim_over, pool, reduction, halve)
     common = (reduction, normalize, process_group)
     kept, n, _, _ = _terms(pred, target, mask, interpolate, median_over, trim, trim_over, 0, *common, backend)
     return _ssi_from(kept, n, halve, pool, *common)
@@ -399,7 +402,7 @@ def midas_loss(pred: Tensor, target: Tensor, mask: Tensor | None = None, *, alph
         ValueError: shapes that do not match, NaN/Inf in ``pred``, a bad option value or combination.
         RuntimeError: the compiled kernel asked for but not built.
     """
-    _check_options(trim, scales, median_over, trim_over, pool, reduction)
+    _check_options(trim, scales, median_over, trim_over, pool, reduction, halve)
     alpha = _check_alpha(alpha)
     common = (reduction, normalize, process_group)
     kept, n, gm, counts = _terms(pred, target, mask, interpolate, median_over, trim, trim_over,
@@ -436,7 +439,7 @@ class SSITrimmedLoss(PairLoss):
     def __init__(self, trim: float = 0.2, median_over: str = "valid", trim_over: str = "image", pool: str = "image",
                  halve: bool = True, reduction: str = "mean", normalize: str = "local",
                  process_group: ProcessGroup | None = None, backend: str = "auto") -> None:
-        _check_options(trim, None, median_over, trim_over, pool, reduction)
+        _check_options(trim, None, median_over, trim_over, pool, reduction, halve)
         super().__init__(trim=float(trim), median_over=median_over, trim_over=trim_over, pool=pool, halve=halve,
                          reduction=reduction, normalize=normalize, process_group=process_group, backend=backend)
 
@@ -499,7 +502,7 @@ class MiDaSLoss(PairLoss):
     def __init__(self, alpha: float = 0.5, scales: int = 4, trim: float = 0.2, median_over: str = "valid",
                  trim_over: str = "image", pool: str = "image", halve: bool = True, reduction: str = "mean",
                  normalize: str = "local", process_group: ProcessGroup | None = None, backend: str = "auto") -> None:
-        _check_options(trim, scales, median_over, trim_over, pool, reduction)
+        _check_options(trim, scales, median_over, trim_over, pool, reduction, halve)
         super().__init__(alpha=_check_alpha(alpha), scales=scales, trim=float(trim), median_over=median_over,
                          trim_over=trim_over, pool=pool, halve=halve, reduction=reduction, normalize=normalize,
                          process_group=process_group, backend=backend)
