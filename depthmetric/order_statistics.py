@@ -18,6 +18,7 @@ and values tied at the cut share the kept part equally (``(keep - below) / equal
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
@@ -30,7 +31,7 @@ KEEP_RULES = _reference.KEEP_RULES
 TRIM_OVER = ("image", "batch")
 
 
-def _map(name, x, batch=None) -> torch.Tensor:
+def _map(name: str, x: object, batch: int | None = None) -> torch.Tensor:
     """``B,1,H,W`` (``B,H,W`` accepted) as ``B,H,W``."""
     x = _checks.tensor(name, x)
     if x.dim() == 4 and x.shape[1] == 1:
@@ -42,7 +43,8 @@ def _map(name, x, batch=None) -> torch.Tensor:
     return x
 
 
-def _like(name, x, values) -> torch.Tensor:
+def _like(name: str, x: object, values: torch.Tensor) -> torch.Tensor:
+    """A map of ``values``' shape (``B,H,W``, ``B,1,H,W`` accepted) and device, as ``B,H,W``."""
     x = _map(name, x)
     if x.shape != values.shape:
         raise ValueError(f"{name} must have the values' shape {tuple(values.shape)} (B,H,W), got {tuple(x.shape)}")
@@ -51,7 +53,10 @@ def _like(name, x, values) -> torch.Tensor:
     return x
 
 
-def _descriptor(name, x, B, width, dtype, device) -> torch.Tensor:
+def _descriptor(name: str, x: object, B: int, width: int, dtype: torch.dtype,
+                device: torch.device) -> torch.Tensor:
+    """A ``B,R,width`` region descriptor of ``dtype``'s kind (floating or integer) on ``device``, as a
+    contiguous ``dtype`` tensor."""
     x = _checks.tensor(name, x)
     if x.dim() != 3 or x.shape[0] != B or x.shape[2] != width:
         raise ValueError(f"{name} must be B,R,{width} with the values' B = {B}, got shape {tuple(x.shape)}")
@@ -63,14 +68,22 @@ def _descriptor(name, x, B, width, dtype, device) -> torch.Tensor:
     return x.to(dtype).contiguous()
 
 
-def regions(values, *, boxes=None, depth_ranges=None, key=None, labels=None, num_labels=None):
+def regions(
+    values: torch.Tensor,
+    *,
+    boxes: torch.Tensor | None = None,
+    depth_ranges: torch.Tensor | None = None,
+    key: torch.Tensor | None = None,
+    labels: torch.Tensor | None = None,
+    num_labels: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The kernel's region arguments ``(key, labels, boxes, ranges, ids)`` for ``values`` (``B,H,W``): one
     region per image when none is given; else ``R`` regions, each the intersection of what is given (boxes
     ``B,R,4`` as ``y0,y1,x0,x1``; ``depth_ranges`` ``B,R,2`` ``[lo, hi)`` of ``key``; label ids
     ``0..num_labels-1`` of ``labels``)."""
     B, H, W = values.shape
     dev = values.device
-    sizes = {}
+    sizes: dict[str, int] = {}
     if num_labels is not None:
         _checks.count("num_labels", num_labels)
     if boxes is not None:
@@ -103,8 +116,10 @@ def regions(values, *, boxes=None, depth_ranges=None, key=None, labels=None, num
     return key, labels, boxes, depth_ranges, ids
 
 
-def order_statistics(values, valid, key, labels, boxes, ranges, ids, trim=1.0, keep_rule=0, with_median=True,
-                     backend="auto"):
+def order_statistics(values: torch.Tensor, valid: torch.Tensor, key: torch.Tensor, labels: torch.Tensor,
+                     boxes: torch.Tensor, ranges: torch.Tensor, ids: torch.Tensor, trim: float = 1.0,
+                     keep_rule: int = 0, with_median: bool = True,
+                     backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
     """The raw op, ``(stats, counts)``: ``B,R,4`` (median, MAD, trimmed sum, threshold) and ``B,R,5`` int64
     (n, median flat index, below, equal, sum of signs); see ``csrc/order_statistics/order_statistics.cpp``."""
     if _ext.use_kernel(backend, values.device):
@@ -114,7 +129,8 @@ def order_statistics(values, valid, key, labels, boxes, ranges, ids, trim=1.0, k
     return _reference.order_statistics(values, valid, key, labels, boxes, ranges, ids, trim, keep_rule, with_median)
 
 
-def _values_and_valid(name, values, mask):
+def _values_and_valid(name: str, values: object, mask: object) -> tuple[torch.Tensor, torch.Tensor]:
+    """The checked floating ``B,H,W`` map and its bool ``B,H,W`` valid map (all True without ``mask``)."""
     values = _map(name, _checks.floating(name, values))
     valid = torch.ones(values.shape, dtype=torch.bool, device=values.device) if mask is None else _like(
         "mask", mask, values)
@@ -124,10 +140,14 @@ def _values_and_valid(name, values, mask):
     return values, valid
 
 
-def region_median(values, mask=None, *, boxes=None, depth_ranges=None, key=None, labels=None, num_labels=None,
-                  backend: str = "auto"):
+def region_median(values: torch.Tensor, mask: torch.Tensor | None = None, *, boxes: torch.Tensor | None = None,
+                  depth_ranges: torch.Tensor | None = None, key: torch.Tensor | None = None,
+                  labels: torch.Tensor | None = None, num_labels: int | None = None,
+                  backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(median, mad, count)`` of each region, ``B,R`` (accumulation dtype: float32, float64 for float64;
-    count int64). ``values``: ``B,1,H,W`` or ``B,H,W`` floating (NaN/Inf raise); ``mask`` (bool, same shape)
+    count int64).
+
+    ``values``: ``B,1,H,W`` or ``B,H,W`` floating (NaN/Inf raise); ``mask`` (bool, same shape)
     marks the pixels that count, default all. Regions: one per image by default; ``boxes`` ``B,R,4``
     (``y0,y1,x0,x1``, clipped to the image), ``depth_ranges`` ``B,R,2`` (``[lo, hi)`` of ``key``, e.g. the
     ground truth), ``labels`` ``B,H,W`` ints with ``num_labels`` (region r: the pixels labelled r); those
@@ -135,6 +155,41 @@ def region_median(values, mask=None, *, boxes=None, depth_ranges=None, key=None,
 
     The median is the lower middle element; MAD is ``mean |x - median|``; gradients as autograd gives them
     for ``torch.median`` (the one selected element, the lowest flat index among ties) and through the MAD.
+
+    Args:
+        values: the map whose statistics are taken, floating (float16, bfloat16, float32 or float64)
+            ``B,1,H,W`` or ``B,H,W``; NaN/Inf raise. Gets the gradient of the median and the MAD.
+        mask: optional bool map of the values' shape (``B,1,H,W`` or ``B,H,W``) and device; ``False``
+            excludes a pixel from every region. Default ``None``: every pixel counts.
+        boxes: optional ``B,R,4`` integer tensor on the values' device, ``y0, y1, x0, x1`` per region (the
+            pixels ``y0 <= y < y1``, ``x0 <= x < x1``, clipped to the image). Default ``None``: no box.
+        depth_ranges: optional ``B,R,2`` floating tensor on the values' device, ``[lo, hi)`` of ``key`` per
+            region (compared in float64; ``-inf``/``inf`` leave a side open). Needs ``key``. Default
+            ``None``: no interval.
+        key: the map ``depth_ranges`` select by (e.g. the ground-truth depth), ``B,1,H,W`` or ``B,H,W`` of
+            the values' shape and device, cast to the values' dtype; data, no gradient. Default ``None``:
+            the values themselves.
+        labels: optional integer label map, ``B,1,H,W`` or ``B,H,W`` of the values' shape and device: region
+            ``r`` holds the pixels labelled ``r``, ``0 <= r < num_labels`` (other ids are in no region).
+            Needs ``num_labels``. Default ``None``: no label map.
+        num_labels: the number of label regions ``R``, an int >= 0 (with ``labels``). Default ``None``.
+        backend: ``"auto"`` (default), ``"cpu"`` or ``"cuda"``: the compiled ``order_statistics`` kernel of
+            the values' device; ``"reference"``: the twin (sorts; supports ``torch.func`` transforms).
+
+    Returns:
+        ``(median, mad, count)``, each ``B,R`` (``R = 1`` without region arguments). The median and the MAD
+        are float32 (float64 for float64 values), the count of each region's valid pixels int64; an empty
+        region gives 0, 0, 0.
+
+    Raises:
+        TypeError: a non-tensor or non-floating ``values``, a non-bool mask, ``boxes`` not integer,
+            ``depth_ranges`` not floating, ``labels`` not an integer map, ``num_labels`` not an int (or
+            missing with ``labels``).
+        ValueError: maps or descriptors of the wrong shape or device, region arguments that disagree on
+            ``R``, ``depth_ranges`` without ``key``, a negative ``num_labels``, NaN/Inf in ``values``, a bad
+            ``backend`` value (or one for another device).
+        RuntimeError: ``backend`` other than ``"reference"`` without the compiled extension (or its CUDA
+            kernels for CUDA inputs), or with inputs under a ``torch.func`` transform or forward-mode AD.
     """
     values, valid = _values_and_valid("values", values, mask)
     key, labels, boxes, ranges, ids = regions(values, boxes=boxes, depth_ranges=depth_ranges, key=key,
@@ -144,13 +199,39 @@ def region_median(values, mask=None, *, boxes=None, depth_ranges=None, key=None,
     return stats[..., 0], stats[..., 1], counts[..., 0]
 
 
-def trimmed_sum(residual, mask=None, *, trim: float = 0.2, keep: str = "drop", over: str = "image",
-                backend: str = "auto"):
+def trimmed_sum(residual: torch.Tensor, mask: torch.Tensor | None = None, *, trim: float = 0.2, keep: str = "drop",
+                over: str = "image", backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
     """``(sum, kept)``: the sum of the ``kept`` smallest ``|residual|`` over the valid pixels of each image
     (``over="image"``, ``B``) or of the whole batch pooled (``over="batch"``, one value, shape ``1``).
+
     ``keep="drop"`` keeps ``n - floor(trim n)`` (Depth Pro), ``"keep"`` keeps ``floor((1 - trim) n)``
     (MiDaS's ``int(n * (1 - trim))``). The gradient is ``sign(residual)`` at the kept pixels (values tied at
-    the cut share it), 0 elsewhere. Selection, no sort."""
+    the cut share it), 0 elsewhere. Selection, no sort.
+
+    Args:
+        residual: the residual map, floating (float16, bfloat16, float32 or float64) ``B,1,H,W`` or
+            ``B,H,W``; its absolute values are trimmed and summed. NaN/Inf raise.
+        mask: optional bool map of the residual's shape (``B,1,H,W`` or ``B,H,W``) and device; ``False``
+            excludes a pixel. Default ``None``: every pixel counts.
+        trim: the fraction of the largest ``|residual|`` to drop, a number in [0, 1]. Default 0.2.
+        keep: how the kept count is rounded: ``"drop"`` (default, Depth Pro): ``n - floor(trim n)``;
+            ``"keep"`` (MiDaS): ``floor((1 - trim) n)``.
+        over: ``"image"`` (default): per image; ``"batch"``: the valid pixels of the whole batch pooled.
+        backend: ``"auto"`` (default), ``"cpu"`` or ``"cuda"``: the compiled ``order_statistics`` kernel of
+            the residual's device; ``"reference"``: the twin (sorts; supports ``torch.func`` transforms).
+
+    Returns:
+        ``(sum, kept)``, each of shape ``B`` (``over="image"``) or ``1`` (``over="batch"``). The sum of the
+        kept smallest ``|residual|`` is float32 (float64 for float64 residuals), the kept count int64; both
+        are 0 without valid pixels.
+
+    Raises:
+        TypeError: a non-tensor or non-floating ``residual``, a non-bool mask, ``trim`` not a number.
+        ValueError: a ``residual`` or ``mask`` of the wrong shape or device, ``trim`` outside [0, 1], a bad
+            ``keep``, ``over`` or ``backend`` value (or a backend for another device), NaN/Inf in ``residual``.
+        RuntimeError: ``backend`` other than ``"reference"`` without the compiled extension (or its CUDA
+            kernels for CUDA inputs), or with inputs under a ``torch.func`` transform or forward-mode AD.
+    """
     trim = _checks.real("trim", trim)
     if not 0 <= trim <= 1:
         raise ValueError(f"trim must be a number in [0, 1], got {trim!r}")
@@ -177,32 +258,39 @@ def _register_kernels() -> None:
     """Fake kernels (for torch.compile / meta tensors) and autograd of the compiled op."""
 
     @torch.library.register_fake("depthmetric::order_statistics")
-    def _(values, valid, key, labels, boxes, ranges, ids, trim, keep_rule, with_median):
+    def _(values: torch.Tensor, valid: torch.Tensor, key: torch.Tensor, labels: torch.Tensor, boxes: torch.Tensor,
+          ranges: torch.Tensor, ids: torch.Tensor, trim: float, keep_rule: int,
+          with_median: bool) -> tuple[torch.Tensor, torch.Tensor]:
         B, R = boxes.shape[:2]
         return (values.new_empty((B, R, 4), dtype=_checks.accumulate_dtype(values.dtype)),
                 values.new_empty((B, R, 5), dtype=torch.int64))
 
     @torch.library.register_fake("depthmetric::_order_statistics_backward")
-    def _(grad, values, valid, key, labels, boxes, ranges, ids, trim, keep_rule, stats, counts):
+    def _(grad: torch.Tensor, values: torch.Tensor, valid: torch.Tensor, key: torch.Tensor, labels: torch.Tensor,
+          boxes: torch.Tensor, ranges: torch.Tensor, ids: torch.Tensor, trim: float, keep_rule: int,
+          stats: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         return values.new_empty(values.shape)
 
-    def setup_context(ctx, inputs, output):
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[torch.Tensor, torch.Tensor]) -> None:
         values, valid, key, labels, boxes, ranges, ids, trim, keep_rule, with_median = inputs
         ctx.params = (trim, keep_rule)
         ctx.with_median = with_median
         ctx.save_for_backward(values, valid, key, labels, boxes, ranges, ids, *output)
 
-    def backward(ctx, grad_stats, grad_counts):
+    def backward(ctx: Any, grad_stats: torch.Tensor | None, grad_counts: torch.Tensor | None) -> tuple[Any, ...]:
         values, valid, key, labels, boxes, ranges, ids, stats, counts = ctx.saved_tensors
         none = (None,) * 9
         if grad_stats is None or not ctx.needs_input_grad[0]:
             return (None, *none)
         region = (valid, key, labels, boxes, ranges, ids)
+        trim, keep_rule = ctx.params
+        with_median = ctx.with_median
         if torch.is_grad_enabled():  # create_graph=True: a gradient that can be differentiated again
             grad, = _autograd.reference_vjp(
-                lambda v: _reference.order_statistics(v, *region, *ctx.params, ctx.with_median)[0], (values,), grad_stats, (True,))
+                lambda v: _reference.order_statistics(v, *region, trim, keep_rule, with_median)[0], (values,),
+                grad_stats, (True,))
             return (grad, *none)
-        grad = torch.ops.depthmetric._order_statistics_backward(grad_stats, values, *region, *ctx.params, stats,
+        grad = torch.ops.depthmetric._order_statistics_backward(grad_stats, values, *region, trim, keep_rule, stats,
                                                                 counts)
         return (grad, *none)
 
@@ -213,7 +301,7 @@ if _ext.extension_loaded():
     _register_kernels()
 
 
-def image_median(values, valid, backend):
+def image_median(values: torch.Tensor, valid: torch.Tensor, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The losses' fast path (inputs already checked): ``(median, count)`` of each image's valid pixels,
     ``values`` and ``valid`` ``B,H,W``; the median carries torch.median's gradient."""
     key, labels, boxes, ranges, ids = regions(values)
@@ -221,7 +309,8 @@ def image_median(values, valid, backend):
     return stats[:, 0, 0], counts[:, 0, 0]
 
 
-def image_trimmed_sum(values, valid, trim, keep_rule, backend):
+def image_trimmed_sum(values: torch.Tensor, valid: torch.Tensor, trim: float, keep_rule: int,
+                      backend: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The losses' fast path: ``(sum, count)`` of the kept smallest ``values`` (already ``>= 0``) of each image
     (``B,H,W``; reshape to ``1,B*H,W`` to pool a batch) and its valid count."""
     key, labels, boxes, ranges, ids = regions(values)

@@ -71,9 +71,6 @@ def test_public_callable_has_an_example(name):
 # (in its docstring or the class's), and ``Returns:`` is in the class docstring or ``forward``'s; the public
 # methods a class defines (``preset``, ``update``, ...) follow the function rule.
 
-# Modules whose docstrings are not yet structured (issue 27): remove each once its public names pass.
-DOCSTRING_EXEMPT_MODULES = {"depthmetric.order_statistics"}
-
 _SECTION = re.compile(r"^(\w[\w ]*):[ \t]*$", re.M)
 _ENTRY = re.compile(r"^    \**(\w+)(?: \([^)]*\))?:", re.M)
 
@@ -139,8 +136,6 @@ def _public_callables() -> dict[str, object]:
 @pytest.mark.parametrize("name", sorted(_public_callables()))
 def test_public_callable_has_structured_docstring(name):
     obj = _public_callables()[name]
-    if obj.__module__ in DOCSTRING_EXEMPT_MODULES:
-        pytest.skip(f"{obj.__module__} is in DOCSTRING_EXEMPT_MODULES")
     problems = _structured_problems(name, obj)
     assert not problems, "; ".join(problems)
 

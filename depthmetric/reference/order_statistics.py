@@ -18,7 +18,8 @@ def kept_count(n: int, trim: float, keep_rule: int) -> int:
     return min(max(keep, 0), n)
 
 
-def region_members(valid, key, labels, boxes, ranges, ids) -> torch.Tensor:
+def region_members(valid: torch.Tensor, key: torch.Tensor, labels: torch.Tensor, boxes: torch.Tensor,
+                   ranges: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """The ``B,R,H*W`` bool maps of the regions: valid, inside the box (clipped), ``lo <= key < hi`` and, for
     ``id >= 0``, ``labels == id`` (the twin materialises them; the kernels never do)."""
     B, H, W = valid.shape
@@ -33,8 +34,9 @@ def region_members(valid, key, labels, boxes, ranges, ids) -> torch.Tensor:
     return (valid.unsqueeze(1) & inside & (lo <= k) & (k < hi) & label_ok).flatten(2)
 
 
-def order_statistics(values, valid, key, labels, boxes, ranges, ids, trim: float, keep_rule: int,
-                     with_median: bool = True):
+def order_statistics(values: torch.Tensor, valid: torch.Tensor, key: torch.Tensor, labels: torch.Tensor,
+                     boxes: torch.Tensor, ranges: torch.Tensor, ids: torch.Tensor, trim: float, keep_rule: int,
+                     with_median: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """``(stats, counts)`` of every region (b, r), as the kernel returns them (``B,R,4`` in the
     accumulation dtype, ``B,R,5`` int64; slots ``STATS`` and ``COUNTS``). The median is the lower middle
     element (sorted index ``(n - 1) // 2``) taken at the lowest flat index among equal values, so its
