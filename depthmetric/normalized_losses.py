@@ -141,7 +141,7 @@ class _FusedTerms(torch.autograd.Function):
         q = _fused_normalize(t, valid, m, count, median_over)[0]
         residual = p.sub_(q).mul_(m)  # (p^ - t^) at the valid pixels, 0 elsewhere
         kept, n, gm, counts = (x.new_zeros(0) for _ in range(4))
-        trimmed = ()
+        trimmed: tuple[Tensor, ...] = ()
         if trim is not None:
             values, ok = residual.abs()[:, 0], valid[:, 0]
             if trim_over == "batch":
