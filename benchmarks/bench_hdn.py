@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 
 import depthmetric
+from benchmarks.bench_order_statistics import make_inputs as order_statistics_inputs
 from benchmarks.harness import Case, backend_arg
 
 _QUICK = dict(B=2, H=24, W=40, ranges=3, boxes=4)
@@ -44,18 +45,13 @@ def flops(case: Case, mode: str) -> float:
 
 
 def make_inputs(case: Case, device: torch.device, generator: torch.Generator) -> dict:
-    B, H, W = (case.dims[k] for k in "BHW")
-
-    def rand() -> torch.Tensor:
-        return torch.rand(B, 1, H, W, device=device, dtype=case.torch_dtype, generator=generator)
-
-    dense = 0.5 + 9.5 * rand()
-    gt = torch.where(rand() < 0.95, dense, torch.zeros_like(dense))
-    noise = torch.randn(B, 1, H, W, device=device, dtype=case.torch_dtype, generator=generator)
+    """The order-statistics bench's depth pair (95% valid ground truth, a log-normal prediction) and
+    Metric3D's random regions drawn for it."""
+    inputs = order_statistics_inputs(case, device, generator)
     seed = int(torch.randint(0, 2 ** 31 - 1, (1,), device=device, generator=generator))
-    regions = depthmetric.draw_hdn_regions(gt, n_ranges=case.dims["ranges"], n_boxes=case.dims["boxes"],
+    regions = depthmetric.draw_hdn_regions(inputs["gt"], n_ranges=case.dims["ranges"], n_boxes=case.dims["boxes"],
                                            generator=torch.Generator().manual_seed(seed))
-    return {"pred": (dense * torch.exp(0.1 * noise)).requires_grad_(case.backward), "gt": gt, **regions}
+    return {**inputs, **regions}
 
 
 def _metric3d_masks(gt, valid, ranges, boxes):
