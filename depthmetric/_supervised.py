@@ -65,13 +65,11 @@ def safe_sqrt(x: torch.Tensor) -> torch.Tensor:
     return torch.where(positive, x, 1.0).sqrt() * positive
 
 
-class PairLoss(nn.Module):
-    """The module form of a loss function ``fn(pred, target, mask=None, *, interpolate=True, **options)``.
-
-    A subclass names its function (``loss_fn = staticmethod(fn)``), checks its own options and passes them
-    all, as the function's keyword arguments, to ``super().__init__``; the options every loss shares
-    (``reduction``, ``normalize`` with ``process_group``, ``backend``) are checked here.
-    """
+class LossModule(nn.Module):
+    """The module form of a loss function: a subclass names its function (``loss_fn = staticmethod(fn)``),
+    checks its own options and passes them all, as the function's keyword arguments, to ``super().__init__``;
+    the options every loss shares (``reduction``, ``normalize`` with ``process_group``, ``backend``) are
+    checked here. Subclasses define ``forward`` for their inputs."""
 
     loss_fn: ClassVar[Callable[..., torch.Tensor]]
 
@@ -84,6 +82,13 @@ class PairLoss(nn.Module):
         if "backend" in options:
             _ext.check_backend(options["backend"])
         self.options = options
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.options.items() if k != "process_group")
+
+
+class PairLoss(LossModule):
+    """The module form of a loss function ``fn(pred, target, mask=None, *, interpolate=True, **options)``."""
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None,
                 interpolate: bool = True) -> torch.Tensor:
@@ -99,6 +104,3 @@ class PairLoss(nn.Module):
             What the module's function (named in the class docstring) returns with these options.
         """
         return self.loss_fn(pred, target, mask, interpolate=interpolate, **self.options)
-
-    def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v!r}" for k, v in self.options.items() if k != "process_group")

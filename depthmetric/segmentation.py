@@ -23,9 +23,9 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
 
 from . import _checks, _ext
+from ._supervised import LossModule
 
 __all__ = ["dice_loss", "focal_loss", "segmentation_distillation_loss", "DiceLoss", "FocalLoss",
            "SegmentationDistillationLoss"]
@@ -205,7 +205,23 @@ def segmentation_distillation_loss(logits: torch.Tensor, labels: torch.Tensor, *
     return alpha * dice + (1 - alpha) * focal
 
 
-class DiceLoss(nn.Module):
+class LabelLoss(LossModule):
+    """The module form of a segmentation loss ``fn(logits, labels, **options)``."""
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The loss of ``logits`` against ``labels``, with the module's options.
+
+        Args:
+            logits: ``B,C,H,W`` floating class scores.
+            labels: ``B,H,W`` integer class of each pixel, in ``[0, C)`` or ``ignore_index``.
+
+        Returns:
+            What the module's function (named in the class docstring) returns with these options.
+        """
+        return self.loss_fn(logits, labels, **self.options)
+
+
+class DiceLoss(LabelLoss):
     """Multi-class soft Dice loss on logits; see :func:`dice_loss`.
 
     Args:
@@ -222,34 +238,17 @@ class DiceLoss(nn.Module):
         TypeError, ValueError: a bad option, named.
     """
 
+    loss_fn = staticmethod(dice_loss)
+
     def __init__(self, smooth: float = 0.0, eps: float = 1e-7, ignore_index: int | None = 255,
                  reduction: str = "mean", backend: str = "auto") -> None:
-        super().__init__()
-        self.smooth, self.eps = _check_number("smooth", smooth), _check_number("eps", eps)
+        smooth, eps = _check_number("smooth", smooth), _check_number("eps", eps)
         _check_ignore_index(ignore_index)
-        self.reduction = _checks.choice("reduction", reduction, _checks.REDUCTIONS)
-        _ext.check_backend(backend)
-        self.ignore_index, self.backend = ignore_index, backend
-
-    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """The loss of ``logits`` against ``labels``.
-
-        Args:
-            logits: ``B,C,H,W`` floating class scores.
-            labels: ``B,H,W`` integer class of each pixel, in ``[0, C)`` or ``ignore_index``.
-
-        Returns:
-            What :func:`dice_loss` returns.
-        """
-        return dice_loss(logits, labels, smooth=self.smooth, eps=self.eps, ignore_index=self.ignore_index,
-                         reduction=self.reduction, backend=self.backend)
-
-    def extra_repr(self) -> str:
-        return (f"smooth={self.smooth}, eps={self.eps}, ignore_index={self.ignore_index}, "
-                f"reduction={self.reduction!r}, backend={self.backend!r}")
+        super().__init__(smooth=smooth, eps=eps, ignore_index=ignore_index, reduction=reduction, backend=backend)
 
 
-class FocalLoss(nn.Module):
+
+class FocalLoss(LabelLoss):
     """Softmax focal loss on logits; see :func:`focal_loss`.
 
     Args:
@@ -265,33 +264,17 @@ class FocalLoss(nn.Module):
         TypeError, ValueError: a bad option, named.
     """
 
+    loss_fn = staticmethod(focal_loss)
+
     def __init__(self, gamma: float = 2.0, ignore_index: int | None = 255, reduction: str = "mean",
                  backend: str = "auto") -> None:
-        super().__init__()
-        self.gamma = _check_number("gamma", gamma)
+        gamma = _check_number("gamma", gamma)
         _check_ignore_index(ignore_index)
-        self.reduction = _checks.choice("reduction", reduction, _checks.REDUCTIONS)
-        _ext.check_backend(backend)
-        self.ignore_index, self.backend = ignore_index, backend
-
-    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """The loss of ``logits`` against ``labels``.
-
-        Args:
-            logits: ``B,C,H,W`` floating class scores.
-            labels: ``B,H,W`` integer class of each pixel, in ``[0, C)`` or ``ignore_index``.
-
-        Returns:
-            What :func:`focal_loss` returns.
-        """
-        return focal_loss(logits, labels, gamma=self.gamma, ignore_index=self.ignore_index,
-                          reduction=self.reduction, backend=self.backend)
-
-    def extra_repr(self) -> str:
-        return f"gamma={self.gamma}, ignore_index={self.ignore_index}, reduction={self.reduction!r}, backend={self.backend!r}"
+        super().__init__(gamma=gamma, ignore_index=ignore_index, reduction=reduction, backend=backend)
 
 
-class SegmentationDistillationLoss(nn.Module):
+
+class SegmentationDistillationLoss(LabelLoss):
     """``alpha * Dice + (1 - alpha) * Focal`` on segmentation logits, the cross-task distillation's loss;
     see :func:`segmentation_distillation_loss`.
 
@@ -317,26 +300,11 @@ class SegmentationDistillationLoss(nn.Module):
         TypeError, ValueError: a bad option, named.
     """
 
+    loss_fn = staticmethod(segmentation_distillation_loss)
+
     def __init__(self, alpha: float = 0.5, gamma: float = 2.0, ignore_index: int | None = 255,
                  backend: str = "auto") -> None:
-        super().__init__()
-        self.alpha, self.gamma = _check_number("alpha", alpha, 0.0, 1.0), _check_number("gamma", gamma)
+        alpha, gamma = _check_number("alpha", alpha, 0.0, 1.0), _check_number("gamma", gamma)
         _check_ignore_index(ignore_index)
-        _ext.check_backend(backend)
-        self.ignore_index, self.backend = ignore_index, backend
+        super().__init__(alpha=alpha, gamma=gamma, ignore_index=ignore_index, backend=backend)
 
-    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """The loss of ``logits`` against ``labels``.
-
-        Args:
-            logits: ``B,C,H,W`` floating class scores.
-            labels: ``B,H,W`` integer class of each pixel, in ``[0, C)`` or ``ignore_index``.
-
-        Returns:
-            What :func:`segmentation_distillation_loss` returns.
-        """
-        return segmentation_distillation_loss(logits, labels, alpha=self.alpha, gamma=self.gamma,
-                                              ignore_index=self.ignore_index, backend=self.backend)
-
-    def extra_repr(self) -> str:
-        return f"alpha={self.alpha}, gamma={self.gamma}, ignore_index={self.ignore_index}, backend={self.backend!r}"

@@ -104,8 +104,8 @@ def test_distillation_blend(alpha):
 
 def test_defaults_are_the_fields():
     seg = SegmentationDistillationLoss()
-    assert (seg.alpha, seg.gamma, seg.ignore_index) == (0.5, 2.0, 255)
-    assert (DiceLoss().smooth, DiceLoss().eps) == (0.0, 1e-7)  # segmentation_models_pytorch's
+    assert (seg.options["alpha"], seg.options["gamma"], seg.options["ignore_index"]) == (0.5, 2.0, 255)
+    assert (DiceLoss().options["smooth"], DiceLoss().options["eps"]) == (0.0, 1e-7)  # segmentation_models_pytorch's
 
 
 @pytest.mark.parametrize("fn", [dice_loss, focal_loss, segmentation_distillation_loss])
